@@ -1,0 +1,373 @@
+"""Runtime: the client facade any Ray driver uses to start, reach and query raystate.
+
+Every operation is written once as ``*_async``; the sync method runs it on a private event-loop
+thread. Arguments are validated here, before any round trip; failures come back as data and are
+rebuilt as ``TerminalError`` on this side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from ray import cloudpickle
+import pyarrow as pa
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, spec_of
+from actors.engine import now_ms
+from actors.errors import TerminalError
+from actors.host import InvokeRequest
+from actors.host_actor import HostActor
+from actors.remote import UNAVAILABLE, RemoteJournal
+from actors.serde import ANY
+from actors.routing import (
+    JOURNAL,
+    host_name,
+    idempotent_invocation_id,
+    new_invocation_id,
+    route_hash,
+)
+from journal.actor import JournalActor
+from journal.records import Outcome
+from journal.sqlguard import SqlRefused
+from journal.store import DataDirError
+
+T = TypeVar("T")
+Target = Callable[..., Any] | str
+
+SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 0,
+                "num_cpus": 0, "max_concurrency": 100_000}
+
+
+class _LoopThread:
+    """A private event loop in a daemon thread, so sync methods can reuse the async ones."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                        name="raystate-client")
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+def decode(spec: HandlerSpec | None, out: Outcome) -> Any:
+    if not out.ok:
+        raise TerminalError(out.failure or "failed", out.failure_code or 500)
+    if out.output is None:
+        return None
+    return (spec.output if spec is not None else ANY).load(out.output)
+
+
+class InvocationHandle:
+    """A submitted invocation: its ``id``, and its result once it has one."""
+
+    def __init__(self, runtime: Runtime, invocation_id: str, spec: HandlerSpec | None) -> None:
+        self.runtime = runtime
+        self.id = invocation_id
+        self._spec = spec
+
+    async def result_async(self) -> Any:
+        return decode(self._spec, await self.runtime._journal.await_output(self.id))
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the outcome: the handler's return value, or its ``TerminalError``."""
+        return self.runtime._loop.run(self.result_async(), timeout)
+
+    def __repr__(self) -> str:
+        return f"InvocationHandle({self.id!r})"
+
+
+class ObjectProxy:
+    """``rt.object(counter, "alice").add(5)``: handlers of one key as methods."""
+
+    def __init__(self, runtime: Runtime, service: str, key: str) -> None:
+        self._rt, self._service, self._key = runtime, service, key
+
+    def __getattr__(self, handler: str) -> Callable[..., Any]:
+        if handler.startswith("_"):
+            raise AttributeError(handler)
+
+        def call(arg: Any = None, **options: Any) -> Any:
+            return self._rt.call(f"{self._service}/{handler}", key=self._key, arg=arg, **options)
+
+        return call
+
+
+class Runtime:
+    """A raystate runtime in one Ray namespace: journal, hosts, and this driver's client.
+
+    >>> rt = Runtime.start([counter], data_dir="raystate-data")   # doctest: +SKIP
+    >>> rt.call(add, key="alice", arg=5)                           # doctest: +SKIP
+    5
+    """
+
+    def __init__(self, namespace: str, config: dict[str, Any]) -> None:
+        self.namespace = namespace
+        self.data_dir: str = config["data_dir"]
+        self.pool_size: int = config["pool_size"]
+        self.idle_timeout_s: float = config.get("idle_timeout_s", 300.0)
+        definitions: list[ServiceDefinition] = cloudpickle.loads(config["definitions"])
+        self.definitions = {d.name: d for d in definitions}
+        self._journal = RemoteJournal(namespace)
+        self._hosts: dict[str, Any] = {}
+        self._loop = _LoopThread()
+
+    # -- starting and connecting -------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        services: Sequence[ServiceDefinition],
+        *,
+        data_dir: str | os.PathLike[str] = "raystate-data",
+        namespace: str = "raystate",
+        address: str | None = None,
+        pool_size: int | None = None,
+    ) -> Runtime:
+        """Start the runtime's actors (or attach to the ones running in ``namespace``).
+
+        Calls ``ray.init(address)`` if this process has not. The journal actor is placed on this
+        driver's node, next to ``data_dir``; unfinished invocations found there are resumed.
+        """
+        problems = [f"{s!r} is not a Service or VirtualObject" for s in services
+                    if not isinstance(s, ServiceDefinition)]
+        names = [s.name for s in services if isinstance(s, ServiceDefinition)]
+        problems += [f"service {n!r} is given twice" for n in set(names) if names.count(n) > 1]
+        if problems:
+            raise ValueError("Runtime.start: " + "; ".join(problems))
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=namespace, include_dashboard=False)
+        data_dir = os.path.abspath(data_dir)
+        journal = _start_journal(data_dir, namespace)
+        if pool_size is None:
+            pool_size = max(int(ray.cluster_resources().get("CPU", 1)), 1)
+        config = {"data_dir": data_dir, "pool_size": pool_size,
+                  "definitions": cloudpickle.dumps(list(services))}
+        existing = ray.get(journal.config.remote())
+        if existing:  # attach: the running runtime's layout wins
+            config["pool_size"] = existing["pool_size"]
+            merged = {d.name: d for d in cloudpickle.loads(existing["definitions"])}
+            merged.update({d.name: d for d in services})
+            config["definitions"] = cloudpickle.dumps(list(merged.values()))
+        ray.get(journal.set_config.remote(config))
+        rt = cls(namespace, config)
+        rt._start_hosts(list(services))
+        return rt
+
+    @classmethod
+    def connect(cls, namespace: str = "raystate", address: str | None = None) -> Runtime:
+        """Attach to a runtime another driver started in ``namespace``."""
+        if not ray.is_initialized():
+            ray.init(address=address or "auto", namespace=namespace, include_dashboard=False)
+        try:
+            journal = ray.get_actor(JOURNAL, namespace=namespace)
+        except ValueError:
+            raise RuntimeError(f"no raystate runtime runs in namespace {namespace!r}") from None
+        config = ray.get(journal.config.remote())
+        if not config:
+            raise RuntimeError(f"the runtime in namespace {namespace!r} is still starting")
+        return cls(namespace, config)
+
+    def _start_hosts(self, services: list[ServiceDefinition]) -> None:
+        ready = []
+        for d in services:
+            if isinstance(d, VirtualObject) and d.placement == "dedicated":
+                keys = ray.get(self._journal_handle().pending_keys.remote(d.name))
+                ready += [self._dedicated(d, k).ready.remote() for k in keys]
+            else:
+                ready += [self._pooled(d, i).ready.remote() for i in range(self.pool_size)]
+        ray.get(ready)
+
+    def _journal_handle(self) -> Any:
+        return ray.get_actor(JOURNAL, namespace=self.namespace)
+
+    def _pooled(self, d: ServiceDefinition, index: int) -> Any:
+        name = host_name(d.name, index)
+        handle = self._hosts.get(name)
+        if handle is None:
+            handle = self._hosts[name] = ray.remote(HostActor).options(
+                name=name, namespace=self.namespace, get_if_exists=True, **SYSTEM_ACTOR
+            ).remote(d, self.namespace, (index, self.pool_size), None, self.idle_timeout_s)
+        return handle
+
+    def _dedicated(self, d: VirtualObject, key: str) -> Any:
+        name = host_name(d.name, key)
+        handle = self._hosts.get(name)
+        if handle is None:
+            options = {**SYSTEM_ACTOR, **d.actor_options}
+            handle = self._hosts[name] = ray.remote(HostActor).options(
+                name=name, namespace=self.namespace, get_if_exists=True, **options
+            ).remote(d, self.namespace, None, key, d.idle_timeout.total_seconds())
+        return handle
+
+    def _host_for(self, spec: HandlerSpec, req: InvokeRequest) -> Any:
+        d = spec.definition
+        if isinstance(d, VirtualObject) and d.placement == "dedicated":
+            assert req.key is not None
+            return self._dedicated(d, req.key)
+        return self._pooled(d, req.route_hash % self.pool_size)
+
+    # -- invoking ----------------------------------------------------------------------------
+
+    def resolve(self, target: Target) -> HandlerSpec:
+        """The handler behind a function reference or a ``"Service/handler"`` string."""
+        if isinstance(target, str):
+            service, _, handler = target.partition("/")
+            d = self.definitions.get(service)
+            if d is None:
+                raise TerminalError(f"unknown service {service!r} (known: "
+                                    f"{', '.join(sorted(self.definitions)) or 'none'})", 404)
+            spec = d.handlers.get(handler)
+            if spec is None:
+                raise TerminalError(f"unknown handler {target!r} (known: "
+                                    f"{', '.join(sorted(d.handlers))})", 404)
+            return spec
+        spec = spec_of(target)
+        if spec is None:
+            raise TerminalError(f"{target!r} is not a raystate handler", 404)
+        if spec.definition.name not in self.definitions:
+            raise TerminalError(f"service {spec.definition.name!r} is not part of this runtime",
+                                404)
+        return spec
+
+    def _request(self, target: Target, key: str | None, arg: Any, mode: str,
+                 idempotency_key: str | None) -> tuple[HandlerSpec, InvokeRequest]:
+        spec = self.resolve(target)
+        keyed = spec.definition.keyed
+        if keyed and not isinstance(key, str):
+            raise TerminalError(f"{spec.target} is a virtual-object handler: pass key=<str>", 400)
+        if not keyed and key is not None:
+            raise TerminalError(f"{spec.target} is a service handler: it takes no key", 400)
+        if spec.takes_arg:
+            data = spec.input.to_json(arg, f"input of {spec.target}")
+        elif arg is not None:
+            raise TerminalError(f"{spec.target} takes no input, got {type(arg).__name__}", 400)
+        else:
+            data = "null"
+        if idempotency_key is not None:
+            inv_id = idempotent_invocation_id(spec.target, key, idempotency_key)
+        else:
+            inv_id = new_invocation_id()
+        req = InvokeRequest(inv_id, spec.definition.name, spec.name, key, data, mode,  # type: ignore[arg-type]
+                            route_hash(spec.definition.name, key, inv_id), idempotency_key,
+                            None, False, now_ms())
+        return spec, req
+
+    async def _submit(self, spec: HandlerSpec, req: InvokeRequest) -> Outcome | None:
+        """Send a request to its host, again after a host failure (marked as a re-submission,
+        so the host first asks the journal whether the first one got through)."""
+        delay = 0.05
+        while True:
+            host = self._host_for(spec, req)
+            try:
+                return await host.invoke.remote(req)
+            except UNAVAILABLE:
+                req.resubmit = True
+                self._hosts.pop(host_name(spec.definition.name, _slot(spec, req, self.pool_size)),
+                                None)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def call_async(self, target: Target, key: str | None = None, arg: Any = None, *,
+                         idempotency_key: str | None = None) -> Any:
+        spec, req = self._request(target, key, arg, "call", idempotency_key)
+        out = await self._submit(spec, req)
+        assert out is not None
+        return decode(spec, out)
+
+    def call(self, target: Target, key: str | None = None, arg: Any = None, *,
+             idempotency_key: str | None = None) -> Any:
+        """Invoke a handler and wait for its result (``TerminalError`` if it failed)."""
+        return self._loop.run(self.call_async(target, key, arg, idempotency_key=idempotency_key))
+
+    async def send_async(self, target: Target, key: str | None = None, arg: Any = None, *,
+                         idempotency_key: str | None = None,
+                         delay: Any = None) -> InvocationHandle:
+        if delay is not None:
+            raise NotImplementedError("delayed sends arrive with the timer scheduler")
+        spec, req = self._request(target, key, arg, "send", idempotency_key)
+        await self._submit(spec, req)
+        return InvocationHandle(self, req.id, spec)
+
+    def send(self, target: Target, key: str | None = None, arg: Any = None, *,
+             idempotency_key: str | None = None, delay: Any = None) -> InvocationHandle:
+        """Submit without waiting for the result; returns once the invocation is durable."""
+        return self._loop.run(self.send_async(target, key, arg, idempotency_key=idempotency_key,
+                                              delay=delay))
+
+    def attach(self, invocation_id: str) -> InvocationHandle:
+        """A handle on an invocation submitted earlier (by any driver)."""
+        accept = self._loop.run(self._journal.accepted(invocation_id))
+        if accept is None:
+            raise TerminalError(f"unknown invocation {invocation_id!r}", 404)
+        d = self.definitions.get(accept.service)
+        return InvocationHandle(self, invocation_id, d.handlers.get(accept.handler) if d else None)
+
+    def object(self, obj: VirtualObject | str, key: str) -> ObjectProxy:
+        name = obj if isinstance(obj, str) else obj.name
+        return ObjectProxy(self, name, key)
+
+    # -- introspection and lifecycle ---------------------------------------------------------
+
+    async def sql_async(self, query: str) -> pa.Table:
+        result = await self._journal.call("sql_or_error", query)
+        if isinstance(result, str):
+            raise SqlRefused(result)
+        return result
+
+    def sql(self, query: str) -> pa.Table:
+        """Run a read-only query over the journal's views (``sys_invocation`` ...)."""
+        return self._loop.run(self.sql_async(query))
+
+    def shutdown(self) -> None:
+        """Stop this runtime's actors (journal, hosts). The data stays on disk."""
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor["namespace"] == self.namespace:
+                try:
+                    ray.kill(ray.get_actor(actor["name"], namespace=self.namespace),
+                             no_restart=True)
+                except ValueError:
+                    pass
+        self._hosts.clear()
+        self._loop.loop.call_soon_threadsafe(self._loop.loop.stop)
+
+
+def _slot(spec: HandlerSpec, req: InvokeRequest, pool_size: int) -> int | str:
+    d = spec.definition
+    if isinstance(d, VirtualObject) and d.placement == "dedicated":
+        return req.key  # type: ignore[return-value]
+    return req.route_hash % pool_size
+
+
+def _start_journal(data_dir: str, namespace: str) -> Any:
+    """Attach to the namespace's journal actor, or create it on this node."""
+    try:
+        journal = ray.get_actor(JOURNAL, namespace=namespace)
+    except ValueError:
+        journal = ray.remote(JournalActor).options(
+            name=JOURNAL, namespace=namespace, get_if_exists=True,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False),
+            **SYSTEM_ACTOR,
+        ).remote(data_dir)
+    try:
+        info = ray.get(journal.info.remote())
+    except UNAVAILABLE as e:
+        ray.kill(journal, no_restart=True)
+        cause = str(e)
+        marker = "DataDirError: "
+        message = cause[cause.index(marker) + len(marker):].splitlines()[0] \
+            if marker in cause else cause
+        raise DataDirError(message) from None
+    if info["data_dir"] != data_dir:
+        raise DataDirError(f"namespace {namespace!r} already runs a runtime on "
+                           f"{info['data_dir']}, not {data_dir}")
+    return journal
+

@@ -1,0 +1,187 @@
+"""Service definitions and the ``.handler()`` decorator.
+
+Each handler is inspected once, at decoration: it must be ``async``, take ``(ctx)`` or
+``(ctx, arg)``, and its context annotation must fit its kind. Every problem is reported at once
+in one ``DefinitionError``. The spec is stored on the function, so the function itself is the
+typed reference callers pass (``rt.call(add, key=..., arg=...)``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from actors.contexts import Context, ObjectContext, ObjectSharedContext
+from actors.errors import DefinitionError, RetryPolicy
+from actors.serde import Serde
+
+HandlerKind = Literal["exclusive", "shared"]
+Placement = Literal["pooled", "dedicated"]
+SPEC_ATTR = "__raystate_handler__"
+
+
+@dataclass(eq=False)
+class HandlerSpec:
+    """Everything the runtime needs to call one handler."""
+
+    definition: ServiceDefinition
+    name: str
+    fn: Callable[..., Any]
+    kind: HandlerKind
+    takes_arg: bool
+    input: Serde
+    output: Serde
+    retry_policy: RetryPolicy | None
+
+    @property
+    def target(self) -> str:
+        return f"{self.definition.name}/{self.name}"
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self.retry_policy or self.definition.retry_policy
+
+
+@dataclass(eq=False)
+class ServiceDefinition:
+    """Common part of ``Service`` and ``VirtualObject``: a name and its handlers."""
+
+    name: str
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    handlers: dict[str, HandlerSpec] = field(default_factory=dict, init=False)
+
+    keyed: typing.ClassVar[bool] = False
+    kinds: typing.ClassVar[tuple[str, ...]] = ("exclusive",)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
+            raise DefinitionError(repr(self.name), ["a name is a non-empty string without '/'"])
+
+    def handler(
+        self,
+        name: str | None = None,
+        *,
+        kind: HandlerKind = "exclusive",
+        retry_policy: RetryPolicy | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register an ``async def`` as a handler of this definition."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            spec = self._inspect(fn, name, kind, retry_policy)
+            self.handlers[spec.name] = spec
+            setattr(fn, SPEC_ATTR, spec)
+            return fn
+
+        return register
+
+    def _context_type(self, kind: str) -> type:
+        return Context
+
+    def _inspect(
+        self, fn: Callable[..., Any], name: str | None, kind: str, retry_policy: object
+    ) -> HandlerSpec:
+        handler_name = name or getattr(fn, "__name__", "")
+        where = f"handler {self.name}/{handler_name}"
+        issues: list[str] = []
+        if not inspect.iscoroutinefunction(fn):
+            issues.append("must be an 'async def' function")
+        if kind not in self.kinds:
+            issues.append(f"kind must be one of {self.kinds}, not {kind!r}")
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            issues.append("retry_policy must be a RetryPolicy")
+        if handler_name in self.handlers:
+            issues.append("a handler of that name is already registered")
+        if not handler_name.isidentifier():
+            issues.append("a handler name must be an identifier")
+        params: list[inspect.Parameter] = []
+        hints: dict[str, Any] = {}
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+            hints = typing.get_type_hints(fn)
+        except (TypeError, ValueError, NameError) as e:
+            issues.append(f"cannot read its signature or annotations: {e}")
+        positional = [
+            p for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY) for p in params):
+            issues.append("takes (ctx) or (ctx, arg): no *args, **kwargs or keyword-only")
+        elif len(positional) not in (1, 2) or len(params) != len(positional):
+            issues.append(f"takes (ctx) or (ctx, arg), not {len(params)} parameters")
+        if positional:
+            ctx_type = hints.get(positional[0].name)
+            wanted = self._context_type(kind)
+            if ctx_type is not None and not (
+                isinstance(ctx_type, type) and issubclass(wanted, ctx_type)
+            ):
+                issues.append(
+                    f"its context is annotated {getattr(ctx_type, '__name__', ctx_type)}, "
+                    f"but a {kind} handler of a {type(self).__name__} gets {wanted.__name__}"
+                )
+        input_serde = output_serde = Serde()
+        try:
+            if len(positional) == 2:
+                input_serde = Serde(hints.get(positional[1].name, Any))
+            output_serde = Serde(hints.get("return", Any))
+        except Exception as e:  # noqa: BLE001 - pydantic cannot build a schema for it
+            issues.append(f"its input or output type cannot be serialized as JSON: {e}")
+        if issues:
+            raise DefinitionError(where, issues)
+        return HandlerSpec(
+            definition=self,
+            name=handler_name,
+            fn=fn,
+            kind=kind,  # type: ignore[arg-type]
+            takes_arg=len(positional) == 2,
+            input=input_serde,
+            output=output_serde,
+            retry_policy=retry_policy,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(eq=False)
+class Service(ServiceDefinition):
+    """Stateless handlers; invocations run concurrently on a pool of host actors.
+
+    >>> greeter = Service("Greeter")
+    >>> @greeter.handler()
+    ... async def greet(ctx: Context, name: str) -> str:
+    ...     return f"hello {name}"
+    """
+
+
+@dataclass(eq=False)
+class VirtualObject(ServiceDefinition):
+    """Keyed handlers with per-key state; exclusive handlers run one at a time per key.
+
+    Args:
+        name: the service name (``"Counter"``).
+        placement: ``"pooled"`` hashes keys onto a pool of host actors; ``"dedicated"`` gives
+            every key its own Ray actor (for heavy state), started on demand.
+        actor_options: Ray actor options for dedicated hosts (``num_gpus``, ``memory`` ...).
+        idle_timeout: a key idle this long is dropped from memory (a dedicated host exits).
+    """
+
+    placement: Placement = "pooled"
+    actor_options: dict[str, Any] = field(default_factory=dict)
+    idle_timeout: timedelta = timedelta(minutes=5)
+
+    keyed: typing.ClassVar[bool] = True
+    kinds: typing.ClassVar[tuple[str, ...]] = ("exclusive", "shared")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.placement not in ("pooled", "dedicated"):
+            raise DefinitionError(self.name, [f"placement must be 'pooled' or 'dedicated', "
+                                              f"not {self.placement!r}"])
+
+    def _context_type(self, kind: str) -> type:
+        return ObjectContext if kind == "exclusive" else ObjectSharedContext
+
+
+def spec_of(handler: Callable[..., Any]) -> HandlerSpec | None:
+    return getattr(handler, SPEC_ATTR, None)

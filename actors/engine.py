@@ -1,0 +1,341 @@
+"""The replay engine: one invocation attempt against its journal.
+
+An attempt walks the journal from index 0. While recorded entries remain, every operation must
+match the entry at its index (kind and name, and the value for state writes) and takes its
+result from there; past the end, operations run for real and are recorded into a buffer that
+the host makes durable. Durability points: before a ``ctx.run`` action executes, every earlier
+``run`` result is committed (so a side effect never runs ahead of the record of the previous
+one), and the output is committed together with whatever is still buffered. Pure code and state
+reads between steps run ahead; state writes commit atomically with the entries around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import json
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from actors.contexts import DeterministicRandom, ObjectContext
+from actors.definitions import HandlerSpec
+from actors.errors import JournalMismatch, RetryPolicy, TerminalError
+from actors.serde import ANY, Serde
+from journal.records import (
+    Accept,
+    Entry,
+    Outcome,
+    Output,
+    Record,
+    StateWrite,
+    StatusChange,
+)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(eq=False)
+class Invocation:
+    """An accepted invocation as its host holds it in memory."""
+
+    accept: Accept
+    spec: HandlerSpec
+    entries: list[Entry] = field(default_factory=list)
+    retry_count: int = 0
+    accept_durable: bool = False
+    outcome: asyncio.Future[Outcome] = field(default_factory=asyncio.Future)
+    durable: asyncio.Future[None] = field(default_factory=asyncio.Future)
+
+    @property
+    def id(self) -> str:
+        return self.accept.id
+
+
+class JournalCursor:
+    """Walks recorded entries, then records new ones (pure: no I/O, unit-tested alone)."""
+
+    def __init__(self, invocation_id: str, entries: list[Entry]) -> None:
+        self.invocation_id = invocation_id
+        self.entries = entries
+        self.index = 0
+        self.buffer: list[Record] = []
+        self.unflushed_run = False
+
+    @property
+    def replaying(self) -> bool:
+        return self.index < len(self.entries)
+
+    def replay(self, entry_type: str, name: str | None) -> Entry | None:
+        """The recorded entry for this operation, or None once past the journal's end."""
+        if self.index >= len(self.entries):
+            return None
+        entry = self.entries[self.index]
+        if entry.entry_type != entry_type or entry.name != name:
+            raise JournalMismatch(
+                self.invocation_id, self.index,
+                _describe(entry.entry_type, entry.name), _describe(entry_type, name),
+            )
+        self.index += 1
+        return entry
+
+    def record(self, entry_type: str, name: str | None, *, result: str | None = None,
+               failure: TerminalError | None = None, extra: tuple[Record, ...] = ()) -> Entry:
+        entry = Entry(
+            self.invocation_id, self.index, entry_type, name, result,
+            failure.message if failure else None, failure.status_code if failure else None,
+            now_ms(),
+        )
+        self.entries.append(entry)
+        self.buffer.append(entry)
+        self.buffer.extend(extra)
+        self.index += 1
+        self.unflushed_run |= entry_type == "run"
+        return entry
+
+    def take(self) -> list[Record]:
+        """Hand over the buffered records (the caller makes them durable)."""
+        out, self.buffer = self.buffer, []
+        self.unflushed_run = False
+        return out
+
+
+def _describe(entry_type: str, name: str | None) -> str:
+    return f"{entry_type}({name!r})" if name is not None else entry_type
+
+
+class HostPort(Protocol):
+    """What an invocation needs from its host."""
+
+    async def flush(self, invocation: Invocation, records: list[Record]) -> None: ...
+
+
+class InvocationContext(ObjectContext):
+    """The one concrete context; operations a handler's kind does not allow are refused."""
+
+    def __init__(
+        self,
+        host: HostPort,
+        invocation: Invocation,
+        committed_state: dict[str, str] | None,
+    ) -> None:
+        self._host = host
+        self._inv = invocation
+        self._spec = invocation.spec
+        self._cursor = JournalCursor(invocation.id, invocation.entries)
+        self._committed = committed_state
+        self._overlay: dict[str, str | None] = {}
+        seed = int.from_bytes(hashlib.sha256(invocation.id.encode()).digest()[:8], "big")
+        self.rand = DeterministicRandom(seed)
+
+    # -- identity ----------------------------------------------------------------------------
+
+    def invocation_id(self) -> str:
+        return self._inv.id
+
+    def key(self) -> str:
+        self._require_keyed("key")
+        assert self._inv.accept.key is not None
+        return self._inv.accept.key
+
+    def take_records(self) -> list[Record]:
+        return self._cursor.take()
+
+    # -- journaled actions -------------------------------------------------------------------
+
+    async def run(self, name: str, fn: Callable[..., Any], *args: Any,
+                  retry_policy: RetryPolicy | None = None, **kwargs: Any) -> Any:
+        if not isinstance(name, str):
+            raise TypeError("ctx.run(name, fn, ...): name must be a string")
+        serde = _return_serde(fn)
+        entry = self._cursor.replay("run", name)
+        if entry is not None:
+            if entry.failure is not None:
+                raise TerminalError(entry.failure, entry.failure_code or 500)
+            return serde.load(entry.result) if entry.result is not None else None
+        if self._cursor.unflushed_run:
+            await self._host.flush(self._inv, self._cursor.take())
+        failures = 0
+        while True:
+            try:
+                if inspect.iscoroutinefunction(fn):
+                    result = await fn(*args, **kwargs)
+                else:
+                    result = await asyncio.to_thread(fn, *args, **kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
+                break
+            except TerminalError as e:
+                self._cursor.record("run", name, failure=e)
+                raise
+            except Exception as e:
+                if retry_policy is None:
+                    raise
+                failures += 1
+                if retry_policy.exhausted(failures):
+                    err = TerminalError(
+                        f"ctx.run({name!r}) failed {failures} times: {type(e).__name__}: {e}"
+                    )
+                    self._cursor.record("run", name, failure=err)
+                    raise err from e
+                await asyncio.sleep(retry_policy.delay(failures))
+        try:
+            data = serde.dump(result)
+        except Exception as e:  # noqa: BLE001 - any serializer failure is the user's value
+            raise TerminalError(
+                f"ctx.run({name!r}) returned a value that is not JSON-serializable "
+                f"({type(result).__name__}): {e}"
+            ) from None
+        self._cursor.record("run", name, result=data)
+        return serde.load(data)
+
+    async def time(self) -> float:
+        entry = self._cursor.replay("time", None)
+        if entry is None:
+            entry = self._cursor.record("time", None, result=str(now_ms()))
+        assert entry.result is not None
+        return int(entry.result) / 1000
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _require_keyed(self, op: str) -> None:
+        if self._committed is None:
+            raise TerminalError(
+                f"{op}: handler {self._spec.target} belongs to a Service, which has no key or "
+                "state; use a VirtualObject"
+            )
+
+    def _require_exclusive(self, op: str) -> None:
+        self._require_keyed(op)
+        if self._spec.kind != "exclusive":
+            raise TerminalError(
+                f"ctx.{op}: handler {self._spec.target} is shared and may only read state"
+            )
+
+    def _current(self, name: str) -> str | None:
+        if name in self._overlay:
+            return self._overlay[name]
+        assert self._committed is not None
+        return self._committed.get(name)
+
+    def _names(self) -> list[str]:
+        assert self._committed is not None
+        names = set(self._committed) | set(self._overlay)
+        return sorted(n for n in names if self._current(n) is not None)
+
+    async def get(self, name: str, default: Any = None, *, type_hint: Any = None) -> Any:
+        self._require_keyed("ctx.get")
+        entry = self._cursor.replay("get_state", name)
+        if entry is None:
+            entry = self._cursor.record("get_state", name, result=self._current(name))
+        if entry.result is None:
+            return default
+        return (Serde(type_hint) if type_hint is not None else ANY).load(entry.result)
+
+    async def state_keys(self) -> list[str]:
+        self._require_keyed("ctx.state_keys")
+        entry = self._cursor.replay("get_state_keys", None)
+        if entry is None:
+            entry = self._cursor.record("get_state_keys", None, result=json.dumps(self._names()))
+        assert entry.result is not None
+        return list(json.loads(entry.result))
+
+    def _write(self, entry_type: str, name: str, value: str | None) -> None:
+        entry = self._cursor.replay(entry_type, name)
+        if entry is not None:
+            if entry.result != value:
+                raise JournalMismatch(
+                    self._inv.id, entry.idx, f"{entry_type}({name!r}, {entry.result})",
+                    f"{entry_type}({name!r}, {value})",
+                )
+            return  # already applied when it was first recorded
+        assert self._inv.accept.key is not None
+        write = StateWrite(self._spec.definition.name, self._inv.accept.key, name, value)
+        self._cursor.record(entry_type, name, result=value, extra=(write,))
+        self._overlay[name] = value
+
+    def set(self, name: str, value: Any) -> None:
+        self._require_exclusive("set")
+        if not isinstance(name, str):
+            raise TypeError("ctx.set(name, value): name must be a string")
+        try:
+            data = ANY.dump(value)
+        except Exception as e:  # noqa: BLE001
+            raise TerminalError(f"ctx.set({name!r}): value is not JSON-serializable: {e}") from None
+        self._write("set_state", name, data)
+
+    def clear(self, name: str) -> None:
+        self._require_exclusive("clear")
+        self._write("clear_state", name, None)
+
+    def clear_all(self) -> None:
+        self._require_exclusive("clear_all")
+        entry = self._cursor.replay("clear_all_state", None)
+        if entry is not None:
+            return
+        assert self._inv.accept.key is not None
+        service, key = self._spec.definition.name, self._inv.accept.key
+        writes = tuple(StateWrite(service, key, n, None) for n in self._names())
+        self._cursor.record("clear_all_state", None, extra=writes)
+        for w in writes:
+            self._overlay[w.name] = None
+
+
+@functools.lru_cache(maxsize=1024)
+def _return_serde(fn: Callable[..., Any]) -> Serde:
+    """Decode ``ctx.run`` results as the action's return annotation, so that a first run and a
+    replay return the same type; plain JSON when there is none."""
+    try:
+        hint = typing.get_type_hints(fn).get("return")
+    except Exception:  # noqa: BLE001 - builtins, partials, unresolvable names
+        return ANY
+    if hint is None or hint is type(None):
+        return ANY
+    try:
+        return Serde(hint)
+    except Exception:  # noqa: BLE001 - an annotation pydantic cannot handle (Awaitable ...)
+        return ANY
+
+
+async def execute(host: HostPort, inv: Invocation, committed: dict[str, str] | None) -> Outcome:
+    """Run ``inv`` to its outcome, retrying failed attempts from the journal per policy.
+
+    The outcome is durable (with every buffered record) before this returns.
+    """
+    spec = inv.spec
+    policy = spec.policy
+    while True:
+        ctx = InvocationContext(host, inv, committed)
+        try:
+            try:
+                args = (spec.input.load(inv.accept.input),) if spec.takes_arg else ()
+            except Exception as e:  # noqa: BLE001 - validated at the client; defend anyway
+                raise TerminalError(f"input of {spec.target} does not validate: {e}", 400) from None
+            result = await spec.fn(ctx, *args)
+            try:
+                out = Outcome(True, spec.output.dump(result))
+            except Exception as e:  # noqa: BLE001
+                raise TerminalError(f"output of {spec.target} is not JSON-serializable: {e}") \
+                    from None
+        except TerminalError as e:
+            out = Outcome(False, None, e.message, e.status_code)
+        except (Exception, JournalMismatch) as e:
+            inv.retry_count += 1
+            failure = f"{type(e).__name__}: {e}"
+            if policy.exhausted(inv.retry_count):
+                out = Outcome(False, None, f"gave up after {inv.retry_count} attempts: {failure}")
+            else:
+                status = StatusChange(inv.id, "backing-off", inv.retry_count, failure, now_ms())
+                await host.flush(inv, [*ctx.take_records(), status])
+                await asyncio.sleep(policy.delay(inv.retry_count))
+                continue
+        records = ctx.take_records()
+        records.append(Output(inv.id, out.ok, out.output, out.failure, out.failure_code, now_ms()))
+        await host.flush(inv, records)
+        return out

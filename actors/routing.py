@@ -1,0 +1,33 @@
+"""Names and routes, built in one place: actor names, key hashing, invocation ids.
+
+Names live in the runtime's Ray namespace, so two runtimes can share one Ray cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+import zlib
+
+JOURNAL = "journal"
+SCHEDULER = "scheduler"
+
+
+def host_name(service: str, slot: int | str) -> str:
+    """``host:<Service>:<n>`` for a pooled host, ``host:<Service>:<key>`` for a dedicated one."""
+    return f"host:{service}:{slot}"
+
+
+def route_hash(service: str, key: str | None, invocation_id: str) -> int:
+    """Stable across processes: keyed calls by (service, key), service calls by id."""
+    return zlib.crc32(f"{service}/{key if key is not None else invocation_id}".encode())
+
+
+def new_invocation_id() -> str:
+    return "inv_" + uuid.uuid4().hex
+
+
+def idempotent_invocation_id(target: str, key: str | None, idempotency_key: str) -> str:
+    """The same idempotency key on the same target always names the same invocation."""
+    digest = hashlib.sha256(f"{target}\x00{key}\x00{idempotency_key}".encode()).hexdigest()
+    return "inv_" + digest[:32]

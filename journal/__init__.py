@@ -1,0 +1,1 @@
+"""The durable journal: DuckDB schema, the single-writer store and its group-commit actor."""

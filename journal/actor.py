@@ -1,0 +1,134 @@
+"""The journal actor: group commit in front of ``JournalStore``, and waiters for outputs.
+
+Hosts call ``commit(batch)``; while one transaction is being written (off the event loop) the
+batches that arrive meanwhile queue up and go into the next transaction together. ``await_output``
+lets any driver wait for an invocation's result after the host that computed it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+
+import duckdb
+import pyarrow as pa
+
+from journal.records import Accept, Batch, Outcome, PendingInvocation
+from journal.sqlguard import SqlRefused
+from journal.store import JournalStore
+
+
+class GroupCommitJournal:
+    """Async front of a store: many callers' batches, one transaction at a time."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.store = JournalStore(data_dir)
+        self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._barriers: list[asyncio.Future[None]] = []
+        self._waiters: dict[str, list[asyncio.Future[Outcome]]] = defaultdict(list)
+        self._config: dict[str, object] = {}
+        self.transactions = 0
+
+    async def commit(self, batch: Batch) -> None:
+        """Return once ``batch`` is durable (with whatever else arrived meanwhile)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((batch, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop())
+        await fut
+
+    async def _write_loop(self) -> None:
+        while self._queue or self._barriers:
+            queued, self._queue = self._queue, []
+            barriers, self._barriers = self._barriers, []
+            try:
+                batches = [b for b, _ in queued]
+                outputs = await asyncio.to_thread(self.store.write, batches) if batches else []
+            except Exception as e:  # noqa: BLE001 - handed to every waiting caller
+                for _, fut in queued:
+                    if not fut.done():
+                        fut.set_exception(e)
+                outputs = []
+            else:
+                for _, fut in queued:
+                    if not fut.done():
+                        fut.set_result(None)
+            for barrier in barriers:
+                if not barrier.done():
+                    barrier.set_result(None)
+            self.transactions += bool(queued)
+            for out in outputs:
+                for waiter in self._waiters.pop(out.invocation_id, []):
+                    if not waiter.done():
+                        waiter.set_result(Outcome.of(out))
+
+    async def _settled(self) -> None:
+        """Wait until what was queued before this call is written, so reads see it."""
+        if self._writer is None or self._writer.done():
+            return
+        barrier = asyncio.get_running_loop().create_future()
+        self._barriers.append(barrier)
+        await barrier
+
+    async def outcome(self, invocation_id: str) -> Outcome | None:
+        await self._settled()
+        return await asyncio.to_thread(self.store.outcome, invocation_id)
+
+    async def accepted(self, invocation_id: str) -> Accept | None:
+        await self._settled()
+        return await asyncio.to_thread(self.store.accepted, invocation_id)
+
+    async def await_output(self, invocation_id: str) -> Outcome:
+        """The invocation's outcome, waiting for it if it is not there yet."""
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiters[invocation_id].append(fut)
+        done = await self.outcome(invocation_id)
+        if done is not None:
+            self._waiters[invocation_id].remove(fut)
+            if not self._waiters[invocation_id]:
+                del self._waiters[invocation_id]
+            return done
+        return await fut
+
+    async def pending(
+        self, services: list[str], partition: tuple[int, int] | None = None, key: str | None = None
+    ) -> list[PendingInvocation]:
+        await self._settled()
+        return await asyncio.to_thread(self.store.pending, services, partition=partition, key=key)
+
+    async def load_state(self, service: str, key: str) -> dict[str, str]:
+        await self._settled()
+        return await asyncio.to_thread(self.store.load_state, service, key)
+
+    async def sql(self, query: str) -> pa.Table:
+        return await asyncio.to_thread(self.store.sql, query)
+
+    async def sql_or_error(self, query: str) -> pa.Table | str:
+        """Like ``sql``, with a refusal or SQL error returned as its message (errors cross
+        the Ray boundary as data)."""
+        try:
+            return await self.sql(query)
+        except (SqlRefused, duckdb.Error) as e:
+            return str(e)
+
+    async def pending_keys(self, service: str) -> list[str]:
+        await self._settled()
+        return await asyncio.to_thread(self.store.pending_keys, service)
+
+    # Runtime configuration: what Runtime.connect needs to route calls (kept in memory; the
+    # driver that starts the runtime provides it again after a restart).
+    def set_config(self, config: dict[str, object]) -> None:
+        self._config = config
+
+    def config(self) -> dict[str, object]:
+        return self._config
+
+    def info(self) -> dict[str, object]:
+        return {"data_dir": str(self.store.data_dir.resolve()), "pid": os.getpid(),
+                "transactions": self.transactions}
+
+
+class JournalActor(GroupCommitJournal):
+    """The remote form (``ray.remote(JournalActor)``): a named, detached, restartable actor."""

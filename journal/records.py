@@ -1,0 +1,110 @@
+"""The durable facts hosts send to the journal, as small picklable dataclasses.
+
+A host groups many of these into one batch (one Ray call); the journal writes many batches in
+one transaction. Payloads are JSON text; times are epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """An invocation was accepted: it must run to completion from now on."""
+
+    id: str
+    service: str
+    handler: str
+    key: str | None
+    route_hash: int
+    input: str
+    idempotency_key: str | None = None
+    invoked_by: str | None = None
+    created_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One step of an invocation's journal, at position ``idx``.
+
+    ``result`` is the JSON of a completed step; a step that failed for good carries
+    ``failure`` (message) and ``failure_code`` instead.
+    """
+
+    invocation_id: str
+    idx: int
+    entry_type: str
+    name: str | None
+    result: str | None = None
+    failure: str | None = None
+    failure_code: int | None = None
+    created_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """A state change of one object key; ``value`` None clears the entry."""
+
+    service: str
+    key: str
+    name: str
+    value: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A status an invocation entered (running, backing-off, ...), with its last failure."""
+
+    invocation_id: str
+    status: str
+    retry_count: int = 0
+    failure: str | None = None
+    at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """The invocation finished: successfully with ``output`` JSON, or failed for good."""
+
+    invocation_id: str
+    ok: bool
+    output: str | None = None
+    failure: str | None = None
+    failure_code: int | None = None
+    completed_at_ms: int = 0
+
+
+Record = Accept | Entry | StateWrite | StatusChange | Output
+
+
+@dataclass(slots=True)
+class Batch:
+    """Records one host sends in one call. ``batch_id`` makes a re-sent batch harmless."""
+
+    batch_id: str
+    records: list[Record] = field(default_factory=list)
+    resent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an invocation ended, as it crosses Ray boundaries (never an exception object)."""
+
+    ok: bool
+    output: str | None = None
+    failure: str | None = None
+    failure_code: int | None = None
+
+    @staticmethod
+    def of(out: Output) -> Outcome:
+        return Outcome(out.ok, out.output, out.failure, out.failure_code)
+
+
+@dataclass(slots=True)
+class PendingInvocation:
+    """An accepted invocation without output, with what its host needs to resume it."""
+
+    accept: Accept
+    entries: list[Entry]
+    retry_count: int = 0

@@ -1,0 +1,1 @@
+"""Durable timers (sleeps, delayed sends, retry back-off): the timer-scheduler actor."""
