@@ -1,14 +1,30 @@
 """raystate: durable building blocks (in the style of Restate) on Ray.
 
-Public API: service definitions, contexts, errors and the ``Runtime`` client.
+Public API: service definitions, contexts, errors and the ``Runtime`` client. The client (which
+imports Ray) loads on first use, so definitions and the replay engine import without Ray.
 """
 
-from actors.client import InvocationHandle, Runtime
+from typing import TYPE_CHECKING, Any
+
 from actors.contexts import Context, ObjectContext, ObjectSharedContext
 from actors.definitions import Service, VirtualObject
 from actors.errors import DefinitionError, JournalMismatch, RetryPolicy, TerminalError
 from journal.sqlguard import SqlRefused
 from journal.store import DataDirError
+
+if TYPE_CHECKING:
+    from actors.client import InvocationHandle, Runtime
+
+_LAZY = {"Runtime", "InvocationHandle"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from actors import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'actors' has no attribute {name!r}")
+
 
 __all__ = [
     "Context",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -144,6 +145,7 @@ class Runtime:
             raise ValueError("Runtime.start: " + "; ".join(problems))
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace, include_dashboard=False)
+        _ship_handler_modules(services)
         data_dir = os.path.abspath(data_dir)
         journal = _start_journal(data_dir, namespace)
         if pool_size is None:
@@ -337,6 +339,19 @@ class Runtime:
                     pass
         self._hosts.clear()
         self._loop.loop.call_soon_threadsafe(self._loop.loop.stop)
+
+
+def _ship_handler_modules(services: Sequence[ServiceDefinition]) -> None:
+    """Pickle handler modules by value unless installed, so host actors on any node can run
+    handlers defined in scripts, notebooks and test files that their processes cannot import."""
+    installed = tuple(p for p in sys.path if p.endswith("site-packages"))
+    for d in services:
+        for spec in d.handlers.values():
+            module = sys.modules.get(spec.fn.__module__)
+            path = getattr(module, "__file__", None) or ""
+            if module is not None and module.__name__ != "__main__" and \
+                    not path.startswith(installed):
+                cloudpickle.register_pickle_by_value(module)
 
 
 def _slot(spec: HandlerSpec, req: InvokeRequest, pool_size: int) -> int | str:

@@ -84,6 +84,8 @@ class RetryPolicy:
         problems = []
         if _seconds(self.initial_interval) < 0:
             problems.append("initial_interval must not be negative")
+        if _seconds(self.max_interval) < _seconds(self.initial_interval):
+            problems.append("max_interval must be >= initial_interval")
         if self.factor < 1:
             problems.append("factor must be >= 1")
         if self.max_attempts is not None and self.max_attempts < 1:

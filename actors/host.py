@@ -61,7 +61,11 @@ class JournalPort(Protocol):
 
 
 class Flusher:
-    """Host-side group commit: one batch in flight, the next one filling meanwhile."""
+    """Host-side group commit: one batch in flight, the next one filling meanwhile.
+
+    A failed commit is sent again (same batch id, marked re-sent) until it succeeds: its
+    records are already in the invocations' in-memory journals, so dropping them would let a
+    retry replay entries that were never durable."""
 
     def __init__(self, commit: Callable[[Batch], Awaitable[None]],
                  on_committed: Callable[[list[Record]], None]) -> None:
@@ -85,18 +89,26 @@ class Flusher:
         while self._waiters:
             records, self._records = self._records, []
             waiters, self._waiters = self._waiters, []
-            try:
-                if records:
-                    await self._commit(Batch(f"{self._prefix}:{next(self._ids)}", records))
-                    self._on_committed(records)
-            except Exception as e:  # noqa: BLE001 - handed to every waiting invocation
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(e)
-                continue
+            if records:
+                await self._commit_until_done(Batch(f"{self._prefix}:{next(self._ids)}", records))
+                self._on_committed(records)
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
+
+    async def _commit_until_done(self, batch: Batch) -> None:
+        """Nothing may go on until the batch is durable, and its records are already part of
+        invocations' in-memory journals: so send the same batch again until it commits."""
+        delay = 0.1
+        while True:
+            try:
+                await self._commit(batch)
+                return
+            except Exception:
+                log.exception("commit of batch %s failed; sending it again", batch.batch_id)
+                batch.resent = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
 
 class KeySlot:
@@ -138,6 +150,7 @@ class ObjectHost:
         self._slots: dict[str, KeySlot] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready: asyncio.Future[None] | None = None
+        self._order = 0  # acceptance order, increasing across restarts (wall-clock based)
         self.last_activity = time.monotonic()
 
     # -- start and recovery ------------------------------------------------------------------
@@ -186,9 +199,10 @@ class ObjectHost:
             spec = self.definition.handlers.get(req.handler)
             if spec is None:
                 return Outcome(False, None, f"unknown handler {req.service}/{req.handler}", 404)
+            self._order = max(self._order + 1, time.time_ns())
             inv = Invocation(Accept(req.id, req.service, req.handler, req.key, req.route_hash,
                                     req.input, req.idempotency_key, req.invoked_by,
-                                    req.created_at_ms), spec)
+                                    req.created_at_ms, self._order), spec)
             self._active[inv.id] = inv
             if req.mode == "send":
                 self._spawn(self.flush(inv, []))
@@ -284,16 +298,10 @@ class ObjectHost:
 
     async def flush(self, invocation: Invocation, records: list[Record]) -> None:
         """Make ``records`` durable, preceded by the invocation's acceptance if not yet."""
-        with_accept = not invocation.accept_durable
-        if with_accept:
+        if not invocation.accept_durable:
             invocation.accept_durable = True
             records = [invocation.accept, *records]
-        try:
-            await self.flusher.submit(records)
-        except BaseException:
-            if with_accept:
-                invocation.accept_durable = False
-            raise
+        await self.flusher.submit(records)
         if not invocation.durable.done():
             invocation.durable.set_result(None)
 

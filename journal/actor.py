@@ -86,9 +86,11 @@ class GroupCommitJournal:
         self._waiters[invocation_id].append(fut)
         done = await self.outcome(invocation_id)
         if done is not None:
-            self._waiters[invocation_id].remove(fut)
-            if not self._waiters[invocation_id]:
-                del self._waiters[invocation_id]
+            waiters = self._waiters.get(invocation_id, [])
+            if fut in waiters:  # a commit may have resolved and dropped it meanwhile
+                waiters.remove(fut)
+                if not waiters:
+                    del self._waiters[invocation_id]
             return done
         return await fut
 

@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Accept:
-    """An invocation was accepted: it must run to completion from now on."""
+    """An invocation was accepted: it must run to completion from now on.
+
+    ``host_order`` is the order in which the owning host accepted it; recovery resumes a key's
+    invocations in that order (commit order can differ: a call's acceptance is committed with
+    its first step).
+    """
 
     id: str
     service: str
@@ -22,6 +27,7 @@ class Accept:
     idempotency_key: str | None = None
     invoked_by: str | None = None
     created_at_ms: int = 0
+    host_order: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,7 @@ class Entry:
     failure: str | None = None
     failure_code: int | None = None
     created_at_ms: int = 0
+    completed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

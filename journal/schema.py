@@ -15,7 +15,8 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE invocations(
         id VARCHAR, service VARCHAR, handler VARCHAR, key VARCHAR, route_hash UBIGINT,
-        input JSON, idempotency_key VARCHAR, invoked_by VARCHAR, created_at_ms BIGINT, seq BIGINT);
+        input JSON, idempotency_key VARCHAR, invoked_by VARCHAR, created_at_ms BIGINT,
+        host_order BIGINT, seq BIGINT);
     CREATE INDEX invocations_id ON invocations(id);
     CREATE TABLE invocation_events(
         id VARCHAR, status VARCHAR, retry_count INTEGER, failure VARCHAR, at_ms BIGINT, seq BIGINT);
@@ -25,7 +26,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outputs_id ON outputs(id);
     CREATE TABLE journal(
         invocation_id VARCHAR, idx INTEGER, entry_type VARCHAR, name VARCHAR, result JSON,
-        failure VARCHAR, failure_code INTEGER, created_at_ms BIGINT);
+        failure VARCHAR, failure_code INTEGER, created_at_ms BIGINT, completed BOOLEAN);
     CREATE INDEX journal_invocation ON journal(invocation_id);
     CREATE TABLE state_log(service VARCHAR, key VARCHAR, name VARCHAR, value JSON, seq BIGINT);
     CREATE TABLE batches(batch_id VARCHAR);
@@ -69,7 +70,7 @@ MIGRATIONS: list[str] = [
 
     CREATE VIEW sys_journal AS
     SELECT invocation_id, idx AS "index", entry_type, name,
-           (result IS NOT NULL OR failure IS NOT NULL) AS completed,
+           completed,
            CASE WHEN failure IS NOT NULL
                 THEN json_object('failure', failure, 'code', failure_code)::JSON
                 ELSE result END AS result,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 import duckdb
@@ -29,6 +29,7 @@ from journal.schema import migrate
 from journal.sqlguard import check_read_only
 
 DB_FILE = "journal.duckdb"
+RECENT_BATCHES = 100_000
 
 
 class DataDirError(RuntimeError):
@@ -52,13 +53,15 @@ def open_database(data_dir: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection
         return duckdb.connect(str(path / DB_FILE))
     except duckdb.IOException as e:
         raise DataDirError(f"data dir {path} is in use by another process: {e}") from None
+    except duckdb.Error as e:  # e.g. already open in this process with other settings
+        raise DataDirError(f"cannot open the journal in {path}: {e}") from None
 
 
 _ORDERED_COLUMNS = {
-    "invocations": 10,
+    "invocations": 11,
     "invocation_events": 6,
     "outputs": 6,
-    "journal": 8,
+    "journal": 9,
     "state_log": 5,
     "batches": 1,
 }
@@ -70,11 +73,16 @@ class JournalStore:
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir)
         self._con = open_database(self.data_dir)
-        migrate(self._con)
-        self._con.execute("SET enable_external_access = false")
-        self._con.execute("SET lock_configuration = true")
+        try:
+            migrate(self._con)
+            self._con.execute("SET enable_external_access = false")
+            self._con.execute("SET lock_configuration = true")
+        except duckdb.InvalidInputException:  # the configuration was locked by an open store
+            self._con.close()
+            raise DataDirError(f"data dir {self.data_dir} is in use by this process") from None
         self._appenders = {t: self._con.appender(t) for t in _ORDERED_COLUMNS}
         self._seq = self._max_seq() + 1
+        self._recent_batches: OrderedDict[str, None] = OrderedDict()
 
     def close(self) -> None:
         self._con.close()
@@ -92,24 +100,28 @@ class JournalStore:
         """Write every batch in one transaction; return the outputs that became durable."""
         rows: dict[str, list[tuple]] = defaultdict(list)
         outputs: list[Output] = []
+        first_seq = self._seq
         seen = self._already_written([b.batch_id for b in batches if b.resent])
+        fresh: list[str] = []
         for batch in batches:
-            if batch.batch_id in seen:
+            if batch.batch_id in seen or batch.batch_id in self._recent_batches:
                 continue
             seen.add(batch.batch_id)
+            fresh.append(batch.batch_id)
             rows["batches"].append((batch.batch_id,))
             for r in batch.records:
                 seq = self._seq
                 self._seq += 1
                 if isinstance(r, Entry):
                     rows["journal"].append((r.invocation_id, r.idx, r.entry_type, r.name,
-                                            r.result, r.failure, r.failure_code, r.created_at_ms))
+                                            r.result, r.failure, r.failure_code, r.created_at_ms,
+                                            r.completed))
                 elif isinstance(r, StateWrite):
                     rows["state_log"].append((r.service, r.key, r.name, r.value, seq))
                 elif isinstance(r, Accept):
                     rows["invocations"].append((r.id, r.service, r.handler, r.key, r.route_hash,
                                                 r.input, r.idempotency_key, r.invoked_by,
-                                                r.created_at_ms, seq))
+                                                r.created_at_ms, r.host_order, seq))
                 elif isinstance(r, StatusChange):
                     rows["invocation_events"].append(
                         (r.invocation_id, r.status, r.retry_count, r.failure, r.at_ms, seq))
@@ -127,10 +139,15 @@ class JournalStore:
                 appender.flush()
             self._con.execute("COMMIT")
         except BaseException:
+            self._seq = first_seq
             self._con.execute("ROLLBACK")
             for appender in self._appenders.values():
                 appender.clear()
             raise
+        for batch_id in fresh:  # a late original after its re-sent copy is skipped too
+            self._recent_batches[batch_id] = None
+        while len(self._recent_batches) > RECENT_BATCHES:
+            self._recent_batches.popitem(last=False)
         return outputs
 
     def _already_written(self, batch_ids: list[str]) -> set[str]:
@@ -159,7 +176,7 @@ class JournalStore:
         with self._reader() as cur:
             rows = cur.execute(
                 "SELECT id, service, handler, key, route_hash, input, idempotency_key, invoked_by,"
-                " created_at_ms FROM invocations WHERE id = ?",
+                " created_at_ms, host_order FROM invocations WHERE id = ?",
                 [invocation_id],
             ).fetchall()
         return Accept(*rows[0]) if rows else None
@@ -188,7 +205,8 @@ class JournalStore:
         with self._reader() as cur:
             accepts = cur.execute(
                 "SELECT id, service, handler, key, route_hash, input, idempotency_key, invoked_by,"
-                f" created_at_ms FROM invocations i WHERE {' AND '.join(where)} ORDER BY seq",
+                f" created_at_ms, host_order FROM invocations i WHERE {' AND '.join(where)}"
+                " ORDER BY host_order, seq",
                 params,
             ).fetchall()
             if not accepts:
@@ -197,7 +215,7 @@ class JournalStore:
             entries: dict[str, list[Entry]] = defaultdict(list)
             for row in cur.execute(
                 "SELECT invocation_id, idx, entry_type, name, result, failure, failure_code,"
-                " created_at_ms FROM journal WHERE invocation_id IN (SELECT unnest(?))"
+                " created_at_ms, completed FROM journal WHERE invocation_id IN (SELECT unnest(?))"
                 " ORDER BY invocation_id, idx",
                 [ids],
             ).fetchall():
@@ -236,7 +254,11 @@ class JournalStore:
         """Run one read-only query (see ``journal.sqlguard``) and return an Arrow table."""
         check_read_only(query)
         with self._reader() as cur:
-            return cur.sql(query).to_arrow_table()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                return cur.sql(query).to_arrow_table()
+            finally:
+                cur.execute("ROLLBACK")
 
 
 def _dedup(entries: list[Entry]) -> list[Entry]:

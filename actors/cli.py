@@ -1,0 +1,297 @@
+"""The ``raystate`` command line: thin commands over ``Runtime.sql`` and the SQL views.
+
+    raystate sql "SELECT status, count(*) FROM sys_invocation GROUP BY 1" [--format json]
+    raystate invocations [--status S] [--service S] [--key K] [--limit N]
+    raystate describe ID
+    raystate state SERVICE KEY
+
+Every command reaches a running runtime through Ray (``--address``, ``--namespace``), or with
+``--db DATA_DIR`` opens a stopped runtime's journal file directly, read-only. Either way the query
+passes ``journal.sqlguard.check_read_only`` and runs with file and network access switched off.
+Exit codes: 0 done, 1 refused or failed query / unknown id, 2 nothing to read from.
+
+The SQL entry point takes one string, so the commands that filter build their queries with
+``sql_literal`` (single quotes doubled), never by pasting raw values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Protocol
+
+import click
+import duckdb
+import pyarrow as pa
+import typer
+
+from actors.tables import Format, console, records, rich_table, write
+from journal.sqlguard import SqlRefused, check_read_only
+from journal.store import DB_FILE
+
+app = typer.Typer(
+    name="raystate",
+    help="Inspect a raystate runtime: its invocations, journals and state, with SQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", envvar="RAY_ADDRESS",
+                 help="Ray cluster address (default: auto, the running local cluster)."),
+]
+NamespaceOpt = Annotated[
+    str, typer.Option("--namespace", envvar="RAYSTATE_NAMESPACE", help="The runtime's namespace.")
+]
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", metavar="DATA_DIR",
+                 help="Read this data dir (or its journal.duckdb) directly and read-only, when "
+                      "no runtime runs on it."),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", case_sensitive=False)]
+
+
+class Unreachable(Exception):
+    """Nothing to read from: no runtime reachable, no journal at --db (exit code 2)."""
+
+
+class NotFound(Exception):
+    """The thing asked for does not exist (exit code 1)."""
+
+
+class Source(Protocol):
+    def sql(self, query: str) -> pa.Table: ...
+
+
+class OfflineJournal:
+    """A stopped runtime's journal, opened read-only in this process, with file and network
+    access off and the configuration locked (as in ``JournalStore``).
+
+    DuckDB allows one process per file, so this fails while a runtime has the file open; the
+    message then says to query the runtime live instead.
+    """
+
+    def __init__(self, data_dir: str | Path) -> None:
+        path = Path(data_dir)
+        if not path.is_file():  # a data dir, or the journal file itself
+            path = path / DB_FILE
+        if not path.is_file():
+            raise Unreachable(f"no raystate journal at {path}")
+        try:
+            self._con = duckdb.connect(str(path), read_only=True, config={
+                "enable_external_access": False, "lock_configuration": True})
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise Unreachable(
+                    f"{path} is in use by a running runtime; query it live with --namespace "
+                    "(and --address) instead of --db") from None
+            raise Unreachable(f"cannot open {path}: {_first_line(e)}") from None
+
+    def sql(self, query: str) -> pa.Table:
+        check_read_only(query)
+        with self._con.cursor() as cur:
+            return cur.sql(query).to_arrow_table()
+
+    def close(self) -> None:
+        self._con.close()
+
+
+@contextlib.contextmanager
+def open_source(db: Path | None, address: str | None, namespace: str) -> Iterator[Source]:
+    """The journal to query: the data dir at ``db``, else the runtime running in ``namespace``."""
+    if db is not None:
+        journal = OfflineJournal(db)
+        try:
+            yield journal
+        finally:
+            journal.close()
+        return
+    yield _connect(address, namespace)
+
+
+def _connect(address: str | None, namespace: str) -> Source:
+    import ray
+
+    from actors.client import Runtime
+
+    hint = "start one, pass --namespace/--address, or read a stopped data dir with --db DATA_DIR"
+    if not ray.is_initialized():
+        _probe(address)
+        try:
+            ray.init(address=address or "auto", namespace=namespace, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.ERROR)
+        except (ConnectionError, RuntimeError) as e:
+            raise Unreachable(f"no Ray cluster reachable ({_first_line(e)}); {hint}") from None
+    try:
+        return Runtime.connect(namespace=namespace, address=address)
+    except RuntimeError as e:
+        raise Unreachable(f"{e}; {hint}") from None
+
+
+def _probe(address: str | None) -> None:
+    """Fail fast on an explicit ``host:port`` nobody listens on (``ray.init`` would retry for
+    minutes)."""
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+    except OSError as e:
+        raise Unreachable(f"no Ray cluster at {address} ({e.strerror or e})") from None
+
+
+def sql_literal(value: str) -> str:
+    """``value`` as a SQL string literal: quoted, with single quotes doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"raystate: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn failures into one line on stderr and an exit code."""
+    try:
+        yield
+    except (typer.Exit, click.ClickException):
+        raise
+    except Unreachable as e:
+        _fail(str(e), 2)
+    except (SqlRefused, duckdb.Error) as e:
+        _fail(f"query failed: {_first_line(e)}", 1)
+    except NotFound as e:
+        _fail(str(e), 1)
+    except Exception as e:  # a CLI reports in one line, it does not dump tracebacks
+        _fail(f"{type(e).__name__}: {_first_line(e)}", 1)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@app.callback()
+def main() -> None:
+    """Inspect a raystate runtime: its invocations, journals and state, with SQL."""
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One read-only query; '-' reads it from stdin.")],
+    fmt: FormatOpt = Format.table,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = "raystate",
+    db: DbOpt = None,
+) -> None:
+    """Run a read-only SQL query over sys_invocation, sys_journal, state, ..."""
+    if query == "-":
+        query = sys.stdin.read()
+    with _errors(), open_source(db, address, namespace) as source:
+        write(source.sql(query), fmt)
+
+
+INVOCATION_COLUMNS = "id, target, status, completion_result, retry_count, created_at, modified_at"
+
+
+def invocations_query(status: str | None = None, service: str | None = None,
+                      key: str | None = None, limit: int = 50) -> str:
+    """The ``raystate invocations`` query, newest first."""
+    where = [f"{column} = {sql_literal(value)}" for column, value in
+             (("status", status), ("target_service_name", service),
+              ("target_service_key", key)) if value is not None]
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return (f"SELECT {INVOCATION_COLUMNS} FROM sys_invocation{clause}"
+            f" ORDER BY created_at DESC, id LIMIT {int(limit)}")
+
+
+@app.command()
+def invocations(
+    status: Annotated[str | None, typer.Option(
+        help="pending, scheduled, running, suspended, backing-off or completed.")] = None,
+    service: Annotated[str | None, typer.Option(help="Target service name.")] = None,
+    key: Annotated[str | None, typer.Option(help="Target virtual-object key.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    fmt: FormatOpt = Format.table,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = "raystate",
+    db: DbOpt = None,
+) -> None:
+    """List invocations, newest first."""
+    with _errors(), open_source(db, address, namespace) as source:
+        write(source.sql(invocations_query(status, service, key, limit)), fmt)
+
+
+@app.command()
+def describe(
+    invocation_id: Annotated[str, typer.Argument(metavar="ID", help="An invocation id.")],
+    fmt: FormatOpt = Format.table,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = "raystate",
+    db: DbOpt = None,
+) -> None:
+    """Show one invocation, then its journal entries in order (at_ms: milliseconds after the
+    invocation was accepted)."""
+    inv = sql_literal(invocation_id)
+    with _errors(), open_source(db, address, namespace) as source:
+        row = source.sql(f"SELECT * FROM sys_invocation WHERE id = {inv}")
+        if row.num_rows == 0:
+            raise NotFound(f"unknown invocation {invocation_id!r}")
+        entries = source.sql(
+            'SELECT "index", date_diff(\'millisecond\', i.created_at, j.created_at) AS at_ms,'
+            " j.entry_type, j.name, j.completed, j.result, j.created_at"
+            f" FROM sys_journal j, (SELECT created_at FROM sys_invocation WHERE id = {inv}) i"
+            f' WHERE j.invocation_id = {inv} ORDER BY "index"'
+        )
+        _write_description(row, entries, Format(fmt))
+
+
+def _write_description(row: pa.Table, entries: pa.Table, fmt: Format) -> None:
+    if fmt is Format.json:
+        doc = {"invocation": next(records(row)), "journal": list(records(entries))}
+        typer.echo(json.dumps(doc, default=str, ensure_ascii=False))
+    elif fmt is Format.csv:
+        write(row, fmt)
+        typer.echo("")
+        write(entries, fmt)
+    else:
+        invocation = next(records(row))
+        fields = pa.table({"field": list(invocation),
+                           "value": ["" if v is None else str(v) for v in invocation.values()]})
+        out = console()
+        out.print(rich_table(fields, title=f"invocation {invocation['id']}"))
+        out.print(rich_table(entries, title=f"journal ({entries.num_rows} entries)"))
+
+
+@app.command()
+def state(
+    service: Annotated[str, typer.Argument(help="Virtual object (or workflow) name.")],
+    key: Annotated[str, typer.Argument(help="Its key.")],
+    fmt: FormatOpt = Format.table,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = "raystate",
+    db: DbOpt = None,
+) -> None:
+    """Show the committed state of one object key."""
+    with _errors(), open_source(db, address, namespace) as source:
+        write(source.sql(
+            f"SELECT key, value FROM state WHERE service_name = {sql_literal(service)}"
+            f" AND service_key = {sql_literal(key)} ORDER BY key"), fmt)
+
+
+if __name__ == "__main__":
+    app()

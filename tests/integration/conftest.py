@@ -1,0 +1,50 @@
+"""One Ray instance per test session; each test gets its own namespace and data dir."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+import ray
+
+from actors import Runtime
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def start_runtime(ray_session: None, tmp_path) -> Iterator[Callable[..., Runtime]]:
+    """Start runtimes on fresh namespaces (and by default a fresh data dir); shut them down."""
+    started: list[Runtime] = []
+
+    def start(services=None, data_dir=None, namespace=None, **kw) -> Runtime:
+        from tests.integration.apps import ALL
+
+        rt = Runtime.start(services or ALL, data_dir=data_dir or tmp_path / "data",
+                           namespace=namespace or f"t{os.getpid()}-{next(_ids)}", **kw)
+        started.append(rt)
+        return rt
+
+    yield start
+    for rt in started:
+        rt.shutdown()
+
+
+@pytest.fixture
+def rt(start_runtime) -> Runtime:
+    return start_runtime()
+
+
+@pytest.fixture
+def ledger(tmp_path) -> str:
+    return str(tmp_path / "ledger.txt")

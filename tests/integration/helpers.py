@@ -1,0 +1,46 @@
+"""Finding and killing the actors behind a runtime, for the durability tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from actors import Runtime
+from actors.routing import JOURNAL, host_name, route_hash
+
+
+def host_of(rt: Runtime, service: str, key: str) -> Any:
+    """The pooled host actor that owns ``service``/``key``."""
+    slot = route_hash(service, key, "") % rt.pool_size
+    return ray.get_actor(host_name(service, slot), namespace=rt.namespace)
+
+
+def host_pid(rt: Runtime, service: str, key: str) -> int:
+    return ray.get(host_of(rt, service, key).pid.remote())
+
+
+def journal_of(rt: Runtime) -> Any:
+    return ray.get_actor(JOURNAL, namespace=rt.namespace)
+
+
+def kill_and_restart(actor: Any) -> None:
+    """Kill the actor's process at once; Ray restarts it (max_restarts=-1)."""
+    ray.kill(actor, no_restart=False)
+
+
+def wait_serving(actor: Any, timeout: float = 60.0) -> None:
+    """Block until a (restarting) actor answers again; fault loops use it so that every kill
+    hits a serving actor instead of one still restarting."""
+    import time
+
+    from actors.remote import UNAVAILABLE
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=max(deadline - time.monotonic(), 0.1))
+            return
+        except (*UNAVAILABLE, ray.exceptions.GetTimeoutError):
+            if time.monotonic() > deadline:
+                raise

@@ -1,0 +1,207 @@
+"""The SQL entry point: one read-only statement, no files, no network."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from journal.records import Accept, Batch, Entry
+from journal.sqlguard import SqlRefused, check_read_only
+from journal.store import JournalStore
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT 1",
+        "select status, count(*) from sys_invocation group by 1",
+        "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+        "FROM sys_journal",
+        "EXPLAIN SELECT * FROM state",
+        "DESCRIBE sys_invocation",
+        "DESCRIBE SELECT 1",
+        "SHOW TABLES",
+        "SUMMARIZE sys_journal",
+        "SELECT 1;",
+        "  SELECT 1  -- trailing comment",
+    ],
+)
+def test_read_only_statements_are_accepted(query: str) -> None:
+    assert check_read_only(query) == query
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "INSERT INTO journal VALUES ('x', 0, 'run', 'a', NULL, NULL, NULL, 0)",
+        "UPDATE outputs SET ok = true",
+        "DELETE FROM state_log",
+        "CREATE TABLE t(x INTEGER)",
+        "CREATE VIEW v AS SELECT 1",
+        "DROP VIEW state",
+        "DROP TABLE journal",
+        "ALTER TABLE journal ADD COLUMN y INTEGER",
+        "COPY journal TO '/tmp/out.csv'",
+        "COPY journal FROM '/etc/passwd'",
+        "ATTACH '/tmp/other.duckdb' AS other",
+        "DETACH other",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "RESET enable_external_access",
+        "PRAGMA enable_profiling",
+        "CALL pragma_version()",
+        "CHECKPOINT",
+        "EXPORT DATABASE '/tmp/dump'",
+        "VACUUM",
+        "BEGIN TRANSACTION",
+        "SELECT 1; SELECT 2",
+        "SELECT 1; DROP TABLE journal",
+        "SELEC 1",
+        "SELECT * FROM",
+        "",
+        "-- only a comment",
+    ],
+)
+def test_everything_else_is_refused(query: str) -> None:
+    with pytest.raises(SqlRefused):
+        check_read_only(query)
+
+
+def test_refusal_messages_are_clear() -> None:
+    with pytest.raises(SqlRefused, match="not INSERT"):
+        check_read_only("INSERT INTO t VALUES (1)")
+    with pytest.raises(SqlRefused, match="exactly one statement, got 2"):
+        check_read_only("SELECT 1; SELECT 2")
+    with pytest.raises(SqlRefused, match="cannot parse SQL"):
+        check_read_only("SELEC 1")
+
+
+# -- the store's SQL entry point ----------------------------------------------------------------
+
+
+def _open(data_dir: Path) -> JournalStore:
+    s = JournalStore(data_dir)
+    s.write(
+        [
+            Batch(
+                "b1",
+                [
+                    Accept("inv_1", "Svc", "h", None, 7, '{"x": 1}'),
+                    Entry("inv_1", 0, "run", "a", '"r"'),
+                ],
+            )
+        ]
+    )
+    return s
+
+
+@pytest.fixture(scope="module")
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sqlguard")
+
+
+@pytest.fixture(scope="module")
+def shared_store(shared_dir: Path) -> Iterator[JournalStore]:
+    """One store for the tests that must not change anything (each one checks it did not)."""
+    s = _open(shared_dir / "data")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[JournalStore]:
+    """A store of its own, for tests that may damage it."""
+    s = _open(data_dir)
+    yield s
+    s.close()
+
+
+def _snapshot(store: JournalStore, tmp_path: Path) -> tuple[object, ...]:
+    tables = store.sql("SELECT table_name FROM duckdb_tables() ORDER BY 1").column(0).to_pylist()
+    counts = {t: store.sql(f"SELECT count(*) FROM {t}").column(0)[0].as_py() for t in tables}
+    views = store.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")
+    files = sorted(
+        str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if not p.name.endswith(".wal")
+    )
+    return tuple(tables), counts, views.column(0).to_pylist(), files
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_csv_auto('/etc/hostname')",
+        "SELECT * FROM glob('/*')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM read_blob('/etc/passwd')",
+        "SELECT * FROM read_json('/etc/passwd')",
+        "SELECT * FROM read_parquet('/tmp/anything.parquet')",
+        "WITH x AS (SELECT * FROM read_text('/etc/passwd')) SELECT count(*) FROM x",
+        "SELECT (SELECT count(*) FROM glob('/tmp/*')) AS n FROM sys_invocation",
+        "SELECT * FROM read_csv('https://example.com/data.csv')",
+    ],
+)
+def test_file_and_network_access_fails(
+    shared_store: JournalStore, shared_dir: Path, query: str
+) -> None:
+    before = _snapshot(shared_store, shared_dir)
+    with pytest.raises(duckdb.Error, match=r"(?i)permission|external access|disabled"):
+        shared_store.sql(query)
+    assert _snapshot(shared_store, shared_dir) == before
+
+
+def test_replacement_scan_of_a_file_path_fails(shared_store: JournalStore) -> None:
+    # DuckDB's replacement scan (a quoted path as a table name) is external access too: with it
+    # switched off the path is just an unknown table name.
+    with pytest.raises(duckdb.Error) as info:
+        shared_store.sql("SELECT * FROM '/etc/passwd'")
+    assert "root" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "DROP VIEW state",
+        "DELETE FROM journal",
+        "COPY journal TO '{tmp}/out.csv'",
+        "ATTACH '{tmp}/other.duckdb' AS other",
+        "SET enable_external_access = true",
+        "CREATE TABLE pwn AS SELECT 1",
+    ],
+)
+def test_refused_statements_do_nothing(
+    shared_store: JournalStore, shared_dir: Path, query: str
+) -> None:
+    before = _snapshot(shared_store, shared_dir)
+    with pytest.raises(SqlRefused):
+        shared_store.sql(query.format(tmp=shared_dir))
+    assert _snapshot(shared_store, shared_dir) == before
+
+
+def test_external_access_cannot_be_switched_back_on(shared_store: JournalStore) -> None:
+    row = shared_store.sql(
+        "SELECT value FROM duckdb_settings() WHERE name = 'enable_external_access'"
+    )
+    assert row.column(0).to_pylist() == ["false"]
+    with pytest.raises(duckdb.Error):
+        shared_store._con.execute("SET enable_external_access = true")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "EXPLAIN ANALYZE INSERT INTO batches VALUES ('evil')",
+        "EXPLAIN ANALYZE DELETE FROM journal",
+        "EXPLAIN ANALYZE CREATE TABLE pwn AS SELECT 1 AS x",
+    ],
+)
+def test_explain_analyze_cannot_write(store: JournalStore, data_dir: Path, query: str) -> None:
+    before = _snapshot(store, data_dir)
+    with contextlib.suppress(SqlRefused):
+        store.sql(query)
+    assert _snapshot(store, data_dir) == before
