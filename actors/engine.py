@@ -4,9 +4,12 @@ An attempt walks the journal from index 0. While recorded entries remain, every 
 match the entry at its index (kind and name, and the value for state writes) and takes its
 result from there; past the end, operations run for real and are recorded into a buffer that
 the host makes durable. Durability points: before a ``ctx.run`` action executes, every earlier
-``run`` result is committed (so a side effect never runs ahead of the record of the previous
-one), and the output is committed together with whatever is still buffered. Pure code and state
-reads between steps run ahead; state writes commit atomically with the entries around them.
+``run`` result -- and every state change this action could have observed from an earlier
+invocation of the key -- is committed, so no side effect runs ahead of what it depends on; the
+output is queued with whatever is still buffered and reaches the caller once committed. Pure
+code and state access between steps run ahead; state writes commit atomically with the entries
+around them. Every recorded entry is eventually committed (a failed attempt's records too), which
+is why writes go straight into the key's working state.
 """
 
 from __future__ import annotations
@@ -113,7 +116,14 @@ def _describe(entry_type: str, name: str | None) -> str:
 class HostPort(Protocol):
     """What an invocation needs from its host."""
 
-    async def flush(self, invocation: Invocation, records: list[Record]) -> None: ...
+    def submit(self, invocation: Invocation, records: list[Record]) -> asyncio.Future[None]:
+        """Queue records for commit (after everything queued before); the future resolves
+        once they are durable."""
+        ...
+
+    def depends_on_uncommitted(self, invocation: Invocation) -> bool:
+        """Whether state this invocation can read includes changes not yet committed."""
+        ...
 
 
 class InvocationContext(ObjectContext):
@@ -123,14 +133,16 @@ class InvocationContext(ObjectContext):
         self,
         host: HostPort,
         invocation: Invocation,
-        committed_state: dict[str, str] | None,
+        state: dict[str, str] | None,
     ) -> None:
+        """``state`` is the key's state this handler sees (name -> JSON): the working state for
+        an exclusive handler (its writes go straight in), the committed state for a shared one,
+        None for a service."""
         self._host = host
         self._inv = invocation
         self._spec = invocation.spec
         self._cursor = JournalCursor(invocation.id, invocation.entries)
-        self._committed = committed_state
-        self._overlay: dict[str, str | None] = {}
+        self._state = state
         seed = int.from_bytes(hashlib.sha256(invocation.id.encode()).digest()[:8], "big")
         self.rand = DeterministicRandom(seed)
 
@@ -159,8 +171,8 @@ class InvocationContext(ObjectContext):
             if entry.failure is not None:
                 raise TerminalError(entry.failure, entry.failure_code or 500)
             return serde.load(entry.result) if entry.result is not None else None
-        if self._cursor.unflushed_run:
-            await self._host.flush(self._inv, self._cursor.take())
+        if self._cursor.unflushed_run or self._host.depends_on_uncommitted(self._inv):
+            await self._host.submit(self._inv, self._cursor.take())
         failures = 0
         while True:
             try:
@@ -205,7 +217,7 @@ class InvocationContext(ObjectContext):
     # -- state -------------------------------------------------------------------------------
 
     def _require_keyed(self, op: str) -> None:
-        if self._committed is None:
+        if self._state is None:
             raise TerminalError(
                 f"{op}: handler {self._spec.target} belongs to a Service, which has no key or "
                 "state; use a VirtualObject"
@@ -219,15 +231,19 @@ class InvocationContext(ObjectContext):
             )
 
     def _current(self, name: str) -> str | None:
-        if name in self._overlay:
-            return self._overlay[name]
-        assert self._committed is not None
-        return self._committed.get(name)
+        assert self._state is not None
+        return self._state.get(name)
 
     def _names(self) -> list[str]:
-        assert self._committed is not None
-        names = set(self._committed) | set(self._overlay)
-        return sorted(n for n in names if self._current(n) is not None)
+        assert self._state is not None
+        return sorted(self._state)
+
+    def _apply(self, name: str, value: str | None) -> None:
+        assert self._state is not None
+        if value is None:
+            self._state.pop(name, None)
+        else:
+            self._state[name] = value
 
     async def get(self, name: str, default: Any = None, *, type_hint: Any = None) -> Any:
         self._require_keyed("ctx.get")
@@ -258,7 +274,7 @@ class InvocationContext(ObjectContext):
         assert self._inv.accept.key is not None
         write = StateWrite(self._spec.definition.name, self._inv.accept.key, name, value)
         self._cursor.record(entry_type, name, result=value, extra=(write,))
-        self._overlay[name] = value
+        self._apply(name, value)
 
     def set(self, name: str, value: Any) -> None:
         self._require_exclusive("set")
@@ -284,7 +300,7 @@ class InvocationContext(ObjectContext):
         writes = tuple(StateWrite(service, key, n, None) for n in self._names())
         self._cursor.record("clear_all_state", None, extra=writes)
         for w in writes:
-            self._overlay[w.name] = None
+            self._apply(w.name, None)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -303,15 +319,18 @@ def _return_serde(fn: Callable[..., Any]) -> Serde:
         return ANY
 
 
-async def execute(host: HostPort, inv: Invocation, committed: dict[str, str] | None) -> Outcome:
+async def execute(
+    host: HostPort, inv: Invocation, state: dict[str, str] | None
+) -> tuple[Outcome, asyncio.Future[None]]:
     """Run ``inv`` to its outcome, retrying failed attempts from the journal per policy.
 
-    The outcome is durable (with every buffered record) before this returns.
+    Returns the outcome and the future of its commit: the outcome is queued behind every record
+    of the invocation, and must not be shown to anyone before that future resolves.
     """
     spec = inv.spec
     policy = spec.policy
     while True:
-        ctx = InvocationContext(host, inv, committed)
+        ctx = InvocationContext(host, inv, state)
         try:
             try:
                 args = (spec.input.load(inv.accept.input),) if spec.takes_arg else ()
@@ -332,10 +351,9 @@ async def execute(host: HostPort, inv: Invocation, committed: dict[str, str] | N
                 out = Outcome(False, None, f"gave up after {inv.retry_count} attempts: {failure}")
             else:
                 status = StatusChange(inv.id, "backing-off", inv.retry_count, failure, now_ms())
-                await host.flush(inv, [*ctx.take_records(), status])
+                await host.submit(inv, [*ctx.take_records(), status])
                 await asyncio.sleep(policy.delay(inv.retry_count))
                 continue
         records = ctx.take_records()
         records.append(Output(inv.id, out.ok, out.output, out.failure, out.failure_code, now_ms()))
-        await host.flush(inv, records)
-        return out
+        return out, host.submit(inv, records)

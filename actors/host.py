@@ -114,10 +114,13 @@ class Flusher:
 class KeySlot:
     """One object key in memory: committed state, the FIFO inbox, who is using it."""
 
-    __slots__ = ("committed", "loading", "inbox", "worker", "users", "last_used")
+    __slots__ = ("committed", "working", "uncommitted", "loading", "inbox", "worker", "users",
+                 "last_used")
 
     def __init__(self) -> None:
-        self.committed: dict[str, str] | None = None
+        self.committed: dict[str, str] | None = None  # what shared handlers read
+        self.working: dict[str, str] = {}  # committed + queued changes; exclusive handlers
+        self.uncommitted = 0  # finished exclusive invocations whose output is not yet durable
         self.loading: asyncio.Task[dict[str, str]] | None = None
         self.inbox: deque[Invocation] = deque()
         self.worker: asyncio.Task[None] | None = None
@@ -126,7 +129,8 @@ class KeySlot:
 
     @property
     def idle(self) -> bool:
-        return not self.inbox and self.users == 0 and (self.worker is None or self.worker.done())
+        return not self.inbox and self.users == 0 and self.uncommitted == 0 and \
+            (self.worker is None or self.worker.done())
 
 
 class ObjectHost:
@@ -205,7 +209,7 @@ class ObjectHost:
                                     req.created_at_ms, self._order), spec)
             self._active[inv.id] = inv
             if req.mode == "send":
-                self._spawn(self.flush(inv, []))
+                self.submit(inv, [])
             self._schedule(inv)
         if req.mode == "send":
             await asyncio.shield(inv.durable)
@@ -240,7 +244,11 @@ class ObjectHost:
     # -- running -----------------------------------------------------------------------------
 
     async def _drain(self, key: str, slot: KeySlot) -> None:
-        """Run a key's exclusive invocations one at a time, in acceptance order."""
+        """Run a key's exclusive invocations one at a time, in acceptance order.
+
+        The next one starts as soon as the previous one's output is queued for commit (not
+        committed): the flusher commits in order, a caller sees an outcome only once it is
+        durable, and a side effect waits for the changes it could observe (see ``engine``)."""
         while slot.inbox:
             await self._execute(slot.inbox[0], slot, key)
             slot.inbox.popleft()
@@ -257,19 +265,31 @@ class ObjectHost:
     async def _execute(self, inv: Invocation, slot: KeySlot | None, key: str | None) -> None:
         while True:
             try:
-                committed = await self._load_state(slot, key) if slot is not None else None
-                out = await execute(self, inv, committed)
+                state = None
+                if slot is not None:
+                    await self._load_state(slot, key)
+                    state = slot.working if inv.spec.kind == "exclusive" else slot.committed
+                out, durable = await execute(self, inv, state)
                 break
-            except Exception:  # the journal is unreachable for long, or a bug: try again later
+            except Exception:  # state could not be loaded for long, or a bug: try again later
                 log.exception("invocation %s could not make progress; retrying", inv.id)
                 await asyncio.sleep(1.0)
+        if slot is not None and inv.spec.kind == "exclusive":
+            slot.uncommitted += 1
+        self._spawn(self._finish_when_durable(inv, out, durable, slot))
+
+    async def _finish_when_durable(self, inv: Invocation, out: Outcome,
+                                   durable: asyncio.Future[None], slot: KeySlot | None) -> None:
+        await durable
+        if slot is not None and inv.spec.kind == "exclusive":
+            slot.uncommitted -= 1
         self._finish(inv, out)
 
     async def _finish_unknown(self, inv: Invocation) -> None:
         from journal.records import Output
 
         msg = f"unknown handler {inv.accept.service}/{inv.accept.handler}"
-        await self.flush(inv, [Output(inv.id, False, None, msg, 404)])
+        await self.submit(inv, [Output(inv.id, False, None, msg, 404)])
         self._finish(inv, Outcome(False, None, msg, 404))
 
     def _finish(self, inv: Invocation, out: Outcome) -> None:
@@ -283,7 +303,7 @@ class ObjectHost:
             self._recent.popitem(last=False)
         self.last_activity = time.monotonic()
 
-    async def _load_state(self, slot: KeySlot, key: str | None) -> dict[str, str]:
+    async def _load_state(self, slot: KeySlot, key: str | None) -> None:
         if slot.committed is None:
             assert key is not None
             if slot.loading is None or (slot.loading.done() and slot.loading.exception()):
@@ -292,18 +312,27 @@ class ObjectHost:
             state = await asyncio.shield(slot.loading)
             if slot.committed is None:
                 slot.committed = dict(state)
-        return slot.committed
+                slot.working = dict(state)
 
     # -- durability --------------------------------------------------------------------------
 
-    async def flush(self, invocation: Invocation, records: list[Record]) -> None:
-        """Make ``records`` durable, preceded by the invocation's acceptance if not yet."""
+    def submit(self, invocation: Invocation, records: list[Record]) -> asyncio.Future[None]:
+        """Queue ``records`` (preceded by the invocation's acceptance if not yet) for commit;
+        the future resolves once they and everything queued before are durable."""
         if not invocation.accept_durable:
             invocation.accept_durable = True
             records = [invocation.accept, *records]
-        await self.flusher.submit(records)
+        fut = self.flusher.submit(records)
         if not invocation.durable.done():
-            invocation.durable.set_result(None)
+            fut.add_done_callback(lambda _: invocation.durable.done() or
+                                  invocation.durable.set_result(None))
+        return fut
+
+    def depends_on_uncommitted(self, invocation: Invocation) -> bool:
+        if invocation.accept.key is None or invocation.spec.kind != "exclusive":
+            return False
+        slot = self._slots.get(invocation.accept.key)
+        return slot is not None and slot.uncommitted > 0
 
     def _apply_committed(self, records: list[Record]) -> None:
         """State writes that are now durable become visible to shared readers."""

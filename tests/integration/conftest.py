@@ -45,6 +45,17 @@ def rt(start_runtime) -> Runtime:
     return start_runtime()
 
 
+@pytest.fixture(scope="module")
+def shared_rt(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
+    """One runtime for a module's tests that break nothing; they isolate by fresh keys."""
+    from tests.integration.apps import ALL
+
+    rt = Runtime.start(ALL, data_dir=tmp_path_factory.mktemp("shared") / "data",
+                       namespace=f"m{os.getpid()}-{next(_ids)}")
+    yield rt
+    rt.shutdown()
+
+
 @pytest.fixture
 def ledger(tmp_path) -> str:
     return str(tmp_path / "ledger.txt")

@@ -6,14 +6,32 @@ from actors import Runtime, TerminalError
 from tests.integration import apps
 
 
-def test_counter_add_and_get(rt: Runtime) -> None:
-    assert rt.call(apps.add, key="a", arg=2) == 2
-    assert rt.call("Counter/add", key="a", arg=3) == 5
-    assert rt.object(apps.counter, "a").get() == 5
-    assert rt.call(apps.get, key="other") == 0
+def test_counter_add_and_get(shared_rt: Runtime) -> None:
+    rt = shared_rt
+    assert rt.call(apps.add, key="basics", arg=2) == 2
+    assert rt.call("Counter/add", key="basics", arg=3) == 5
+    assert rt.object(apps.counter, "basics").get() == 5
+    assert rt.call(apps.get, key="basics-other") == 0
 
 
-def test_service_three_steps(rt: Runtime) -> None:
-    assert rt.call(apps.three_steps, arg=4) == 9
-    rows = rt.sql("SELECT entry_type, name FROM sys_journal ORDER BY invocation_id, index")
+def test_service_three_steps(shared_rt: Runtime) -> None:
+    h = shared_rt.send(apps.three_steps, arg=4)
+    assert h.result(timeout=30) == 9
+    rows = shared_rt.sql("SELECT name FROM sys_journal WHERE invocation_id = "
+                         f"'{h.id}' ORDER BY index")
     assert rows.column("name").to_pylist() == ["one", "two", "three"]
+
+
+def test_state_keys_and_clear_all(shared_rt: Runtime) -> None:
+    shared_rt.call(apps.add, key="clearing", arg=1)
+    assert shared_rt.call(apps.reset, key="clearing") == ["count"]
+    assert shared_rt.call(apps.get, key="clearing") == 0
+    assert shared_rt.sql("SELECT * FROM state WHERE service_key = 'clearing'").num_rows == 0
+
+
+def test_rand_time_and_id_are_journaled_values(shared_rt: Runtime) -> None:
+    out = shared_rt.call(apps.deterministic)
+    assert out["id"].startswith("inv_") and 0 <= out["rand"] < 1
+    row = shared_rt.sql("SELECT result FROM sys_journal WHERE invocation_id = "
+                        f"'{out['id']}' AND entry_type = 'time'").to_pylist()
+    assert [int(r["result"]) for r in row] == [int(out["time"] * 1000)]

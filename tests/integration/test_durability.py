@@ -182,7 +182,7 @@ def test_concurrent_clients_with_random_host_kills(rt: Runtime) -> None:
     def killer() -> None:
         nonlocal kills
         rng = random.Random(7)
-        while not stop.wait(rng.uniform(0.1, 0.5)):
+        while kills < 6 and not stop.wait(rng.uniform(0.1, 0.5)):
             host = host_of(rt, "Counter", rng.choice(keys))
             kill_and_restart(host)
             kills += 1
@@ -220,7 +220,9 @@ def test_journal_actor_killed_under_load(rt: Runtime) -> None:
     stop = threading.Event()
 
     def killer() -> None:
-        while not stop.wait(0.3):
+        for _ in range(4):
+            if stop.wait(0.3):
+                return
             journal = journal_of(rt)
             kill_and_restart(journal)
             wait_serving(journal)

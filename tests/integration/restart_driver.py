@@ -1,0 +1,52 @@
+"""A driver process for the full-restart test: phase 1 submits work and stops the whole Ray
+runtime mid-flight; phase 2 (a new process and a new Ray) starts again on the same data dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import ray  # noqa: E402
+
+from actors import Runtime  # noqa: E402
+from tests.integration import apps  # noqa: E402
+
+KEYS = [f"r{i}" for i in range(5)]
+
+
+def phase1(data_dir: str, ledger: str, gate: str) -> None:
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    rt = Runtime.start(apps.ALL, data_dir=data_dir, namespace="restart")
+    ids = [rt.send(apps.gated, key=k, arg=apps.Job(ledger=ledger, gate=gate, tag="r")).id
+           for k in KEYS]
+    ids += [rt.send(apps.add, key="total", arg=i).id for i in range(1, 4)]
+    deadline = time.monotonic() + 60
+    while not all(f"b:{k}:r" in apps_lines(ledger) for k in KEYS):
+        if time.monotonic() > deadline:
+            raise SystemExit("phase 1: handlers never reached step b")
+        time.sleep(0.05)
+    print(json.dumps(ids), flush=True)
+    ray.shutdown()  # the whole runtime stops, handlers mid-flight
+
+
+def phase2(data_dir: str, ids_json: str) -> None:
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    rt = Runtime.start(apps.ALL, data_dir=data_dir, namespace="restart")
+    results = [rt.attach(i).result(timeout=120) for i in json.loads(ids_json)]
+    results.append(rt.call(apps.get, key="total"))
+    print(json.dumps(results), flush=True)
+    rt.shutdown()
+    ray.shutdown()
+
+
+def apps_lines(path: str) -> list[str]:
+    return Path(path).read_text().splitlines() if os.path.exists(path) else []
+
+
+if __name__ == "__main__":
+    {"phase1": phase1, "phase2": phase2}[sys.argv[1]](*sys.argv[2:])

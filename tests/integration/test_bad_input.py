@@ -1,0 +1,84 @@
+"""Bad input gets a clear error, and nothing is journaled or lost."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors import DataDirError, Runtime, SqlRefused, TerminalError
+from tests.integration import apps
+
+
+def invocation_count(rt: Runtime, key: str) -> int:
+    query = f"SELECT count(*) AS n FROM sys_invocation WHERE target_service_key = '{key}'"
+    return rt.sql(query).column("n").to_pylist()[0]
+
+
+@pytest.mark.parametrize("arg", ["abc", [1], {"x": 1}, None])
+def test_wrong_argument_type_is_400_and_not_journaled(shared_rt: Runtime, arg) -> None:
+    with pytest.raises(TerminalError) as err:
+        shared_rt.call(apps.add, key="wrong-arg", arg=arg)
+    assert err.value.status_code == 400
+    assert "input of Counter/add" in err.value.message
+    assert invocation_count(shared_rt, "wrong-arg") == 0
+
+
+def test_unknown_targets_are_404(shared_rt: Runtime) -> None:
+    with pytest.raises(TerminalError, match="unknown service 'Nope'") as err:
+        shared_rt.call("Nope/add", key="unknown", arg=1)
+    assert err.value.status_code == 404
+    with pytest.raises(TerminalError, match="unknown handler 'Counter/nope'"):
+        shared_rt.call("Counter/nope", key="unknown", arg=1)
+    with pytest.raises(TerminalError, match="not a raystate handler"):
+        shared_rt.call(print, key="unknown")
+    assert invocation_count(shared_rt, "unknown") == 0
+
+
+def test_key_rules(shared_rt: Runtime) -> None:
+    with pytest.raises(TerminalError, match="pass key=<str>"):
+        shared_rt.call(apps.add, arg=1)
+    with pytest.raises(TerminalError, match="takes no key"):
+        shared_rt.call(apps.three_steps, key="key-rules", arg=1)
+    with pytest.raises(TerminalError, match="takes no input"):
+        shared_rt.call(apps.get, key="key-rules", arg=5)
+    assert invocation_count(shared_rt, "key-rules") == 0
+
+
+def test_set_from_shared_handler_is_refused(shared_rt: Runtime) -> None:
+    rt = shared_rt
+    rt.call(apps.add, key="sneaky", arg=1)
+    with pytest.raises(TerminalError, match="shared and may only read state"):
+        rt.call(apps.sneaky_set, key="sneaky")
+    assert rt.call(apps.get, key="sneaky") == 1
+    entries = rt.sql("SELECT j.entry_type FROM sys_journal j JOIN sys_invocation i "
+                     "ON i.id = j.invocation_id WHERE i.target = 'Counter/sneaky/sneaky_set'")
+    assert entries.column("entry_type").to_pylist() == []
+
+
+def test_unserializable_run_result_is_terminal(shared_rt: Runtime) -> None:
+    with pytest.raises(TerminalError, match="not JSON-serializable"):
+        shared_rt.call(apps.unserializable, key="unserializable")
+    assert shared_rt.sql("SELECT * FROM sys_journal WHERE name = 'obj'").num_rows == 0
+
+
+def test_sql_writes_and_files_are_refused(shared_rt: Runtime) -> None:
+    rt = shared_rt
+    for query in ["DELETE FROM sys_invocation", "ATTACH 'x.db'", "COPY sys_invocation TO 'x'",
+                  "SELECT 1; SELECT 2", "EXPLAIN ANALYZE DELETE FROM sys_journal"]:
+        with pytest.raises(SqlRefused):
+            rt.sql(query)
+    with pytest.raises(SqlRefused, match="disabled by configuration|Permission"):
+        rt.sql("SELECT * FROM read_text('/etc/passwd')")
+
+
+def test_data_dir_that_cannot_be_created(start_runtime, tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    with pytest.raises(DataDirError, match="cannot create data dir"):
+        start_runtime(data_dir=blocker / "data")
+
+
+def test_data_dir_in_use_by_another_runtime(start_runtime, tmp_path) -> None:
+    first = start_runtime(data_dir=tmp_path / "shared")
+    with pytest.raises(DataDirError, match="in use"):
+        start_runtime(data_dir=tmp_path / "shared")
+    assert first.call(apps.add, key="still-fine", arg=1) == 1

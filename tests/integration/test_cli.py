@@ -1,0 +1,225 @@
+"""The ``raystate`` command line, run in-process with typer's CliRunner: against a live runtime
+(found through the session's Ray), against a stopped runtime's data dir (``--db``), and with
+nothing to read from."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from actors import Runtime
+from actors.cli import app, invocations_query, sql_literal
+from journal.store import DB_FILE
+from tests.conftest import assert_eventually
+from tests.integration import apps
+
+runner = CliRunner()
+
+
+def cli(*args: str, code: int = 0):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr,
+                                      result.exception)
+    return result
+
+
+def json_rows(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def only_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def invocation_id(rt: Runtime, where: str) -> str:
+    return rt.sql(f"SELECT id FROM sys_invocation WHERE {where}").column("id")[0].as_py()
+
+
+# -- query building ---------------------------------------------------------------------------
+
+
+def test_literals_are_quoted() -> None:
+    assert sql_literal("it's") == "'it''s'"
+    query = invocations_query(status="completed", service="Counter", key="x' OR '1'='1", limit=3)
+    assert "target_service_key = 'x'' OR ''1''=''1'" in query
+    assert query.endswith("LIMIT 3")
+    assert duckdb.extract_statements(query)[0].type == duckdb.StatementType.SELECT
+
+
+# -- a live runtime -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(ray_session, tmp_path_factory) -> Iterator[tuple[Runtime, list[str]]]:
+    """One runtime for the read-only tests of this module (each start costs seconds)."""
+    rt = Runtime.start(apps.ALL, data_dir=tmp_path_factory.mktemp("live"),
+                       namespace=f"cli-{os.getpid()}")
+    try:
+        rt.call(apps.add, key="alice", arg=2)
+        rt.call(apps.add, key="alice", arg=3)
+        rt.call(apps.add, key="o'brien", arg=7)
+        assert rt.call(apps.three_steps, arg=4) == 9
+        yield rt, ["--namespace", rt.namespace]
+    finally:
+        rt.shutdown()
+
+
+def test_sql_formats(live) -> None:
+    _, ns = live
+    query = "SELECT target, status FROM sys_invocation ORDER BY target, id"
+    expected = [
+        {"target": "Counter/alice/add", "status": "completed"},
+        {"target": "Counter/alice/add", "status": "completed"},
+        {"target": "Counter/o'brien/add", "status": "completed"},
+        {"target": "Pipeline/three_steps", "status": "completed"},
+    ]
+    assert json_rows(cli("sql", query, "--format", "json", *ns).stdout) == expected
+    assert list(csv.DictReader(io.StringIO(cli("sql", query, "-f", "csv", *ns).stdout))) == \
+        expected
+    table = cli("sql", query, *ns).stdout
+    assert "Pipeline/three_steps" in table and "Counter/o'brien/add" in table
+
+
+def test_invocations_filters(live) -> None:
+    _, ns = live
+    rows = json_rows(cli("invocations", "-f", "json", *ns).stdout)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
+    assert [r["target"] for r in json_rows(cli(
+        "invocations", "--service", "Counter", "--key", "o'brien", "-f", "json", *ns).stdout)] \
+        == ["Counter/o'brien/add"]
+    assert len(json_rows(cli("invocations", "--service", "Counter", "--status", "completed",
+                             "--limit", "2", "-f", "json", *ns).stdout)) == 2
+    assert json_rows(cli("invocations", "--key", "x' OR '1'='1", "-f", "json", *ns).stdout) == []
+    assert json_rows(cli("invocations", "--status", "running", "-f", "json", *ns).stdout) == []
+    assert "Pipeline/three_steps" in cli("invocations", *ns).stdout
+
+
+def test_describe_timeline(live) -> None:
+    rt, ns = live
+    inv = invocation_id(rt, "target_service_name = 'Pipeline'")
+    doc = json.loads(cli("describe", inv, "-f", "json", *ns).stdout)
+    assert doc["invocation"]["id"] == inv
+    assert doc["invocation"]["output"] == "9"
+    assert [(e["index"], e["name"], e["completed"]) for e in doc["journal"]] == \
+        [(0, "one", True), (1, "two", True), (2, "three", True)]
+    assert [e["result"] for e in doc["journal"]] == ["5", "10", "9"]
+    assert all(e["at_ms"] >= 0 for e in doc["journal"])
+    table = cli("describe", inv, *ns).stdout
+    assert inv in table and "journal (3 entries)" in table and "three" in table
+    sections = cli("describe", inv, "-f", "csv", *ns).stdout.split("\n\n")
+    assert len(sections) == 2
+    assert [r["name"] for r in csv.DictReader(io.StringIO(sections[1]))] == \
+        ["one", "two", "three"]
+
+
+def test_state(live) -> None:
+    _, ns = live
+    assert json_rows(cli("state", "Counter", "alice", "-f", "json", *ns).stdout) == \
+        [{"key": "count", "value": "5"}]
+    assert json_rows(cli("state", "Counter", "o'brien", "-f", "json", *ns).stdout) == \
+        [{"key": "count", "value": "7"}]
+    assert json_rows(cli("state", "Counter", "nobody", "-f", "json", *ns).stdout) == []
+
+
+def test_bad_sql_write_and_unknown_id(live) -> None:
+    _, ns = live
+    bad = cli("sql", "SELEC nonsense", *ns, code=1)
+    assert "query failed" in only_line(bad.stderr) and bad.stdout == ""
+    missing = cli("sql", "SELECT nope FROM sys_invocation", *ns, code=1)
+    assert "nope" in only_line(missing.stderr)
+    write = cli("sql", "DELETE FROM journal", *ns, code=1)
+    assert "read-only" in only_line(write.stderr)
+    files = cli("sql", "SELECT * FROM read_csv('/etc/passwd')", *ns, code=1)
+    assert "/etc/passwd" in only_line(files.stderr)
+    unknown = cli("describe", "inv_doesnotexist", *ns, code=1)
+    assert only_line(unknown.stderr) == "raystate: unknown invocation 'inv_doesnotexist'"
+
+
+def test_db_of_a_running_runtime_is_refused(live) -> None:
+    rt, _ = live
+    result = cli("sql", "SELECT 1", "--db", rt.data_dir, code=2)
+    assert "in use by a running runtime" in only_line(result.stderr)
+
+
+# -- a stopped runtime's data dir ---------------------------------------------------------------
+
+
+def _opens_read_only(path: Path) -> bool:
+    try:
+        duckdb.connect(str(path), read_only=True).close()
+    except duckdb.IOException:
+        return False
+    return True
+
+
+def test_offline_db(start_runtime, tmp_path) -> None:
+    data = tmp_path / "offline"
+    rt = start_runtime(data_dir=data)
+    rt.call(apps.add, key="bob", arg=4)
+    rt.call(apps.add, key="bob", arg=1)
+    assert rt.call(apps.three_steps, arg=1) == 3
+    inv = invocation_id(rt, "target_service_name = 'Pipeline'")
+    rt.shutdown()
+    assert_eventually(lambda: _opens_read_only(data / DB_FILE), timeout=60,
+                      message="the journal actor released the DuckDB file")
+
+    db = ["--db", str(data)]
+    rows = json_rows(cli("sql", "SELECT target, output FROM sys_invocation ORDER BY created_at, id",
+                         "-f", "json", *db).stdout)
+    assert rows == [{"target": "Counter/bob/add", "output": "4"},
+                    {"target": "Counter/bob/add", "output": "5"},
+                    {"target": "Pipeline/three_steps", "output": "3"}]
+    assert len(list(csv.DictReader(io.StringIO(
+        cli("invocations", "--service", "Counter", "-f", "csv", *db).stdout)))) == 2
+    doc = json.loads(cli("describe", inv, "-f", "json", *db).stdout)
+    assert [e["name"] for e in doc["journal"]] == ["one", "two", "three"]
+    assert json_rows(cli("state", "Counter", "bob", "-f", "json", *db).stdout) == \
+        [{"key": "count", "value": "5"}]
+    assert "Counter/bob/add" in cli("invocations", *db).stdout
+
+    assert "query failed" in only_line(cli("sql", "SELEC 1", *db, code=1).stderr)
+    assert "read-only" in only_line(cli("sql", "DROP VIEW state", *db, code=1).stderr)
+    assert "disabled" in only_line(cli("sql", "SELECT * FROM glob('/*')", *db, code=1).stderr)
+    assert "unknown invocation" in only_line(cli("describe", "inv_' OR 1=1 --", *db,
+                                                 code=1).stderr)
+    from_stdin = runner.invoke(app, ["sql", "-", "-f", "json", "--db", str(data / DB_FILE)],
+                               input="SELECT count(*) AS n FROM sys_invocation")
+    assert from_stdin.exit_code == 0 and json_rows(from_stdin.stdout) == [{"n": 3}]
+    # the refused write really did nothing
+    assert cli("state", "Counter", "bob", "-f", "json", *db).stdout.strip()
+
+
+# -- nothing to read from ---------------------------------------------------------------------
+
+
+def test_nothing_reachable(ray_session, tmp_path) -> None:
+    result = cli("invocations", "--namespace", "no-runtime-here", code=2)
+    assert "no raystate runtime runs in namespace 'no-runtime-here'" in only_line(result.stderr)
+    result = cli("sql", "SELECT 1", "--db", str(tmp_path / "empty"), code=2)
+    assert "no raystate journal" in only_line(result.stderr)
+
+
+def test_nothing_reachable_from_a_shell(tmp_path) -> None:
+    """A fresh process (no Ray yet) pointed at an address nobody listens on exits at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "actors.cli", "sql", "SELECT 1", "--address", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc
+    assert f"no Ray cluster at 127.0.0.1:{port}" in only_line(proc.stderr)

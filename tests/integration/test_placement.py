@@ -1,0 +1,45 @@
+"""Dedicated placement: one Ray actor per key, deactivated when idle, state kept."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import ray
+
+from actors import ObjectContext, Runtime, VirtualObject
+from tests.conftest import assert_eventually
+from tests.integration import apps
+
+quick = VirtualObject("Quick", placement="dedicated", idle_timeout=timedelta(seconds=0.5))
+
+
+@quick.handler()
+async def incr(ctx: ObjectContext) -> int:
+    n = (await ctx.get("n")) or 0
+    ctx.set("n", n + 1)
+    return n + 1
+
+
+def named_hosts(rt: Runtime, service: str) -> set[str]:
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == rt.namespace and a["name"].startswith(f"host:{service}:")}
+
+
+def test_dedicated_keys_get_their_own_actor(rt: Runtime) -> None:
+    assert rt.call(apps.bump, key="x") == 1
+    assert rt.call(apps.bump, key="y") == 1
+    assert rt.call(apps.bump, key="x") == 2
+    assert rt.call(apps.pid, key="x") != rt.call(apps.pid, key="y")
+    assert named_hosts(rt, "Heavy") == {"host:Heavy:x", "host:Heavy:y"}
+
+
+def test_idle_dedicated_host_exits_and_reactivates(start_runtime) -> None:
+    rt = start_runtime([quick])
+    assert rt.call(incr, key="z") == 1
+    assert_eventually(lambda: not named_hosts(rt, "Quick"), timeout=30,
+                      message="the idle dedicated host exited")
+    assert rt.call(incr, key="z") == 2
+
+
+def test_pool_hosts_are_named_per_service(rt: Runtime) -> None:
+    assert named_hosts(rt, "Counter") == {f"host:Counter:{i}" for i in range(rt.pool_size)}

@@ -1,0 +1,35 @@
+"""Guarantee 10: the whole Ray runtime stops mid-flight; a second driver process starts a new
+Ray on the same data dir and every accepted invocation completes, journaled steps once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ledger_lines
+
+DRIVER = Path(__file__).with_name("restart_driver.py")
+
+
+def run_phase(*args: str) -> str:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, str(DRIVER), *args], capture_output=True, text=True,
+                          timeout=240, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_full_runtime_restart_on_same_data_dir(tmp_path) -> None:
+    data, ledger, gate = tmp_path / "data", tmp_path / "ledger.txt", tmp_path / "gate"
+    ids = run_phase("phase1", str(data), str(ledger), str(gate))
+    assert len(json.loads(ids)) == 8
+    gate.touch()
+    results = json.loads(run_phase("phase2", str(data), ids))
+    assert results == ["opened"] * 5 + [1, 3, 6, 6]
+    lines = ledger_lines(ledger)
+    for k in range(5):
+        assert lines.count(f"a:r{k}:r") == 1, "a journaled step ran again after the restart"
+        assert lines.count(f"b:r{k}:r") == 2
