@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from actors import ObjectContext, ObjectSharedContext, Runtime, VirtualObject
+from actors.tables import write
 
 counter = VirtualObject("Counter")
 
@@ -33,20 +34,15 @@ def main(data_dir: str = "raystate-data") -> None:
         print("alice:", rt.object(counter, "alice").get())
         handle = rt.send(add, key="bob", arg=10, idempotency_key="bonus")
         print("bob after idempotent bonus:", handle.result())
-        table = rt.sql(
-            "SELECT target, status, count(*) AS n FROM sys_invocation GROUP BY ALL ORDER BY 1"
-        )
-        print(table.to_pandas().to_string(index=False) if _has_pandas() else table)
+        print("\nThe journal, queried with SQL:")
+        write(rt.sql(
+            "SELECT target, status, count(*) AS invocations, "
+            "arg_max(output, created_at) AS last_output "
+            "FROM sys_invocation GROUP BY ALL ORDER BY 1"
+        ))
+        write(rt.sql("SELECT service_key, key, value FROM state ORDER BY 1"))
     finally:
         rt.shutdown()
-
-
-def _has_pandas() -> bool:
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 if __name__ == "__main__":
