@@ -12,11 +12,12 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
-from ray import cloudpickle
 import pyarrow as pa
 import ray
+from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, spec_of
@@ -25,18 +26,20 @@ from actors.errors import TerminalError
 from actors.host import InvokeRequest
 from actors.host_actor import HostActor
 from actors.remote import UNAVAILABLE, RemoteJournal
-from actors.serde import ANY
 from actors.routing import (
     JOURNAL,
+    SCHEDULER,
     host_name,
     idempotent_invocation_id,
     new_invocation_id,
     route_hash,
 )
+from actors.serde import ANY
 from journal.actor import JournalActor
 from journal.records import Outcome
 from journal.sqlguard import SqlRefused
 from journal.store import DataDirError
+from scheduler.actor import SchedulerActor
 
 T = TypeVar("T")
 Target = Callable[..., Any] | str
@@ -114,6 +117,7 @@ class Runtime:
         self.data_dir: str = config["data_dir"]
         self.pool_size: int = config["pool_size"]
         self.idle_timeout_s: float = config.get("idle_timeout_s", 300.0)
+        self.suspend_after_s: float = config.get("suspend_after_s", 30.0)
         definitions: list[ServiceDefinition] = cloudpickle.loads(config["definitions"])
         self.definitions = {d.name: d for d in definitions}
         self._journal = RemoteJournal(namespace)
@@ -131,11 +135,16 @@ class Runtime:
         namespace: str = "raystate",
         address: str | None = None,
         pool_size: int | None = None,
+        suspend_after: timedelta | float = timedelta(seconds=30),
     ) -> Runtime:
         """Start the runtime's actors (or attach to the ones running in ``namespace``).
 
         Calls ``ray.init(address)`` if this process has not. The journal actor is placed on this
         driver's node, next to ``data_dir``; unfinished invocations found there are resumed.
+        ``suspend_after``: how long an invocation waiting on a timer stays in memory before it
+        is evicted (and replayed from its journal when the timer fires). The environment
+        variable ``RAYSTATE_ALWAYS_REPLAY=1`` sets it to zero: every wait evicts, so every
+        resumption is a replay (a determinism check for test suites).
         """
         problems = [f"{s!r} is not a Service or VirtualObject" for s in services
                     if not isinstance(s, ServiceDefinition)]
@@ -150,7 +159,11 @@ class Runtime:
         journal = _start_journal(data_dir, namespace)
         if pool_size is None:
             pool_size = max(int(ray.cluster_resources().get("CPU", 1)), 1)
-        config = {"data_dir": data_dir, "pool_size": pool_size,
+        suspend_s = suspend_after.total_seconds() if isinstance(suspend_after, timedelta) \
+            else float(suspend_after)
+        if os.environ.get("RAYSTATE_ALWAYS_REPLAY") == "1":
+            suspend_s = 0.0
+        config = {"data_dir": data_dir, "pool_size": pool_size, "suspend_after_s": suspend_s,
                   "definitions": cloudpickle.dumps(list(services))}
         existing = ray.get(journal.config.remote())
         if existing:  # attach: the running runtime's layout wins
@@ -159,6 +172,9 @@ class Runtime:
             merged.update({d.name: d for d in services})
             config["definitions"] = cloudpickle.dumps(list(merged.values()))
         ray.get(journal.set_config.remote(config))
+        ray.remote(SchedulerActor).options(
+            name=SCHEDULER, namespace=namespace, get_if_exists=True, **SYSTEM_ACTOR
+        ).remote(namespace)
         rt = cls(namespace, config)
         rt._start_hosts(list(services))
         return rt
@@ -196,7 +212,8 @@ class Runtime:
         if handle is None:
             handle = self._hosts[name] = ray.remote(HostActor).options(
                 name=name, namespace=self.namespace, get_if_exists=True, **SYSTEM_ACTOR
-            ).remote(d, self.namespace, (index, self.pool_size), None, self.idle_timeout_s)
+            ).remote(d, self.namespace, (index, self.pool_size), None, self.idle_timeout_s,
+                     self.suspend_after_s)
         return handle
 
     def _dedicated(self, d: VirtualObject, key: str) -> Any:
@@ -206,7 +223,8 @@ class Runtime:
             options = {**SYSTEM_ACTOR, **d.actor_options}
             handle = self._hosts[name] = ray.remote(HostActor).options(
                 name=name, namespace=self.namespace, get_if_exists=True, **options
-            ).remote(d, self.namespace, None, key, d.idle_timeout.total_seconds())
+            ).remote(d, self.namespace, None, key, d.idle_timeout.total_seconds(),
+                     self.suspend_after_s)
         return handle
 
     def _host_for(self, spec: HandlerSpec, req: InvokeRequest) -> Any:
@@ -240,7 +258,8 @@ class Runtime:
         return spec
 
     def _request(self, target: Target, key: str | None, arg: Any, mode: str,
-                 idempotency_key: str | None) -> tuple[HandlerSpec, InvokeRequest]:
+                 idempotency_key: str | None,
+                 delay: timedelta | float | None = None) -> tuple[HandlerSpec, InvokeRequest]:
         spec = self.resolve(target)
         keyed = spec.definition.keyed
         if keyed and not isinstance(key, str):
@@ -257,9 +276,12 @@ class Runtime:
             inv_id = idempotent_invocation_id(spec.target, key, idempotency_key)
         else:
             inv_id = new_invocation_id()
+        delay_s = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
+        if delay_s < 0:
+            raise TerminalError(f"delay must not be negative, got {delay!r}", 400)
         req = InvokeRequest(inv_id, spec.definition.name, spec.name, key, data, mode,  # type: ignore[arg-type]
                             route_hash(spec.definition.name, key, inv_id), idempotency_key,
-                            None, False, now_ms())
+                            None, False, now_ms(), round(delay_s * 1000))
         return spec, req
 
     async def _submit(self, spec: HandlerSpec, req: InvokeRequest) -> Outcome | None:
@@ -291,16 +313,16 @@ class Runtime:
 
     async def send_async(self, target: Target, key: str | None = None, arg: Any = None, *,
                          idempotency_key: str | None = None,
-                         delay: Any = None) -> InvocationHandle:
-        if delay is not None:
-            raise NotImplementedError("delayed sends arrive with the timer scheduler")
-        spec, req = self._request(target, key, arg, "send", idempotency_key)
+                         delay: timedelta | float | None = None) -> InvocationHandle:
+        spec, req = self._request(target, key, arg, "send", idempotency_key, delay)
         await self._submit(spec, req)
         return InvocationHandle(self, req.id, spec)
 
     def send(self, target: Target, key: str | None = None, arg: Any = None, *,
-             idempotency_key: str | None = None, delay: Any = None) -> InvocationHandle:
-        """Submit without waiting for the result; returns once the invocation is durable."""
+             idempotency_key: str | None = None,
+             delay: timedelta | float | None = None) -> InvocationHandle:
+        """Submit without waiting for the result; returns once the invocation is durable.
+        With ``delay`` it starts no earlier than that (a durable timer; status ``scheduled``)."""
         return self._loop.run(self.send_async(target, key, arg, idempotency_key=idempotency_key,
                                               delay=delay))
 

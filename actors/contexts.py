@@ -11,6 +11,7 @@ import random
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from actors.errors import RetryPolicy
@@ -48,6 +49,12 @@ class Context(ABC):
         then ``fn`` is retried in place and, once the policy is exhausted, a ``TerminalError`` is
         journaled and raised.
         """
+
+    @abstractmethod
+    async def sleep(self, delay: timedelta | float) -> None:
+        """A durable timer: returns after ``delay`` (a ``timedelta`` or seconds), never earlier,
+        also across crashes and restarts. A long sleep holds no memory: the invocation is
+        evicted and replayed from its journal when the timer fires."""
 
     @abstractmethod
     async def time(self) -> float:

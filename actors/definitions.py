@@ -127,7 +127,7 @@ class ServiceDefinition:
             if len(positional) == 2:
                 input_serde = Serde(hints.get(positional[1].name, Any))
             output_serde = Serde(hints.get("return", Any))
-        except Exception as e:  # noqa: BLE001 - pydantic cannot build a schema for it
+        except Exception as e:
             issues.append(f"its input or output type cannot be serialized as JSON: {e}")
         if issues:
             raise DefinitionError(where, issues)

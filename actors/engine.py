@@ -23,6 +23,7 @@ import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 from actors.contexts import DeterministicRandom, ObjectContext
@@ -31,12 +32,14 @@ from actors.errors import JournalMismatch, RetryPolicy, TerminalError
 from actors.serde import ANY, Serde
 from journal.records import (
     Accept,
+    Completion,
     Entry,
     Outcome,
     Output,
     Record,
     StateWrite,
     StatusChange,
+    Timer,
 )
 
 
@@ -53,12 +56,26 @@ class Invocation:
     entries: list[Entry] = field(default_factory=list)
     retry_count: int = 0
     accept_durable: bool = False
-    outcome: asyncio.Future[Outcome] = field(default_factory=asyncio.Future)
     durable: asyncio.Future[None] = field(default_factory=asyncio.Future)
+    # entries completed later (sleeps ...; negative indexes are retry timers) and their waiters
+    completions: dict[int, Completion] = field(default_factory=dict)
+    waiters: dict[int, asyncio.Future[Completion]] = field(default_factory=dict)
+    awaiting: int | None = None  # the completion index it waits for, if it waits
 
     @property
     def id(self) -> str:
         return self.accept.id
+
+
+class Suspended(BaseException):
+    """The invocation waits for a completion and leaves memory; its host replays it from the
+    journal when the completion arrives. A ``BaseException``, so ``except Exception`` in a
+    handler cannot swallow it."""
+
+
+def retry_index(retry_count: int) -> int:
+    """The completion index a retry back-off timer wakes (negative: never an entry's)."""
+    return -retry_count
 
 
 class JournalCursor:
@@ -89,11 +106,12 @@ class JournalCursor:
         return entry
 
     def record(self, entry_type: str, name: str | None, *, result: str | None = None,
-               failure: TerminalError | None = None, extra: tuple[Record, ...] = ()) -> Entry:
+               failure: TerminalError | None = None, extra: tuple[Record, ...] = (),
+               completed: bool = True) -> Entry:
         entry = Entry(
             self.invocation_id, self.index, entry_type, name, result,
             failure.message if failure else None, failure.status_code if failure else None,
-            now_ms(),
+            now_ms(), completed,
         )
         self.entries.append(entry)
         self.buffer.append(entry)
@@ -123,6 +141,17 @@ class HostPort(Protocol):
 
     def depends_on_uncommitted(self, invocation: Invocation) -> bool:
         """Whether state this invocation can read includes changes not yet committed."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The host's actor name: timers carry it, so the scheduler knows whom to wake."""
+        ...
+
+    async def await_completion(self, invocation: Invocation, idx: int,
+                               records: list[Record]) -> Completion:
+        """Make ``records`` durable, then wait for the completion of entry ``idx``; raise
+        ``Suspended`` when that takes longer than the host keeps invocations in memory."""
         ...
 
 
@@ -199,13 +228,27 @@ class InvocationContext(ObjectContext):
                 await asyncio.sleep(retry_policy.delay(failures))
         try:
             data = serde.dump(result)
-        except Exception as e:  # noqa: BLE001 - any serializer failure is the user's value
+        except Exception as e:
             raise TerminalError(
                 f"ctx.run({name!r}) returned a value that is not JSON-serializable "
                 f"({type(result).__name__}): {e}"
             ) from None
         self._cursor.record("run", name, result=data)
         return serde.load(data)
+
+    async def sleep(self, delay: timedelta | float) -> None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        if seconds < 0:
+            raise ValueError(f"ctx.sleep: negative delay {delay!r}")
+        entry = self._cursor.replay("sleep", None)
+        if entry is None:
+            idx = self._cursor.index
+            fire_at = now_ms() + round(seconds * 1000)
+            timer = Timer(f"{self._inv.id}:{idx}", self._inv.id, idx, "sleep", fire_at,
+                          self._host.name)
+            entry = self._cursor.record("sleep", None, result=str(fire_at), completed=False,
+                                        extra=(timer,))
+        await self._host.await_completion(self._inv, entry.idx, self._cursor.take())
 
     async def time(self) -> float:
         entry = self._cursor.replay("time", None)
@@ -282,7 +325,7 @@ class InvocationContext(ObjectContext):
             raise TypeError("ctx.set(name, value): name must be a string")
         try:
             data = ANY.dump(value)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise TerminalError(f"ctx.set({name!r}): value is not JSON-serializable: {e}") from None
         self._write("set_state", name, data)
 
@@ -309,13 +352,13 @@ def _return_serde(fn: Callable[..., Any]) -> Serde:
     replay return the same type; plain JSON when there is none."""
     try:
         hint = typing.get_type_hints(fn).get("return")
-    except Exception:  # noqa: BLE001 - builtins, partials, unresolvable names
+    except Exception:
         return ANY
     if hint is None or hint is type(None):
         return ANY
     try:
         return Serde(hint)
-    except Exception:  # noqa: BLE001 - an annotation pydantic cannot handle (Awaitable ...)
+    except Exception:
         return ANY
 
 
@@ -325,7 +368,9 @@ async def execute(
     """Run ``inv`` to its outcome, retrying failed attempts from the journal per policy.
 
     Returns the outcome and the future of its commit: the outcome is queued behind every record
-    of the invocation, and must not be shown to anyone before that future resolves.
+    of the invocation, and must not be shown to anyone before that future resolves. Raises
+    ``Suspended`` when the invocation left memory to wait (for a sleep, or a retry back-off,
+    which is a durable timer too: a restart neither loses a retry nor fires it early).
     """
     spec = inv.spec
     policy = spec.policy
@@ -334,14 +379,18 @@ async def execute(
         try:
             try:
                 args = (spec.input.load(inv.accept.input),) if spec.takes_arg else ()
-            except Exception as e:  # noqa: BLE001 - validated at the client; defend anyway
+            except Exception as e:
                 raise TerminalError(f"input of {spec.target} does not validate: {e}", 400) from None
             result = await spec.fn(ctx, *args)
             try:
                 out = Outcome(True, spec.output.dump(result))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise TerminalError(f"output of {spec.target} is not JSON-serializable: {e}") \
                     from None
+        except Suspended:
+            await host.submit(inv, [*ctx.take_records(), StatusChange(
+                inv.id, "suspended", inv.retry_count, None, now_ms())])
+            raise
         except TerminalError as e:
             out = Outcome(False, None, e.message, e.status_code)
         except (Exception, JournalMismatch) as e:
@@ -350,9 +399,12 @@ async def execute(
             if policy.exhausted(inv.retry_count):
                 out = Outcome(False, None, f"gave up after {inv.retry_count} attempts: {failure}")
             else:
+                idx = retry_index(inv.retry_count)
+                fire_at = now_ms() + round(policy.delay(inv.retry_count) * 1000)
+                timer = Timer(f"{inv.id}:retry:{inv.retry_count}", inv.id, idx, "retry",
+                              fire_at, host.name)
                 status = StatusChange(inv.id, "backing-off", inv.retry_count, failure, now_ms())
-                await host.submit(inv, [*ctx.take_records(), status])
-                await asyncio.sleep(policy.delay(inv.retry_count))
+                await host.await_completion(inv, idx, [*ctx.take_records(), status, timer])
                 continue
         records = ctx.take_records()
         records.append(Output(inv.id, out.ok, out.output, out.failure, out.failure_code, now_ms()))

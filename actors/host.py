@@ -1,32 +1,45 @@
 """ObjectHost: runs the invocations of the keys (or service calls) routed to one host.
 
 Exclusive invocations of a key queue in a FIFO inbox and run one at a time; shared handlers
-and service handlers run beside them. Everything an invocation records goes through one
-``Flusher`` per host: while one batch is being committed, the records of every invocation on
-the host accumulate for the next, so one Ray call carries many entries. No Ray import here:
-the actor wrapper (``actors.host_actor``) supplies the journal port.
+and service handlers run beside them. Everything an invocation records goes through the host's
+``Flusher``. An invocation waiting on a timer longer than ``suspend_after`` is *parked*: it
+leaves memory (a small stub keeps its key's place in line) and is replayed from the journal
+when the scheduler wakes it; a delayed send stays parked until its start timer fires. No Ray
+import here: the actor wrapper (``actors.host_actor``) supplies the journal and scheduler ports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from actors.definitions import ServiceDefinition
-from actors.engine import Invocation, execute
-from journal.records import Accept, Batch, Outcome, PendingInvocation, Record, StateWrite
+from actors.engine import Invocation, Suspended, execute, now_ms
+from actors.flusher import Flusher
+from journal.records import (
+    Accept,
+    Batch,
+    Completion,
+    Outcome,
+    Output,
+    PendingInvocation,
+    Record,
+    StateWrite,
+    StatusChange,
+    Timer,
+)
+from scheduler.service import TimerScheduler
 
 log = logging.getLogger("raystate.host")
 
 RECENT_OUTCOMES = 10_000
+START_INDEX = -(2**31)  # the completion index a delayed start's timer wakes
 
 
 @dataclass(slots=True)
@@ -45,6 +58,7 @@ class InvokeRequest:
     invoked_by: str | None = None
     resubmit: bool = False
     created_at_ms: int = 0
+    delay_ms: int = 0
 
 
 class JournalPort(Protocol):
@@ -55,74 +69,47 @@ class JournalPort(Protocol):
     async def outcome(self, invocation_id: str) -> Outcome | None: ...
 
     async def pending(self, services: list[str], partition: tuple[int, int] | None = None,
-                      key: str | None = None) -> list[PendingInvocation]: ...
+                      key: str | None = None,
+                      ids: list[str] | None = None) -> list[PendingInvocation]: ...
 
     async def load_state(self, service: str, key: str) -> dict[str, str]: ...
 
+    async def pending_timers(self) -> list[Timer]: ...
 
-class Flusher:
-    """Host-side group commit: one batch in flight, the next one filling meanwhile.
 
-    A failed commit is sent again (same batch id, marked re-sent) until it succeeds: its
-    records are already in the invocations' in-memory journals, so dropping them would let a
-    retry replay entries that were never durable."""
+class SchedulerPort(Protocol):
+    async def add(self, timers: list[Timer]) -> None: ...
 
-    def __init__(self, commit: Callable[[Batch], Awaitable[None]],
-                 on_committed: Callable[[list[Record]], None]) -> None:
-        self._commit = commit
-        self._on_committed = on_committed
-        self._prefix = uuid.uuid4().hex[:12]
-        self._ids = itertools.count()
-        self._records: list[Record] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._task: asyncio.Task[None] | None = None
 
-    def submit(self, records: list[Record]) -> asyncio.Future[None]:
-        fut = asyncio.get_running_loop().create_future()
-        self._records.extend(records)
-        self._waiters.append(fut)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
-        return fut
+@dataclass(slots=True)
+class Parked:
+    """An invocation out of memory: suspended on a wait, or scheduled for a delayed start."""
 
-    async def _run(self) -> None:
-        while self._waiters:
-            records, self._records = self._records, []
-            waiters, self._waiters = self._waiters, []
-            if records:
-                await self._commit_until_done(Batch(f"{self._prefix}:{next(self._ids)}", records))
-                self._on_committed(records)
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
-
-    async def _commit_until_done(self, batch: Batch) -> None:
-        """Nothing may go on until the batch is durable, and its records are already part of
-        invocations' in-memory journals: so send the same batch again until it commits."""
-        delay = 0.1
-        while True:
-            try:
-                await self._commit(batch)
-                return
-            except Exception:
-                log.exception("commit of batch %s failed; sending it again", batch.batch_id)
-                batch.resent = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    id: str
+    key: str | None
+    reason: Literal["suspended", "start"]
 
 
 class KeySlot:
     """One object key in memory: committed state, the FIFO inbox, who is using it."""
 
-    __slots__ = ("committed", "working", "uncommitted", "loading", "inbox", "worker", "users",
-                 "last_used")
+    __slots__ = (
+        "committed",
+        "inbox",
+        "last_used",
+        "loading",
+        "uncommitted",
+        "users",
+        "worker",
+        "working",
+    )
 
     def __init__(self) -> None:
         self.committed: dict[str, str] | None = None  # what shared handlers read
         self.working: dict[str, str] = {}  # committed + queued changes; exclusive handlers
         self.uncommitted = 0  # finished exclusive invocations whose output is not yet durable
         self.loading: asyncio.Task[dict[str, str]] | None = None
-        self.inbox: deque[Invocation] = deque()
+        self.inbox: deque[Invocation | Parked] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.users = 0
         self.last_used = time.monotonic()
@@ -143,26 +130,46 @@ class ObjectHost:
         *,
         partition: tuple[int, int] | None = None,
         key: str | None = None,
+        name: str = "host",
+        scheduler: SchedulerPort | None = None,
+        suspend_after: float = 30.0,
     ) -> None:
         self.definition = definition
         self.journal = journal
         self.partition = partition
         self.dedicated_key = key
+        self._name = name
+        self.scheduler = scheduler
+        self.suspend_after = suspend_after
         self.flusher = Flusher(journal.commit, self._apply_committed)
         self._active: dict[str, Invocation] = {}
+        self._parked: dict[str, Parked] = {}
+        self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
         self._recent: OrderedDict[str, Outcome] = OrderedDict()
         self._slots: dict[str, KeySlot] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready: asyncio.Future[None] | None = None
         self._order = 0  # acceptance order, increasing across restarts (wall-clock based)
+        self._local_timers: TimerScheduler | None = None
         self.last_activity = time.monotonic()
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     # -- start and recovery ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Resume every accepted, unfinished invocation of this host's keys (idempotent)."""
+        """Take over every accepted, unfinished invocation of this host's keys (idempotent).
+
+        Without a scheduler port (unit tests, embedded use) the host fires its own timers with
+        an in-process ``TimerScheduler`` over the same journal."""
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
+            if self.scheduler is None:
+                self._local_timers = TimerScheduler(
+                    self.journal, lambda _host, items: self._spawn(self.wake(items)))
+                self.scheduler = self._local_timers
             try:
                 pending = await self.journal.pending(
                     [self.definition.name], self.partition, self.dedicated_key)
@@ -171,18 +178,40 @@ class ObjectHost:
                 self._ready.exception()  # mark retrieved; callers re-raise via await
                 raise
             for p in pending:
-                self._resume(p)
+                self._take_over(p)
             self._ready.set_result(None)
             if pending:
-                log.info("%s: resumed %d invocations", self.definition.name, len(pending))
+                log.info("%s: took over %d invocations", self._name, len(pending))
         await self._ready
 
-    def _resume(self, p: PendingInvocation) -> None:
+    def _take_over(self, p: PendingInvocation) -> None:
+        """Resume a recovered invocation, or park it if it waits for something."""
+        key = p.accept.key
+        if p.waiting_for == "start":
+            self._parked[p.accept.id] = Parked(p.accept.id, key, "start")
+            return
+        last = p.entries[-1] if p.entries else None
+        waiting = p.waiting_for == "retry" or (
+            last is not None and not last.completed and last.idx not in p.completions)
         spec = self.definition.handlers.get(p.accept.handler)
-        inv = Invocation(p.accept, spec, p.entries, p.retry_count, accept_durable=True)  # type: ignore[arg-type]
-        inv.durable.set_result(None)
+        if waiting and spec is not None:
+            self._park_suspended(p.accept.id, key, spec.kind == "exclusive")
+            return
+        inv = self._invocation_of(p)
         self._active[inv.id] = inv
         self._schedule(inv)
+
+    def _invocation_of(self, p: PendingInvocation) -> Invocation:
+        spec = self.definition.handlers.get(p.accept.handler)
+        inv = Invocation(p.accept, spec, p.entries, p.retry_count,  # type: ignore[arg-type]
+                         accept_durable=True, completions=dict(p.completions))
+        inv.durable.set_result(None)
+        return inv
+
+    def _park_suspended(self, inv_id: str, key: str | None, exclusive: bool) -> None:
+        self._parked[inv_id] = Parked(inv_id, key, "suspended")
+        if key is not None and exclusive:
+            self._slot(key).inbox.append(Parked(inv_id, key, "suspended"))
 
     # -- accepting ---------------------------------------------------------------------------
 
@@ -191,35 +220,63 @@ class ObjectHost:
         None once the invocation is durable."""
         await self.start()
         self.last_activity = time.monotonic()
-        inv = self._active.get(req.id)
+        known = req.id in self._active or req.id in self._parked
         done = self._recent.get(req.id)
-        if inv is None and done is None and (req.resubmit or req.idempotency_key):
+        if not known and done is None and (req.resubmit or req.idempotency_key):
             done = await self.journal.outcome(req.id)
-            inv = self._active.get(req.id)
+            known = req.id in self._active or req.id in self._parked
             done = done or self._recent.get(req.id)
         if done is not None:
             return done if req.mode == "call" else None
-        if inv is None:
+        if not known:
             spec = self.definition.handlers.get(req.handler)
             if spec is None:
                 return Outcome(False, None, f"unknown handler {req.service}/{req.handler}", 404)
             self._order = max(self._order + 1, time.time_ns())
-            inv = Invocation(Accept(req.id, req.service, req.handler, req.key, req.route_hash,
-                                    req.input, req.idempotency_key, req.invoked_by,
-                                    req.created_at_ms, self._order), spec)
-            self._active[inv.id] = inv
-            if req.mode == "send":
-                self.submit(inv, [])
-            self._schedule(inv)
+            accept = Accept(req.id, req.service, req.handler, req.key, req.route_hash,
+                            req.input, req.idempotency_key, req.invoked_by,
+                            req.created_at_ms, self._order)
+            if req.delay_ms > 0:
+                durable = self._accept_delayed(accept, req.delay_ms)
+                if req.mode == "send":
+                    await durable
+                    return None
+            else:
+                inv = Invocation(accept, spec)
+                self._active[inv.id] = inv
+                if req.mode == "send":
+                    self.submit(inv, [])
+                self._schedule(inv)
         if req.mode == "send":
-            await asyncio.shield(inv.durable)
+            inv = self._active.get(req.id)
+            if inv is not None:
+                await asyncio.shield(inv.durable)
             return None
-        return await asyncio.shield(inv.outcome)
+        return await asyncio.shield(self._outcome(req.id))
+
+    def _accept_delayed(self, accept: Accept, delay_ms: int) -> asyncio.Future[None]:
+        fire_at = now_ms() + delay_ms
+        timer = Timer(f"{accept.id}:start", accept.id, START_INDEX, "start", fire_at, self._name)
+        self._parked[accept.id] = Parked(accept.id, accept.key, "start")
+        return self.flusher.submit(
+            [accept, StatusChange(accept.id, "scheduled", 0, None, now_ms()), timer])
+
+    def _outcome(self, inv_id: str) -> asyncio.Future[Outcome]:
+        fut = self._outcomes.get(inv_id)
+        if fut is None:
+            fut = self._outcomes[inv_id] = asyncio.get_running_loop().create_future()
+        return fut
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _slot(self, key: str) -> KeySlot:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = KeySlot()
+        return slot
 
     def _schedule(self, inv: Invocation) -> None:
         if inv.spec is None:
@@ -229,17 +286,61 @@ class ObjectHost:
         if key is None:
             self._spawn(self._run(inv, None))
             return
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = KeySlot()
+        slot = self._slot(key)
         slot.last_used = time.monotonic()
         if inv.spec.kind == "shared":
             slot.users += 1
             self._spawn(self._run(inv, slot))
             return
         slot.inbox.append(inv)
+        self._kick(key, slot)
+
+    def _kick(self, key: str, slot: KeySlot) -> None:
         if slot.worker is None or slot.worker.done():
             slot.worker = asyncio.create_task(self._drain(key, slot))
+
+    # -- waking ------------------------------------------------------------------------------
+
+    async def wake(self, items: list[tuple[str, int, Completion | None]]) -> None:
+        """Timers fired (their completions are durable): resume the invocations waiting."""
+        await self.start()
+        for inv_id, idx, completion in items:
+            inv = self._active.get(inv_id)
+            if inv is not None:
+                inv.completions[idx] = completion or Completion(inv_id, idx)
+                waiter = inv.waiters.pop(idx, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(inv.completions[idx])
+            elif inv_id in self._parked:
+                self._spawn(self._unpark(self._parked.pop(inv_id)))
+
+    async def _unpark(self, parked: Parked) -> None:
+        delay = 0.1
+        while True:
+            try:
+                pending = await self.journal.pending([self.definition.name], ids=[parked.id])
+                break
+            except Exception:
+                log.exception("cannot reload %s; trying again", parked.id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if not pending:
+            return  # finished meanwhile
+        inv = self._invocation_of(pending[0])
+        self._active[inv.id] = inv
+        key = parked.key
+        if parked.reason == "start" or key is None or inv.spec is None \
+                or inv.spec.kind != "exclusive":
+            self._schedule(inv)
+            return
+        slot = self._slot(key)
+        for i, item in enumerate(slot.inbox):
+            if isinstance(item, Parked) and item.id == inv.id:
+                slot.inbox[i] = inv
+                break
+        else:
+            slot.inbox.appendleft(inv)
+        self._kick(key, slot)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -248,9 +349,15 @@ class ObjectHost:
 
         The next one starts as soon as the previous one's output is queued for commit (not
         committed): the flusher commits in order, a caller sees an outcome only once it is
-        durable, and a side effect waits for the changes it could observe (see ``engine``)."""
+        durable, and a side effect waits for the changes it could observe (see ``engine``).
+        A parked invocation at the head keeps the key until it is woken."""
         while slot.inbox:
-            await self._execute(slot.inbox[0], slot, key)
+            head = slot.inbox[0]
+            if isinstance(head, Parked):
+                return
+            if not await self._execute(head, slot, key):
+                slot.inbox[0] = Parked(head.id, key, "suspended")
+                return
             slot.inbox.popleft()
             slot.last_used = time.monotonic()
 
@@ -262,32 +369,40 @@ class ObjectHost:
                 slot.users -= 1
                 slot.last_used = time.monotonic()
 
-    async def _execute(self, inv: Invocation, slot: KeySlot | None, key: str | None) -> None:
+    async def _execute(self, inv: Invocation, slot: KeySlot | None, key: str | None) -> bool:
+        """Run an invocation until its outcome is queued (True) or it is parked (False)."""
+        exclusive = slot is not None and inv.spec.kind == "exclusive"
         while True:
             try:
                 state = None
                 if slot is not None:
                     await self._load_state(slot, key)
-                    state = slot.working if inv.spec.kind == "exclusive" else slot.committed
+                    state = slot.working if exclusive else slot.committed
                 out, durable = await execute(self, inv, state)
                 break
+            except Suspended:
+                if inv.awaiting is not None and inv.awaiting in inv.completions:
+                    continue  # woken while suspending: replay right away
+                self._active.pop(inv.id, None)
+                self._parked[inv.id] = Parked(inv.id, key, "suspended")
+                return False
             except Exception:  # state could not be loaded for long, or a bug: try again later
                 log.exception("invocation %s could not make progress; retrying", inv.id)
                 await asyncio.sleep(1.0)
-        if slot is not None and inv.spec.kind == "exclusive":
+        if exclusive:
+            assert slot is not None
             slot.uncommitted += 1
-        self._spawn(self._finish_when_durable(inv, out, durable, slot))
+        self._spawn(self._finish_when_durable(inv, out, durable, slot if exclusive else None))
+        return True
 
     async def _finish_when_durable(self, inv: Invocation, out: Outcome,
                                    durable: asyncio.Future[None], slot: KeySlot | None) -> None:
         await durable
-        if slot is not None and inv.spec.kind == "exclusive":
+        if slot is not None:
             slot.uncommitted -= 1
         self._finish(inv, out)
 
     async def _finish_unknown(self, inv: Invocation) -> None:
-        from journal.records import Output
-
         msg = f"unknown handler {inv.accept.service}/{inv.accept.handler}"
         await self.submit(inv, [Output(inv.id, False, None, msg, 404)])
         self._finish(inv, Outcome(False, None, msg, 404))
@@ -295,8 +410,9 @@ class ObjectHost:
     def _finish(self, inv: Invocation, out: Outcome) -> None:
         if not inv.durable.done():
             inv.durable.set_result(None)
-        if not inv.outcome.done():
-            inv.outcome.set_result(out)
+        fut = self._outcomes.pop(inv.id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(out)
         self._active.pop(inv.id, None)
         self._recent[inv.id] = out
         if len(self._recent) > RECENT_OUTCOMES:
@@ -314,7 +430,7 @@ class ObjectHost:
                 slot.committed = dict(state)
                 slot.working = dict(state)
 
-    # -- durability --------------------------------------------------------------------------
+    # -- durability (the engine's HostPort) --------------------------------------------------
 
     def submit(self, invocation: Invocation, records: list[Record]) -> asyncio.Future[None]:
         """Queue ``records`` (preceded by the invocation's acceptance if not yet) for commit;
@@ -334,8 +450,32 @@ class ObjectHost:
         slot = self._slots.get(invocation.accept.key)
         return slot is not None and slot.uncommitted > 0
 
+    async def await_completion(self, invocation: Invocation, idx: int,
+                               records: list[Record]) -> Completion:
+        if idx in invocation.completions:
+            if records:
+                self.submit(invocation, records)
+            return invocation.completions[idx]
+        if records:
+            await self.submit(invocation, records)
+        invocation.awaiting = idx
+        if idx not in invocation.completions:
+            waiter = invocation.waiters.get(idx)
+            if waiter is None:
+                waiter = invocation.waiters[idx] = asyncio.get_running_loop().create_future()
+            if self.suspend_after <= 0:
+                raise Suspended
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), self.suspend_after)
+            except TimeoutError:
+                raise Suspended from None
+        invocation.awaiting = None
+        return invocation.completions[idx]
+
     def _apply_committed(self, records: list[Record]) -> None:
-        """State writes that are now durable become visible to shared readers."""
+        """After a commit: state writes become visible to shared readers, and new timers are
+        handed to the scheduler (which also reloads them from the journal when it restarts)."""
+        timers: list[Timer] = []
         for r in records:
             if isinstance(r, StateWrite):
                 slot = self._slots.get(r.key)
@@ -344,6 +484,10 @@ class ObjectHost:
                         slot.committed.pop(r.name, None)
                     else:
                         slot.committed[r.name] = r.value
+            elif isinstance(r, Timer):
+                timers.append(r)
+        if timers and self.scheduler is not None:
+            self._spawn(self.scheduler.add(timers))
 
     # -- memory ------------------------------------------------------------------------------
 
@@ -356,13 +500,16 @@ class ObjectHost:
         return len(stale)
 
     def is_idle(self, idle_seconds: float) -> bool:
-        return not self._active and not self._tasks and \
+        return not self._active and not self._parked and not self._tasks and \
             time.monotonic() - self.last_activity > idle_seconds
 
     def stats(self) -> dict[str, int]:
-        return {"active": len(self._active), "keys": len(self._slots)}
+        return {"active": len(self._active), "parked": len(self._parked),
+                "keys": len(self._slots)}
 
     async def close(self) -> None:
+        if self._local_timers is not None:
+            self._local_timers.close()
         for t in list(self._tasks):
             t.cancel()
         for slot in self._slots.values():

@@ -13,8 +13,9 @@ import ray
 
 from actors.definitions import ServiceDefinition
 from actors.host import InvokeRequest, ObjectHost
-from actors.remote import RemoteJournal
-from journal.records import Outcome
+from actors.remote import RemoteJournal, RemoteScheduler
+from actors.routing import host_name
+from journal.records import Completion, Outcome
 
 log = logging.getLogger("raystate.host")
 
@@ -27,8 +28,13 @@ class HostActor:
         partition: tuple[int, int] | None = None,
         key: str | None = None,
         idle_timeout_s: float = 300.0,
+        suspend_after_s: float = 30.0,
     ) -> None:
-        self.host = ObjectHost(definition, RemoteJournal(namespace), partition=partition, key=key)
+        slot = key if key is not None else (partition[0] if partition else 0)
+        self.host = ObjectHost(definition, RemoteJournal(namespace), partition=partition, key=key,
+                               name=host_name(definition.name, slot),
+                               scheduler=RemoteScheduler(namespace),
+                               suspend_after=suspend_after_s)
         self.idle_timeout_s = idle_timeout_s
         self._starter = asyncio.get_running_loop().create_task(self._start())
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -52,6 +58,9 @@ class HostActor:
 
     async def invoke(self, req: InvokeRequest) -> Outcome | None:
         return await self.host.invoke(req)
+
+    async def wake(self, items: list[tuple[str, int, Completion | None]]) -> None:
+        await self.host.wake(items)
 
     async def ready(self) -> dict[str, int]:
         await self.host.start()

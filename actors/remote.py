@@ -1,77 +1,17 @@
-"""Ray plumbing shared by hosts and clients: actor handles that survive actor restarts.
-
-System actors are restartable; a call that meets a dead or restarting actor is sent again after
-a short back-off to the (re-looked-up) actor. That is safe because every method is idempotent:
-commits carry a batch id the journal de-duplicates, invocations carry their id.
-"""
+"""Ray handles the hosts use: the journal (see ``journal.remote``) and the timer scheduler."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any
+from journal.records import Timer
+from journal.remote import UNAVAILABLE, RemoteActor, RemoteJournal
+from scheduler.actor import SCHEDULER_ACTOR
 
-import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-
-from actors.routing import JOURNAL
-from journal.records import Accept, Batch, Outcome, PendingInvocation
-
-UNAVAILABLE = (ActorDiedError, ActorUnavailableError, RayActorError)
+__all__ = ["UNAVAILABLE", "RemoteJournal", "RemoteScheduler"]
 
 
-def lookup(name: str, namespace: str) -> ray.actor.ActorHandle:
-    return ray.get_actor(name, namespace=namespace)
+class RemoteScheduler(RemoteActor):
+    def __init__(self, namespace: str) -> None:
+        super().__init__(SCHEDULER_ACTOR, namespace)
 
-
-class RemoteJournal:
-    """The journal actor as a ``JournalPort``, re-sending across journal restarts."""
-
-    def __init__(self, namespace: str, patience: float = 120.0) -> None:
-        self.namespace = namespace
-        self.patience = patience
-        self._handle: Any = None
-
-    def _actor(self) -> Any:
-        if self._handle is None:
-            self._handle = lookup(JOURNAL, self.namespace)
-        return self._handle
-
-    async def call(self, method: str, *args: Any, on_retry: Any = None) -> Any:
-        deadline = time.monotonic() + self.patience
-        delay = 0.05
-        while True:
-            try:
-                return await getattr(self._actor(), method).remote(*args)
-            except (*UNAVAILABLE, ValueError) as e:  # ValueError: name not registered (yet)
-                if isinstance(e, ValueError) and "Failed to look up actor" not in str(e):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                self._handle = None
-                if on_retry is not None:
-                    on_retry()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
-    async def commit(self, batch: Batch) -> None:
-        def mark_resent() -> None:
-            batch.resent = True
-
-        await self.call("commit", batch, on_retry=mark_resent)
-
-    async def outcome(self, invocation_id: str) -> Outcome | None:
-        return await self.call("outcome", invocation_id)
-
-    async def accepted(self, invocation_id: str) -> Accept | None:
-        return await self.call("accepted", invocation_id)
-
-    async def await_output(self, invocation_id: str) -> Outcome:
-        return await self.call("await_output", invocation_id)
-
-    async def pending(self, services: list[str], partition: tuple[int, int] | None = None,
-                      key: str | None = None) -> list[PendingInvocation]:
-        return await self.call("pending", services, partition, key)
-
-    async def load_state(self, service: str, key: str) -> dict[str, str]:
-        return await self.call("load_state", service, key)
+    async def add(self, timers: list[Timer]) -> None:
+        await self.call("add", timers)

@@ -9,8 +9,11 @@ import hashlib
 import uuid
 import zlib
 
-JOURNAL = "journal"
-SCHEDULER = "scheduler"
+from journal.remote import JOURNAL_ACTOR as JOURNAL
+from scheduler.actor import SCHEDULER_ACTOR as SCHEDULER
+
+__all__ = ["JOURNAL", "SCHEDULER", "host_name", "idempotent_invocation_id", "new_invocation_id",
+           "route_hash"]
 
 
 def host_name(service: str, slot: int | str) -> str:

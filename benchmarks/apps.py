@@ -47,3 +47,12 @@ def three_steps_expected(x: int) -> int:
 
 
 ALL = [counter, steps]
+
+
+sleepy = Service("BenchSleepy")
+
+
+@sleepy.handler()
+async def nap(ctx: Context, seconds: float) -> None:
+    """One durable timer; the benchmark reads lateness from ``sys_timer``."""
+    await ctx.sleep(seconds)

@@ -14,7 +14,7 @@ from collections import defaultdict
 import duckdb
 import pyarrow as pa
 
-from journal.records import Accept, Batch, Outcome, PendingInvocation
+from journal.records import Accept, Batch, Outcome, PendingInvocation, Timer
 from journal.sqlguard import SqlRefused
 from journal.store import JournalStore
 
@@ -46,7 +46,7 @@ class GroupCommitJournal:
             try:
                 batches = [b for b, _ in queued]
                 outputs = await asyncio.to_thread(self.store.write, batches) if batches else []
-            except Exception as e:  # noqa: BLE001 - handed to every waiting caller
+            except Exception as e:
                 for _, fut in queued:
                     if not fut.done():
                         fut.set_exception(e)
@@ -95,10 +95,16 @@ class GroupCommitJournal:
         return await fut
 
     async def pending(
-        self, services: list[str], partition: tuple[int, int] | None = None, key: str | None = None
+        self, services: list[str], partition: tuple[int, int] | None = None,
+        key: str | None = None, ids: list[str] | None = None,
     ) -> list[PendingInvocation]:
         await self._settled()
-        return await asyncio.to_thread(self.store.pending, services, partition=partition, key=key)
+        return await asyncio.to_thread(self.store.pending, services, partition=partition, key=key,
+                                       ids=ids)
+
+    async def pending_timers(self) -> list[Timer]:
+        await self._settled()
+        return await asyncio.to_thread(self.store.pending_timers)
 
     async def load_state(self, service: str, key: str) -> dict[str, str]:
         await self._settled()

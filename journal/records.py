@@ -82,7 +82,6 @@ class Output:
     completed_at_ms: int = 0
 
 
-Record = Accept | Entry | StateWrite | StatusChange | Output
 
 
 @dataclass(slots=True)
@@ -110,8 +109,49 @@ class Outcome:
 
 @dataclass(slots=True)
 class PendingInvocation:
-    """An accepted invocation without output, with what its host needs to resume it."""
+    """An accepted invocation without output, with what its host needs to resume it:
+    its journal, the completions of entries that completed later, and which unfired timer
+    (a delayed start or a retry back-off) it waits for, if any."""
 
     accept: Accept
     entries: list[Entry]
     retry_count: int = 0
+    completions: dict[int, Completion] = field(default_factory=dict)
+    waiting_for: str | None = None  # "start" or "retry": an unfired timer it must wait for
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A durable timer: a sleep (``kind='sleep'``, entry ``idx``), a retry back-off
+    (``'retry'``) or a delayed start (``'start'``). ``host`` names the actor to wake."""
+
+    timer_id: str
+    invocation_id: str
+    idx: int
+    kind: str
+    fire_at_ms: int
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """The timer ``timer_id`` fired (written once, before its host is messaged)."""
+
+    timer_id: str
+    invocation_id: str
+    at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The result of a journal entry that completes later (a sleep, an awakeable, a call)."""
+
+    invocation_id: str
+    idx: int
+    result: str | None = None
+    failure: str | None = None
+    failure_code: int | None = None
+    at_ms: int = 0
+
+
+Record = Accept | Entry | StateWrite | StatusChange | Output | Timer | TimerFired | Completion

@@ -1,8 +1,41 @@
 """DuckDB schema: an append-only list of migrations plus the read views.
 
-Tables are append-only (no point updates, no primary keys on the hot path): an invocation's
-status is the latest row of ``invocation_events``, a state entry the latest row of
-``state_log``. Single-column indexes on the invocation id keep recovery look-ups cheap.
+Every durable fact is one row of one append-only table, ``log``, so a group commit is one
+appender flush (one statement, one transaction; see ``journal.store`` for the measurements).
+Columns, by ``kind``:
+
+    kind    id                      name                  data (JSON text)  meta (JSON object)
+    accept  invocation id           'service/key', or     input             handler, route_hash,
+                                    'service' (no key)                      created_at_ms,
+                                                                            host_order,
+                                                                            idempotency_key?,
+                                                                            invoked_by?
+    entry   invocation id           step name             result            idx, entry_type,
+                                                                            created_at_ms,
+                                                                            completed, failure?,
+                                                                            failure_code?
+    state   'service/key'           state entry name      value (NULL:      NULL
+                                                          cleared)
+    status  invocation id           status                NULL              retry_count, at_ms,
+                                                                            failure?
+    output  invocation id           NULL                  output            ok, completed_at_ms,
+                                                                            failure?,
+                                                                            failure_code?
+    batch   batch id                NULL                  NULL              NULL
+
+``seq`` numbers every row in write order (a later row wins: state, status). ``meta`` keys are
+the record's field names; keys marked ``?`` are left out when None. Service names never
+contain '/' (definitions refuse it), so 'service/key' splits at its first '/'. The one index,
+on ``id``, serves every hot look-up: an invocation's rows, an object's state rows, batch ids.
+The views give the documented SQL surface with the column names and types of Restate's
+introspection tables; payload columns are stored as text and cast to JSON there.
+
+The views select a kind with ``kind = '...' OR id IS NULL``. ``id`` is NOT NULL, so that is
+just the kind test; but written so it refers to two columns, DuckDB cannot push it into the
+table scan, and ``WHERE id = ...`` on a view (``raystate describe``) then remains the scan's
+only filter, which is what DuckDB needs to use the index (10 ms instead of 70 ms for one
+invocation in sys_invocation at 200k invocations; 2 ms instead of 20 in sys_journal).
+
 Each migration runs in its own transaction and bumps ``schema_version``.
 """
 
@@ -11,35 +44,46 @@ from __future__ import annotations
 import duckdb
 
 MIGRATIONS: list[str] = [
-    # 1: base tables and views
+    # 1: the log table and the views
     """
-    CREATE TABLE invocations(
-        id VARCHAR, service VARCHAR, handler VARCHAR, key VARCHAR, route_hash UBIGINT,
-        input JSON, idempotency_key VARCHAR, invoked_by VARCHAR, created_at_ms BIGINT,
-        host_order BIGINT, seq BIGINT);
-    CREATE INDEX invocations_id ON invocations(id);
-    CREATE TABLE invocation_events(
-        id VARCHAR, status VARCHAR, retry_count INTEGER, failure VARCHAR, at_ms BIGINT, seq BIGINT);
-    CREATE TABLE outputs(
-        id VARCHAR, ok BOOLEAN, output JSON, failure VARCHAR, failure_code INTEGER,
-        completed_at_ms BIGINT);
-    CREATE INDEX outputs_id ON outputs(id);
-    CREATE TABLE journal(
-        invocation_id VARCHAR, idx INTEGER, entry_type VARCHAR, name VARCHAR, result JSON,
-        failure VARCHAR, failure_code INTEGER, created_at_ms BIGINT, completed BOOLEAN);
-    CREATE INDEX journal_invocation ON journal(invocation_id);
-    CREATE TABLE state_log(service VARCHAR, key VARCHAR, name VARCHAR, value JSON, seq BIGINT);
-    CREATE TABLE batches(batch_id VARCHAR);
+    CREATE TABLE log(
+        seq BIGINT NOT NULL, kind VARCHAR NOT NULL, id VARCHAR NOT NULL,
+        name VARCHAR, data VARCHAR, meta VARCHAR);
+    CREATE INDEX log_id ON log(id);
+    COMMENT ON TABLE log IS
+        'raystate journal: every durable fact, append-only; query the sys_* and state views';
 
     CREATE VIEW sys_invocation AS
-    WITH ev AS (
+    WITH accepts AS (
+        SELECT id,
+               split_part(name, '/', 1) AS service,
+               CASE WHEN contains(name, '/') THEN substr(name, strpos(name, '/') + 1) END AS key,
+               meta->>'handler' AS handler,
+               data AS input,
+               meta->>'idempotency_key' AS idempotency_key,
+               meta->>'invoked_by' AS invoked_by,
+               (meta->>'created_at_ms')::BIGINT AS created_at_ms
+        FROM log WHERE kind = 'accept' OR id IS NULL),
+    ev AS (
         SELECT id,
                arg_max(status, seq) AS status,
                max(retry_count) AS retry_count,
                arg_max(failure, seq) FILTER (WHERE failure IS NOT NULL) AS last_failure,
                max(at_ms) AS at_ms
-        FROM invocation_events GROUP BY id),
-    jn AS (SELECT DISTINCT invocation_id FROM journal)
+        FROM (SELECT id, seq, name AS status,
+                     (meta->>'retry_count')::INTEGER AS retry_count,
+                     meta->>'failure' AS failure,
+                     (meta->>'at_ms')::BIGINT AS at_ms
+              FROM log WHERE kind = 'status' OR id IS NULL)
+        GROUP BY id),
+    outputs AS (
+        SELECT id,
+               (meta->>'ok')::BOOLEAN AS ok,
+               data AS output,
+               meta->>'failure' AS failure,
+               (meta->>'completed_at_ms')::BIGINT AS completed_at_ms
+        FROM log WHERE kind = 'output' OR id IS NULL),
+    jn AS (SELECT DISTINCT id FROM log WHERE kind = 'entry' OR id IS NULL)
     SELECT i.id,
            CASE WHEN i.key IS NULL THEN i.service || '/' || i.handler
                 ELSE i.service || '/' || i.key || '/' || i.handler END AS target,
@@ -48,7 +92,7 @@ MIGRATIONS: list[str] = [
            i.handler AS target_handler_name,
            CASE WHEN o.id IS NOT NULL THEN 'completed'
                 WHEN ev.status IS NOT NULL THEN ev.status
-                WHEN jn.invocation_id IS NOT NULL THEN 'running'
+                WHEN jn.id IS NOT NULL THEN 'running'
                 ELSE 'pending' END AS status,
            CASE WHEN o.id IS NULL THEN NULL WHEN o.ok THEN 'success' ELSE 'failure' END
                AS completion_result,
@@ -57,31 +101,50 @@ MIGRATIONS: list[str] = [
            ev.last_failure,
            i.idempotency_key,
            i.invoked_by AS invoked_by_id,
-           i.input,
-           o.output,
+           i.input::JSON AS input,
+           o.output::JSON AS output,
            make_timestamp(i.created_at_ms * 1000) AS created_at,
            make_timestamp(greatest(i.created_at_ms, coalesce(ev.at_ms, 0),
                                    coalesce(o.completed_at_ms, 0)) * 1000) AS modified_at,
            make_timestamp(o.completed_at_ms * 1000) AS completed_at
-    FROM invocations i
+    FROM accepts i
     LEFT JOIN outputs o ON o.id = i.id
     LEFT JOIN ev ON ev.id = i.id
-    LEFT JOIN jn ON jn.invocation_id = i.id;
+    LEFT JOIN jn ON jn.id = i.id;
 
     CREATE VIEW sys_journal AS
-    SELECT invocation_id, idx AS "index", entry_type, name,
-           completed,
-           CASE WHEN failure IS NOT NULL
-                THEN json_object('failure', failure, 'code', failure_code)::JSON
-                ELSE result END AS result,
-           make_timestamp(created_at_ms * 1000) AS created_at
-    FROM journal;
+    SELECT id AS invocation_id,
+           (meta->>'idx')::INTEGER AS "index",
+           meta->>'entry_type' AS entry_type,
+           name,
+           (meta->>'completed')::BOOLEAN OR EXISTS (
+               SELECT 1 FROM log c WHERE c.kind = 'completion' AND c.id = log.id
+               AND (c.meta->>'idx')::INTEGER = (log.meta->>'idx')::INTEGER) AS completed,
+           CASE WHEN meta->>'failure' IS NOT NULL
+                THEN json_object('failure', meta->>'failure',
+                                 'code', (meta->>'failure_code')::INTEGER)::JSON
+                ELSE data::JSON END AS result,
+           make_timestamp((meta->>'created_at_ms')::BIGINT * 1000) AS created_at
+    FROM log WHERE kind = 'entry' OR id IS NULL;
+
+    CREATE VIEW sys_timer AS
+    SELECT t.id AS invocation_id,
+           CASE WHEN (t.meta->>'idx')::INTEGER >= 0 THEN (t.meta->>'idx')::INTEGER END
+               AS "index",
+           t.meta->>'timer_kind' AS kind,
+           make_timestamp((t.meta->>'fire_at_ms')::BIGINT * 1000) AS fire_at,
+           f.name IS NOT NULL AS fired,
+           make_timestamp((f.meta->>'at_ms')::BIGINT * 1000) AS fired_at
+    FROM (SELECT * FROM log WHERE kind = 'timer') t
+    LEFT JOIN (SELECT * FROM log WHERE kind = 'fired') f ON f.name = t.name;
 
     CREATE VIEW state AS
     SELECT * FROM (
-        SELECT service AS service_name, key AS service_key, name AS key,
-               arg_max_null(value, seq) AS value
-        FROM state_log GROUP BY ALL)
+        SELECT split_part(id, '/', 1) AS service_name,
+               substr(id, strpos(id, '/') + 1) AS service_key,
+               name AS key,
+               arg_max_null(data, seq)::JSON AS value
+        FROM log WHERE kind = 'state' GROUP BY id, name)
     WHERE value IS NOT NULL;
     """,
 ]

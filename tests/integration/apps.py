@@ -206,3 +206,34 @@ async def set_then_crash(ctx: ObjectContext, job: Job) -> int:
 
 
 ALL = [counter, steps, workflow_like, dedicated]
+
+
+class Nap(BaseModel):
+    ledger: str
+    seconds: float
+    tag: str = ""
+
+
+sleeper = VirtualObject("Sleeper")
+
+
+@sleeper.handler()
+async def nap(ctx: ObjectContext, job: Nap) -> dict:
+    """Journals its start time, sleeps, then journals the wake time (each step counted)."""
+    started = await ctx.run("start", lambda: __import__("time").time())
+    append(job.ledger, f"before:{ctx.key()}:{job.tag}")
+    await ctx.sleep(job.seconds)
+    woke = await ctx.run("woke", lambda: __import__("time").time())
+    append(job.ledger, f"after:{ctx.key()}:{job.tag}")
+    return {"started": started, "woke": woke}
+
+
+@sleeper.handler()
+async def stamp(ctx: ObjectContext, job: Nap) -> float:
+    """For delayed sends: records when it ran."""
+    t = await ctx.run("now", lambda: __import__("time").time())
+    append(job.ledger, f"ran:{ctx.key()}:{job.tag}")
+    return t
+
+
+ALL.append(sleeper)

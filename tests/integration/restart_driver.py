@@ -11,10 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import ray  # noqa: E402
+import ray
 
-from actors import Runtime  # noqa: E402
-from tests.integration import apps  # noqa: E402
+from actors import Runtime
+from tests.integration import apps
 
 KEYS = [f"r{i}" for i in range(5)]
 
@@ -25,8 +25,13 @@ def phase1(data_dir: str, ledger: str, gate: str) -> None:
     ids = [rt.send(apps.gated, key=k, arg=apps.Job(ledger=ledger, gate=gate, tag="r")).id
            for k in KEYS]
     ids += [rt.send(apps.add, key="total", arg=i).id for i in range(1, 4)]
+    ids.append(rt.send(apps.nap, key="sleepy", arg=apps.Nap(ledger=ledger, seconds=4)).id)
+    ids.append(rt.send(apps.stamp, key="later", arg=apps.Nap(ledger=ledger, seconds=0),
+                       delay=4).id)
+    print(json.dumps({"sent_at": time.time()}), flush=True)
     deadline = time.monotonic() + 60
-    while not all(f"b:{k}:r" in apps_lines(ledger) for k in KEYS):
+    while not all(f"b:{k}:r" in apps_lines(ledger) for k in KEYS) or \
+            "before:sleepy:" not in apps_lines(ledger):
         if time.monotonic() > deadline:
             raise SystemExit("phase 1: handlers never reached step b")
         time.sleep(0.05)

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import pytest
-
-from actors import Runtime, TerminalError
+from actors import Runtime
 from tests.integration import apps
 
 

@@ -194,7 +194,7 @@ def test_concurrent_clients_with_random_host_kills(rt: Runtime) -> None:
         try:
             for i in range(250):
                 rt.call(apps.add, key=keys[(n + i) % 10], arg=1)
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(e)
 
     k = threading.Thread(target=killer)
@@ -233,7 +233,7 @@ def test_journal_actor_killed_under_load(rt: Runtime) -> None:
         try:
             for _ in range(100):
                 rt.call(apps.add, key=f"j{n}", arg=1)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     k = threading.Thread(target=killer)

@@ -14,22 +14,27 @@ from tests.conftest import ledger_lines
 DRIVER = Path(__file__).with_name("restart_driver.py")
 
 
-def run_phase(*args: str) -> str:
+def run_phase(*args: str) -> list[str]:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     done = subprocess.run([sys.executable, str(DRIVER), *args], capture_output=True, text=True,
                           timeout=240, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.strip().splitlines()[-1]
+    return done.stdout.strip().splitlines()
 
 
 def test_full_runtime_restart_on_same_data_dir(tmp_path) -> None:
     data, ledger, gate = tmp_path / "data", tmp_path / "ledger.txt", tmp_path / "gate"
-    ids = run_phase("phase1", str(data), str(ledger), str(gate))
-    assert len(json.loads(ids)) == 8
+    *_, sent, ids = run_phase("phase1", str(data), str(ledger), str(gate))
+    sent_at = json.loads(sent)["sent_at"]
+    assert len(json.loads(ids)) == 10
     gate.touch()
-    results = json.loads(run_phase("phase2", str(data), ids))
-    assert results == ["opened"] * 5 + [1, 3, 6, 6]
+    results = json.loads(run_phase("phase2", str(data), ids)[-1])
+    assert results[:8] + results[10:] == ["opened"] * 5 + [1, 3, 6, 6]
+    nap, stamped = results[8], results[9]
+    assert nap["woke"] - nap["started"] >= 4, "the sleep fired early"
+    assert stamped >= sent_at + 4, "the delayed send ran early"
     lines = ledger_lines(ledger)
+    assert lines.count("after:sleepy:") == 1 and lines.count("ran:later:") == 1
     for k in range(5):
         assert lines.count(f"a:r{k}:r") == 1, "a journaled step ran again after the restart"
         assert lines.count(f"b:r{k}:r") == 2

@@ -9,9 +9,8 @@ only, never sleeps.
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -309,7 +308,9 @@ def test_retry_does_not_rerun_steps_or_reapply_state(world: World) -> None:
     assert world.run(body) == [Outcome(True, "1"), Outcome(True, "2")]
     assert CALLS["flaky"] == 3 and CALLS["side"] == 2, "one step per invocation"
     assert world.store.load_state("Steps", "k") == {"n": "2"}
-    assert world.sql("SELECT value FROM state_log WHERE key = 'k' ORDER BY seq") == [
+    assert world.sql(
+        "SELECT data AS value FROM log WHERE kind = 'state' AND id = 'Steps/k' ORDER BY seq"
+    ) == [
         {"value": "1"},
         {"value": "2"},
     ], "each ctx.set applied once"
@@ -454,7 +455,7 @@ def test_state_write_in_shared_handler_is_terminal(world: World) -> None:
         for op in ops
     ]
     assert world.store.load_state("Counter", "k") == {"count": "1"}
-    assert world.sql("SELECT count(*) AS n FROM state_log") == [{"n": 1}]
+    assert world.sql("SELECT count(*) AS n FROM log WHERE kind = 'state'") == [{"n": 1}]
     for r in reqs:
         assert world.journal_of(r.id) == []
         assert world.invocation(r.id)["retry_count"] == 0, "terminal: not retried"

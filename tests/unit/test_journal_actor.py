@@ -89,7 +89,7 @@ def test_sql_or_error_returns_refusals_as_text(journal: GroupCommitJournal) -> N
     async def body() -> tuple[object, object, object]:
         return (
             await journal.sql_or_error("SELECT 1 AS one"),
-            await journal.sql_or_error("DROP TABLE journal"),
+            await journal.sql_or_error("DROP TABLE log"),
             await journal.sql_or_error("SELECT * FROM read_csv('/etc/passwd')"),
         )
 

@@ -296,17 +296,17 @@ def test_resent_batch_is_not_written_twice(store: JournalStore) -> None:
     again = full_batch("b1")
     again.resent = True
     assert store.write([again]) == [], "nothing new became durable"
-    assert rows(store, "SELECT count(*) AS n FROM invocations") == [{"n": 1}]
+    assert rows(store, "SELECT count(*) AS n FROM log WHERE kind = 'accept'") == [{"n": 1}]
     assert rows(store, "SELECT count(*) AS n FROM sys_journal") == [{"n": 4}]
-    assert rows(store, "SELECT count(*) AS n FROM state_log") == [{"n": 1}]
-    assert rows(store, "SELECT count(*) AS n FROM outputs") == [{"n": 1}]
+    assert rows(store, "SELECT count(*) AS n FROM log WHERE kind = 'state'") == [{"n": 1}]
+    assert rows(store, "SELECT count(*) AS n FROM log WHERE kind = 'output'") == [{"n": 1}]
 
 
 def test_same_batch_twice_in_one_write_is_written_once(store: JournalStore) -> None:
     first, second = full_batch("b1"), full_batch("b1")
     second.resent = True
     assert len(store.write([first, second])) == 1
-    assert rows(store, "SELECT count(*) AS n FROM journal") == [{"n": 4}]
+    assert rows(store, "SELECT count(*) AS n FROM log WHERE kind = 'entry'") == [{"n": 4}]
 
 
 def test_batches_with_new_ids_are_all_written(store: JournalStore) -> None:
@@ -317,7 +317,7 @@ def test_batches_with_new_ids_are_all_written(store: JournalStore) -> None:
         ]
     )
     store.write([Batch("c", [StateWrite("Obj", "k", "x", "3")], resent=True)])
-    assert rows(store, "SELECT count(*) AS n FROM state_log") == [{"n": 3}]
+    assert rows(store, "SELECT count(*) AS n FROM log WHERE kind = 'state'") == [{"n": 3}]
     assert store.load_state("Obj", "k") == {"x": "3"}
 
 
@@ -327,9 +327,9 @@ def test_a_failed_write_leaves_nothing_behind(store: JournalStore) -> None:
         store.write([bad])
     assert store.accepted("inv_ok") is None
     store.write([Batch("good", [accept("inv_2")])])
-    assert rows(store, "SELECT id FROM invocations") == [{"id": "inv_2"}]
-    assert rows(store, "SELECT count(*) AS n FROM journal") == [{"n": 0}]
-    assert rows(store, "SELECT batch_id FROM batches") == [{"batch_id": "good"}]
+    assert rows(store, "SELECT id FROM log WHERE kind = 'accept'") == [{"id": "inv_2"}]
+    assert rows(store, "SELECT count(*) AS n FROM log WHERE kind = 'entry'") == [{"n": 0}]
+    assert rows(store, "SELECT id AS batch_id FROM log WHERE kind = 'batch'") == [{"batch_id": "good"}]
 
 
 # -- recovery reads -----------------------------------------------------------------------------

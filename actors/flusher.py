@@ -1,0 +1,68 @@
+"""Flusher: host-side group commit of journal records.
+
+While one batch is being committed, the records of every invocation on the host accumulate for
+the next, so one Ray call carries many entries and commits happen in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from journal.records import Batch, Record
+
+log = logging.getLogger("raystate.host")
+
+
+class Flusher:
+    """Host-side group commit: one batch in flight, the next one filling meanwhile.
+
+    A failed commit is sent again (same batch id, marked re-sent) until it succeeds: its
+    records are already in the invocations' in-memory journals, so dropping them would let a
+    retry replay entries that were never durable."""
+
+    def __init__(self, commit: Callable[[Batch], Awaitable[None]],
+                 on_committed: Callable[[list[Record]], None]) -> None:
+        self._commit = commit
+        self._on_committed = on_committed
+        self._prefix = uuid.uuid4().hex[:12]
+        self._ids = itertools.count()
+        self._records: list[Record] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, records: list[Record]) -> asyncio.Future[None]:
+        fut = asyncio.get_running_loop().create_future()
+        self._records.extend(records)
+        self._waiters.append(fut)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        return fut
+
+    async def _run(self) -> None:
+        while self._waiters:
+            records, self._records = self._records, []
+            waiters, self._waiters = self._waiters, []
+            if records:
+                await self._commit_until_done(Batch(f"{self._prefix}:{next(self._ids)}", records))
+                self._on_committed(records)
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    async def _commit_until_done(self, batch: Batch) -> None:
+        """Nothing may go on until the batch is durable, and its records are already part of
+        invocations' in-memory journals: so send the same batch again until it commits."""
+        delay = 0.1
+        while True:
+            try:
+                await self._commit(batch)
+                return
+            except Exception:
+                log.exception("commit of batch %s failed; sending it again", batch.batch_id)
+                batch.resent = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,87 @@
+"""Reaching restartable named actors from other actors and drivers.
+
+System actors are restartable; a call that meets a dead or restarting actor is sent again after
+a short back-off to the (re-looked-up) actor. That is safe because every method is idempotent:
+commits carry a batch id the journal de-duplicates, invocations and timers carry their ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from journal.records import Accept, Batch, Outcome, PendingInvocation, Timer
+
+UNAVAILABLE = (ActorDiedError, ActorUnavailableError, RayActorError)
+JOURNAL_ACTOR = "journal"
+
+
+class RemoteActor:
+    """A named actor in a namespace, called with retries across its restarts."""
+
+    def __init__(self, name: str, namespace: str, patience: float = 120.0) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.patience = patience
+        self._handle: Any = None
+
+    def _actor(self) -> Any:
+        if self._handle is None:
+            self._handle = ray.get_actor(self.name, namespace=self.namespace)
+        return self._handle
+
+    async def call(self, method: str, *args: Any,
+                   on_retry: Callable[[], None] | None = None) -> Any:
+        deadline = time.monotonic() + self.patience
+        delay = 0.05
+        while True:
+            try:
+                return await getattr(self._actor(), method).remote(*args)
+            except (*UNAVAILABLE, ValueError) as e:  # ValueError: name not registered (yet)
+                if isinstance(e, ValueError) and "Failed to look up actor" not in str(e):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                self._handle = None
+                if on_retry is not None:
+                    on_retry()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+class RemoteJournal(RemoteActor):
+    """The journal actor as the port hosts, the scheduler and clients use."""
+
+    def __init__(self, namespace: str, patience: float = 120.0) -> None:
+        super().__init__(JOURNAL_ACTOR, namespace, patience)
+
+    async def commit(self, batch: Batch) -> None:
+        def mark_resent() -> None:
+            batch.resent = True
+
+        await self.call("commit", batch, on_retry=mark_resent)
+
+    async def outcome(self, invocation_id: str) -> Outcome | None:
+        return await self.call("outcome", invocation_id)
+
+    async def accepted(self, invocation_id: str) -> Accept | None:
+        return await self.call("accepted", invocation_id)
+
+    async def await_output(self, invocation_id: str) -> Outcome:
+        return await self.call("await_output", invocation_id)
+
+    async def pending(self, services: list[str], partition: tuple[int, int] | None = None,
+                      key: str | None = None,
+                      ids: list[str] | None = None) -> list[PendingInvocation]:
+        return await self.call("pending", services, partition, key, ids)
+
+    async def pending_timers(self) -> list[Timer]:
+        return await self.call("pending_timers")
+
+    async def load_state(self, service: str, key: str) -> dict[str, str]:
+        return await self.call("load_state", service, key)

@@ -1,0 +1,106 @@
+"""TimerScheduler: fires durable timers (no Ray in here; the actor wraps it).
+
+Timers are written to the journal by the hosts before anyone waits on them; hosts hand them
+here after the commit, and at start the scheduler reloads every unfired timer from the journal,
+so a timer survives any crash. When one is due, the scheduler first makes its firing (and, for a
+sleep, the entry's completion) durable, then notifies the host named in the timer; a lost
+notification is harmless, since a host reads completions from the journal when it replays.
+Firing is at-least-once towards hosts; hosts de-duplicate by (invocation, index).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Protocol
+
+from journal.records import Batch, Completion, Record, StatusChange, Timer, TimerFired
+from scheduler.timers import TimerQueue, wall_clock_ms
+
+log = logging.getLogger("raystate.scheduler")
+
+FIRE_BATCH = 2_000
+Wake = tuple[str, int, Completion | None]
+
+
+class TimerJournal(Protocol):
+    async def commit(self, batch: Batch) -> None: ...
+
+    async def pending_timers(self) -> list[Timer]: ...
+
+
+class TimerScheduler:
+    """Fires due timers: durable first, then a notification to each timer's host."""
+
+    def __init__(self, journal: TimerJournal,
+                 notify: Callable[[str, list[Wake]], None]) -> None:
+        self.journal = journal
+        self.notify = notify
+        self.queue: TimerQueue[Timer] = TimerQueue()
+        self._wakeup = asyncio.Event()
+        self._batch_ids = itertools.count()
+        self._prefix = "sched-" + uuid.uuid4().hex[:8]
+        self.fired = 0
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def add(self, timers: list[Timer]) -> None:
+        for t in timers:
+            self.queue.add(t.timer_id, t.fire_at_ms, t)
+        self._wakeup.set()
+
+    def info(self) -> dict[str, int]:
+        return {"pending": len(self.queue), "fired": self.fired}
+
+    def close(self) -> None:
+        self._task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.add(await self.journal.pending_timers())
+                break
+            except Exception:
+                log.exception("cannot load timers from the journal; trying again")
+                await asyncio.sleep(1.0)
+        while True:
+            due = self.queue.pop_due(FIRE_BATCH)
+            if due:
+                await self._fire(due)
+                continue
+            nxt = self.queue.next_due_ms()
+            timeout = None if nxt is None else max(nxt - wall_clock_ms(), 1) / 1000
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _fire(self, timers: list[Timer]) -> None:
+        at = wall_clock_ms()
+        records: list[Record] = []
+        wakes: dict[str, list[Wake]] = defaultdict(list)
+        for t in timers:
+            records.append(TimerFired(t.timer_id, t.invocation_id, at))
+            completion = None
+            if t.kind == "sleep":
+                completion = Completion(t.invocation_id, t.idx, None, None, None, at)
+                records.append(completion)
+            elif t.kind == "start":
+                records.append(StatusChange(t.invocation_id, "pending", 0, None, at))
+            wakes[t.host].append((t.invocation_id, t.idx, completion))
+        batch = Batch(f"{self._prefix}:{next(self._batch_ids)}", records)
+        while True:
+            try:
+                await self.journal.commit(batch)
+                break
+            except Exception:
+                log.exception("cannot commit fired timers; trying again")
+                batch.resent = True
+                await asyncio.sleep(0.5)
+        self.fired += len(timers)
+        for host, items in wakes.items():
+            self.notify(host, items)
