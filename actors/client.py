@@ -8,6 +8,7 @@ rebuilt as ``TerminalError`` on this side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
@@ -354,11 +355,9 @@ class Runtime:
         """Stop this runtime's actors (journal, hosts). The data stays on disk."""
         for actor in ray.util.list_named_actors(all_namespaces=True):
             if actor["namespace"] == self.namespace:
-                try:
+                with contextlib.suppress(ValueError):  # gone meanwhile
                     ray.kill(ray.get_actor(actor["name"], namespace=self.namespace),
                              no_restart=True)
-                except ValueError:
-                    pass
         self._hosts.clear()
         self._loop.loop.call_soon_threadsafe(self._loop.loop.stop)
 

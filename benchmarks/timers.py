@@ -36,7 +36,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def submit(rt: Runtime, n: int, spread: float) -> list[str]:
+async def submit(rt: Runtime, n: int, spread: float) -> None:
     rng = random.Random(n)
     sem = asyncio.Semaphore(64)
 
@@ -45,7 +45,7 @@ async def submit(rt: Runtime, n: int, spread: float) -> list[str]:
             h = await rt.send_async(apps.nap, arg=1 + rng.random() * (spread - 1))
             return h.id
 
-    return await asyncio.gather(*(one() for _ in range(n)))
+    await asyncio.gather(*(one() for _ in range(n)))
 
 
 def run(n: int, spread: float, suspend_after: float) -> dict:
@@ -58,7 +58,7 @@ def run(n: int, spread: float, suspend_after: float) -> dict:
         pids = ray.get([h.pid.remote() for h in hosts])
         base = sum(rss_mb(p) for p in pids)
         t0 = time.time()
-        ids = asyncio.run(submit(rt, n, spread))
+        asyncio.run(submit(rt, n, spread))
         submitted = time.time() - t0
         sleeping = sum(rss_mb(p) for p in pids)
         stats = ray.get([h.ready.remote() for h in hosts])

@@ -21,6 +21,11 @@ Columns, by ``kind``:
     output  invocation id           NULL                  output            ok, completed_at_ms,
                                                                             failure?,
                                                                             failure_code?
+    timer   invocation id           timer id              NULL              idx, timer_kind,
+                                                                            fire_at_ms, host
+    fired   invocation id           timer id              NULL              at_ms
+    completion invocation id        NULL                  result            idx, at_ms, failure?,
+                                                                            failure_code?
     batch   batch id                NULL                  NULL              NULL
 
 ``seq`` numbers every row in write order (a later row wins: state, status). ``meta`` keys are
@@ -34,7 +39,8 @@ The views select a kind with ``kind = '...' OR id IS NULL``. ``id`` is NOT NULL,
 just the kind test; but written so it refers to two columns, DuckDB cannot push it into the
 table scan, and ``WHERE id = ...`` on a view (``raystate describe``) then remains the scan's
 only filter, which is what DuckDB needs to use the index (10 ms instead of 70 ms for one
-invocation in sys_invocation at 200k invocations; 2 ms instead of 20 in sys_journal).
+invocation in sys_invocation at 200k invocations; 2 ms instead of 20 for its entries in the
+log).
 
 Each migration runs in its own transaction and bumps ``schema_version``.
 """

@@ -3,42 +3,45 @@
 ``write`` puts many hosts' batches into one transaction; re-sent batches are recognised by id
 and skipped, so a host that lost the reply to a commit may safely send again.
 
-Write path, and why (see ``journal.schema`` for the table). Every record of a group commit,
-plus one row per batch id, becomes one row of the append-only ``log`` table, and the whole
-group goes in with ONE appender flush and no BEGIN/COMMIT: in auto-commit mode a flush is one
-statement, so one transaction and one WAL fsync. Measured on the 2-core dev box (DuckDB 2.0.1,
-file on ext4, medians of interleaved runs, ms per write; a "batch" is one typical invocation:
-batch id, Accept, 2 Entry, StateWrite, Output = 6 rows):
+Write path (the table is described in ``journal.schema``). Every record of a group commit, plus
+one row per batch id, is one row of the append-only ``log`` table, and the whole group goes in
+with ONE appender flush and no BEGIN/COMMIT: in auto-commit mode a flush is one statement, so
+one transaction and one WAL fsync. (A group of more than ``ONE_STATEMENT_MAX_ROWS`` rows gets
+an explicit transaction around the flush, should the appender ever flush in parts.)
 
-    insert path (one log table, one id index)           1 batch   20 batches   100 batches
-    appender, 6 text/int columns, auto-commit (chosen)    1.8-2.7    5.3          13-14
-      the same inside BEGIN/COMMIT                        +0.4-0.7
-      one column per record field (17 columns)            4.0        5.8          12.5
-      11 columns (shared slots + a JSON meta column)      3.4        6.1          15
-      payload/meta columns typed JSON, not VARCHAR        +0.1       -            +3.8 (*)
-    Arrow table + register + INSERT ... SELECT            6.1        7.7          13.7
-    con.from_arrow(t).insert_into('log')                  6.8        -            -
-    multi-row INSERT ... VALUES with parameters           3.5        -            -
-    INSERT ... SELECT unnest($1), unnest($2), ...         3.6        6.6          17
-    (before: 6 tables, one appender flush per table,
-     BEGIN/COMMIT; benchmarks/journal_write.py)           7.9        9.4          13.7
+Measured with ``python -m benchmarks.journal_write --paths`` (2 cores, DuckDB 2.0.1, ext4;
+each path on a fresh table of its own, all interleaved; median ms per group commit; a batch is
+one typical invocation: batch id, Accept, two Entry, StateWrite, Output = 6 rows):
 
-(*) DuckDB validates JSON on every append into a JSON column: 600 rows cost 4.0 + 8.8 ms
-instead of 1.3 + 6.4 ms. The log stores payloads as text; the views cast them to JSON.
+                                               1 batch   20 batches   100 batches
+    appender, auto-commit (chosen)               2.8        4.9          9.0
+    appender inside BEGIN/COMMIT                 3.5        5.6          9.9
+    appender, no index on id                     2.8        4.7          8.3
+    appender, data/meta typed JSON               2.8        5.1          9.7
+    appender, 17 columns (one per field)         4.3        6.4         10.8
+    Arrow table, register + INSERT ... SELECT    5.7        7.3          9.9
+    Arrow, con.from_arrow(t).insert_into(...)    4.9        6.6          9.3
+    multi-row INSERT ... VALUES (?, ...)         3.9       23          111
+    INSERT ... SELECT unnest($n) per column      4.0        6.4         13.3
 
-What costs is fixed CPU per statement and per column (the 2.0 appender plans an INSERT per
-flush: about 0.08 ms per column), then per value; the fsync is ~0.5 ms. So: one statement,
-few columns (the fields no hot look-up filters on travel as one small JSON object in ``meta``,
-built here by string formatting, ~1 us a record, which also type-checks the integers), no
-JSON validation on the way in. Arrow lost on small groups (registering a table and planning
-the INSERT cost ~4 ms) and only ties at 600 rows; executemany was never a candidate (0.5 ms a
-row). The index on ``id`` costs ~0.1 ms a write (1 ms at 600 rows) and turns a full scan of
-the log (~17 ms at 1.2M rows) into ~1 ms for outcome/accepted/load_state and re-sent batch
-ids; a second index (on the object of accept rows) measured +0.1-0.3 ms a write and was left
-out: a dedicated host's pending(key) scans two columns instead (~7 ms at 200k invocations).
+Alone (``python -m benchmarks.journal_write``, no interleaving) a write of 1 / 20 / 100
+batches takes 1.8 / 4.3 / 9.0 ms on a fresh data dir and 2.8 / 4.7 / 8.2 ms with 200k
+invocations in it; the store before this one (six tables, one appender flush per table inside
+BEGIN/COMMIT) took 8.8 / 12.6 / 13.0 and 9.7 / 13.2 / 16.9 ms.
 
-DuckDB uses the ART index only when the scan's filter is that one equality or IN list, so the
-look-ups below select by id in a MATERIALIZED CTE and filter on ``kind`` after it.
+What costs is fixed CPU per statement and per column (the 2.0 appender plans an INSERT at
+every flush, ~0.1 ms a column), then per value; the fsync is ~0.5 ms. Hence one statement, six
+columns (the fields no look-up filters on travel as one small JSON object, ``meta``, formatted
+here, which also type-checks the integers), and no JSON validation on the way in: a JSON-typed
+column parses every value (600 rows: 4.0 + 8.8 ms to append and flush instead of 1.3 + 6.4),
+so payloads are stored as text and the views cast them. Arrow lost on small groups
+(registering the table and planning the INSERT cost ~3 ms) and only ties at 600 rows;
+``executemany`` was no candidate (0.5 ms a row). The index on ``id`` costs ~0.1 ms a write
+(~0.7 ms at 600 rows) and turns a scan of the log (~17 ms at 1.2M rows) into ~1 ms for
+``outcome``, ``accepted``, ``load_state`` and re-sent batch ids. A second index (on the object
+of accept rows, for a dedicated host's ``pending(key=...)``) measured +0.1-0.3 ms a write and
+was left out: that look-up scans two columns instead (~17 ms at 200k invocations, next to the
+0.2-0.5 s it takes to start a dedicated host's actor).
 """
 
 from __future__ import annotations
@@ -433,19 +436,18 @@ class JournalStore:
         if "/" in service:
             return {}
         obj = f"{service}/{key}"
+        state = "id = ? AND (kind = 'state' OR id IS NULL)"  # the index, see _rows_of
         with self._reader() as cur:
-            # Usually a few rows through the index, folded here; a hot key's long history is
-            # folded by DuckDB instead of crossing into Python row by row.
-            rows = cur.execute(
-                f"SELECT kind, name, data, seq FROM log WHERE id = ? LIMIT {FOLD_IN_SQL_ROWS + 1}",
-                [obj]).fetchall()
+            # Usually a few rows, folded here (an aggregate in SQL costs ~0.7 ms more); a hot
+            # key's long history is folded by DuckDB instead of crossing into Python.
+            rows = cur.execute(f"SELECT name, data, seq FROM log WHERE {state}"
+                               f" LIMIT {FOLD_IN_SQL_ROWS + 1}", [obj]).fetchall()
             if len(rows) > FOLD_IN_SQL_ROWS:
-                rows = cur.execute(
-                    "SELECT kind, name, arg_max_null(data, seq), max(seq) FROM log WHERE id = ?"
-                    " GROUP BY kind, name", [obj]).fetchall()
+                rows = cur.execute(f"SELECT name, arg_max_null(data, seq), max(seq) FROM log"
+                                   f" WHERE {state} GROUP BY name", [obj]).fetchall()
         latest: dict[str, tuple[int, str | None]] = {}
-        for kind, name, data, seq in rows:
-            if kind == "state" and (name not in latest or seq > latest[name][0]):
+        for name, data, seq in rows:
+            if name not in latest or seq > latest[name][0]:
                 latest[name] = (seq, data)
         return {name: value for name, (_, value) in latest.items() if value is not None}
 
@@ -469,18 +471,20 @@ def _rows_of(
 ) -> list[tuple[Any, ...]]:
     """``(kind, *columns)`` of the rows of ``kinds`` whose id is one of ``ids``.
 
-    A few ids go through the index, and the kind is checked here: DuckDB uses the index only
-    when the id comparison is the scan's one filter (``id = ? AND kind = ?`` is a full scan,
-    ~17 ms at 1.2M rows; a MATERIALIZED CTE around the look-up costs ~0.5 ms more than
-    filtering the handful of rows in Python). Many ids: one scan, kind filtered in SQL.
+    A few ids go through the index. DuckDB uses it only when the id test is the scan's one
+    filter (``id = ? AND kind = ?`` is a full scan, ~17 ms at 1.2M rows), hence the kind test
+    written as ``(kind IN (...) OR id IS NULL)`` (see ``journal.schema``), which stays above
+    the scan. Many ids (each costs ~0.3 ms through the index, a scan ~80 ms): one scan.
     """
     if not ids:
         return []
     select = ", ".join(["kind", *columns])
     if len(ids) <= INDEX_LOOKUP_MAX_IDS:
-        rows = cur.execute(f"SELECT {select} FROM log WHERE id IN ({_marks(ids)})",
-                           list(ids)).fetchall()
-        return [r for r in rows if r[0] in kinds]
+        return cur.execute(
+            f"SELECT {select} FROM log WHERE id IN ({_marks(ids)})"
+            f" AND (kind IN ({_marks(kinds)}) OR id IS NULL)",
+            [*ids, *kinds],
+        ).fetchall()
     return cur.execute(
         f"SELECT {select} FROM log WHERE kind IN ({_marks(kinds)}) AND id IN (SELECT unnest(?))",
         [*kinds, list(ids)],

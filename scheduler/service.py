@@ -11,6 +11,7 @@ Firing is at-least-once towards hosts; hosts de-duplicate by (invocation, index)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import uuid
@@ -74,10 +75,8 @@ class TimerScheduler:
             nxt = self.queue.next_due_ms()
             timeout = None if nxt is None else max(nxt - wall_clock_ms(), 1) / 1000
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):  # the next timer is due
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except TimeoutError:
-                pass
 
     async def _fire(self, timers: list[Timer]) -> None:
         at = wall_clock_ms()

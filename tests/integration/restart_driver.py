@@ -42,7 +42,13 @@ def phase1(data_dir: str, ledger: str, gate: str) -> None:
 def phase2(data_dir: str, ids_json: str) -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     rt = Runtime.start(apps.ALL, data_dir=data_dir, namespace="restart")
-    results = [rt.attach(i).result(timeout=120) for i in json.loads(ids_json)]
+    try:
+        results = [rt.attach(i).result(timeout=90) for i in json.loads(ids_json)]
+    except TimeoutError:
+        table = rt.sql("SELECT id, target, status, retry_count, last_failure FROM sys_invocation")
+        print(table.to_pylist(), file=sys.stderr)
+        print(rt.sql("SELECT * FROM sys_timer").to_pylist(), file=sys.stderr)
+        raise
     results.append(rt.call(apps.get, key="total"))
     print(json.dumps(results), flush=True)
     rt.shutdown()

@@ -329,7 +329,8 @@ def test_a_failed_write_leaves_nothing_behind(store: JournalStore) -> None:
     store.write([Batch("good", [accept("inv_2")])])
     assert rows(store, "SELECT id FROM log WHERE kind = 'accept'") == [{"id": "inv_2"}]
     assert rows(store, "SELECT count(*) AS n FROM log WHERE kind = 'entry'") == [{"n": 0}]
-    assert rows(store, "SELECT id AS batch_id FROM log WHERE kind = 'batch'") == [{"batch_id": "good"}]
+    batches = rows(store, "SELECT id AS batch_id FROM log WHERE kind = 'batch'")
+    assert batches == [{"batch_id": "good"}]
 
 
 # -- recovery reads -----------------------------------------------------------------------------
