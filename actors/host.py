@@ -304,6 +304,7 @@ class ObjectHost:
     async def wake(self, items: list[tuple[str, int, Completion | None]]) -> None:
         """Timers fired (their completions are durable): resume the invocations waiting."""
         await self.start()
+        parked: list[Parked] = []
         for inv_id, idx, completion in items:
             inv = self._active.get(inv_id)
             if inv is not None:
@@ -312,21 +313,28 @@ class ObjectHost:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(inv.completions[idx])
             elif inv_id in self._parked:
-                self._spawn(self._unpark(self._parked.pop(inv_id)))
+                parked.append(self._parked.pop(inv_id))
+        if parked:
+            self._spawn(self._unpark(parked))
 
-    async def _unpark(self, parked: Parked) -> None:
+    async def _unpark(self, parked: list[Parked]) -> None:
+        """Reload parked invocations from the journal (one query for all) and resume them."""
         delay = 0.1
         while True:
             try:
-                pending = await self.journal.pending([self.definition.name], ids=[parked.id])
+                pending = await self.journal.pending([self.definition.name],
+                                                     ids=[p.id for p in parked])
                 break
             except Exception:
-                log.exception("cannot reload %s; trying again", parked.id)
+                log.exception("cannot reload %d parked invocations; trying again", len(parked))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        if not pending:
-            return  # finished meanwhile
-        inv = self._invocation_of(pending[0])
+        by_id = {p.accept.id: p for p in pending}
+        for p in parked:
+            if p.id in by_id:  # else it finished meanwhile
+                self._resume_parked(p, self._invocation_of(by_id[p.id]))
+
+    def _resume_parked(self, parked: Parked, inv: Invocation) -> None:
         self._active[inv.id] = inv
         key = parked.key
         if parked.reason == "start" or key is None or inv.spec is None \

@@ -53,6 +53,7 @@ sleepy = Service("BenchSleepy")
 
 
 @sleepy.handler()
-async def nap(ctx: Context, seconds: float) -> None:
-    """One durable timer; the benchmark reads lateness from ``sys_timer``."""
-    await ctx.sleep(seconds)
+async def nap_until(ctx: Context, due_epoch_s: float) -> None:
+    """One durable timer due at an absolute time (so every timer of a run is pending at once
+    however long the submission takes); the benchmark reads lateness from ``sys_timer``."""
+    await ctx.sleep(max(due_epoch_s - await ctx.time(), 0))

@@ -2,10 +2,11 @@
 
     python -m benchmarks.timers [--timers 1000,10000] [--spread 5] [--suspend-after 0,3600]
 
-For each count N and eviction setting: send N invocations that each sleep a random 1..spread s
-(plus the time the sends take), wait until all completed, then read from ``sys_timer`` how late
-each timer fired (fired_at - fire_at) and report p50/p99/max; RSS of the host actors is read at
-the moment all N are sleeping. ``--suspend-after 0`` evicts every sleeping invocation from
+For each count N and eviction setting: send N invocations that each sleep until a random moment
+in a window of ``spread`` seconds that opens after all N are submitted (a lead time estimated
+from N), wait until all completed, then read from ``sys_timer`` how late each timer fired
+(fired_at - fire_at) and report p50/p99/max; RSS of the host actors is read when all N are
+sleeping. ``--suspend-after 0`` evicts every sleeping invocation from
 memory (replayed from its journal when its timer fires); ``3600`` keeps them all in memory.
 Checks: none early, none twice, all completed.
 """
@@ -36,13 +37,13 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def submit(rt: Runtime, n: int, spread: float) -> None:
+async def submit(rt: Runtime, n: int, spread: float, opens_at: float) -> None:
     rng = random.Random(n)
     sem = asyncio.Semaphore(64)
 
     async def one() -> str:
         async with sem:
-            h = await rt.send_async(apps.nap, arg=1 + rng.random() * (spread - 1))
+            h = await rt.send_async(apps.nap_until, arg=opens_at + rng.random() * spread)
             return h.id
 
     await asyncio.gather(*(one() for _ in range(n)))
@@ -58,8 +59,11 @@ def run(n: int, spread: float, suspend_after: float) -> dict:
         pids = ray.get([h.pid.remote() for h in hosts])
         base = sum(rss_mb(p) for p in pids)
         t0 = time.time()
-        asyncio.run(submit(rt, n, spread))
+        lead = 5 + n / (100 if suspend_after <= 0 else 300)  # submission rate seen here
+        asyncio.run(submit(rt, n, spread, t0 + lead))
         submitted = time.time() - t0
+        if submitted > lead:
+            print(f"warning: submitting took {submitted:.0f}s, longer than the {lead:.0f}s lead")
         sleeping = sum(rss_mb(p) for p in pids)
         stats = ray.get([h.ready.remote() for h in hosts])
         deadline = time.time() + spread + 120
