@@ -21,19 +21,13 @@ import ray
 from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, spec_of
-from actors.engine import now_ms
+from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject
 from actors.errors import TerminalError
-from actors.host import InvokeRequest
-from actors.host_actor import HostActor
 from actors.remote import UNAVAILABLE, RemoteJournal
+from actors.router import SYSTEM_ACTOR, Router, Target
 from actors.routing import (
     JOURNAL,
     SCHEDULER,
-    host_name,
-    idempotent_invocation_id,
-    new_invocation_id,
-    route_hash,
 )
 from actors.serde import ANY
 from journal.actor import JournalActor
@@ -43,10 +37,7 @@ from journal.store import DataDirError
 from scheduler.actor import SchedulerActor
 
 T = TypeVar("T")
-Target = Callable[..., Any] | str
 
-SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 0,
-                "num_cpus": 0, "max_concurrency": 100_000}
 
 
 class _LoopThread:
@@ -116,13 +107,10 @@ class Runtime:
     def __init__(self, namespace: str, config: dict[str, Any]) -> None:
         self.namespace = namespace
         self.data_dir: str = config["data_dir"]
-        self.pool_size: int = config["pool_size"]
-        self.idle_timeout_s: float = config.get("idle_timeout_s", 300.0)
-        self.suspend_after_s: float = config.get("suspend_after_s", 30.0)
-        definitions: list[ServiceDefinition] = cloudpickle.loads(config["definitions"])
-        self.definitions = {d.name: d for d in definitions}
+        self.router = Router(namespace, config)
+        self.pool_size = self.router.pool_size
+        self.definitions = self.router.definitions
         self._journal = RemoteJournal(namespace)
-        self._hosts: dict[str, Any] = {}
         self._loop = _LoopThread()
 
     # -- starting and connecting -------------------------------------------------------------
@@ -199,111 +187,24 @@ class Runtime:
         for d in services:
             if isinstance(d, VirtualObject) and d.placement == "dedicated":
                 keys = ray.get(self._journal_handle().pending_keys.remote(d.name))
-                ready += [self._dedicated(d, k).ready.remote() for k in keys]
+                ready += [self.router.dedicated(d, k).ready.remote() for k in keys]
             else:
-                ready += [self._pooled(d, i).ready.remote() for i in range(self.pool_size)]
+                ready += [self.router.pooled(d, i).ready.remote() for i in range(self.pool_size)]
         ray.get(ready)
 
     def _journal_handle(self) -> Any:
         return ray.get_actor(JOURNAL, namespace=self.namespace)
 
-    def _pooled(self, d: ServiceDefinition, index: int) -> Any:
-        name = host_name(d.name, index)
-        handle = self._hosts.get(name)
-        if handle is None:
-            handle = self._hosts[name] = ray.remote(HostActor).options(
-                name=name, namespace=self.namespace, get_if_exists=True, **SYSTEM_ACTOR
-            ).remote(d, self.namespace, (index, self.pool_size), None, self.idle_timeout_s,
-                     self.suspend_after_s)
-        return handle
-
-    def _dedicated(self, d: VirtualObject, key: str) -> Any:
-        name = host_name(d.name, key)
-        handle = self._hosts.get(name)
-        if handle is None:
-            options = {**SYSTEM_ACTOR, **d.actor_options}
-            handle = self._hosts[name] = ray.remote(HostActor).options(
-                name=name, namespace=self.namespace, get_if_exists=True, **options
-            ).remote(d, self.namespace, None, key, d.idle_timeout.total_seconds(),
-                     self.suspend_after_s)
-        return handle
-
-    def _host_for(self, spec: HandlerSpec, req: InvokeRequest) -> Any:
-        d = spec.definition
-        if isinstance(d, VirtualObject) and d.placement == "dedicated":
-            assert req.key is not None
-            return self._dedicated(d, req.key)
-        return self._pooled(d, req.route_hash % self.pool_size)
-
     # -- invoking ----------------------------------------------------------------------------
 
     def resolve(self, target: Target) -> HandlerSpec:
         """The handler behind a function reference or a ``"Service/handler"`` string."""
-        if isinstance(target, str):
-            service, _, handler = target.partition("/")
-            d = self.definitions.get(service)
-            if d is None:
-                raise TerminalError(f"unknown service {service!r} (known: "
-                                    f"{', '.join(sorted(self.definitions)) or 'none'})", 404)
-            spec = d.handlers.get(handler)
-            if spec is None:
-                raise TerminalError(f"unknown handler {target!r} (known: "
-                                    f"{', '.join(sorted(d.handlers))})", 404)
-            return spec
-        spec = spec_of(target)
-        if spec is None:
-            raise TerminalError(f"{target!r} is not a raystate handler", 404)
-        if spec.definition.name not in self.definitions:
-            raise TerminalError(f"service {spec.definition.name!r} is not part of this runtime",
-                                404)
-        return spec
-
-    def _request(self, target: Target, key: str | None, arg: Any, mode: str,
-                 idempotency_key: str | None,
-                 delay: timedelta | float | None = None) -> tuple[HandlerSpec, InvokeRequest]:
-        spec = self.resolve(target)
-        keyed = spec.definition.keyed
-        if keyed and not isinstance(key, str):
-            raise TerminalError(f"{spec.target} is a virtual-object handler: pass key=<str>", 400)
-        if not keyed and key is not None:
-            raise TerminalError(f"{spec.target} is a service handler: it takes no key", 400)
-        if spec.takes_arg:
-            data = spec.input.to_json(arg, f"input of {spec.target}")
-        elif arg is not None:
-            raise TerminalError(f"{spec.target} takes no input, got {type(arg).__name__}", 400)
-        else:
-            data = "null"
-        if idempotency_key is not None:
-            inv_id = idempotent_invocation_id(spec.target, key, idempotency_key)
-        else:
-            inv_id = new_invocation_id()
-        delay_s = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
-        if delay_s < 0:
-            raise TerminalError(f"delay must not be negative, got {delay!r}", 400)
-        req = InvokeRequest(inv_id, spec.definition.name, spec.name, key, data, mode,  # type: ignore[arg-type]
-                            route_hash(spec.definition.name, key, inv_id), idempotency_key,
-                            None, False, now_ms(), round(delay_s * 1000))
-        return spec, req
-
-    async def _submit(self, spec: HandlerSpec, req: InvokeRequest) -> Outcome | None:
-        """Send a request to its host, again after a host failure (marked as a re-submission,
-        so the host first asks the journal whether the first one got through)."""
-        delay = 0.05
-        while True:
-            host = self._host_for(spec, req)
-            try:
-                return await host.invoke.remote(req)
-            except UNAVAILABLE:
-                req.resubmit = True
-                self._hosts.pop(host_name(spec.definition.name, _slot(spec, req, self.pool_size)),
-                                None)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        return self.router.resolve(target)
 
     async def call_async(self, target: Target, key: str | None = None, arg: Any = None, *,
                          idempotency_key: str | None = None) -> Any:
-        spec, req = self._request(target, key, arg, "call", idempotency_key)
-        out = await self._submit(spec, req)
+        spec, req = self.router.request(target, key, arg, "call", idempotency_key=idempotency_key)
+        out = await self.router.submit(spec, req)
         assert out is not None
         return decode(spec, out)
 
@@ -315,8 +216,9 @@ class Runtime:
     async def send_async(self, target: Target, key: str | None = None, arg: Any = None, *,
                          idempotency_key: str | None = None,
                          delay: timedelta | float | None = None) -> InvocationHandle:
-        spec, req = self._request(target, key, arg, "send", idempotency_key, delay)
-        await self._submit(spec, req)
+        spec, req = self.router.request(target, key, arg, "send",
+                                        idempotency_key=idempotency_key, delay=delay)
+        await self.router.submit(spec, req)
         return InvocationHandle(self, req.id, spec)
 
     def send(self, target: Target, key: str | None = None, arg: Any = None, *,
@@ -358,7 +260,7 @@ class Runtime:
                 with contextlib.suppress(ValueError):  # gone meanwhile
                     ray.kill(ray.get_actor(actor["name"], namespace=self.namespace),
                              no_restart=True)
-        self._hosts.clear()
+        self.router.clear()
         self._loop.loop.call_soon_threadsafe(self._loop.loop.stop)
 
 
@@ -373,13 +275,6 @@ def _ship_handler_modules(services: Sequence[ServiceDefinition]) -> None:
             if module is not None and module.__name__ != "__main__" and \
                     not path.startswith(installed):
                 cloudpickle.register_pickle_by_value(module)
-
-
-def _slot(spec: HandlerSpec, req: InvokeRequest, pool_size: int) -> int | str:
-    d = spec.definition
-    if isinstance(d, VirtualObject) and d.placement == "dedicated":
-        return req.key  # type: ignore[return-value]
-    return req.route_hash % pool_size
 
 
 def _start_journal(data_dir: str, namespace: str) -> Any:

@@ -63,6 +63,17 @@ class Context(ABC):
     @abstractmethod
     def invocation_id(self) -> str: ...
 
+    @abstractmethod
+    def object_send(self, handler: Any, key: str, arg: Any = None, *,
+                    delay: timedelta | float | None = None) -> str:
+        """Send to a virtual-object handler (function or ``"Service/handler"``) without
+        waiting; optionally ``delay``-ed. Returns the callee's invocation id; delivered once."""
+
+    @abstractmethod
+    def service_send(self, handler: Any, arg: Any = None, *,
+                     delay: timedelta | float | None = None) -> str:
+        """Send to a service handler without waiting (see ``object_send``)."""
+
 
 class ObjectSharedContext(Context):
     """A virtual object's shared handler: reads committed state of its key."""

@@ -154,6 +154,14 @@ class HostPort(Protocol):
         ``Suspended`` when that takes longer than the host keeps invocations in memory."""
         ...
 
+    def send(self, target: Any, key: str | None, arg: Any, delay: timedelta | float | None,
+             invocation_id: str, invoked_by: str
+             ) -> tuple[str, Callable[[], asyncio.Future[None]]]:
+        """Validate a one-way request to another handler (``TerminalError`` on bad input);
+        returns the target's name and a function that starts delivering it under
+        ``invocation_id`` (its future is done once the callee's invocation is durable)."""
+        ...
+
 
 class InvocationContext(ObjectContext):
     """The one concrete context; operations a handler's kind does not allow are refused."""
@@ -172,6 +180,7 @@ class InvocationContext(ObjectContext):
         self._spec = invocation.spec
         self._cursor = JournalCursor(invocation.id, invocation.entries)
         self._state = state
+        self._deliveries: list[asyncio.Future[None]] = []
         seed = int.from_bytes(hashlib.sha256(invocation.id.encode()).digest()[:8], "big")
         self.rand = DeterministicRandom(seed)
 
@@ -249,6 +258,34 @@ class InvocationContext(ObjectContext):
             entry = self._cursor.record("sleep", None, result=str(fire_at), completed=False,
                                         extra=(timer,))
         await self._host.await_completion(self._inv, entry.idx, self._cursor.take())
+
+    def object_send(self, handler: Any, key: str, arg: Any = None, *,
+                    delay: timedelta | float | None = None) -> str:
+        """Send to a virtual-object handler without waiting for it; returns the callee's
+        invocation id. Delivered exactly once: the id derives from this invocation and the
+        journal index, so a replay re-sends the same invocation and the callee ignores it."""
+        return self._send(handler, key, arg, delay)
+
+    def service_send(self, handler: Any, arg: Any = None, *,
+                     delay: timedelta | float | None = None) -> str:
+        """Like ``object_send``, for a service handler."""
+        return self._send(handler, None, arg, delay)
+
+    def _send(self, handler: Any, key: str | None, arg: Any,
+              delay: timedelta | float | None) -> str:
+        idx = self._cursor.index
+        digest = hashlib.sha256(f"{self._inv.id}:{idx}".encode()).hexdigest()
+        callee = "inv_" + digest[:32]
+        target, deliver = self._host.send(handler, key, arg, delay, callee, self._inv.id)
+        if self._cursor.replay("send", target) is None:
+            self._cursor.record("send", target, result=json.dumps(callee))
+        self._deliveries.append(deliver())
+        return callee
+
+    async def settle(self) -> None:
+        """Wait until every send of this attempt reached its callee durably."""
+        if self._deliveries:
+            await asyncio.gather(*self._deliveries)
 
     async def time(self) -> float:
         entry = self._cursor.replay("time", None)
@@ -382,6 +419,7 @@ async def execute(
             except Exception as e:
                 raise TerminalError(f"input of {spec.target} does not validate: {e}", 400) from None
             result = await spec.fn(ctx, *args)
+            await ctx.settle()
             try:
                 out = Outcome(True, spec.output.dump(result))
             except Exception as e:

@@ -15,12 +15,13 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from actors.definitions import ServiceDefinition
 from actors.engine import Invocation, Suspended, execute, now_ms
+from actors.errors import TerminalError
 from actors.flusher import Flusher
 from journal.records import (
     Accept,
@@ -81,6 +82,16 @@ class SchedulerPort(Protocol):
     async def add(self, timers: list[Timer]) -> None: ...
 
 
+class OutboxPort(Protocol):
+    """How a host reaches other handlers (the runtime's ``Router`` in an actor)."""
+
+    def request(self, target: Any, key: str | None, arg: Any, mode: str, *,
+                delay: Any = None, invocation_id: str | None = None,
+                invoked_by: str | None = None) -> tuple[Any, InvokeRequest]: ...
+
+    async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None: ...
+
+
 @dataclass(slots=True)
 class Parked:
     """An invocation out of memory: suspended on a wait, or scheduled for a delayed start."""
@@ -133,6 +144,7 @@ class ObjectHost:
         name: str = "host",
         scheduler: SchedulerPort | None = None,
         suspend_after: float = 30.0,
+        outbox: OutboxPort | None = None,
     ) -> None:
         self.definition = definition
         self.journal = journal
@@ -141,6 +153,7 @@ class ObjectHost:
         self._name = name
         self.scheduler = scheduler
         self.suspend_after = suspend_after
+        self.outbox = outbox
         self.flusher = Flusher(journal.commit, self._apply_committed)
         self._active: dict[str, Invocation] = {}
         self._parked: dict[str, Parked] = {}
@@ -479,6 +492,20 @@ class ObjectHost:
                 raise Suspended from None
         invocation.awaiting = None
         return invocation.completions[idx]
+
+    def send(self, target: Any, key: str | None, arg: Any, delay: Any, invocation_id: str,
+             invoked_by: str) -> tuple[str, Callable[[], asyncio.Future[None]]]:
+        if self.outbox is None:
+            raise TerminalError("sending to other handlers needs a runtime (no outbox here)")
+        spec, req = self.outbox.request(target, key, arg, "send", delay=delay,
+                                        invocation_id=invocation_id, invoked_by=invoked_by)
+        req.resubmit = True  # a replay sends the same id again: the callee checks first
+
+        async def deliver() -> None:
+            assert self.outbox is not None
+            await self.outbox.submit(spec, req)
+
+        return spec.target, lambda: asyncio.ensure_future(deliver())
 
     def _apply_committed(self, records: list[Record]) -> None:
         """After a commit: state writes become visible to shared readers, and new timers are

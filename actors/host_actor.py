@@ -8,16 +8,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import ray
 
 from actors.definitions import ServiceDefinition
+from actors.errors import TerminalError
 from actors.host import InvokeRequest, ObjectHost
 from actors.remote import RemoteJournal, RemoteScheduler
+from actors.router import Router
 from actors.routing import host_name
 from journal.records import Completion, Outcome
 
 log = logging.getLogger("raystate.host")
+
+
+class LazyRouter:
+    """The runtime's ``Router``, built from the journal's config on first use (hosts start
+    before a driver may have published every definition)."""
+
+    def __init__(self, journal: RemoteJournal) -> None:
+        self._journal = journal
+        self._router: Router | None = None
+        self._config: dict | None = None
+
+    async def refresh(self) -> None:
+        self._config = await self._journal.call("config")
+        self._router = Router(self._journal.namespace, self._config)
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        if self._router is None:
+            raise TerminalError("the runtime's configuration is not loaded yet", 503)
+        return self._router.request(*args, **kwargs)
+
+    async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None:
+        assert self._router is not None
+        return await self._router.submit(spec, req)
 
 
 class HostActor:
@@ -31,16 +57,18 @@ class HostActor:
         suspend_after_s: float = 30.0,
     ) -> None:
         slot = key if key is not None else (partition[0] if partition else 0)
-        self.host = ObjectHost(definition, RemoteJournal(namespace), partition=partition, key=key,
+        journal = RemoteJournal(namespace)
+        self.host = ObjectHost(definition, journal, partition=partition, key=key,
                                name=host_name(definition.name, slot),
                                scheduler=RemoteScheduler(namespace),
-                               suspend_after=suspend_after_s)
+                               suspend_after=suspend_after_s, outbox=LazyRouter(journal))
         self.idle_timeout_s = idle_timeout_s
         self._starter = asyncio.get_running_loop().create_task(self._start())
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _start(self) -> None:
         try:
+            await self.host.outbox.refresh()  # type: ignore[union-attr]
             await self.host.start()
         except Exception:  # callers' invoke() retries start() and sees the error
             log.exception("recovery of %s failed", self.host.definition.name)
@@ -57,12 +85,15 @@ class HostActor:
                 return
 
     async def invoke(self, req: InvokeRequest) -> Outcome | None:
+        await self._starter
         return await self.host.invoke(req)
 
     async def wake(self, items: list[tuple[str, int, Completion | None]]) -> None:
+        await self._starter
         await self.host.wake(items)
 
     async def ready(self) -> dict[str, int]:
+        await self._starter
         await self.host.start()
         return self.host.stats()
 

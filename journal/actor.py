@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 from collections import defaultdict
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -17,6 +19,8 @@ import pyarrow as pa
 from journal.records import Accept, Batch, Outcome, PendingInvocation, Timer
 from journal.sqlguard import SqlRefused
 from journal.store import JournalStore
+
+CONFIG_FILE = "runtime-config.pickle"
 
 
 class GroupCommitJournal:
@@ -28,7 +32,9 @@ class GroupCommitJournal:
         self._writer: asyncio.Task[None] | None = None
         self._barriers: list[asyncio.Future[None]] = []
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = defaultdict(list)
-        self._config: dict[str, object] = {}
+        self._config_file = Path(data_dir) / CONFIG_FILE
+        self._config: dict[str, object] = (
+            pickle.loads(self._config_file.read_bytes()) if self._config_file.exists() else {})
         self.transactions = 0
 
     async def commit(self, batch: Batch) -> None:
@@ -125,9 +131,14 @@ class GroupCommitJournal:
         await self._settled()
         return await asyncio.to_thread(self.store.pending_keys, service)
 
-    # Runtime configuration: what Runtime.connect needs to route calls (kept in memory; the
-    # driver that starts the runtime provides it again after a restart).
+    # Runtime configuration: what Runtime.connect and hosts need to route calls.
     def set_config(self, config: dict[str, object]) -> None:
+        """Keep the runtime's layout and definitions (what hosts and ``Runtime.connect`` route
+        by) next to the journal, so a restarted journal actor still has them. This file holds
+        the operator's own code and settings; journal payloads are never unpickled."""
+        tmp = self._config_file.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(config))
+        os.replace(tmp, self._config_file)
         self._config = config
 
     def config(self) -> dict[str, object]:

@@ -236,4 +236,24 @@ async def stamp(ctx: ObjectContext, job: Nap) -> float:
     return t
 
 
+
+@steps.handler()
+async def fan_out(ctx: ObjectContext, job: Job) -> list[str]:
+    """Sends to three children and one delayed stamp, then (armed) crashes: the replay sends
+    the same invocations again, and each child must still run once."""
+    ids = [ctx.object_send(exclusive, f"{ctx.key()}-child",
+                           Job(ledger=job.ledger, tag=f"child{i}")) for i in range(3)]
+    ids.append(ctx.object_send("Sleeper/stamp", f"{ctx.key()}-later",
+                               Nap(ledger=job.ledger, seconds=0, tag="later"), delay=0.5))
+    if job.marker:
+        await ctx.run("crash", crash_once, job.marker)
+    return ids
+
+
+
+@steps.handler()
+async def bad_send(ctx: ObjectContext) -> None:
+    ctx.service_send("Nope/handler", 1)
+
+
 ALL.append(sleeper)

@@ -1,0 +1,142 @@
+"""Router: which host actor runs a request, and building requests — shared by the driver-side
+client and by hosts that send to other handlers, so both route and validate the same way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import ray
+from ray import cloudpickle
+
+from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, spec_of
+from actors.engine import now_ms
+from actors.errors import TerminalError
+from actors.host import InvokeRequest
+from actors.routing import host_name, idempotent_invocation_id, new_invocation_id, route_hash
+from journal.records import Outcome
+from journal.remote import UNAVAILABLE
+
+Target = Callable[..., Any] | str
+SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 0,
+                "num_cpus": 0, "max_concurrency": 100_000}
+
+
+class Router:
+    """Routes requests of one runtime (its namespace and config) to host actors."""
+
+    def __init__(self, namespace: str, config: dict[str, Any]) -> None:
+        self.namespace = namespace
+        self.pool_size: int = config["pool_size"]
+        self.idle_timeout_s: float = config.get("idle_timeout_s", 300.0)
+        self.suspend_after_s: float = config.get("suspend_after_s", 30.0)
+        definitions: list[ServiceDefinition] = cloudpickle.loads(config["definitions"])
+        self.definitions = {d.name: d for d in definitions}
+        self._hosts: dict[str, Any] = {}
+
+    def pooled(self, d: ServiceDefinition, index: int) -> Any:
+        from actors.host_actor import HostActor
+
+        name = host_name(d.name, index)
+        handle = self._hosts.get(name)
+        if handle is None:
+            handle = self._hosts[name] = ray.remote(HostActor).options(
+                name=name, namespace=self.namespace, get_if_exists=True, **SYSTEM_ACTOR
+            ).remote(d, self.namespace, (index, self.pool_size), None, self.idle_timeout_s,
+                     self.suspend_after_s)
+        return handle
+
+    def dedicated(self, d: VirtualObject, key: str) -> Any:
+        from actors.host_actor import HostActor
+
+        name = host_name(d.name, key)
+        handle = self._hosts.get(name)
+        if handle is None:
+            options = {**SYSTEM_ACTOR, **d.actor_options}
+            handle = self._hosts[name] = ray.remote(HostActor).options(
+                name=name, namespace=self.namespace, get_if_exists=True, **options
+            ).remote(d, self.namespace, None, key, d.idle_timeout.total_seconds(),
+                     self.suspend_after_s)
+        return handle
+
+    def _slot(self, spec: HandlerSpec, req: InvokeRequest) -> int | str:
+        d = spec.definition
+        if isinstance(d, VirtualObject) and d.placement == "dedicated":
+            assert req.key is not None
+            return req.key
+        return req.route_hash % self.pool_size
+
+    def host_for(self, spec: HandlerSpec, req: InvokeRequest) -> Any:
+        slot = self._slot(spec, req)
+        if isinstance(slot, str):
+            return self.dedicated(spec.definition, slot)  # type: ignore[arg-type]
+        return self.pooled(spec.definition, slot)
+
+    def clear(self) -> None:
+        self._hosts.clear()
+
+    def resolve(self, target: Target) -> HandlerSpec:
+        """The handler behind a function reference or a ``"Service/handler"`` string."""
+        if isinstance(target, str):
+            service, _, handler = target.partition("/")
+            d = self.definitions.get(service)
+            if d is None:
+                raise TerminalError(f"unknown service {service!r} (known: "
+                                    f"{', '.join(sorted(self.definitions)) or 'none'})", 404)
+            spec = d.handlers.get(handler)
+            if spec is None:
+                raise TerminalError(f"unknown handler {target!r} (known: "
+                                    f"{', '.join(sorted(d.handlers))})", 404)
+            return spec
+        spec = spec_of(target)
+        if spec is None:
+            raise TerminalError(f"{target!r} is not a raystate handler", 404)
+        if spec.definition.name not in self.definitions:
+            raise TerminalError(f"service {spec.definition.name!r} is not part of this runtime",
+                                404)
+        return self.definitions[spec.definition.name].handlers[spec.name]
+
+    def request(self, target: Target, key: str | None, arg: Any, mode: str, *,
+                idempotency_key: str | None = None, delay: timedelta | float | None = None,
+                invocation_id: str | None = None,
+                invoked_by: str | None = None) -> tuple[HandlerSpec, InvokeRequest]:
+        """Validate a request before any round trip (bad input: ``TerminalError`` 400/404)."""
+        spec = self.resolve(target)
+        keyed = spec.definition.keyed
+        if keyed and not isinstance(key, str):
+            raise TerminalError(f"{spec.target} is a virtual-object handler: pass key=<str>", 400)
+        if not keyed and key is not None:
+            raise TerminalError(f"{spec.target} is a service handler: it takes no key", 400)
+        if spec.takes_arg:
+            data = spec.input.to_json(arg, f"input of {spec.target}")
+        elif arg is not None:
+            raise TerminalError(f"{spec.target} takes no input, got {type(arg).__name__}", 400)
+        else:
+            data = "null"
+        if invocation_id is None:
+            invocation_id = new_invocation_id() if idempotency_key is None else \
+                idempotent_invocation_id(spec.target, key, idempotency_key)
+        delay_s = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
+        if delay_s < 0:
+            raise TerminalError(f"delay must not be negative, got {delay!r}", 400)
+        req = InvokeRequest(invocation_id, spec.definition.name, spec.name, key, data,
+                            mode,  # type: ignore[arg-type]
+                            route_hash(spec.definition.name, key, invocation_id),
+                            idempotency_key, invoked_by, False, now_ms(), round(delay_s * 1000))
+        return spec, req
+
+    async def submit(self, spec: HandlerSpec, req: InvokeRequest) -> Outcome | None:
+        """Send a request to its host, again after a host failure (marked as a re-submission,
+        so the host first asks the journal whether the first one got through)."""
+        delay = 0.05
+        while True:
+            host = self.host_for(spec, req)
+            try:
+                return await host.invoke.remote(req)
+            except UNAVAILABLE:
+                req.resubmit = True
+                self._hosts.pop(host_name(spec.definition.name, self._slot(spec, req)), None)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
