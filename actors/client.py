@@ -177,7 +177,7 @@ class Runtime:
             journal = ray.get_actor(JOURNAL, namespace=namespace)
         except ValueError:
             raise RuntimeError(f"no raystate runtime runs in namespace {namespace!r}") from None
-        config = ray.get(journal.config.remote())
+        config: dict[str, Any] = dict(ray.get(journal.config.remote()) or {})
         if not config:
             raise RuntimeError(f"the runtime in namespace {namespace!r} is still starting")
         return cls(namespace, config)
@@ -279,6 +279,7 @@ def _ship_handler_modules(services: Sequence[ServiceDefinition]) -> None:
 
 def _start_journal(data_dir: str, namespace: str) -> Any:
     """Attach to the namespace's journal actor, or create it on this node."""
+    journal: Any
     try:
         journal = ray.get_actor(JOURNAL, namespace=namespace)
     except ValueError:
@@ -289,7 +290,7 @@ def _start_journal(data_dir: str, namespace: str) -> Any:
             **SYSTEM_ACTOR,
         ).remote(data_dir)
     try:
-        info = ray.get(journal.info.remote())
+        info: dict[str, Any] = ray.get(journal.info.remote())
     except UNAVAILABLE as e:
         ray.kill(journal, no_restart=True)
         cause = str(e)

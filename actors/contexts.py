@@ -12,11 +12,10 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from actors.errors import RetryPolicy
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -36,10 +35,10 @@ class Context(ABC):
     async def run(
         self,
         name: str,
-        fn: Callable[P, T] | Callable[P, Awaitable[T]],
-        *args: P.args,
+        fn: Callable[..., T] | Callable[..., Awaitable[T]],
+        *args: Any,
         retry_policy: RetryPolicy | None = None,
-        **kwargs: P.kwargs,
+        **kwargs: Any,
     ) -> T:
         """Run a side effect once and journal its result (or its ``TerminalError``).
 

@@ -84,7 +84,7 @@ class ServiceDefinition:
     def _inspect(
         self, fn: Callable[..., Any], name: str | None, kind: str, retry_policy: object
     ) -> HandlerSpec:
-        handler_name = name or getattr(fn, "__name__", "")
+        handler_name = str(name or getattr(fn, "__name__", ""))
         where = f"handler {self.name}/{handler_name}"
         issues: list[str] = []
         if not inspect.iscoroutinefunction(fn):

@@ -261,9 +261,9 @@ class ObjectHost:
                     self.submit(inv, [])
                 self._schedule(inv)
         if req.mode == "send":
-            inv = self._active.get(req.id)
-            if inv is not None:
-                await asyncio.shield(inv.durable)
+            running = self._active.get(req.id)
+            if running is not None:
+                await asyncio.shield(running.durable)
             return None
         return await asyncio.shield(self._outcome(req.id))
 
@@ -460,9 +460,13 @@ class ObjectHost:
             invocation.accept_durable = True
             records = [invocation.accept, *records]
         fut = self.flusher.submit(records)
+
+        def now_durable(_: asyncio.Future[None]) -> None:
+            if not invocation.durable.done():
+                invocation.durable.set_result(None)
+
         if not invocation.durable.done():
-            fut.add_done_callback(lambda _: invocation.durable.done() or
-                                  invocation.durable.set_result(None))
+            fut.add_done_callback(now_durable)
         return fut
 
     def depends_on_uncommitted(self, invocation: Invocation) -> bool:

@@ -50,7 +50,7 @@ import json
 import os
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from json.encoder import encode_basestring as _q  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
@@ -462,7 +462,7 @@ class JournalStore:
                 cur.execute("ROLLBACK")
 
 
-def _marks(values: Sequence[object]) -> str:
+def _marks(values: Collection[object]) -> str:
     return ", ".join("?" * len(values))
 
 
