@@ -70,6 +70,8 @@ class NotFound(Exception):
 class Source(Protocol):
     def sql(self, query: str) -> pa.Table: ...
 
+    def close(self) -> None: ...
+
 
 class OfflineJournal:
     """A stopped runtime's journal, opened read-only in this process, with file and network
@@ -107,14 +109,11 @@ class OfflineJournal:
 @contextlib.contextmanager
 def open_source(db: Path | None, address: str | None, namespace: str) -> Iterator[Source]:
     """The journal to query: the data dir at ``db``, else the runtime running in ``namespace``."""
-    if db is not None:
-        journal = OfflineJournal(db)
-        try:
-            yield journal
-        finally:
-            journal.close()
-        return
-    yield _connect(address, namespace)
+    source: Source = OfflineJournal(db) if db is not None else _connect(address, namespace)
+    try:
+        yield source
+    finally:
+        source.close()
 
 
 def _connect(address: str | None, namespace: str) -> Source:

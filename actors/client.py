@@ -253,15 +253,25 @@ class Runtime:
         """Run a read-only query over the journal's views (``sys_invocation`` ...)."""
         return self._loop.run(self.sql_async(query))
 
+    def close(self) -> None:
+        """Release this driver's client (its event-loop thread); the runtime keeps running."""
+        self.router.clear()
+        self._loop.loop.call_soon_threadsafe(self._loop.loop.stop)
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def shutdown(self) -> None:
-        """Stop this runtime's actors (journal, hosts). The data stays on disk."""
+        """Stop this runtime's actors (journal, scheduler, hosts). The data stays on disk."""
         for actor in ray.util.list_named_actors(all_namespaces=True):
             if actor["namespace"] == self.namespace:
                 with contextlib.suppress(ValueError):  # gone meanwhile
                     ray.kill(ray.get_actor(actor["name"], namespace=self.namespace),
                              no_restart=True)
-        self.router.clear()
-        self._loop.loop.call_soon_threadsafe(self._loop.loop.stop)
+        self.close()
 
 
 def _ship_handler_modules(services: Sequence[ServiceDefinition]) -> None:
