@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -173,42 +174,52 @@ def test_retry_policy_gives_up(rt: Runtime) -> None:
         rt.call(apps.always_fails, key="k9")
 
 
+def under_faults(killer: Callable[[threading.Event], int], clients: list[Callable[[], None]]
+                 ) -> int:
+    """Run ``clients`` in threads while ``killer`` injects faults until they are done; re-raise
+    the first client error; return how many faults were injected."""
+    stop = threading.Event()
+    injected: list[int] = []
+    errors: list[BaseException] = []
+
+    def guarded(client: Callable[[], None]) -> None:
+        try:
+            client()
+        except BaseException as e:
+            errors.append(e)
+
+    k = threading.Thread(target=lambda: injected.append(killer(stop)))
+    k.start()
+    threads = [threading.Thread(target=guarded, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    k.join()
+    if errors:
+        raise errors[0]
+    return injected[0]
+
+
 def test_concurrent_clients_with_random_host_kills(rt: Runtime) -> None:
     """1,000 increments over 10 keys from 4 clients while hosts are killed at random."""
     keys = [f"c{i}" for i in range(10)]
-    stop = threading.Event()
-    kills = 0
 
-    def killer() -> None:
-        nonlocal kills
+    def killer(stop: threading.Event) -> int:
         rng = random.Random(7)
+        kills = 0
         while kills < 6 and not stop.wait(rng.uniform(0.1, 0.5)):
             host = host_of(rt, "Counter", rng.choice(keys))
             kill_and_restart(host)
             kills += 1
             wait_serving(host)
+        return kills
 
-    errors: list[BaseException] = []
+    def client(n: int) -> Callable[[], None]:
+        return lambda: [rt.call(apps.add, key=keys[(n + i) % 10], arg=1) for i in range(250)]
 
-    def client(n: int) -> None:
-        try:
-            for i in range(250):
-                rt.call(apps.add, key=keys[(n + i) % 10], arg=1)
-        except BaseException as e:
-            errors.append(e)
-
-    k = threading.Thread(target=killer)
-    k.start()
-    clients = [threading.Thread(target=client, args=(n,)) for n in range(4)]
-    for c in clients:
-        c.start()
-    for c in clients:
-        c.join()
-    stop.set()
-    k.join()
-    assert not errors
-    assert kills >= 1
-    assert sum(rt.call(apps.get, key=key) for key in keys) == 1000
+    assert under_faults(killer, [client(n) for n in range(4)]) >= 1
     assert [rt.call(apps.get, key=key) for key in keys] == [100] * 10
     rows = rt.sql("SELECT status, count(*) AS n FROM sys_invocation "
                   "WHERE target_handler_name = 'add' GROUP BY ALL").to_pylist()
@@ -217,34 +228,19 @@ def test_concurrent_clients_with_random_host_kills(rt: Runtime) -> None:
 
 def test_journal_actor_killed_under_load(rt: Runtime) -> None:
     """Guarantee 10: the journal dies (and restarts) while clients keep adding."""
-    stop = threading.Event()
 
-    def killer() -> None:
-        for _ in range(4):
-            if stop.wait(0.3):
-                return
+    def killer(stop: threading.Event) -> int:
+        kills = 0
+        while kills < 4 and not stop.wait(0.3):
             journal = journal_of(rt)
             kill_and_restart(journal)
+            kills += 1
             wait_serving(journal)
+        return kills
 
-    errors: list[BaseException] = []
+    def client(n: int) -> Callable[[], None]:
+        return lambda: [rt.call(apps.add, key=f"j{n}", arg=1) for _ in range(100)]
 
-    def client(n: int) -> None:
-        try:
-            for _ in range(100):
-                rt.call(apps.add, key=f"j{n}", arg=1)
-        except BaseException as e:
-            errors.append(e)
-
-    k = threading.Thread(target=killer)
-    k.start()
-    clients = [threading.Thread(target=client, args=(n,)) for n in range(3)]
-    for c in clients:
-        c.start()
-    for c in clients:
-        c.join()
-    stop.set()
-    k.join()
-    assert not errors
+    assert under_faults(killer, [client(n) for n in range(3)]) >= 1
     assert [rt.call(apps.get, key=f"j{n}") for n in range(3)] == [100, 100, 100]
     ray.get(journal_of(rt).info.remote())
