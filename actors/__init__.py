@@ -6,9 +6,23 @@ imports Ray) loads on first use, so definitions and the replay engine import wit
 
 from typing import TYPE_CHECKING, Any
 
-from actors.contexts import Context, ObjectContext, ObjectSharedContext
-from actors.definitions import Service, VirtualObject
-from actors.errors import DefinitionError, JournalMismatch, RetryPolicy, TerminalError
+from actors.contexts import (
+    Awakeable,
+    Context,
+    DurablePromise,
+    ObjectContext,
+    ObjectSharedContext,
+    WorkflowContext,
+    WorkflowSharedContext,
+)
+from actors.definitions import Service, VirtualObject, Workflow
+from actors.errors import (
+    AlreadyCompletedError,
+    DefinitionError,
+    JournalMismatch,
+    RetryPolicy,
+    TerminalError,
+)
 from journal.sqlguard import SqlRefused
 from journal.store import DataDirError
 
@@ -27,9 +41,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AlreadyCompletedError",
+    "Awakeable",
     "Context",
     "DataDirError",
     "DefinitionError",
+    "DurablePromise",
     "InvocationHandle",
     "JournalMismatch",
     "ObjectContext",
@@ -40,4 +57,7 @@ __all__ = [
     "SqlRefused",
     "TerminalError",
     "VirtualObject",
+    "Workflow",
+    "WorkflowContext",
+    "WorkflowSharedContext",
 ]

@@ -237,6 +237,42 @@ class Runtime:
         d = self.definitions.get(accept.service)
         return InvocationHandle(self, invocation_id, d.handlers.get(accept.handler) if d else None)
 
+    async def resolve_awakeable_async(self, awakeable_id: str, value: Any = None) -> None:
+        await self.router.resolve_awakeable(awakeable_id, _json_value(value), None)
+
+    def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
+        """Complete an awakeable with ``value`` (JSON); returns once that is durable. The
+        waiting handler resumes (replayed if it left memory). ``AlreadyCompletedError`` if it
+        was completed before; ``TerminalError`` for a malformed (400) or unknown (404) id, or a
+        value that does not fit the awakeable's type (400)."""
+        self._loop.run(self.resolve_awakeable_async(awakeable_id, value))
+
+    async def reject_awakeable_async(self, awakeable_id: str, reason: str) -> None:
+        await self.router.resolve_awakeable(awakeable_id, None, str(reason))
+
+    def reject_awakeable(self, awakeable_id: str, reason: str) -> None:
+        """Fail an awakeable: ``TerminalError(reason)`` is raised where the handler awaits it."""
+        self._loop.run(self.reject_awakeable_async(awakeable_id, reason))
+
+    async def cancel_async(self, invocation_id: str) -> str:
+        return await self.router.cancel(invocation_id)
+
+    def cancel(self, invocation_id: str) -> str:
+        """Cancel an invocation: ``TerminalError("cancelled")`` is raised in its handler at the
+        next await, so it can compensate, and the request passes on to the call it waits for.
+        Returns "cancelled", or "completed" if it had already finished; ``TerminalError``
+        (404) for an unknown id."""
+        return self._loop.run(self.cancel_async(invocation_id))
+
+    async def kill_async(self, invocation_id: str) -> str:
+        return await self.router.cancel(invocation_id, kill=True)
+
+    def kill(self, invocation_id: str) -> str:
+        """Stop an invocation at once, without compensation, and free its key (its outcome:
+        ``TerminalError("killed")``; what it journaled so far stays). Returns "killed" or
+        "completed"."""
+        return self._loop.run(self.kill_async(invocation_id))
+
     def object(self, obj: VirtualObject | str, key: str) -> ObjectProxy:
         name = obj if isinstance(obj, str) else obj.name
         return ObjectProxy(self, name, key)
@@ -272,6 +308,13 @@ class Runtime:
                     ray.kill(ray.get_actor(actor["name"], namespace=self.namespace),
                              no_restart=True)
         self.close()
+
+
+def _json_value(value: Any) -> str:
+    try:
+        return ANY.dump(value)
+    except Exception as e:
+        raise TerminalError(f"awakeable value is not JSON-serializable: {e}", 400) from None
 
 
 def _ship_handler_modules(services: Sequence[ServiceDefinition]) -> None:

@@ -73,6 +73,78 @@ class Context(ABC):
                      delay: timedelta | float | None = None) -> str:
         """Send to a service handler without waiting (see ``object_send``)."""
 
+    @abstractmethod
+    def workflow_send(self, handler: Any, key: str, arg: Any = None, *,
+                      delay: timedelta | float | None = None) -> str:
+        """Send to a workflow handler (``key``: the workflow id) without waiting."""
+
+    @abstractmethod
+    async def object_call(self, handler: Any, key: str, arg: Any = None) -> Any:
+        """Call a virtual-object handler and wait for its result; its ``TerminalError`` is
+        raised here. The call is journaled and its callee runs once, also when this handler
+        crashes and replays. An exclusive handler calling an exclusive handler of its own key
+        would wait forever: that is refused with ``TerminalError`` (409)."""
+
+    @abstractmethod
+    async def service_call(self, handler: Any, arg: Any = None) -> Any:
+        """Call a service handler and wait for its result (see ``object_call``)."""
+
+    @abstractmethod
+    async def workflow_call(self, handler: Any, key: str, arg: Any = None) -> Any:
+        """Call a workflow handler and wait for its result (see ``object_call``)."""
+
+    @abstractmethod
+    def object_client(self, obj: Any, key: str) -> Any:
+        """``await ctx.object_client(counter, "bob").add(1)``: one key's handlers as
+        awaitable methods (calls, as ``object_call``)."""
+
+    @abstractmethod
+    def service_client(self, service: Any) -> Any:
+        """``await ctx.service_client(payments).charge(order)``."""
+
+    @abstractmethod
+    def workflow_client(self, workflow: Any, key: str) -> Any: ...
+
+    @abstractmethod
+    def awakeable(self, type_hint: Any = None) -> tuple[str, Awakeable]:
+        """A completion to hand to the outside world: returns its id and an awaitable. Whoever
+        has the id resolves it (``rt.resolve_awakeable(id, value)``, ``raystate resolve``,
+        ``ctx.resolve_awakeable``) or rejects it (``TerminalError`` at the ``await``)."""
+
+    @abstractmethod
+    def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
+        """Resolve another invocation's awakeable (journaled, delivered once)."""
+
+    @abstractmethod
+    def reject_awakeable(self, awakeable_id: str, reason: str) -> None: ...
+
+
+class Awakeable(ABC):
+    """A completion that someone outside resolves: ``value = await awakeable``."""
+
+    @abstractmethod
+    def __await__(self) -> Any: ...
+
+
+class DurablePromise(ABC):
+    """A workflow's named durable promise: resolved (or rejected) once, by any handler of the
+    workflow (or the main handler itself); a value resolved before anyone waits is kept."""
+
+    @abstractmethod
+    async def value(self) -> Any:
+        """Wait for the promise; its rejection raises ``TerminalError``."""
+
+    @abstractmethod
+    async def peek(self) -> Any:
+        """The value if resolved, else None (without waiting)."""
+
+    @abstractmethod
+    def resolve(self, value: Any = None) -> None:
+        """Resolve it; ``AlreadyCompletedError`` if it was resolved or rejected before."""
+
+    @abstractmethod
+    def reject(self, message: str) -> None: ...
+
 
 class ObjectSharedContext(Context):
     """A virtual object's shared handler: reads committed state of its key."""
@@ -102,3 +174,15 @@ class ObjectContext(ObjectSharedContext):
 
     @abstractmethod
     def clear_all(self) -> None: ...
+
+
+class WorkflowSharedContext(ObjectSharedContext):
+    """A workflow's shared handler: reads its state, resolves its promises."""
+
+    @abstractmethod
+    def promise(self, name: str, type_hint: Any = None) -> DurablePromise:
+        """The workflow's durable promise ``name`` (values decoded as ``type_hint``)."""
+
+
+class WorkflowContext(WorkflowSharedContext, ObjectContext):
+    """A workflow's main handler: runs once per workflow key; may change its state."""

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from actors.contexts import Context, ObjectContext, ObjectSharedContext
+from actors.contexts import (
+    Context,
+    ObjectContext,
+    ObjectSharedContext,
+    WorkflowContext,
+    WorkflowSharedContext,
+)
 from actors.errors import DefinitionError, RetryPolicy
 from actors.serde import Serde
 
@@ -181,6 +187,51 @@ class VirtualObject(ServiceDefinition):
 
     def _context_type(self, kind: str) -> type:
         return ObjectContext if kind == "exclusive" else ObjectSharedContext
+
+
+@dataclass(eq=False)
+class Workflow(VirtualObject):
+    """A workflow: one ``@wf.main()`` handler that runs at most once per workflow key (a second
+    submission attaches to the first run and gets its result), and shared ``@wf.handler()``s
+    that read its state and resolve its durable promises while it runs (and after).
+
+    >>> signup = Workflow("Signup")
+    >>> @signup.main()
+    ... async def run(ctx: WorkflowContext, email: str) -> str:
+    ...     return await ctx.promise("confirmed").value()
+    """
+
+    main_handler: str | None = field(default=None, init=False)
+
+    def main(self, name: str | None = None, *, retry_policy: RetryPolicy | None = None
+             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register the workflow's main handler (exactly one per workflow)."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if self.main_handler is not None:
+                raise DefinitionError(f"workflow {self.name}", [
+                    f"has a main handler already ({self.main_handler}); a workflow has one"])
+            out = ServiceDefinition.handler(self, name, kind="exclusive",
+                                            retry_policy=retry_policy)(fn)
+            self.main_handler = spec_of(out).name  # type: ignore[union-attr]
+            return out
+
+        return register
+
+    def handler(self, name: str | None = None, *, kind: HandlerKind = "shared",
+                retry_policy: RetryPolicy | None = None
+                ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a shared handler (queries, signals): it runs beside the main handler."""
+        if kind != "shared":
+            raise DefinitionError(f"workflow {self.name}", [
+                "its handlers are shared; the one exclusive handler is @wf.main()"])
+        return super().handler(name, kind=kind, retry_policy=retry_policy)
+
+    def _context_type(self, kind: str) -> type:
+        return WorkflowContext if kind == "exclusive" else WorkflowSharedContext
+
+    def is_main(self, handler: str) -> bool:
+        return handler == self.main_handler
 
 
 def spec_of(handler: Callable[..., Any]) -> HandlerSpec | None:

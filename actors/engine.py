@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-from actors.contexts import DeterministicRandom, ObjectContext
-from actors.definitions import HandlerSpec
-from actors.errors import JournalMismatch, RetryPolicy, TerminalError
+from actors.contexts import Awakeable, DeterministicRandom, DurablePromise, WorkflowContext
+from actors.definitions import HandlerSpec, Workflow
+from actors.errors import AlreadyCompletedError, JournalMismatch, RetryPolicy, TerminalError
 from actors.serde import ANY, Serde
 from journal.records import (
     Accept,
@@ -59,18 +59,63 @@ class Invocation:
     durable: asyncio.Future[None] = field(default_factory=asyncio.Future)
     # entries completed later (sleeps ...; negative indexes are retry timers) and their waiters
     completions: dict[int, Completion] = field(default_factory=dict)
-    waiters: dict[int, asyncio.Future[Completion]] = field(default_factory=dict)
+    waiters: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     awaiting: int | None = None  # the completion index it waits for, if it waits
+    cancel_delivered: bool = False  # a requested cancellation was raised in the handler
+    killed: bool = False
+    task: asyncio.Future[Any] | None = None  # the running attempt(s), cancelled by a kill
 
     @property
     def id(self) -> str:
         return self.accept.id
+
+    @property
+    def cancel_pending(self) -> bool:
+        """A cancellation was requested and not yet raised in the handler."""
+        return CANCEL_INDEX in self.completions and not self.cancel_delivered
 
 
 class Suspended(BaseException):
     """The invocation waits for a completion and leaves memory; its host replays it from the
     journal when the completion arrives. A ``BaseException``, so ``except Exception`` in a
     handler cannot swallow it."""
+
+
+CANCEL_INDEX = -(2**31) + 1  # the completion index of a cancellation request
+CANCELLED = "cancelled"
+CANCELLED_CODE = 409
+KILLED = "killed"
+
+
+def cancelled() -> TerminalError:
+    return TerminalError(CANCELLED, CANCELLED_CODE)
+
+
+def callee_id(caller_id: str, idx: int) -> str:
+    """The invocation id of the call or send at journal index ``idx``: a replaying caller
+    derives the same id, so the callee's host recognises the request and runs it once."""
+    return "inv_" + hashlib.sha256(f"{caller_id}:{idx}".encode()).hexdigest()[:32]
+
+
+PROMISE_STATE = "$promise:"  # workflow promises are kept as state entries with this prefix
+
+
+def awakeable_id(invocation_id: str, idx: int) -> str:
+    """``awk_<invocation id>_<entry index>_<check>``: names the owner and the entry; the check
+    digits catch a mistyped or truncated id before anything is looked up."""
+    check = hashlib.sha256(f"{invocation_id}:{idx}".encode()).hexdigest()[:8]
+    return f"awk_{invocation_id}_{idx}_{check}"
+
+
+def parse_awakeable_id(text: object) -> tuple[str, int]:
+    """(invocation id, entry index) of an awakeable id; ``TerminalError`` (400) if malformed."""
+    parts = text.rsplit("_", 2) if isinstance(text, str) else []
+    if len(parts) == 3 and parts[0].startswith("awk_") and parts[1].isdigit():
+        inv_id, idx = parts[0][4:], int(parts[1])
+        if inv_id and text == awakeable_id(inv_id, idx):
+            return inv_id, idx
+    raise TerminalError(f"malformed awakeable id {text!r} (expected the id "
+                        "ctx.awakeable() returned: awk_<invocation>_<index>_<check>)", 400)
 
 
 def retry_index(retry_count: int) -> int:
@@ -87,13 +132,32 @@ class JournalCursor:
         self.index = 0
         self.buffer: list[Record] = []
         self.unflushed_run = False
+        # set once the attempt is leaving (suspended, killed): ``finally`` blocks and
+        # ``except BaseException`` in handlers then get it again from every operation
+        self.closed: type[BaseException] | None = None
+        self.killed: Callable[[], bool] | None = None
+
+    def _check_open(self) -> None:
+        if self.closed is not None:
+            raise self.closed
+        if self.killed is not None and self.killed():
+            self.closed = asyncio.CancelledError
+            raise self.closed
 
     @property
     def replaying(self) -> bool:
         return self.index < len(self.entries)
 
+    def replay_cancel(self) -> bool:
+        """Consume a journaled cancellation at this position, if there is one."""
+        if self.replaying and self.entries[self.index].entry_type == "cancel":
+            self.index += 1
+            return True
+        return False
+
     def replay(self, entry_type: str, name: str | None) -> Entry | None:
         """The recorded entry for this operation, or None once past the journal's end."""
+        self._check_open()
         if self.index >= len(self.entries):
             return None
         entry = self.entries[self.index]
@@ -108,6 +172,7 @@ class JournalCursor:
     def record(self, entry_type: str, name: str | None, *, result: str | None = None,
                failure: TerminalError | None = None, extra: tuple[Record, ...] = (),
                completed: bool = True) -> Entry:
+        self._check_open()
         entry = Entry(
             self.invocation_id, self.index, entry_type, name, result,
             failure.message if failure else None, failure.status_code if failure else None,
@@ -149,9 +214,10 @@ class HostPort(Protocol):
         ...
 
     async def await_completion(self, invocation: Invocation, idx: int,
-                               records: list[Record]) -> Completion:
+                               records: list[Record]) -> Completion | None:
         """Make ``records`` durable, then wait for the completion of entry ``idx``; raise
-        ``Suspended`` when that takes longer than the host keeps invocations in memory."""
+        ``Suspended`` when that takes longer than the host keeps invocations in memory.
+        None: the wait was interrupted by a cancellation request."""
         ...
 
     def send(self, target: Any, key: str | None, arg: Any, delay: timedelta | float | None,
@@ -162,8 +228,43 @@ class HostPort(Protocol):
         ``invocation_id`` (its future is done once the callee's invocation is durable)."""
         ...
 
+    def pass_on(self, callee: str, kill: bool) -> None:
+        """Cancel (or kill) the callee of a call this invocation stops waiting for."""
+        ...
 
-class InvocationContext(ObjectContext):
+    def expect_awakeable(self, invocation: Invocation, idx: int, serde: Serde) -> None:
+        """The invocation created an awakeable at ``idx``: resolutions are checked against
+        ``serde`` while this host remembers it."""
+        ...
+
+    def complete_awakeable(self, awakeable_id: str, result: str | None,
+                           failure: str | None) -> asyncio.Future[None]:
+        """Deliver a handler's resolution of an awakeable (done once delivered or refused)."""
+        ...
+
+    def promise_of(self, invocation: Invocation, name: str) -> str | None:
+        """The completion JSON of the workflow promise ``name`` if completed (or claimed)."""
+        ...
+
+    def claim_promise(self, invocation: Invocation, name: str, data: str) -> bool:
+        """Complete the workflow promise ``name`` in memory; False if it was completed before.
+        The caller queues the durable write at once."""
+        ...
+
+    def watch_promise(self, invocation: Invocation, idx: int, name: str) -> None:
+        """Complete entry ``idx`` of ``invocation`` when the promise ``name`` is completed."""
+        ...
+
+    def call(self, target: Any, key: str | None, arg: Any, invocation_id: str,
+             caller: Invocation) -> tuple[str, Serde, Callable[[int], None]]:
+        """Validate a call to another handler (``TerminalError`` on bad input, or when it would
+        wait for its own key); returns the target's name, its output serde and a function that
+        starts the call for journal entry ``idx`` (once that entry is durable). The callee's
+        outcome arrives as the entry's completion."""
+        ...
+
+
+class InvocationContext(WorkflowContext):
     """The one concrete context; operations a handler's kind does not allow are refused."""
 
     def __init__(
@@ -179,8 +280,10 @@ class InvocationContext(ObjectContext):
         self._inv = invocation
         self._spec = invocation.spec
         self._cursor = JournalCursor(invocation.id, invocation.entries)
+        self._cursor.killed = lambda: invocation.killed
         self._state = state
         self._deliveries: list[asyncio.Future[None]] = []
+        self._journaled = len(invocation.entries)  # entries durable before this attempt
         seed = int.from_bytes(hashlib.sha256(invocation.id.encode()).digest()[:8], "big")
         self.rand = DeterministicRandom(seed)
 
@@ -204,6 +307,7 @@ class InvocationContext(ObjectContext):
         if not isinstance(name, str):
             raise TypeError("ctx.run(name, fn, ...): name must be a string")
         serde = _return_serde(fn)
+        self._cancel_point()
         entry = self._cursor.replay("run", name)
         if entry is not None:
             if entry.failure is not None:
@@ -257,7 +361,51 @@ class InvocationContext(ObjectContext):
                           self._host.name)
             entry = self._cursor.record("sleep", None, result=str(fire_at), completed=False,
                                         extra=(timer,))
-        await self._host.await_completion(self._inv, entry.idx, self._cursor.take())
+        await self._await_entry(entry)
+
+    def _cancel_point(self) -> None:
+        """Where a requested cancellation surfaces (before an action, at a wait): raised once,
+        and at the same place on every replay, since the journal records where it was raised."""
+        self._cursor._check_open()  # no compensation after a kill
+        if self._cursor.replay_cancel():
+            self._inv.cancel_delivered = True
+            raise cancelled()
+        if not self._cursor.replaying and self._inv.cancel_pending:
+            self._cursor.record("cancel", None, failure=cancelled())
+            self._inv.cancel_delivered = True
+            raise cancelled()
+
+    async def _await_entry(self, entry: Entry,
+                           start: Callable[[int], None] | None = None) -> Completion:
+        """Wait for the completion of ``entry`` (a sleep, a call ...), made durable first;
+        ``start`` (if given) is called once the entry is durable and its completion missing.
+        A cancellation that surfaces while a call is pending is passed on to the callee."""
+        inv = self._inv
+        started = entry.idx < self._journaled  # durable before this attempt: maybe started
+        try:
+            self._cancel_point()
+            done = inv.completions.get(entry.idx)
+            if done is None:
+                records = self._cursor.take()
+                if records:
+                    await self._host.submit(inv, records)
+                if start is not None:
+                    start(entry.idx)
+                    started = True
+                try:
+                    done = await self._host.await_completion(inv, entry.idx, [])
+                except (Suspended, asyncio.CancelledError) as e:
+                    self._cursor.closed = type(e)
+                    raise
+                if done is None:  # interrupted by a cancellation request
+                    self._cancel_point()
+                    raise AssertionError("woken without a completion or a cancellation")
+            return done
+        except TerminalError:
+            if entry.entry_type == "call" and started and entry.idx not in inv.completions:
+                assert entry.result is not None
+                self._host.pass_on(json.loads(entry.result), kill=False)
+            raise
 
     def object_send(self, handler: Any, key: str, arg: Any = None, *,
                     delay: timedelta | float | None = None) -> str:
@@ -271,16 +419,133 @@ class InvocationContext(ObjectContext):
         """Like ``object_send``, for a service handler."""
         return self._send(handler, None, arg, delay)
 
+    def workflow_send(self, handler: Any, key: str, arg: Any = None, *,
+                      delay: timedelta | float | None = None) -> str:
+        """Like ``object_send``, for a workflow handler (``key``: the workflow id)."""
+        return self._send(handler, key, arg, delay)
+
     def _send(self, handler: Any, key: str | None, arg: Any,
               delay: timedelta | float | None) -> str:
-        idx = self._cursor.index
-        digest = hashlib.sha256(f"{self._inv.id}:{idx}".encode()).hexdigest()
-        callee = "inv_" + digest[:32]
+        callee = callee_id(self._inv.id, self._cursor.index)
         target, deliver = self._host.send(handler, key, arg, delay, callee, self._inv.id)
         if self._cursor.replay("send", target) is None:
             self._cursor.record("send", target, result=json.dumps(callee))
         self._deliveries.append(deliver())
         return callee
+
+    async def object_call(self, handler: Any, key: str, arg: Any = None) -> Any:
+        """Call a virtual-object handler and wait for its result (its ``TerminalError`` is
+        raised here). Journaled: a replay never starts a second callee invocation."""
+        return await self._call(handler, key, arg)
+
+    async def service_call(self, handler: Any, arg: Any = None) -> Any:
+        """Call a service handler and wait for its result (see ``object_call``)."""
+        return await self._call(handler, None, arg)
+
+    async def workflow_call(self, handler: Any, key: str, arg: Any = None) -> Any:
+        """Call a workflow handler (``key``: the workflow id) and wait for its result."""
+        return await self._call(handler, key, arg)
+
+    def object_client(self, obj: Any, key: str) -> CallProxy:
+        """``await ctx.object_client(counter, "bob").add(1)``: a key's handlers as methods."""
+        return CallProxy(self, _service_name(obj), key)
+
+    def service_client(self, service: Any) -> CallProxy:
+        """``await ctx.service_client(payments).charge(order)``."""
+        return CallProxy(self, _service_name(service), None)
+
+    def workflow_client(self, workflow: Any, key: str) -> CallProxy:
+        return CallProxy(self, _service_name(workflow), key)
+
+    async def _call(self, handler: Any, key: str | None, arg: Any) -> Any:
+        self._cancel_point()
+        callee = callee_id(self._inv.id, self._cursor.index)
+        target, output, start = self._host.call(handler, key, arg, callee, self._inv)
+        entry = self._cursor.replay("call", target)
+        if entry is None:
+            entry = self._cursor.record("call", target, result=json.dumps(callee),
+                                        completed=False)
+        done = await self._await_entry(entry, start)
+        if done.failure is not None:
+            raise TerminalError(done.failure, done.failure_code or 500)
+        return output.load(done.result) if done.result is not None else None
+
+    # -- awakeables and workflow promises ----------------------------------------------------
+
+    def awakeable(self, type_hint: Any = None) -> tuple[str, Awakeable]:
+        serde = Serde(type_hint) if type_hint is not None else ANY
+        entry = self._cursor.replay("awakeable", None)
+        if entry is None:
+            entry = self._cursor.record("awakeable", None, completed=False)
+            self._cursor.unflushed_run = True  # durable before the next action hands it out
+        self._host.expect_awakeable(self._inv, entry.idx, serde)
+        return awakeable_id(self._inv.id, entry.idx), _Awakeable(self, entry, serde)
+
+    async def _await_awakeable(self, entry: Entry, serde: Serde) -> Any:
+        done = await self._await_entry(entry)
+        if done.failure is not None:
+            raise TerminalError(done.failure, done.failure_code or 500)
+        return _decode(serde, done.result, "awakeable value")
+
+    def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
+        self._complete_awakeable(awakeable_id, _json(value, "awakeable value"), None)
+
+    def reject_awakeable(self, awakeable_id: str, reason: str) -> None:
+        self._complete_awakeable(awakeable_id, None, str(reason))
+
+    def _complete_awakeable(self, awk_id: str, result: str | None,
+                            failure: str | None) -> None:
+        parse_awakeable_id(awk_id)
+        data = json.dumps({"value": json.loads(result) if result is not None else None}
+                          if failure is None else {"failure": failure})
+        if self._cursor.replay("complete_awakeable", awk_id) is None:
+            self._cursor.record("complete_awakeable", awk_id, result=data)
+        self._deliveries.append(self._host.complete_awakeable(awk_id, result, failure))
+
+    def promise(self, name: str, type_hint: Any = None) -> DurablePromise:
+        if not isinstance(self._spec.definition, Workflow):
+            raise TerminalError(f"ctx.promise: {self._spec.target} is not a workflow handler")
+        if not isinstance(name, str) or not name:
+            raise TypeError("ctx.promise(name): name must be a non-empty string")
+        return _Promise(self, name, Serde(type_hint) if type_hint is not None else ANY)
+
+    async def _promise_value(self, name: str, serde: Serde) -> Any:
+        self._cancel_point()
+        entry = self._cursor.replay("promise", name)
+        if entry is None:
+            data = self._host.promise_of(self._inv, name)
+            entry = self._cursor.record("promise", name, result=data, completed=data is not None)
+        data = entry.result
+        if not entry.completed:
+            inv, idx = self._inv, entry.idx
+            done = await self._await_entry(
+                entry, lambda _: self._host.watch_promise(inv, idx, name))
+            data = done.result
+        return _promise_result(name, data, serde)
+
+    async def _promise_peek(self, name: str, serde: Serde) -> Any:
+        entry = self._cursor.replay("peek_promise", name)
+        if entry is None:
+            entry = self._cursor.record("peek_promise", name,
+                                        result=self._host.promise_of(self._inv, name))
+        return None if entry.result is None else _promise_result(name, entry.result, serde)
+
+    def _complete_promise(self, name: str, data: str) -> None:
+        entry = self._cursor.replay("complete_promise", name)
+        if entry is not None:
+            if entry.failure is not None:
+                raise AlreadyCompletedError(entry.failure, entry.failure_code or 409)
+            return
+        if not self._host.claim_promise(self._inv, name, data):
+            err = AlreadyCompletedError(
+                f"promise {name!r} of workflow {self._inv.accept.key!r} is already completed")
+            self._cursor.record("complete_promise", name, failure=err)
+            raise err
+        assert self._inv.accept.key is not None
+        write = StateWrite(self._spec.definition.name, self._inv.accept.key,
+                           PROMISE_STATE + name, data)
+        self._cursor.record("complete_promise", name, result=data, extra=(write,))
+        self._host.submit(self._inv, self._cursor.take())  # queued before anyone sees it
 
     async def settle(self) -> None:
         """Wait until every send of this attempt reached its callee durably."""
@@ -316,7 +581,7 @@ class InvocationContext(ObjectContext):
 
     def _names(self) -> list[str]:
         assert self._state is not None
-        return sorted(self._state)
+        return sorted(n for n in self._state if not n.startswith(PROMISE_STATE))
 
     def _apply(self, name: str, value: str | None) -> None:
         assert self._state is not None
@@ -360,6 +625,9 @@ class InvocationContext(ObjectContext):
         self._require_exclusive("set")
         if not isinstance(name, str):
             raise TypeError("ctx.set(name, value): name must be a string")
+        if name.startswith(PROMISE_STATE):
+            raise TerminalError(f"ctx.set: state names starting with {PROMISE_STATE!r} are "
+                                "reserved for workflow promises", 400)
         try:
             data = ANY.dump(value)
         except Exception as e:
@@ -381,6 +649,79 @@ class InvocationContext(ObjectContext):
         self._cursor.record("clear_all_state", None, extra=writes)
         for w in writes:
             self._apply(w.name, None)
+
+
+class _Awakeable(Awakeable):
+    def __init__(self, ctx: InvocationContext, entry: Entry, serde: Serde) -> None:
+        self._ctx, self._entry, self._serde = ctx, entry, serde
+
+    def __await__(self) -> Any:
+        return self._ctx._await_awakeable(self._entry, self._serde).__await__()
+
+
+class _Promise(DurablePromise):
+    def __init__(self, ctx: InvocationContext, name: str, serde: Serde) -> None:
+        self._ctx, self._name, self._serde = ctx, name, serde
+
+    async def value(self) -> Any:
+        return await self._ctx._promise_value(self._name, self._serde)
+
+    async def peek(self) -> Any:
+        return await self._ctx._promise_peek(self._name, self._serde)
+
+    def resolve(self, value: Any = None) -> None:
+        data = _json(value, f"value of promise {self._name!r}")
+        self._ctx._complete_promise(self._name, json.dumps({"value": json.loads(data)}))
+
+    def reject(self, message: str) -> None:
+        self._ctx._complete_promise(self._name, json.dumps({"failure": str(message)}))
+
+
+def _json(value: Any, what: str) -> str:
+    try:
+        return ANY.dump(value)
+    except Exception as e:
+        raise TerminalError(f"{what} is not JSON-serializable: {e}", 400) from None
+
+
+def _decode(serde: Serde, data: str | None, what: str) -> Any:
+    try:
+        return serde.load(data) if data is not None else None
+    except Exception as e:
+        raise TerminalError(f"{what} does not validate: {e}", 400) from None
+
+
+def _promise_result(name: str, data: str | None, serde: Serde) -> Any:
+    """Decode a promise completion ({"value": v} or {"failure": message})."""
+    completion = json.loads(data) if data is not None else {"value": None}
+    if "failure" in completion:
+        raise TerminalError(str(completion["failure"]))
+    return _decode(serde, json.dumps(completion["value"]), f"value of promise {name!r}")
+
+
+class CallProxy:
+    """Handlers of one service (and key) as awaitable methods: ``await proxy.add(1)``."""
+
+    def __init__(self, ctx: InvocationContext, service: str, key: str | None) -> None:
+        self._ctx, self._service, self._key = ctx, service, key
+
+    def __getattr__(self, handler: str) -> Callable[..., Any]:
+        if handler.startswith("_"):
+            raise AttributeError(handler)
+
+        def call(arg: Any = None) -> Any:
+            return self._ctx._call(f"{self._service}/{handler}", self._key, arg)
+
+        return call
+
+
+def _service_name(obj: Any) -> str:
+    if isinstance(obj, str):
+        return obj
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str):
+        raise TypeError(f"expected a service definition or its name, got {obj!r}")
+    return name
 
 
 @functools.lru_cache(maxsize=1024)
@@ -418,6 +759,10 @@ async def execute(
                 args = (spec.input.load(inv.accept.input),) if spec.takes_arg else ()
             except Exception as e:
                 raise TerminalError(f"input of {spec.target} does not validate: {e}", 400) from None
+            if inv.killed:
+                raise asyncio.CancelledError
+            if inv.cancel_pending and not inv.entries:  # cancelled before it started
+                raise cancelled()
             result = await spec.fn(ctx, *args)
             await ctx.settle()
             try:
@@ -429,6 +774,10 @@ async def execute(
             await host.submit(inv, [*ctx.take_records(), StatusChange(
                 inv.id, "suspended", inv.retry_count, None, now_ms())])
             raise
+        except asyncio.CancelledError:
+            if not inv.killed:
+                raise
+            out = Outcome(False, None, KILLED, CANCELLED_CODE)  # what it recorded still commits
         except TerminalError as e:
             out = Outcome(False, None, e.message, e.status_code)
         except (Exception, JournalMismatch) as e:
@@ -436,12 +785,16 @@ async def execute(
             failure = f"{type(e).__name__}: {e}"
             if policy.exhausted(inv.retry_count):
                 out = Outcome(False, None, f"gave up after {inv.retry_count} attempts: {failure}")
+            elif inv.cancel_pending:  # it failed before it could see the cancellation
+                out = Outcome(False, None, f"{CANCELLED} (its last attempt failed: {failure})",
+                              CANCELLED_CODE)
             else:
                 idx = retry_index(inv.retry_count)
                 fire_at = now_ms() + round(policy.delay(inv.retry_count) * 1000)
                 timer = Timer(f"{inv.id}:retry:{inv.retry_count}", inv.id, idx, "retry",
                               fire_at, host.name)
                 status = StatusChange(inv.id, "backing-off", inv.retry_count, failure, now_ms())
+                # a cancellation request ends the back-off early: the next attempt meets it
                 await host.await_completion(inv, idx, [*ctx.take_records(), status, timer])
                 continue
         records = ctx.take_records()

@@ -100,3 +100,10 @@ class RetryPolicy:
 
     def exhausted(self, failures: int) -> bool:
         return self.max_attempts is not None and failures >= self.max_attempts
+
+
+class AlreadyCompletedError(TerminalError):
+    """An awakeable or workflow promise was resolved or rejected before: the first one wins."""
+
+    def __init__(self, message: str, status_code: int = 409) -> None:
+        super().__init__(message, status_code)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -20,9 +21,21 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from actors.definitions import ServiceDefinition
-from actors.engine import Invocation, Suspended, execute, now_ms
-from actors.errors import TerminalError
+from actors.engine import (
+    CANCEL_INDEX,
+    CANCELLED,
+    CANCELLED_CODE,
+    KILLED,
+    PROMISE_STATE,
+    Invocation,
+    Suspended,
+    execute,
+    now_ms,
+    parse_awakeable_id,
+)
+from actors.errors import AlreadyCompletedError, TerminalError
 from actors.flusher import Flusher
+from actors.serde import Serde
 from journal.records import (
     Accept,
     Batch,
@@ -91,6 +104,11 @@ class OutboxPort(Protocol):
 
     async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None: ...
 
+    async def cancel(self, invocation_id: str, kill: bool = False) -> str: ...
+
+    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
+                                failure: str | None) -> None: ...
+
 
 @dataclass(slots=True)
 class Parked:
@@ -109,8 +127,10 @@ class KeySlot:
         "inbox",
         "last_used",
         "loading",
+        "promises",
         "uncommitted",
         "users",
+        "watchers",
         "worker",
         "working",
     )
@@ -124,10 +144,14 @@ class KeySlot:
         self.worker: asyncio.Task[None] | None = None
         self.users = 0
         self.last_used = time.monotonic()
+        # workflow promises: completed (or claimed) name -> completion JSON, and who waits
+        self.promises: dict[str, str] = {}
+        self.watchers: dict[str, list[tuple[str, int]]] = {}
 
     @property
     def idle(self) -> bool:
         return not self.inbox and self.users == 0 and self.uncommitted == 0 and \
+            not self.watchers and \
             (self.worker is None or self.worker.done())
 
 
@@ -164,6 +188,9 @@ class ObjectHost:
         self._ready: asyncio.Future[None] | None = None
         self._order = 0  # acceptance order, increasing across restarts (wall-clock based)
         self._local_timers: TimerScheduler | None = None
+        self._calls: dict[tuple[str, int], asyncio.Task[None]] = {}  # (caller, idx) in flight
+        self._awakeables: dict[str, dict[int, Serde]] = {}  # types of open awakeables
+        self._resolved: OrderedDict[tuple[str, int], None] = OrderedDict()  # first one wins
         self.last_activity = time.monotonic()
 
     @property
@@ -205,7 +232,9 @@ class ObjectHost:
             return
         last = p.entries[-1] if p.entries else None
         waiting = p.waiting_for == "retry" or (
-            last is not None and not last.completed and last.idx not in p.completions)
+            last is not None and not last.completed and last.idx not in p.completions
+            and last.entry_type not in ("call", "promise"))  # a replay re-issues the call (same
+        # id) or watches the promise again
         spec = self.definition.handlers.get(p.accept.handler)
         if waiting and spec is not None:
             self._park_suspended(p.accept.id, key, spec.kind == "exclusive")
@@ -321,10 +350,10 @@ class ObjectHost:
         for inv_id, idx, completion in items:
             inv = self._active.get(inv_id)
             if inv is not None:
-                inv.completions[idx] = completion or Completion(inv_id, idx)
+                inv.completions.setdefault(idx, completion or Completion(inv_id, idx))
                 waiter = inv.waiters.pop(idx, None)
                 if waiter is not None and not waiter.done():
-                    waiter.set_result(inv.completions[idx])
+                    waiter.set_result(None)
             elif inv_id in self._parked:
                 parked.append(self._parked.pop(inv_id))
         if parked:
@@ -399,10 +428,21 @@ class ObjectHost:
                 if slot is not None:
                     await self._load_state(slot, key)
                     state = slot.working if exclusive else slot.committed
-                out, durable = await execute(self, inv, state)
+                inv.task = asyncio.ensure_future(execute(self, inv, state))
+                out, durable = await inv.task
+                break
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if not inv.killed or (me is not None and me.cancelling()):
+                    raise  # the host is closing
+                # killed where ``execute`` could not answer (while it was suspending)
+                out = Outcome(False, None, KILLED, CANCELLED_CODE)
+                durable = self.submit(inv, [Output(inv.id, False, None, KILLED, CANCELLED_CODE,
+                                                   now_ms())])
                 break
             except Suspended:
-                if inv.awaiting is not None and inv.awaiting in inv.completions:
+                if inv.awaiting is not None and (inv.awaiting in inv.completions
+                                                 or inv.cancel_pending):
                     continue  # woken while suspending: replay right away
                 self._active.pop(inv.id, None)
                 self._parked[inv.id] = Parked(inv.id, key, "suspended")
@@ -435,6 +475,7 @@ class ObjectHost:
         if fut is not None and not fut.done():
             fut.set_result(out)
         self._active.pop(inv.id, None)
+        self._awakeables.pop(inv.id, None)
         self._recent[inv.id] = out
         if len(self._recent) > RECENT_OUTCOMES:
             self._recent.popitem(last=False)
@@ -450,6 +491,8 @@ class ObjectHost:
             if slot.committed is None:
                 slot.committed = dict(state)
                 slot.working = dict(state)
+                slot.promises = {n[len(PROMISE_STATE):]: v for n, v in state.items()
+                                 if n.startswith(PROMISE_STATE)}
 
     # -- durability (the engine's HostPort) --------------------------------------------------
 
@@ -476,15 +519,15 @@ class ObjectHost:
         return slot is not None and slot.uncommitted > 0
 
     async def await_completion(self, invocation: Invocation, idx: int,
-                               records: list[Record]) -> Completion:
+                               records: list[Record]) -> Completion | None:
         if idx in invocation.completions:
             if records:
                 self.submit(invocation, records)
             return invocation.completions[idx]
         if records:
             await self.submit(invocation, records)
-        invocation.awaiting = idx
-        if idx not in invocation.completions:
+        invocation.awaiting = idx  # stays set if it suspends (see ``_execute``)
+        if idx not in invocation.completions and not invocation.cancel_pending:
             waiter = invocation.waiters.get(idx)
             if waiter is None:
                 waiter = invocation.waiters[idx] = asyncio.get_running_loop().create_future()
@@ -495,7 +538,7 @@ class ObjectHost:
             except TimeoutError:
                 raise Suspended from None
         invocation.awaiting = None
-        return invocation.completions[idx]
+        return invocation.completions.get(idx)
 
     def send(self, target: Any, key: str | None, arg: Any, delay: Any, invocation_id: str,
              invoked_by: str) -> tuple[str, Callable[[], asyncio.Future[None]]]:
@@ -510,6 +553,232 @@ class ObjectHost:
             await self.outbox.submit(spec, req)
 
         return spec.target, lambda: asyncio.ensure_future(deliver())
+
+    def call(self, target: Any, key: str | None, arg: Any, invocation_id: str,
+             caller: Invocation) -> tuple[str, Any, Callable[[int], None]]:
+        if self.outbox is None:
+            raise TerminalError("calling other handlers needs a runtime (no outbox here)")
+        spec, req = self.outbox.request(target, key, arg, "call", invocation_id=invocation_id,
+                                        invoked_by=caller.id)
+        if caller.spec.kind == "exclusive" and spec.kind == "exclusive" and \
+                caller.accept.key is not None and key == caller.accept.key and \
+                spec.definition.name == caller.accept.service:
+            raise TerminalError(
+                f"{caller.spec.target} (exclusive) calls {spec.target} (exclusive) on its own "
+                f"key {key!r}: that call would wait for the caller to finish, forever. Use "
+                "object_send, a shared handler, or a plain function", 409)
+        req.resubmit = True  # a replay calls with the same id again: the callee checks first
+
+        def start(idx: int) -> None:
+            if (caller.id, idx) not in self._calls:
+                self._calls[caller.id, idx] = asyncio.ensure_future(
+                    self._deliver_call(caller.id, idx, spec, req))
+
+        return spec.target, spec.output, start
+
+    async def _deliver_call(self, caller_id: str, idx: int, spec: Any,
+                            req: InvokeRequest) -> None:
+        """Wait for the callee's outcome, make it durable as the call entry's completion in
+        the caller's journal, then resume the caller (replayed if it left memory meanwhile)."""
+        assert self.outbox is not None
+        delay = 0.1
+        try:
+            while True:
+                try:
+                    out = await self.outbox.submit(spec, req)
+                    break
+                except Exception:
+                    log.exception("call %s from %s failed; trying again", req.id, caller_id)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            assert out is not None
+            completion = Completion(caller_id, idx, out.output, None, None, now_ms()) if out.ok \
+                else Completion(caller_id, idx, None, out.failure or "failed",
+                                out.failure_code or 500, now_ms())
+            await self.flusher.submit([completion])
+            await self.wake([(caller_id, idx, completion)])
+        finally:
+            self._calls.pop((caller_id, idx), None)
+
+    # -- awakeables ---------------------------------------------------------------------------
+
+    def expect_awakeable(self, invocation: Invocation, idx: int, serde: Serde) -> None:
+        self._awakeables.setdefault(invocation.id, {})[idx] = serde
+
+    def complete_awakeable(self, awakeable_id: str, result: str | None,
+                           failure: str | None) -> asyncio.Future[None]:
+        async def deliver() -> None:
+            assert self.outbox is not None
+            try:
+                await self.outbox.resolve_awakeable(awakeable_id, result, failure)
+            except TerminalError as e:  # already completed (a replay delivers again), unknown
+                log.warning("resolving %s from a handler: %s", awakeable_id, e)
+
+        if self.outbox is None:
+            raise TerminalError("resolving awakeables needs a runtime (no outbox here)")
+        return asyncio.ensure_future(deliver())
+
+    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
+                                failure: str | None) -> tuple[bool, str, int]:
+        """Complete an awakeable of an invocation on this host: durable first, then the
+        invocation resumes. Returns (ok, message, status) rather than raising, so the error
+        reaches any caller as data: unknown (404), already completed (409), bad value (400)."""
+        try:
+            inv_id, idx = parse_awakeable_id(awakeable_id)
+            await self.start()
+            if (inv_id, idx) in self._resolved:
+                raise AlreadyCompletedError(f"awakeable {awakeable_id} is already completed")
+            inv = self._active.get(inv_id)
+            if inv is not None:
+                self._check_awakeable(awakeable_id, inv.entries, inv.completions, idx)
+            elif inv_id in self._parked:
+                found = await self.journal.pending([self.definition.name], ids=[inv_id])
+                if not found:
+                    raise AlreadyCompletedError(f"the invocation of awakeable {awakeable_id} "
+                                                "has finished")
+                self._check_awakeable(awakeable_id, found[0].entries, found[0].completions,
+                                      idx)
+            elif inv_id in self._recent or await self.journal.outcome(inv_id) is not None:
+                raise AlreadyCompletedError(f"the invocation of awakeable {awakeable_id} "
+                                            "has finished")
+            else:
+                raise TerminalError(f"unknown awakeable {awakeable_id}", 404)
+            if (inv_id, idx) in self._resolved:  # resolved by someone else meanwhile
+                raise AlreadyCompletedError(f"awakeable {awakeable_id} is already completed")
+            serde = self._awakeables.get(inv_id, {}).get(idx)
+            if serde is not None and result is not None:
+                try:
+                    serde.load(result)
+                except Exception as e:
+                    raise TerminalError(f"value for awakeable {awakeable_id} does not "
+                                        f"validate: {e}", 400) from None
+            self._resolved[inv_id, idx] = None
+            if len(self._resolved) > RECENT_OUTCOMES:
+                self._resolved.popitem(last=False)
+        except TerminalError as e:
+            return False, e.message, e.status_code
+        completion = Completion(inv_id, idx, result, failure, None if failure is None else 500,
+                                now_ms())
+        await self.flusher.submit([completion])
+        await self.wake([(inv_id, idx, completion)])
+        return True, "resolved" if failure is None else "rejected", 200
+
+    @staticmethod
+    def _check_awakeable(awk_id: str, entries: list[Any], completions: dict[int, Completion],
+                         idx: int) -> None:
+        if idx >= len(entries) or entries[idx].entry_type != "awakeable":
+            raise TerminalError(f"unknown awakeable {awk_id}: its invocation has no "
+                                "awakeable there", 404)
+        if idx in completions:
+            raise AlreadyCompletedError(f"awakeable {awk_id} is already completed")
+
+    # -- workflow promises --------------------------------------------------------------------
+
+    def promise_of(self, invocation: Invocation, name: str) -> str | None:
+        assert invocation.accept.key is not None
+        return self._slot(invocation.accept.key).promises.get(name)
+
+    def claim_promise(self, invocation: Invocation, name: str, data: str) -> bool:
+        assert invocation.accept.key is not None
+        slot = self._slot(invocation.accept.key)
+        if name in slot.promises:
+            return False
+        slot.promises[name] = data
+        waiting = slot.watchers.pop(name, [])
+        if waiting:
+            self._spawn(self.wake([(i, idx, Completion(i, idx, data)) for i, idx in waiting]))
+        return True
+
+    def watch_promise(self, invocation: Invocation, idx: int, name: str) -> None:
+        assert invocation.accept.key is not None
+        slot = self._slot(invocation.accept.key)
+        data = slot.promises.get(name)
+        if data is not None:
+            self._spawn(self.wake([(invocation.id, idx, Completion(invocation.id, idx, data))]))
+        elif (invocation.id, idx) not in slot.watchers.get(name, []):
+            slot.watchers.setdefault(name, []).append((invocation.id, idx))
+
+    # -- cancel and kill ---------------------------------------------------------------------
+
+    async def cancel(self, inv_id: str, kill: bool = False) -> str:
+        """Cancel (``TerminalError("cancelled")`` at the handler's next await, so it can
+        compensate; passed on to the callee it waits for) or kill (stop now, free its key).
+        Returns "cancelled", "killed", "completed" (too late) or "unknown"."""
+        await self.start()
+        inv = self._active.get(inv_id)
+        parked = self._parked.get(inv_id)
+        if inv is None and parked is None:
+            known = inv_id in self._recent or await self.journal.outcome(inv_id) is not None
+            return "completed" if known else "unknown"
+        if kill:
+            await self._kill(inv_id, inv, parked)
+            return "killed"
+        signal = Completion(inv_id, CANCEL_INDEX, None, CANCELLED, CANCELLED_CODE, now_ms())
+        await self.flusher.submit([signal])
+        inv = self._active.get(inv_id)
+        if inv is not None:
+            inv.completions.setdefault(CANCEL_INDEX, signal)
+            self._interrupt(inv, kill=False)
+        elif inv_id in self._parked:  # replay it: the replay meets the request at its wait
+            self._spawn(self._unpark([self._parked.pop(inv_id)]))
+        return "cancelled"
+
+    def _interrupt(self, inv: Invocation, kill: bool) -> None:
+        """Wake ``inv`` from the wait it is in, and pass the request on to its callee."""
+        idx = inv.awaiting
+        if idx is None:
+            return
+        entry = inv.entries[idx] if 0 <= idx < len(inv.entries) else None
+        if kill and entry is not None and entry.entry_type == "call" and \
+                entry.result is not None and idx not in inv.completions:
+            self.pass_on(json.loads(entry.result), kill)  # (a cancel passes on in the engine)
+        waiter = inv.waiters.pop(idx, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pass_on(self, callee: str, kill: bool) -> None:
+        if self.outbox is not None:
+            self._spawn(self._pass_on(callee, kill))
+
+    async def _pass_on(self, callee: str, kill: bool) -> None:
+        assert self.outbox is not None
+        try:
+            await self.outbox.cancel(callee, kill)
+        except Exception:  # unknown (not accepted yet) or gone: the caller moves on anyway
+            log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
+                        exc_info=True)
+
+    async def _kill(self, inv_id: str, inv: Invocation | None, parked: Parked | None) -> None:
+        out = Outcome(False, None, KILLED, CANCELLED_CODE)
+        record = Output(inv_id, False, None, KILLED, CANCELLED_CODE, now_ms())
+        if inv is not None:
+            inv.killed = True
+            self._interrupt(inv, kill=True)
+            key = inv.accept.key
+            slot = self._slots.get(key) if key is not None else None
+            if slot is not None and inv in slot.inbox and slot.inbox[0] is not inv:
+                slot.inbox.remove(inv)  # queued behind others: it never ran
+                await self.submit(inv, [record])
+                self._finish(inv, out)
+                return
+            if inv.task is not None and not inv.task.done():
+                inv.task.cancel()  # ``execute`` commits what it recorded, then "killed"
+            # else it is about to start, and ``execute`` ends it at once
+            await asyncio.shield(self._outcome(inv_id))
+            return
+        assert parked is not None
+        self._parked.pop(inv_id, None)
+        await self.flusher.submit([record])
+        if parked.key is not None:
+            slot = self._slot(parked.key)
+            was_head = bool(slot.inbox) and slot.inbox[0].id == inv_id
+            slot.inbox = deque(i for i in slot.inbox if i.id != inv_id)
+            if was_head:
+                self._kick(parked.key, slot)
+        fut = self._outcomes.pop(inv_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(out)
+        self._recent[inv_id] = out
 
     def _apply_committed(self, records: list[Record]) -> None:
         """After a commit: state writes become visible to shared readers, and new timers are

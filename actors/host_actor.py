@@ -45,6 +45,15 @@ class LazyRouter:
         assert self._router is not None
         return await self._router.submit(spec, req)
 
+    async def cancel(self, invocation_id: str, kill: bool = False) -> str:
+        assert self._router is not None
+        return await self._router.cancel(invocation_id, kill)
+
+    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
+                                failure: str | None) -> None:
+        assert self._router is not None
+        await self._router.resolve_awakeable(awakeable_id, result, failure)
+
 
 class HostActor:
     def __init__(
@@ -87,6 +96,15 @@ class HostActor:
     async def invoke(self, req: InvokeRequest) -> Outcome | None:
         await self._starter
         return await self.host.invoke(req)
+
+    async def cancel(self, invocation_id: str, kill: bool = False) -> str:
+        await self._starter
+        return await self.host.cancel(invocation_id, kill)
+
+    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
+                                failure: str | None) -> tuple[bool, str, int]:
+        await self._starter
+        return await self.host.resolve_awakeable(awakeable_id, result, failure)
 
     async def wake(self, items: list[tuple[str, int, Completion | None]]) -> None:
         await self._starter

@@ -11,17 +11,20 @@ from typing import Any
 import ray
 from ray import cloudpickle
 
-from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, spec_of
-from actors.engine import now_ms
-from actors.errors import TerminalError
+from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
+from actors.engine import now_ms, parse_awakeable_id
+from actors.errors import AlreadyCompletedError, TerminalError
 from actors.host import InvokeRequest
 from actors.routing import host_name, idempotent_invocation_id, new_invocation_id, route_hash
 from journal.records import Outcome
-from journal.remote import UNAVAILABLE
+from journal.remote import UNAVAILABLE, RemoteJournal
 
 Target = Callable[..., Any] | str
 SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 0,
                 "num_cpus": 0, "max_concurrency": 100_000}
+# Hosts spread over the cluster's nodes (they take no CPU, so Ray's default strategy would
+# pack them all onto the creating node); a dedicated object's actor_options may override it.
+HOST_ACTOR = {**SYSTEM_ACTOR, "scheduling_strategy": "SPREAD"}
 
 
 class Router:
@@ -35,6 +38,7 @@ class Router:
         definitions: list[ServiceDefinition] = cloudpickle.loads(config["definitions"])
         self.definitions = {d.name: d for d in definitions}
         self._hosts: dict[str, Any] = {}
+        self._journal: RemoteJournal | None = None
 
     def pooled(self, d: ServiceDefinition, index: int) -> Any:
         from actors.host_actor import HostActor
@@ -43,7 +47,7 @@ class Router:
         handle = self._hosts.get(name)
         if handle is None:
             handle = self._hosts[name] = ray.remote(HostActor).options(
-                name=name, namespace=self.namespace, get_if_exists=True, **SYSTEM_ACTOR
+                name=name, namespace=self.namespace, get_if_exists=True, **HOST_ACTOR
             ).remote(d, self.namespace, (index, self.pool_size), None, self.idle_timeout_s,
                      self.suspend_after_s)
         return handle
@@ -54,25 +58,24 @@ class Router:
         name = host_name(d.name, key)
         handle = self._hosts.get(name)
         if handle is None:
-            options = {**SYSTEM_ACTOR, **d.actor_options}
+            options = {**HOST_ACTOR, **d.actor_options}
             handle = self._hosts[name] = ray.remote(HostActor).options(
                 name=name, namespace=self.namespace, get_if_exists=True, **options
             ).remote(d, self.namespace, None, key, d.idle_timeout.total_seconds(),
                      self.suspend_after_s)
         return handle
 
-    def _slot(self, spec: HandlerSpec, req: InvokeRequest) -> int | str:
-        d = spec.definition
+    def _slot(self, d: ServiceDefinition, key: str | None, route_hash: int) -> int | str:
         if isinstance(d, VirtualObject) and d.placement == "dedicated":
-            assert req.key is not None
-            return req.key
-        return req.route_hash % self.pool_size
+            assert key is not None
+            return key
+        return route_hash % self.pool_size
 
-    def host_for(self, spec: HandlerSpec, req: InvokeRequest) -> Any:
-        slot = self._slot(spec, req)
+    def host_for(self, d: ServiceDefinition, key: str | None, route_hash: int) -> Any:
+        slot = self._slot(d, key, route_hash)
         if isinstance(slot, str):
-            return self.dedicated(spec.definition, slot)  # type: ignore[arg-type]
-        return self.pooled(spec.definition, slot)
+            return self.dedicated(d, slot)  # type: ignore[arg-type]
+        return self.pooled(d, slot)
 
     def clear(self) -> None:
         self._hosts.clear()
@@ -115,7 +118,10 @@ class Router:
             raise TerminalError(f"{spec.target} takes no input, got {type(arg).__name__}", 400)
         else:
             data = "null"
-        if invocation_id is None:
+        run_once = isinstance(spec.definition, Workflow) and spec.definition.is_main(spec.name)
+        if run_once:  # one run per workflow key: every submission names the same invocation
+            invocation_id = idempotent_invocation_id(spec.target, key, "\x00workflow-run")
+        elif invocation_id is None:
             invocation_id = new_invocation_id() if idempotency_key is None else \
                 idempotent_invocation_id(spec.target, key, idempotency_key)
         delay_s = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
@@ -124,19 +130,64 @@ class Router:
         req = InvokeRequest(invocation_id, spec.definition.name, spec.name, key, data,
                             mode,  # type: ignore[arg-type]
                             route_hash(spec.definition.name, key, invocation_id),
-                            idempotency_key, invoked_by, False, now_ms(), round(delay_s * 1000))
+                            idempotency_key, invoked_by, run_once, now_ms(), round(delay_s * 1000))
         return spec, req
 
     async def submit(self, spec: HandlerSpec, req: InvokeRequest) -> Outcome | None:
         """Send a request to its host, again after a host failure (marked as a re-submission,
         so the host first asks the journal whether the first one got through)."""
+        def invoke(host: Any) -> Any:
+            return host.invoke.remote(req)
+
+        def resubmitted() -> None:
+            req.resubmit = True
+
+        return await self._on_host(spec.definition, req.key, req.route_hash, invoke,
+                                   resubmitted)
+
+    async def cancel(self, invocation_id: str, kill: bool = False) -> str:
+        """Cancel or kill an invocation on the host that runs it (see ``ObjectHost.cancel``)."""
+        return await self._on_host_of(invocation_id, f"unknown invocation {invocation_id!r}",
+                                      lambda host: host.cancel.remote(invocation_id, kill))
+
+    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
+                                failure: str | None) -> str:
+        """Complete an awakeable on its invocation's host; ``TerminalError`` if that is
+        refused (``AlreadyCompletedError`` when it was completed before)."""
+        inv_id, _ = parse_awakeable_id(awakeable_id)
+        ok, message, code = await self._on_host_of(
+            inv_id, f"unknown awakeable {awakeable_id} (no such invocation)",
+            lambda host: host.resolve_awakeable.remote(awakeable_id, result, failure))
+        if not ok:
+            raise (AlreadyCompletedError if code == 409 else TerminalError)(message, code)
+        return str(message)
+
+    async def _on_host_of(self, invocation_id: str, unknown: str,
+                          method: Callable[[Any], Any]) -> Any:
+        """Call ``method(host)`` on the host of an accepted invocation."""
+        if self._journal is None:
+            self._journal = RemoteJournal(self.namespace)
+        accept = await self._journal.accepted(invocation_id)
+        if accept is None:
+            raise TerminalError(unknown, 404)
+        d = self.definitions.get(accept.service)
+        if d is None:
+            raise TerminalError(f"invocation {invocation_id!r} belongs to service "
+                                f"{accept.service!r}, which this runtime does not know", 404)
+        return await self._on_host(d, accept.key, accept.route_hash, method)
+
+    async def _on_host(self, d: ServiceDefinition, key: str | None, route_hash: int,
+                       method: Callable[[Any], Any],
+                       on_retry: Callable[[], None] | None = None) -> Any:
+        """Call ``method(host)`` on the host of (d, key), again after a host failure."""
         delay = 0.05
         while True:
-            host = self.host_for(spec, req)
+            host = self.host_for(d, key, route_hash)
             try:
-                return await host.invoke.remote(req)
+                return await method(host)
             except UNAVAILABLE:
-                req.resubmit = True
-                self._hosts.pop(host_name(spec.definition.name, self._slot(spec, req)), None)
+                if on_retry is not None:
+                    on_retry()
+                self._hosts.pop(host_name(d.name, self._slot(d, key, route_hash)), None)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -153,6 +153,31 @@ MIGRATIONS: list[str] = [
         FROM log WHERE kind = 'state' GROUP BY id, name)
     WHERE value IS NOT NULL;
     """,
+    # 2: workflow promises are state entries named '$promise:<name>' (so they load, commit and
+    # stay with the workflow's state); 'state' hides them and 'sys_promise' shows them.
+    """
+    CREATE OR REPLACE VIEW state AS
+    SELECT * FROM (
+        SELECT split_part(id, '/', 1) AS service_name,
+               substr(id, strpos(id, '/') + 1) AS service_key,
+               name AS key,
+               arg_max_null(data, seq)::JSON AS value
+        FROM log WHERE kind = 'state' GROUP BY id, name)
+    WHERE value IS NOT NULL AND NOT starts_with(key, '$promise:');
+
+    CREATE VIEW sys_promise AS
+    SELECT service_name, service_key, substr(key, 10) AS key,
+           true AS completed,
+           CASE WHEN value->>'failure' IS NULL THEN value->'value' END AS completion_success_value,
+           value->>'failure' AS completion_failure
+    FROM (
+        SELECT split_part(id, '/', 1) AS service_name,
+               substr(id, strpos(id, '/') + 1) AS service_key,
+               name AS key,
+               arg_max_null(data, seq)::JSON AS value
+        FROM log WHERE kind = 'state' AND starts_with(name, '$promise:') GROUP BY id, name)
+    WHERE value IS NOT NULL;
+    """,
 ]
 
 

@@ -17,6 +17,9 @@ from actors import (
     Service,
     TerminalError,
     VirtualObject,
+    Workflow,
+    WorkflowContext,
+    WorkflowSharedContext,
 )
 
 
@@ -257,3 +260,173 @@ async def bad_send(ctx: ObjectContext) -> None:
 
 
 ALL.append(sleeper)
+
+
+# -- RPC: awaited calls between handlers -------------------------------------------------------
+
+
+class Hop(BaseModel):
+    ledger: str
+    markers: str = ""  # a directory: crash points are armed by it, one marker file each
+    keys: list[str] = []
+    gate: str = ""
+
+
+caller = VirtualObject("Caller")
+
+
+@caller.handler()
+async def chain(ctx: ObjectContext, hop: Hop) -> list[str]:
+    """One link of a call chain: a journaled step, (armed) a crash, a call to the next key, a
+    crash after the call returned, then a state change. Returns the keys the chain visited."""
+    me = ctx.key()
+    await ctx.run("enter", append, hop.ledger, f"enter:{me}")
+    if hop.markers:
+        await ctx.run("crash-before", crash_once, f"{hop.markers}/{me}-before")
+    rest: list[str] = []
+    if hop.keys:
+        nxt = hop.model_copy(update={"keys": hop.keys[1:]})
+        rest = await ctx.object_call(chain, hop.keys[0], nxt)
+    if hop.markers:
+        await ctx.run("crash-after", crash_once, f"{hop.markers}/{me}-after")
+    ctx.set("visits", ((await ctx.get("visits")) or 0) + 1)
+    return [me, *rest]
+
+
+@caller.handler()
+async def call_gated(ctx: ObjectContext, job: Job) -> str:
+    """Calls ``Steps/gated`` (another service, so another host) and journals the answer."""
+    answer = await ctx.object_call(gated, f"{ctx.key()}-callee", job)
+    await ctx.run("got", append, job.ledger, f"got:{answer}")
+    return answer
+
+
+@caller.handler()
+async def catch_terminal(ctx: ObjectContext, job: Job) -> str:
+    try:
+        await ctx.object_call(terminal, f"{ctx.key()}-callee", job)
+    except TerminalError as e:
+        return f"caught {e.status_code} {e.message}"
+    return "not raised"
+
+
+@caller.handler()
+async def self_call(ctx: ObjectContext) -> int:
+    return await ctx.object_call(self_call, ctx.key())
+
+
+@caller.handler()
+async def via_proxies(ctx: ObjectContext) -> list[int]:
+    n = await ctx.object_client(counter, ctx.key()).add(2)
+    m = await ctx.object_client("Counter", ctx.key()).get()
+    s = await ctx.service_call(three_steps, 5)
+    return [n, m, s]
+
+
+class Nest(BaseModel):
+    ledger: str
+    child_key: str = ""
+    seconds: float = 3600
+
+
+@caller.handler()
+async def parent(ctx: ObjectContext, nest: Nest) -> str:
+    """Waits on a child that sleeps; compensates (once) when cancelled."""
+    try:
+        return await ctx.object_call(child, nest.child_key, nest)
+    except TerminalError:
+        await ctx.run("compensate", append, nest.ledger, f"compensate:parent:{ctx.key()}")
+        raise
+
+
+@caller.handler()
+async def child(ctx: ObjectContext, nest: Nest) -> str:
+    await ctx.run("enter", append, nest.ledger, f"enter:child:{ctx.key()}")
+    try:
+        await ctx.sleep(nest.seconds)
+    except TerminalError:
+        await ctx.run("compensate", append, nest.ledger, f"compensate:child:{ctx.key()}")
+        raise
+    return "slept"
+
+
+@caller.handler()
+async def hold(ctx: ObjectContext, nest: Nest) -> str:
+    """Holds its key: a step, then a long sleep (or a gate)."""
+    await ctx.run("enter", append, nest.ledger, f"enter:hold:{ctx.key()}")
+    try:
+        await ctx.sleep(nest.seconds)
+    finally:
+        await ctx.run("finally", append, nest.ledger, f"finally:hold:{ctx.key()}")
+    return "held"
+
+
+ALL.append(caller)
+
+
+# -- awakeables and workflows ------------------------------------------------------------------
+
+
+class Wait(BaseModel):
+    ledger: str
+    gate: str = ""  # if set, the handler waits for this file before awaiting the awakeable
+
+
+approval = VirtualObject("Approval")
+
+
+@approval.handler()
+async def await_approval(ctx: ObjectContext, w: Wait) -> str:
+    """Publishes an awakeable id (in the ledger), then waits for it (typed: str)."""
+    awk_id, answer = ctx.awakeable(str)
+    await ctx.run("publish", append, w.ledger, f"awk:{ctx.key()}:{awk_id}")
+    if w.gate:
+        await ctx.run("gate", wait_for_file, w.gate)
+    try:
+        value = await answer
+    except TerminalError as e:
+        value = f"rejected:{e.message}"
+    await ctx.run("got", append, w.ledger, f"got:{ctx.key()}:{value}")
+    return value
+
+
+@approval.handler()
+async def approve(ctx: ObjectContext, awk_id: str) -> None:
+    ctx.resolve_awakeable(awk_id, "from-handler")
+
+
+class Signup(BaseModel):
+    email: str
+    ledger: str
+
+
+signup = Workflow("Signup")
+
+
+@signup.main()
+async def signup_run(ctx: WorkflowContext, req: Signup) -> str:
+    await ctx.run("mail", append, req.ledger, f"mail:{ctx.key()}")
+    ctx.set("stage", "waiting")
+    code = await ctx.promise("confirmed", str).value()
+    ctx.set("stage", "done")
+    await ctx.run("done", append, req.ledger, f"done:{ctx.key()}")
+    return f"{req.email} confirmed with {code}"
+
+
+@signup.handler()
+async def confirm(ctx: WorkflowSharedContext, code: str) -> str:
+    ctx.promise("confirmed").resolve(code)
+    return "ok"
+
+
+@signup.handler()
+async def refuse(ctx: WorkflowSharedContext, why: str) -> None:
+    ctx.promise("confirmed").reject(why)
+
+
+@signup.handler()
+async def stage(ctx: WorkflowSharedContext) -> dict:
+    return {"stage": await ctx.get("stage"), "peek": await ctx.promise("confirmed").peek()}
+
+
+ALL += [approval, signup]

@@ -345,3 +345,22 @@ def accept_of(req: InvokeRequest) -> Accept:
         req.input,
         created_at_ms=req.created_at_ms,
     )
+
+
+# -- cancellation -------------------------------------------------------------------------------
+
+saga = VirtualObject("Saga", retry_policy=FAST)
+
+
+@saga.handler()
+async def book(ctx: ObjectContext, name: str) -> str:
+    """A step, a long sleep, and compensation when cancelled."""
+    CALLS[f"{name}.body"] += 1
+    await ctx.run("reserve", step, f"{name}.reserve")
+    try:
+        await ctx.sleep(3600)
+    except TerminalError:
+        await ctx.run("undo", step, f"{name}.undo")
+        ctx.set("undone", name)
+        raise
+    return "slept"

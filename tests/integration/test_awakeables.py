@@ -1,0 +1,161 @@
+"""Guarantee 5 (awakeables) and workflows with durable promises (issue 4): resolved from a
+driver, from a handler, before the handler waits, while its host is dead; twice (the first
+wins); bad ids; a workflow's main handler runs once per key; promises survive a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+
+from actors import AlreadyCompletedError, Runtime, TerminalError
+from tests.conftest import assert_eventually, ledger_lines
+from tests.integration import apps
+from tests.integration.helpers import host_of
+
+
+def _awakeable_of(ledger: str, key: str) -> str:
+    def published() -> str | None:
+        for line in ledger_lines(ledger):
+            if line.startswith(f"awk:{key}:"):
+                return line.split(":", 2)[2]
+        return None
+
+    return assert_eventually(published, message=f"awakeable of {key} published")
+
+
+def test_resolve_from_driver_then_twice(shared_rt: Runtime, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "l")
+    h = shared_rt.send(apps.await_approval, key="a1", arg=apps.Wait(ledger=ledger))
+    awk = _awakeable_of(ledger, "a1")
+    shared_rt.resolve_awakeable(awk, "yes")
+    assert h.result(timeout=30) == "yes"
+    with pytest.raises(AlreadyCompletedError, match=r"already completed|has finished"):
+        shared_rt.resolve_awakeable(awk, "again")
+    with pytest.raises(AlreadyCompletedError):
+        shared_rt.reject_awakeable(awk, "too late")
+    assert ledger_lines(ledger).count("got:a1:yes") == 1
+
+
+def test_resolved_before_the_handler_awaits(shared_rt: Runtime, tmp_path: Path) -> None:
+    ledger, gate = str(tmp_path / "l"), tmp_path / "gate"
+    h = shared_rt.send(apps.await_approval, key="a2", arg=apps.Wait(ledger=ledger,
+                                                                    gate=str(gate)))
+    awk = _awakeable_of(ledger, "a2")
+    shared_rt.resolve_awakeable(awk, "early")
+    with pytest.raises(AlreadyCompletedError):
+        shared_rt.resolve_awakeable(awk, "second")
+    gate.touch()
+    assert h.result(timeout=30) == "early"
+
+
+def test_reject_raises_in_the_handler(shared_rt: Runtime, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "l")
+    h = shared_rt.send(apps.await_approval, key="a3", arg=apps.Wait(ledger=ledger))
+    shared_rt.reject_awakeable(_awakeable_of(ledger, "a3"), "no way")
+    assert h.result(timeout=30) == "rejected:no way"
+
+
+def test_resolve_from_another_handler(shared_rt: Runtime, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "l")
+    h = shared_rt.send(apps.await_approval, key="a4", arg=apps.Wait(ledger=ledger))
+    shared_rt.call(apps.approve, key="other", arg=_awakeable_of(ledger, "a4"))
+    assert h.result(timeout=30) == "from-handler"
+
+
+def test_bad_ids_and_values_are_refused(shared_rt: Runtime, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "l")
+    h = shared_rt.send(apps.await_approval, key="a5", arg=apps.Wait(ledger=ledger))
+    awk = _awakeable_of(ledger, "a5")
+    inv_id, idx, _check = awk[4:].rsplit("_", 2)
+    for bad in ["nonsense", awk[:-1], awk + "0", 42]:
+        with pytest.raises(TerminalError, match="malformed") as e:
+            shared_rt.resolve_awakeable(bad, "x")  # type: ignore[arg-type]
+        assert e.value.status_code == 400
+    from actors.engine import awakeable_id
+
+    with pytest.raises(TerminalError, match="unknown awakeable") as e:
+        shared_rt.resolve_awakeable(awakeable_id("inv_" + "0" * 32, 0), "x")
+    assert e.value.status_code == 404
+    with pytest.raises(TerminalError, match="no awakeable there"):  # forged: entry 1 is a run
+        shared_rt.resolve_awakeable(awakeable_id(inv_id, int(idx) + 1), "x")
+    with pytest.raises(TerminalError, match="does not validate") as e:
+        shared_rt.resolve_awakeable(awk, {"not": "a string"})
+    assert e.value.status_code == 400
+    shared_rt.resolve_awakeable(awk, "fine")  # nothing was written by the refusals
+    assert h.result(timeout=30) == "fine"
+
+
+def test_resolved_while_the_host_is_dead_is_delivered_once(rt: Runtime, ledger: str) -> None:
+    h = rt.send(apps.await_approval, key="k", arg=apps.Wait(ledger=ledger))
+    awk = _awakeable_of(ledger, "k")
+    ray.kill(host_of(rt, "Approval", "k"), no_restart=False)
+    rt.resolve_awakeable(awk, "after-crash")  # returns once durable (the host came back)
+    assert h.result(timeout=60) == "after-crash"
+    assert ledger_lines(ledger).count("got:k:after-crash") == 1
+    with pytest.raises(AlreadyCompletedError):
+        rt.resolve_awakeable(awk, "again")
+
+
+# -- workflows -----------------------------------------------------------------------------------
+
+
+def test_workflow_main_runs_once_per_key(shared_rt: Runtime, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "l")
+    req = apps.Signup(email="ann@example.com", ledger=ledger)
+    first = shared_rt.send(apps.signup_run, key="w1", arg=req)
+    second = shared_rt.send(apps.signup_run, key="w1", arg=req)
+    assert first.id == second.id, "a second submission attaches to the first run"
+    assert_eventually(lambda: shared_rt.call(apps.stage, key="w1")["stage"] == "waiting",
+                      message="main waits on its promise")
+    assert shared_rt.call(apps.confirm, key="w1", arg="1234") == "ok"
+    assert first.result(timeout=30) == "ann@example.com confirmed with 1234"
+    assert second.result(timeout=30) == "ann@example.com confirmed with 1234"
+    again = shared_rt.call(apps.signup_run, key="w1", arg=req)  # after completion: attaches
+    assert again == "ann@example.com confirmed with 1234"
+    with pytest.raises(TerminalError, match="already completed") as e:
+        shared_rt.call(apps.confirm, key="w1", arg="5678")
+    assert e.value.status_code == 409
+    assert ledger_lines(ledger).count("mail:w1") == 1
+    assert ledger_lines(ledger).count("done:w1") == 1
+    assert shared_rt.call(apps.stage, key="w1") == {"stage": "done", "peek": "1234"}
+    rows = shared_rt.sql("SELECT key, completion_success_value AS v FROM sys_promise "
+                         "WHERE service_key = 'w1'").to_pylist()
+    assert rows == [{"key": "confirmed", "v": '"1234"'}]
+    keys = shared_rt.sql("SELECT key FROM state WHERE service_key = 'w1'").column("key")
+    assert keys.to_pylist() == ["stage"], "promises are not user state"
+
+
+def test_promise_resolved_before_main_waits_is_kept(shared_rt: Runtime, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "l")
+    assert shared_rt.call(apps.confirm, key="w2", arg="early") == "ok"
+    req = apps.Signup(email="bob@example.com", ledger=ledger)
+    assert shared_rt.call(apps.signup_run, key="w2", arg=req) == \
+        "bob@example.com confirmed with early"
+
+
+def test_rejected_promise_fails_main(shared_rt: Runtime, tmp_path: Path) -> None:
+    req = apps.Signup(email="eve@example.com", ledger=str(tmp_path / "l"))
+    h = shared_rt.send(apps.signup_run, key="w3", arg=req)
+    shared_rt.call(apps.refuse, key="w3", arg="spam")
+    with pytest.raises(TerminalError, match="spam"):
+        h.result(timeout=30)
+
+
+def test_promises_survive_a_full_restart(start_runtime, tmp_path: Path, ledger: str) -> None:
+    data, ns = tmp_path / "wf-data", f"wf-restart-{tmp_path.name}"[:60]
+    rt = start_runtime(data_dir=data, namespace=ns)
+    rt.call(apps.confirm, key="early", arg="kept")  # resolved before main ever runs
+    waiting = rt.send(apps.signup_run, key="late",
+                      arg=apps.Signup(email="cy@example.com", ledger=ledger))
+    assert_eventually(lambda: rt.call(apps.stage, key="late")["stage"] == "waiting",
+                      message="main waits on its promise")
+    rt.shutdown()
+    rt = start_runtime(data_dir=data, namespace=ns)
+    assert rt.call(apps.signup_run, key="early",
+                   arg=apps.Signup(email="di@example.com", ledger=ledger)) == \
+        "di@example.com confirmed with kept"
+    rt.call(apps.confirm, key="late", arg="after-restart")
+    assert rt.attach(waiting.id).result(timeout=60) == "cy@example.com confirmed with after-restart"
+    assert ledger_lines(ledger).count("mail:late") == 1

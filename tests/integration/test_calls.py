@@ -1,0 +1,122 @@
+"""Guarantee 6 for awaited calls between handlers, and cancel/kill (issue 5).
+
+Side effects are counted in ledger files; crashes are real (``os._exit`` inside handlers, or
+``ray.kill`` of the caller's host while the callee runs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import ray
+
+from actors import Runtime, TerminalError
+from tests.conftest import assert_eventually, ledger_lines
+from tests.integration import apps
+from tests.integration.helpers import host_of
+
+
+def _calls_journaled(rt: Runtime, caller_id: str) -> int:
+    return rt.sql(f"SELECT count(*) AS n FROM sys_journal WHERE invocation_id = '{caller_id}' "
+                  "AND entry_type = 'call'").column("n")[0].as_py()
+
+
+def test_caller_killed_while_callee_runs_gets_the_result_once(rt: Runtime, ledger: str,
+                                                              tmp_path: Path) -> None:
+    gate = str(tmp_path / "gate")
+    job = apps.Job(ledger=ledger, gate=gate, tag="t")
+    h = rt.send(apps.call_gated, key="k1", arg=job)
+    assert_eventually(lambda: _calls_journaled(rt, h.id) == 1, message="the call is journaled")
+    assert_eventually(lambda: "b:k1-callee:t" in ledger_lines(ledger), message="callee at gate")
+    ray.kill(host_of(rt, "Caller", "k1"), no_restart=False)  # the caller's process dies
+    Path(gate).touch()
+    assert h.result(timeout=60) == "opened"
+    lines = ledger_lines(ledger)
+    assert lines.count("a:k1-callee:t") == 1, "the callee ran again"
+    assert lines.count("b:k1-callee:t") == 1
+    assert lines.count("got:opened") == 1
+    rows = rt.sql("SELECT count(*) AS n FROM sys_invocation "
+                  "WHERE target_service_name = 'Steps' AND target_handler_name = 'gated'")
+    assert rows.column("n")[0].as_py() == 1
+
+
+def test_chain_across_keys_with_crashes_in_every_link_completes_once(
+        rt: Runtime, ledger: str, tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    hop = apps.Hop(ledger=ledger, markers=str(markers), keys=["b", "c"])
+    assert rt.call(apps.chain, key="a", arg=hop) == ["a", "b", "c"]
+    assert sorted(os.listdir(markers)) == sorted(
+        f"{k}-{w}" for k in "abc" for w in ("before", "after")), "not every crash happened"
+    lines = ledger_lines(ledger)
+    for k in "abc":
+        assert lines.count(f"enter:{k}") == 1, lines
+    visits = rt.sql("SELECT service_key, value FROM state WHERE service_name = 'Caller' "
+                    "AND key = 'visits' ORDER BY 1").to_pylist()
+    assert visits == [{"service_key": k, "value": "1"} for k in "abc"]
+    rows = rt.sql("SELECT target_service_key AS k, count(*) AS n FROM sys_invocation "
+                  "WHERE target_handler_name = 'chain' GROUP BY 1 ORDER BY 1").to_pylist()
+    assert rows == [{"k": k, "n": 1} for k in "abc"]
+
+
+def test_terminal_error_in_callee_reaches_caller(shared_rt: Runtime, tmp_path: Path) -> None:
+    job = apps.Job(ledger=str(tmp_path / "l"))
+    assert shared_rt.call(apps.catch_terminal, key="t1", arg=job) == "caught 402 card declined"
+
+
+def test_call_to_own_key_is_refused_not_deadlocked(shared_rt: Runtime) -> None:
+    with pytest.raises(TerminalError, match="own key 'me'") as e:
+        shared_rt.call(apps.self_call, key="me")
+    assert e.value.status_code == 409
+
+
+def test_proxies_and_service_calls(shared_rt: Runtime) -> None:
+    assert shared_rt.call(apps.via_proxies, key="px") == [2, 2, 11]
+    assert shared_rt.call(apps.via_proxies, key="px") == [4, 4, 11]
+
+
+def test_cancel_parent_cancels_child_and_both_compensate_once(rt: Runtime, ledger: str) -> None:
+    h = rt.send(apps.parent, key="p1", arg=apps.Nest(ledger=ledger, child_key="c1"))
+    assert_eventually(lambda: "enter:child:c1" in ledger_lines(ledger), message="child started")
+    child_sleeps = ("SELECT count(*) AS n FROM sys_journal j JOIN sys_invocation i "
+                    "ON i.id = j.invocation_id "
+                    "WHERE i.target_handler_name = 'child' AND j.entry_type = 'sleep'")
+    assert_eventually(lambda: rt.sql(child_sleeps).column("n")[0].as_py() == 1,
+                      message="child sleeping")
+    assert rt.cancel(h.id) == "cancelled"
+    with pytest.raises(TerminalError, match="cancelled"):
+        h.result(timeout=60)
+    child_id = rt.sql("SELECT id FROM sys_invocation WHERE target_handler_name = 'child'"
+                      ).column("id")[0].as_py()
+    with pytest.raises(TerminalError, match="cancelled"):
+        rt.attach(child_id).result(timeout=60)
+    lines = ledger_lines(ledger)
+    assert lines.count("compensate:parent:p1") == 1
+    assert lines.count("compensate:child:c1") == 1
+    assert rt.cancel(h.id) == "completed"
+    failures = rt.sql("SELECT completion_failure AS f FROM sys_invocation ORDER BY 1"
+                      ).column("f").to_pylist()
+    assert failures == ["cancelled", "cancelled"]
+
+
+def test_kill_stops_at_once_and_frees_the_key(rt: Runtime, ledger: str) -> None:
+    nest = apps.Nest(ledger=ledger)
+    h = rt.send(apps.hold, key="k", arg=nest)
+    assert_eventually(lambda: "enter:hold:k" in ledger_lines(ledger), message="holder started")
+    queued = rt.send(apps.hold, key="k", arg=apps.Nest(ledger=ledger, seconds=0))
+    assert rt.kill(h.id) == "killed"
+    with pytest.raises(TerminalError, match="killed"):
+        h.result(timeout=30)
+    assert queued.result(timeout=30) == "held", "the key was not freed"
+    lines = ledger_lines(ledger)
+    assert lines.count("finally:hold:k") == 1, "a killed handler compensated"
+    running = rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE status <> 'completed'")
+    assert running.column("n")[0].as_py() == 0
+
+
+def test_cancel_and_kill_of_unknown_ids(shared_rt: Runtime) -> None:
+    with pytest.raises(TerminalError, match="unknown invocation"):
+        shared_rt.cancel("inv_nope")
+    with pytest.raises(TerminalError, match="unknown invocation"):
+        shared_rt.kill("inv_nope")
