@@ -4,9 +4,12 @@
     raystate invocations [--status S] [--service S] [--key K] [--limit N]
     raystate describe ID
     raystate state SERVICE KEY
+    raystate cancel ID | raystate kill ID
+    raystate resolve AWAKEABLE_ID JSON | raystate reject AWAKEABLE_ID REASON
 
-Every command reaches a running runtime through Ray (``--address``, ``--namespace``), or with
-``--db DATA_DIR`` opens a stopped runtime's journal file directly, read-only. Either way the query
+Every command reaches a running runtime through Ray (``--address``, ``--namespace``); the
+reading ones can instead, with ``--db DATA_DIR``, open a stopped runtime's journal file directly,
+read-only. Either way the query
 passes ``journal.sqlguard.check_read_only`` and runs with file and network access switched off.
 Exit codes: 0 done, 1 refused or failed query / unknown id, 2 nothing to read from.
 
@@ -23,13 +26,14 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 import click
 import duckdb
 import pyarrow as pa
 import typer
 
+from actors.errors import TerminalError
 from actors.tables import Format, console, records, rich_table, write
 from journal.sqlguard import SqlRefused, check_read_only
 from journal.store import DB_FILE
@@ -177,6 +181,8 @@ def _errors() -> Iterator[None]:
         _fail(f"query failed: {_first_line(e)}", 1)
     except NotFound as e:
         _fail(str(e), 1)
+    except TerminalError as e:
+        _fail(e.message, 1)
     except Exception as e:  # a CLI reports in one line, it does not dump tracebacks
         _fail(f"{type(e).__name__}: {_first_line(e)}", 1)
 
@@ -290,6 +296,71 @@ def state(
         write(source.sql(
             f"SELECT key, value FROM state WHERE service_name = {sql_literal(service)}"
             f" AND service_key = {sql_literal(key)} ORDER BY key"), fmt)
+
+
+# -- acting on invocations (live runtime only) -----------------------------------------------
+
+
+@contextlib.contextmanager
+def _live(address: str | None, namespace: str) -> Iterator[Any]:
+    runtime: Any = _connect(address, namespace)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@app.command()
+def cancel(
+    invocation_id: Annotated[str, typer.Argument(metavar="ID", help="An invocation id.")],
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = "raystate",
+) -> None:
+    """Cancel an invocation: its handler gets TerminalError("cancelled") at its next await and
+    can compensate; the call it waits for is cancelled too."""
+    with _errors(), _live(address, namespace) as rt:
+        typer.echo(f"{invocation_id}: {rt.cancel(invocation_id)}")
+
+
+@app.command()
+def kill(
+    invocation_id: Annotated[str, typer.Argument(metavar="ID", help="An invocation id.")],
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = "raystate",
+) -> None:
+    """Stop an invocation at once, without compensation, and free its key."""
+    with _errors(), _live(address, namespace) as rt:
+        typer.echo(f"{invocation_id}: {rt.kill(invocation_id)}")
+
+
+@app.command()
+def resolve(
+    awakeable_id: Annotated[str, typer.Argument(metavar="AWAKEABLE_ID")],
+    value: Annotated[str, typer.Argument(metavar="JSON", help="The value, as JSON.")] = "null",
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = "raystate",
+) -> None:
+    """Resolve an awakeable with a JSON value (the waiting handler resumes)."""
+    try:
+        decoded = json.loads(value)
+    except json.JSONDecodeError as e:
+        _fail(f"the value is not JSON ({e.msg}); quote strings: '\"yes\"'", 1)
+    with _errors(), _live(address, namespace) as rt:
+        rt.resolve_awakeable(awakeable_id, decoded)
+        typer.echo(f"{awakeable_id}: resolved")
+
+
+@app.command()
+def reject(
+    awakeable_id: Annotated[str, typer.Argument(metavar="AWAKEABLE_ID")],
+    reason: Annotated[str, typer.Argument(help="Raised as TerminalError in the handler.")],
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = "raystate",
+) -> None:
+    """Reject an awakeable (the waiting handler gets TerminalError(REASON))."""
+    with _errors(), _live(address, namespace) as rt:
+        rt.reject_awakeable(awakeable_id, reason)
+        typer.echo(f"{awakeable_id}: rejected")
 
 
 if __name__ == "__main__":

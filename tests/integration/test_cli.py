@@ -148,6 +148,41 @@ def test_bad_sql_write_and_unknown_id(live) -> None:
     assert only_line(unknown.stderr) == "raystate: unknown invocation 'inv_doesnotexist'"
 
 
+def test_resolve_reject_cancel_kill(live, tmp_path) -> None:
+    rt, ns = live
+    ledger = str(tmp_path / "ledger")
+    waiting = [rt.send(apps.await_approval, key=k, arg=apps.Wait(ledger=ledger))
+               for k in ("cli-yes", "cli-no")]
+
+    def awakeables() -> dict[str, str]:
+        lines = Path(ledger).read_text().splitlines() if Path(ledger).exists() else []
+        return {line.split(":")[1]: line.split(":", 2)[2] for line in lines
+                if line.startswith("awk:")}
+
+    awk = assert_eventually(lambda: len(awakeables()) == 2 and awakeables())
+    assert cli("resolve", awk["cli-yes"], '"yes"', *ns).stdout.strip().endswith("resolved")
+    assert waiting[0].result(timeout=30) == "yes"
+    again = cli("resolve", awk["cli-yes"], '"again"', *ns, code=1)
+    assert "already completed" in only_line(again.stderr)
+    not_json = cli("resolve", awk["cli-no"], "yes", *ns, code=1)
+    assert "not JSON" in only_line(not_json.stderr)
+    cli("reject", awk["cli-no"], "declined", *ns)
+    assert waiting[1].result(timeout=30) == "rejected:declined"
+    malformed = cli("reject", "awk_nope", "x", *ns, code=1)
+    assert "malformed awakeable id" in only_line(malformed.stderr)
+
+    holders = [rt.send(apps.hold, key=k, arg=apps.Nest(ledger=ledger)) for k in ("c1", "c2")]
+    assert_eventually(lambda: {"enter:hold:c1", "enter:hold:c2"} <= set(
+        Path(ledger).read_text().splitlines()))
+    assert cli("cancel", holders[0].id, *ns).stdout.strip() == f"{holders[0].id}: cancelled"
+    assert cli("kill", holders[1].id, *ns).stdout.strip() == f"{holders[1].id}: killed"
+    for h, failure in zip(holders, ["cancelled", "killed"], strict=True):
+        with pytest.raises(Exception, match=failure):
+            h.result(timeout=30)
+    unknown = cli("cancel", "inv_doesnotexist", *ns, code=1)
+    assert only_line(unknown.stderr) == "raystate: unknown invocation 'inv_doesnotexist'"
+
+
 def test_db_of_a_running_runtime_is_refused(live) -> None:
     rt, _ = live
     result = cli("sql", "SELECT 1", "--db", rt.data_dir, code=2)
