@@ -1,5 +1,12 @@
 """Load generators for raystate: ``python -m benchmarks --help``.
 
+``python -m benchmarks`` (``suite``) starts a private Ray and the runtime, and runs each
+workload (``workloads``) at each client concurrency from a separate load-driver process
+(``driver``), sampling CPU and memory per process kind (``procs``) and printing tables and JSON
+lines (``report``). ``python -m benchmarks.timers`` and ``python -m benchmarks.journal_write``
+are the timer-lateness and journal-write benchmarks.
+
 They print throughput and latency; they are not timed tests and make no pass/fail claim about
-speed (only about correctness: a counter run checks that every acknowledged add was counted).
+speed (only about correctness: every cell checks its results, e.g. that every acknowledged add
+was counted exactly once).
 """

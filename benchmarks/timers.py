@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import ray
@@ -37,16 +40,55 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def submit(rt: Runtime, n: int, spread: float, opens_at: float) -> None:
+async def submit_until(rt: Runtime, n: int, due: Callable[[int], float], *,
+                       concurrency: int = 64, stop_at: float | None = None) -> list[float]:
+    """Send up to ``n`` ``nap_until(due(i))`` invocations from ``concurrency`` clients, each
+    sending its next when the last is durable; stop early once ``stop_at`` (epoch seconds) has
+    passed. Returns the send latencies (seconds), one per invocation sent."""
+    latencies: list[float] = []
+    numbers = itertools.count()
+
+    async def client() -> None:
+        while (i := next(numbers)) < n and (stop_at is None or time.time() < stop_at):
+            t0 = time.perf_counter()
+            await rt.send_async(apps.nap_until, arg=due(i))
+            latencies.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return latencies
+
+
+async def submit(rt: Runtime, n: int, spread: float, opens_at: float,
+                 concurrency: int = 64) -> None:
     rng = random.Random(n)
-    sem = asyncio.Semaphore(64)
+    await submit_until(rt, n, lambda _: opens_at + rng.random() * spread,
+                       concurrency=concurrency)
 
-    async def one() -> str:
-        async with sem:
-            h = await rt.send_async(apps.nap_until, arg=opens_at + rng.random() * spread)
-            return h.id
 
-    await asyncio.gather(*(one() for _ in range(n)))
+def _since(since_ms: int) -> str:
+    return (f"SELECT id FROM sys_invocation WHERE target_service_name = '{apps.sleepy.name}'"
+            f" AND epoch_ms(created_at) >= {int(since_ms)}")
+
+
+async def completed(rt: Runtime, since_ms: int = 0) -> int:
+    """How many ``BenchSleepy`` invocations created since ``since_ms`` have completed."""
+    table = await rt.sql_async(
+        "SELECT count(*) AS n FROM sys_invocation WHERE status = 'completed'"
+        f" AND id IN ({_since(since_ms)})")
+    return int(table.column("n")[0].as_py())
+
+
+async def lateness(rt: Runtime, since_ms: int = 0) -> dict[str, Any]:
+    """Lateness (fired_at - fire_at, ms) of the sleeps of ``BenchSleepy`` invocations created
+    since ``since_ms``: p50, p99, max, min, and how many timers there are and have fired."""
+    table = await rt.sql_async(
+        "SELECT quantile_cont(fired_at_ms - fire_at_ms, 0.5) AS p50,"
+        " quantile_cont(fired_at_ms - fire_at_ms, 0.99) AS p99,"
+        " max(fired_at_ms - fire_at_ms) AS max, min(fired_at_ms - fire_at_ms) AS min,"
+        " count(*) AS timers, count(*) FILTER (WHERE fired) AS fired"
+        " FROM (SELECT epoch_ms(fire_at) AS fire_at_ms, epoch_ms(fired_at) AS fired_at_ms,"
+        f" fired FROM sys_timer WHERE kind = 'sleep' AND invocation_id IN ({_since(since_ms)}))")
+    return table.to_pylist()[0]
 
 
 def run(n: int, spread: float, suspend_after: float) -> dict:
@@ -56,7 +98,7 @@ def run(n: int, spread: float, suspend_after: float) -> dict:
     try:
         hosts = [ray.get_actor(host_name("BenchSleepy", i), namespace=rt.namespace)
                  for i in range(rt.pool_size)]
-        pids = ray.get([h.pid.remote() for h in hosts])
+        pids: list[int] = ray.get([h.pid.remote() for h in hosts])
         base = sum(rss_mb(p) for p in pids)
         t0 = time.time()
         lead = 5 + n / (100 if suspend_after <= 0 else 300)  # submission rate seen here
@@ -65,29 +107,19 @@ def run(n: int, spread: float, suspend_after: float) -> dict:
         if submitted > lead:
             print(f"warning: submitting took {submitted:.0f}s, longer than the {lead:.0f}s lead")
         sleeping = sum(rss_mb(p) for p in pids)
-        stats = ray.get([h.ready.remote() for h in hosts])
+        stats: list[dict[str, int]] = ray.get([h.ready.remote() for h in hosts])
         deadline = time.time() + spread + 120
-        while True:
-            done = rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE status = 'completed'")
-            if done.column("n")[0].as_py() >= n or time.time() > deadline:
-                break
+        while (done := asyncio.run(completed(rt))) < n and time.time() < deadline:
             time.sleep(0.5)
-        late = rt.sql(
-            "SELECT quantile_cont(fired_at_ms - fire_at_ms, 0.5) AS p50,"
-            " quantile_cont(fired_at_ms - fire_at_ms, 0.99) AS p99,"
-            " max(fired_at_ms - fire_at_ms) AS max, min(fired_at_ms - fire_at_ms) AS min,"
-            " count(*) AS timers, count(*) FILTER (WHERE fired) AS fired"
-            " FROM (SELECT epoch_ms(fire_at) AS fire_at_ms, epoch_ms(fired_at) AS fired_at_ms,"
-            " fired FROM sys_timer)").to_pylist()[0]
-        completed = done.column("n")[0].as_py()
+        late = asyncio.run(lateness(rt))
         return {"timers": n, "suspend_after_s": suspend_after, "submit_s": round(submitted, 1),
-                "completed": completed, "lateness_p50_ms": late["p50"],
+                "completed": done, "lateness_p50_ms": late["p50"],
                 "lateness_p99_ms": late["p99"], "lateness_max_ms": late["max"],
                 "early": (late["min"] or 0) < 0,
                 "host_rss_idle_mb": round(base), "host_rss_sleeping_mb": round(sleeping),
                 "kb_per_sleeping": round((sleeping - base) * 1024 / n, 2),
                 "in_memory": sum(s["active"] for s in stats),
-                "check": "OK" if completed == n and late["fired"] == n and (late["min"] or 0) >= 0
+                "check": "OK" if done == n and late["fired"] == n and (late["min"] or 0) >= 0
                 else "FAIL"}
     finally:
         rt.shutdown()

@@ -1,0 +1,282 @@
+"""Throughput, latency and resources of raystate, driven from a separate client process.
+
+    python -m benchmarks [--workloads hot,keys1k,keys100k,three_step,timers,food]
+                         [--concurrency 1,16,64] [--seconds 5] [--warmup 1]
+                         [--json [PATH]] [--jsonl] [--timers 10000] [--timers-budget 60]
+
+This command starts a private local Ray and the runtime (data dir in a temporary directory);
+for each workload at each client concurrency (a "cell") it starts a load-driver process
+(``benchmarks.driver``) that connects with ``Runtime.connect(namespace, address)`` and runs
+closed-loop ``call_async`` clients, as Restate's figures were taken with the client in a
+separate process. Workloads (``benchmarks.workloads``):
+
+  hot         counter ``add`` on one key (a key's exclusive handlers run one at a time)
+  keys1k      counter ``add`` round-robin over 1,000 keys
+  keys100k    counter ``add`` cycling over 100,000 keys: within a run every call is a key's
+              first, so it loads that key's state (the notes say how many keys were touched)
+  three_step  a service handler with three ``ctx.run`` steps
+  timers      up to ``--timers`` invocations asleep at once (``benchmarks.timers``): inv/s and
+              latency are the sends'; the notes give timer lateness and host memory per sleeper
+  food        the seed's food-order flow (``benchmarks.food``: a charge, a zero sleep, an
+              awakeable resolved by a restaurant service, an awaited delivery call);
+              skipped, with a note, where awakeables or awaited calls are missing
+
+Each cell has fresh keys, a warm-up, a measured window and a check (every key's counter equals
+its acknowledged adds, and each add returned the next count; every three-step call returned
+its value and completed; every timer fired, none early; every order was delivered). Over the
+window the benchmark command samples CPU seconds and RSS per process kind (journal, scheduler,
+hosts, driver, ray = GCS, raylet and Ray's other processes) and the journal file's growth per
+invocation. Prints two tables (with Restate 1.7.12's figures and our ratio to them) and, with
+``--jsonl`` or ``--json``, one JSON object per cell: ``--json`` alone prints them after the
+tables, ``--json PATH`` writes them to PATH, ``--jsonl`` prints only JSON lines on stdout (the
+tables go to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import platform
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import duckdb
+import ray
+
+from actors import Runtime
+from actors.routing import JOURNAL
+from benchmarks import procs, report
+from benchmarks.workloads import WORKLOADS, Cell, Workload
+
+NAMESPACE = "raystate-bench"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ("hot", "keys1k", "keys100k", "three_step", "timers", "food")
+
+
+def _names(text: str, parser: argparse.ArgumentParser) -> list[str]:
+    aliases = {a: w.name for w in WORKLOADS.values() for a in (w.name, *w.aliases)}
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part == "all":
+            names += DEFAULT
+        elif part in aliases:
+            names.append(aliases[part])
+        elif part:
+            parser.error(f"unknown workload {part!r} (known: {', '.join(WORKLOADS)}, all)")
+    return list(dict.fromkeys(names))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks",
+                                     description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[5:]))
+    parser.add_argument("--workloads", help="comma-separated workloads (default: all of them, "
+                        f"{','.join(DEFAULT)})")
+    parser.add_argument("--workload", help="one workload, or all (older spelling; keys = "
+                        "keys1k, steps = three_step)")
+    parser.add_argument("--concurrency", default="1,16,64",
+                        help="comma-separated client concurrencies (default 1,16,64)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="measured seconds per cell (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="warm-up seconds per cell, not measured (default 1)")
+    parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                        help="JSON lines, one per cell: to PATH, or after the tables")
+    parser.add_argument("--jsonl", action="store_true",
+                        help="JSON lines on stdout as cells finish; the tables go to stderr")
+    parser.add_argument("--timers", type=int, default=10_000,
+                        help="timers workload: invocations asleep at once (default 10000)")
+    parser.add_argument("--timers-budget", type=float, default=60.0,
+                        help="timers workload: at most this many seconds of submitting per "
+                        "cell, fewer timers if it runs out (default 60)")
+    parser.add_argument("--spread", type=float, default=5.0,
+                        help="timers workload: the timers are due within this many seconds")
+    args = parser.parse_args(argv)
+    if args.workloads and args.workload:
+        parser.error("give --workloads or --workload, not both")
+    args.names = _names(args.workloads or args.workload or "all", parser)
+    try:
+        args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    except ValueError:
+        parser.error(f"--concurrency wants integers like 1,16,64, not {args.concurrency!r}")
+    if not args.concurrency or min(args.concurrency) < 1:
+        parser.error("--concurrency wants positive integers")
+    if args.seconds <= 0 or args.warmup < 0 or args.timers < 1 or args.timers_budget <= 0:
+        parser.error("--seconds, --timers and --timers-budget must be positive, --warmup not "
+                     "negative")
+    return args
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+class CellRunner:
+    """Runs cells: a driver process each, sampling processes when it says so."""
+
+    def __init__(self, address: str, data_dir: str, args: argparse.Namespace) -> None:
+        self.address, self.data_dir, self.args = address, data_dir, args
+        self.journal = ray.get_actor(JOURNAL, namespace=NAMESPACE)
+
+    def snapshot(self, driver_pid: int | None) -> procs.Snapshot:
+        info: Any = ray.get(self.journal.info.remote(), timeout=30)
+        return procs.snapshot(self.data_dir, driver_pid, int(info["transactions"]))
+
+    def run(self, w: Workload, concurrency: int) -> tuple[dict[str, Any], dict]:
+        a = self.args
+        cell = Cell(w.name, concurrency, a.seconds, a.warmup, f"{w.name}-c{concurrency}-",
+                    a.timers, a.timers_budget, a.spread)
+        timeout = a.warmup + a.seconds + 180 + (a.timers_budget + a.spread + 300
+                                                if w.name == "timers" else 0)
+        cmd = [sys.executable, "-m", "benchmarks.driver", "--address", self.address,
+               "--namespace", NAMESPACE, "--cell", json.dumps(dataclasses.asdict(cell)),
+               "--sync"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        snaps: dict[str, procs.Snapshot] = {}
+        result: dict[str, Any] | None = None
+        with tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=err)
+            assert proc.stdin is not None and proc.stdout is not None
+            lines = _reader(proc.stdout)
+            deadline = time.monotonic() + timeout
+            try:
+                while (line := lines.get(timeout=max(deadline - time.monotonic(), 0.1))):
+                    if line.startswith("@@sample "):
+                        snaps[line.split()[1]] = self.snapshot(proc.pid)
+                        proc.stdin.write("ok\n")
+                        proc.stdin.flush()
+                    elif line.startswith("@@result "):
+                        result = json.loads(line[len("@@result "):])
+                proc.wait(timeout=60)
+            except (queue.Empty, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+                result = {"problems": [f"the driver did not finish within {timeout:.0f}s"]}
+            if result is None:
+                err.seek(0)
+                tail = " | ".join(err.read().strip().splitlines()[-3:])
+                result = {"problems": [f"the driver exited with {proc.returncode}: {tail}"]}
+        return result, snaps
+
+
+def _reader(stream: IO[str]) -> queue.Queue[str]:
+    """Lines of ``stream`` on a queue (an empty string at the end), read by a thread."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line.rstrip("\n") or " ")
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def settled_journal(data_dir: str) -> dict[str, Any]:
+    """Checkpoint the journal file once the runtime is gone: its size per invocation."""
+    path = Path(data_dir) / "journal.duckdb"
+    for _ in range(50):  # the journal process may still hold the lock for a moment
+        try:
+            con = duckdb.connect(str(path))
+            break
+        except duckdb.IOException:
+            time.sleep(0.2)
+    else:
+        return {}
+    try:
+        con.execute("CHECKPOINT")
+        invocations = con.execute("SELECT count(*) FROM sys_invocation").fetchall()[0][0]
+        rows = con.execute("SELECT count(*) FROM log").fetchall()[0][0]
+    finally:
+        con.close()
+    size = sum(f.stat().st_size for f in Path(data_dir).glob("journal.duckdb*"))
+    return {"journal_bytes": size, "invocations": invocations, "log_rows": rows,
+            "bytes_per_invocation": round(size / invocations) if invocations else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workloads = [WORKLOADS[n] for n in args.names]
+    skipped = {w.name: why for w in workloads if (why := w.missing())}
+    runnable = [w for w in workloads if w.name not in skipped]
+    for name, why in skipped.items():
+        print(f"{name}: {why}; skipped", file=sys.stderr)
+    tables_to = sys.stderr if args.jsonl else sys.stdout
+    json_file = open(args.json, "w") if args.json not in (None, "-") else None  # noqa: SIM115
+    rows: list[dict[str, Any]] = [
+        {"workload": n, "concurrency": None, "skipped": why} for n, why in skipped.items()]
+
+    def emit(r: dict[str, Any]) -> None:
+        if args.jsonl:
+            print(report.json_line(r), flush=True)
+        if json_file is not None:
+            json_file.write(report.json_line(r) + "\n")
+            json_file.flush()
+
+    for r in rows:
+        emit(r)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the driver processes connect
+    services = list({id(s): s for w in runnable for s in w.services()}.values())
+    began = time.monotonic()
+    settled: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="raystate-bench-") as data_dir:
+        if runnable:
+            ray.init(address="local", namespace=NAMESPACE, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.ERROR)
+            try:
+                rt = Runtime.start(services, data_dir=data_dir, namespace=NAMESPACE)
+                print(f"raystate benchmarks: {os.cpu_count()} CPUs, python "
+                      f"{platform.python_version()}, ray {ray.__version__}, duckdb "
+                      f"{duckdb.__version__}, host pool {rt.pool_size} per service; started in "
+                      f"{time.monotonic() - began:.1f}s; {args.warmup:g}s warm-up + "
+                      f"{args.seconds:g}s per cell; load average {_load()}", file=sys.stderr)
+                try:
+                    runner = CellRunner(ray.get_runtime_context().gcs_address, data_dir, args)
+                    for w in runnable:
+                        for c in args.concurrency:
+                            t0 = time.monotonic()
+                            result, snaps = runner.run(w, c)
+                            r = report.row(w, c, result, snaps)
+                            r["cell_s"] = round(time.monotonic() - t0, 1)
+                            r["load_avg_1m"] = round(os.getloadavg()[0], 1)
+                            rows.append(r)
+                            emit(r)
+                            print(f"  {w.name} x{c}: {r['inv_per_s']} inv/s, p50 {r['p50_ms']}"
+                                  f" ms, p99 {r['p99_ms']} ms, {r['check']}", file=sys.stderr)
+                finally:
+                    rt.shutdown()
+            finally:
+                ray.shutdown()
+            with contextlib.suppress(Exception):
+                settled = settled_journal(data_dir)
+    measured = [r for r in rows if "skipped" not in r]
+    title = (f"raystate benchmarks, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
+             f"driver in a separate process; {time.monotonic() - began:.0f}s in all, load "
+             f"average now {_load()}")
+    report.print_tables(measured, title, file=tables_to)
+    for name, why in skipped.items():
+        print(f"{name}: {why}", file=tables_to)
+    if settled:
+        print(f"journal file after the run, checkpointed: {settled['journal_bytes']:,} bytes "
+              f"for {settled['invocations']:,} invocations ({settled['log_rows']:,} log rows),"
+              f" {settled['bytes_per_invocation']:,} bytes per invocation", file=tables_to)
+        emit({"summary": "journal", **settled})
+    if args.json == "-":
+        for r in rows:
+            print(report.json_line(r))
+    if json_file is not None:
+        json_file.close()
+    return 0 if all(r["check"] == "OK" for r in measured) else 1
