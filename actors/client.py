@@ -29,7 +29,7 @@ from actors.routing import (
     JOURNAL,
     SCHEDULER,
 )
-from actors.serde import ANY
+from actors.serde import ANY, check_size
 from journal.actor import JournalActor
 from journal.records import Outcome
 from journal.sqlguard import SqlRefused
@@ -312,9 +312,10 @@ class Runtime:
 
 def _json_value(value: Any) -> str:
     try:
-        return ANY.dump(value)
+        data = ANY.dump(value)
     except Exception as e:
         raise TerminalError(f"awakeable value is not JSON-serializable: {e}", 400) from None
+    return check_size(data, "awakeable value")
 
 
 def _ship_handler_modules(services: Sequence[ServiceDefinition]) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from actors.contexts import Awakeable, DeterministicRandom, DurablePromise, WorkflowContext
 from actors.definitions import HandlerSpec, Workflow
 from actors.errors import AlreadyCompletedError, JournalMismatch, RetryPolicy, TerminalError
-from actors.serde import ANY, Serde
+from actors.serde import ANY, Serde, check_size
 from journal.records import (
     Accept,
     Completion,
@@ -346,6 +346,7 @@ class InvocationContext(WorkflowContext):
                 f"ctx.run({name!r}) returned a value that is not JSON-serializable "
                 f"({type(result).__name__}): {e}"
             ) from None
+        check_size(data, f"the result of ctx.run({name!r})")
         self._cursor.record("run", name, result=data)
         return serde.load(data)
 
@@ -679,9 +680,10 @@ class _Promise(DurablePromise):
 
 def _json(value: Any, what: str) -> str:
     try:
-        return ANY.dump(value)
+        data = ANY.dump(value)
     except Exception as e:
         raise TerminalError(f"{what} is not JSON-serializable: {e}", 400) from None
+    return check_size(data, what)
 
 
 def _decode(serde: Serde, data: str | None, what: str) -> Any:
@@ -770,6 +772,7 @@ async def execute(
             except Exception as e:
                 raise TerminalError(f"output of {spec.target} is not JSON-serializable: {e}") \
                     from None
+            check_size(out.output or "", f"the output of {spec.target}")
         except Suspended:
             await host.submit(inv, [*ctx.take_records(), StatusChange(
                 inv.id, "suspended", inv.retry_count, None, now_ms())])

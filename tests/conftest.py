@@ -1,11 +1,15 @@
-"""Shared test helpers: polling with a deadline, and side-effect ledgers kept in files."""
+"""Shared test helpers: polling with a deadline, side-effect ledgers kept in files, and the
+session's one local Ray."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -26,3 +30,14 @@ def assert_eventually(fn: Callable[[], T], timeout: float = 30.0, interval: floa
 def ledger_lines(path: str | Path) -> list[str]:
     p = Path(path)
     return p.read_text().splitlines() if p.exists() else []
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole session (integration and chaos tests)."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -7,19 +7,10 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
-import ray
 
 from actors import Runtime
 
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture

@@ -22,6 +22,19 @@ def test_wrong_argument_type_is_400_and_not_journaled(shared_rt: Runtime, arg) -
     assert invocation_count(shared_rt, "wrong-arg") == 0
 
 
+def test_oversize_payloads_are_413_and_not_journaled(shared_rt: Runtime) -> None:
+    from actors.serde import MAX_PAYLOAD_BYTES
+
+    big = "x" * (MAX_PAYLOAD_BYTES + 1)
+    job = apps.Job(ledger="/dev/null", tag=big)
+    with pytest.raises(TerminalError, match="the limit is") as err:
+        shared_rt.call(apps.exclusive, key="oversize", arg=job)
+    assert err.value.status_code == 413
+    assert invocation_count(shared_rt, "oversize") == 0
+    with pytest.raises(TerminalError, match="the limit is"):
+        shared_rt.resolve_awakeable("awk_inv_x_0_00000000", big)
+
+
 def test_unknown_targets_are_404(shared_rt: Runtime) -> None:
     with pytest.raises(TerminalError, match="unknown service 'Nope'") as err:
         shared_rt.call("Nope/add", key="unknown", arg=1)

@@ -278,3 +278,18 @@ def test_serde_pickles() -> None:
     copy = pickle.loads(pickle.dumps(Serde(Order)))
     assert copy.type is Order
     assert copy.load('{"item":"x"}') == Order(item="x")
+
+
+def test_serde_accepts_another_copy_of_the_model_class() -> None:
+    """A connecting driver's model class is not the runtime's copy (definitions travel by
+    value): its instances are taken by their fields, and still validated."""
+
+    class Order(BaseModel):
+        qty: int
+
+    copy = type("Order", (BaseModel,), {"__annotations__": {"qty": int}})
+    assert Serde(Order).to_json(copy(qty=3), "input") == '{"qty":3}'
+    with pytest.raises(TerminalError) as err:
+        Serde(Order).to_json(type("Order", (BaseModel,), {"__annotations__": {"qty": str}})(
+            qty="many"), "input")
+    assert err.value.status_code == 400

@@ -1,0 +1,156 @@
+"""The chaos workload's handlers. Every side effect is written to a ledger file outside the
+processes (one line per execution), and crash points consume "crash tokens" that the fault
+injector drops into a directory: whichever handler takes one exits its process at once."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import ray
+from pydantic import BaseModel
+
+from actors import Context, ObjectContext, ObjectSharedContext, Service, VirtualObject
+
+RESOLVER = "chaos-resolver"
+
+
+def append(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def take_crash_token(crash_dir: str) -> bool:
+    """Exit this process if a crash token is waiting (each token is taken once)."""
+    for name in sorted(os.listdir(crash_dir)) if os.path.isdir(crash_dir) else []:
+        if name.startswith("token-"):
+            try:
+                os.rename(Path(crash_dir) / name, Path(crash_dir) / f"taken-{name}-{os.getpid()}")
+            except OSError:
+                continue  # someone else took it
+            append(str(Path(crash_dir).parent / "ledger.txt"), f"dead {os.getpid()}")
+            os._exit(17)
+    return False
+
+
+def record_run(ledger: str, invocation: str, step: str) -> str:
+    """A journaled side effect: one ledger line per execution, tagged with a fresh nonce that
+    the journal keeps as the step's result (so a re-execution after journaling would show)."""
+    nonce = uuid.uuid4().hex[:12]
+    append(ledger, f"run {invocation} {step} {nonce}")
+    return nonce
+
+
+class Job(BaseModel):
+    ledger: str
+    crash_dir: str
+    namespace: str = ""
+    seconds: float = 0.0
+    target: str = ""
+
+
+async def crash_point(ctx: Context, job: Job, name: str) -> None:
+    await ctx.run(name, take_crash_token, job.crash_dir)
+
+
+counter = VirtualObject("ChaosCounter")
+
+
+@counter.handler()
+async def add(ctx: ObjectContext, job: Job) -> int:
+    """An increment; enter/exit lines let the checker prove a key's handlers never overlap."""
+    me, key, pid = ctx.invocation_id(), ctx.key(), os.getpid()
+    append(job.ledger, f"enter {key} {me} {pid}")
+    await crash_point(ctx, job, "crash")
+    n = (await ctx.get("n")) or 0
+    ctx.set("n", n + 1)
+    append(job.ledger, f"exit {key} {me} {pid}")
+    return n + 1
+
+
+@counter.handler(kind="shared")
+async def value(ctx: ObjectSharedContext) -> int:
+    return (await ctx.get("n")) or 0
+
+
+@counter.handler()
+async def relay(ctx: ObjectContext, job: Job) -> int:
+    """One call and one send, each an increment of its own key, around a crash point."""
+    n = await ctx.object_call(add, f"call-{job.target}", job)
+    await crash_point(ctx, job, "crash")
+    ctx.object_send(add, f"send-{job.target}", job)
+    return n
+
+
+steps = Service("ChaosSteps")
+
+
+@steps.handler()
+async def three(ctx: Context, job: Job) -> list[str]:
+    out = []
+    for i in range(3):
+        out.append(await ctx.run(f"step{i}", record_run, job.ledger, ctx.invocation_id(),
+                                 f"step{i}"))
+        await crash_point(ctx, job, f"crash{i}")
+    return out
+
+
+@steps.handler()
+async def nap(ctx: Context, job: Job) -> float:
+    """Sleeps; returns the journaled wake-up time (the checker compares it with the timer)."""
+    await crash_point(ctx, job, "crash")
+    await ctx.sleep(job.seconds)
+    return await ctx.time()
+
+
+def ask_resolver(namespace: str, awakeable_id: str) -> None:
+    ray.get_actor(RESOLVER, namespace=namespace).ask.remote(awakeable_id)
+
+
+@steps.handler()
+async def approval(ctx: Context, job: Job) -> str:
+    awk_id, answer = ctx.awakeable(str)
+    await ctx.run("ask", ask_resolver, job.namespace, awk_id)
+    await crash_point(ctx, job, "crash")
+    return await answer
+
+
+class Resolver:
+    """Outside the handlers: resolves every awakeable it is asked about (again after a lost
+    acknowledgement: a second resolution is refused, which counts as done)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.resolved = 0
+        self.refused = 0
+        self._rt = None
+
+    async def ask(self, awakeable_id: str) -> None:
+        import asyncio
+
+        from actors import AlreadyCompletedError, Runtime
+
+        if self._rt is None:
+            self._rt = Runtime.connect(namespace=self.namespace)
+        delay = 0.1
+        while True:
+            try:
+                await self._rt.resolve_awakeable_async(awakeable_id, f"ok:{awakeable_id}")
+                self.resolved += 1
+                return
+            except AlreadyCompletedError:
+                self.refused += 1
+                return
+            except Exception:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def counts(self) -> dict[str, int]:
+        return {"resolved": self.resolved, "refused_second": self.refused}
+
+
+ALL = [counter, steps]
