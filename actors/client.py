@@ -32,6 +32,7 @@ from actors.routing import (
 from actors.serde import ANY, check_size
 from journal.actor import JournalActor
 from journal.records import Outcome
+from journal.retention import DEFAULT_RETENTION, retention_seconds
 from journal.sqlguard import SqlRefused
 from journal.store import DataDirError
 from scheduler.actor import SchedulerActor
@@ -125,6 +126,7 @@ class Runtime:
         address: str | None = None,
         pool_size: int | None = None,
         suspend_after: timedelta | float = timedelta(seconds=30),
+        retention: timedelta | float | None = DEFAULT_RETENTION,
     ) -> Runtime:
         """Start the runtime's actors (or attach to the ones running in ``namespace``).
 
@@ -134,7 +136,12 @@ class Runtime:
         is evicted (and replayed from its journal when the timer fires). The environment
         variable ``RAYSTATE_ALWAYS_REPLAY=1`` sets it to zero: every wait evicts, so every
         resumption is a replay (a determinism check for test suites).
+        ``retention`` (timedelta or seconds; default 24 h): how long a finished invocation's
+        journal, output and idempotency result stay in the journal before they are pruned
+        (the state of objects always stays); None keeps them forever. See "Retention" in the
+        README.
         """
+        retention_s = retention_seconds(retention)
         problems = [f"{s!r} is not a Service or VirtualObject" for s in services
                     if not isinstance(s, ServiceDefinition)]
         names = [s.name for s in services if isinstance(s, ServiceDefinition)]
@@ -153,7 +160,7 @@ class Runtime:
         if os.environ.get("RAYSTATE_ALWAYS_REPLAY") == "1":
             suspend_s = 0.0
         config = {"data_dir": data_dir, "pool_size": pool_size, "suspend_after_s": suspend_s,
-                  "definitions": cloudpickle.dumps(list(services))}
+                  "retention_s": retention_s, "definitions": cloudpickle.dumps(list(services))}
         existing = ray.get(journal.config.remote())
         if existing:  # attach: the running runtime's layout wins
             config["pool_size"] = existing["pool_size"]
@@ -183,10 +190,16 @@ class Runtime:
         return cls(namespace, config)
 
     def _start_hosts(self, services: list[ServiceDefinition]) -> None:
+        """Start the hosts that have unfinished invocations to resume; the others start on
+        their first request (a host actor costs a process: 14 idle ones take seconds)."""
+        journal = self._journal_handle()
+        pending = set(ray.get(journal.pending_services.remote()))
         ready = []
         for d in services:
+            if d.name not in pending:
+                continue
             if isinstance(d, VirtualObject) and d.placement == "dedicated":
-                keys = ray.get(self._journal_handle().pending_keys.remote(d.name))
+                keys = ray.get(journal.pending_keys.remote(d.name))
                 ready += [self.router.dedicated(d, k).ready.remote() for k in keys]
             else:
                 ready += [self.router.pooled(d, i).ready.remote() for i in range(self.pool_size)]

@@ -3,31 +3,40 @@
 Hosts call ``commit(batch)``; while one transaction is being written (off the event loop) the
 batches that arrive meanwhile queue up and go into the next transaction together. ``await_output``
 lets any driver wait for an invocation's result after the host that computed it is gone.
+
+Retention: a background task prunes finished invocations older than the runtime's configured
+``retention_s`` (``journal.retention``) every ``prune_period`` (a quarter of the retention,
+2-60 s), on a connection of its own in a worker thread, so group commits go on meanwhile and
+wait only for the commits of its DELETE chunks. It starts with the first commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pickle
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from journal.records import Accept, Batch, Outcome, PendingInvocation, Timer
+from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats, prune_period
 from journal.sqlguard import SqlRefused
-from journal.store import JournalStore
+from journal.store import JournalStore, now_ms
 
 CONFIG_FILE = "runtime-config.pickle"
+log = logging.getLogger("raystate.journal")
 
 
 class GroupCommitJournal:
     """Async front of a store: many callers' batches, one transaction at a time."""
 
-    def __init__(self, data_dir: str) -> None:
-        self.store = JournalStore(data_dir)
+    def __init__(self, data_dir: str, *, clock: Callable[[], int] = now_ms) -> None:
+        self.store = JournalStore(data_dir, clock=clock)
         self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._barriers: list[asyncio.Future[None]] = []
@@ -36,9 +45,14 @@ class GroupCommitJournal:
         self._config: dict[str, object] = (
             pickle.loads(self._config_file.read_bytes()) if self._config_file.exists() else {})
         self.transactions = 0
+        self._pruner: asyncio.Task[None] | None = None
+        self.prunes = 0
+        self.last_prune: PruneStats | None = None
 
     async def commit(self, batch: Batch) -> None:
         """Return once ``batch`` is durable (with whatever else arrived meanwhile)."""
+        if self._pruner is None or self._pruner.done():
+            self._pruner = asyncio.create_task(self._prune_loop())
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((batch, fut))
         if self._writer is None or self._writer.done():
@@ -87,10 +101,14 @@ class GroupCommitJournal:
         return await asyncio.to_thread(self.store.accepted, invocation_id)
 
     async def await_output(self, invocation_id: str) -> Outcome:
-        """The invocation's outcome, waiting for it if it is not there yet."""
+        """The invocation's outcome, waiting for it if it is not there yet; a failure (404)
+        if the journal does not know it: never accepted, or pruned after the retention."""
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiters[invocation_id].append(fut)
         done = await self.outcome(invocation_id)
+        if done is None and await self.accepted(invocation_id) is None and not fut.done():
+            done = Outcome(False, None, f"unknown invocation {invocation_id} (never accepted, "
+                           "or pruned after the journal's retention)", 404)
         if done is not None:
             waiters = self._waiters.get(invocation_id, [])
             if fut in waiters:  # a commit may have resolved and dropped it meanwhile
@@ -127,9 +145,42 @@ class GroupCommitJournal:
         except (SqlRefused, duckdb.Error) as e:
             return str(e)
 
+    async def pending_services(self) -> list[str]:
+        await self._settled()
+        return await asyncio.to_thread(self.store.pending_services)
+
     async def pending_keys(self, service: str) -> list[str]:
         await self._settled()
         return await asyncio.to_thread(self.store.pending_keys, service)
+
+    # Retention.
+    def retention_s(self) -> float | None:
+        """The configured retention in seconds (None: keep everything); a runtime config
+        written before retention existed gets the default."""
+        value = self._config.get("retention_s", DEFAULT_RETENTION.total_seconds())
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+    async def prune(self) -> PruneStats | None:
+        """Prune with the configured retention now; None if retention is off."""
+        retention_s = self.retention_s()
+        if retention_s is None:
+            return None
+        stats = await asyncio.to_thread(self.store.prune, round(retention_s * 1000))
+        self.prunes += 1
+        self.last_prune = stats
+        if stats.rows:
+            log.info("pruned %d finished invocations (%d rows) in %.2f s", stats.invocations,
+                     stats.rows, stats.seconds)
+        return stats
+
+    async def _prune_loop(self) -> None:
+        while True:
+            retention_s = self.retention_s()  # read each time: Runtime.start may change it
+            await asyncio.sleep(prune_period(retention_s) if retention_s else MAX_PRUNE_PERIOD_S)
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("pruning the journal failed; trying again next period")
 
     # Runtime configuration: what Runtime.connect and hosts need to route calls.
     def set_config(self, config: dict[str, object]) -> None:
@@ -145,8 +196,13 @@ class GroupCommitJournal:
         return self._config
 
     def info(self) -> dict[str, object]:
+        last = self.last_prune
         return {"data_dir": str(self.store.data_dir.resolve()), "pid": os.getpid(),
-                "transactions": self.transactions}
+                "transactions": self.transactions, "retention_s": self.retention_s(),
+                "prunes": self.prunes,
+                "last_prune": None if last is None else {
+                    "invocations": last.invocations, "rows": last.rows,
+                    "seconds": round(last.seconds, 3), "checkpointed": last.checkpointed}}
 
 
 class JournalActor(GroupCommitJournal):

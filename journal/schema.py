@@ -2,6 +2,7 @@
 
 Every durable fact is one row of one append-only table, ``log``, so a group commit is one
 appender flush (one statement, one transaction; see ``journal.store`` for the measurements).
+Rows are never updated; they are deleted only by retention (``journal.retention``).
 Columns, by ``kind``:
 
     kind    id                      name                  data (JSON text)  meta (JSON object)
@@ -27,6 +28,8 @@ Columns, by ``kind``:
     completion invocation id        NULL                  result            idx, at_ms, failure?,
                                                                             failure_code?
     batch   batch id                NULL                  NULL              NULL
+    mark    journal clock, epoch    NULL                  NULL              NULL
+            ms as text (retention)
 
 ``seq`` numbers every row in write order (a later row wins: state, status). ``meta`` keys are
 the record's field names; keys marked ``?`` are left out when None. Service names never

@@ -4,7 +4,8 @@
 and skipped, so a host that lost the reply to a commit may safely send again.
 
 Write path (the table is described in ``journal.schema``). Every record of a group commit, plus
-one row per batch id, is one row of the append-only ``log`` table, and the whole group goes in
+one row per batch id (and at most once a second a clock mark, which retention counts time by:
+``journal.retention``), is one row of the append-only ``log`` table, and the whole group goes in
 with ONE appender flush and no BEGIN/COMMIT: in auto-commit mode a flush is one statement, so
 one transaction and one WAL fsync. (A group of more than ``ONE_STATEMENT_MAX_ROWS`` rows gets
 an explicit transaction around the flush, should the appender ever flush in parts.)
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Collection, Sequence
@@ -58,6 +60,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from journal import retention
 from journal.records import (
     Accept,
     Batch,
@@ -71,6 +74,7 @@ from journal.records import (
     Timer,
     TimerFired,
 )
+from journal.retention import PruneStats
 from journal.schema import migrate
 from journal.sqlguard import check_read_only
 
@@ -233,10 +237,15 @@ def _outcome(data: str | None, meta: str) -> Outcome:
 
 
 class JournalStore:
-    """Durable facts of one runtime in one DuckDB file."""
+    """Durable facts of one runtime in one DuckDB file.
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    ``clock`` (epoch ms) stamps the marks retention counts time by (see ``prune``); tests
+    inject their own."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *,
+                 clock: Callable[[], int] = now_ms) -> None:
         self.data_dir = Path(data_dir)
+        self._clock = clock
         self._con = open_database(self.data_dir)
         try:
             migrate(self._con)
@@ -248,6 +257,12 @@ class JournalStore:
         self._appender = self._con.appender("log")
         self._seq = self._max_seq() + 1
         self._recent_batches: OrderedDict[str, None] = OrderedDict()
+        self._write_lock = threading.Lock()  # write() and mark() may come from two threads
+        self._prune_lock = threading.Lock()
+        self._last_mark_ms = -retention.MARK_INTERVAL_MS
+        self._unmarked = True  # rows may have been written since the last mark
+        self._state_seen = 0  # state entries up to this seq were compacted (see prune)
+        self._checkpointed_at = -retention.CHECKPOINT_INTERVAL_S  # time.monotonic()
 
     def close(self) -> None:
         self._con.close()
@@ -259,6 +274,10 @@ class JournalStore:
 
     def write(self, batches: list[Batch]) -> list[Output]:
         """Write every batch in one transaction; return the outputs that became durable."""
+        with self._write_lock:
+            return self._write(batches)
+
+    def _write(self, batches: list[Batch]) -> list[Output]:
         seen = self._already_written([b.batch_id for b in batches if b.resent])
         recent = self._recent_batches
         rows: list[Row] = []
@@ -276,7 +295,15 @@ class JournalStore:
             seq += len(batch_rows)
             outputs += [r for r in batch.records if type(r) is Output]
         if rows:
+            at = self._clock()
+            marked = at - self._last_mark_ms >= retention.MARK_INTERVAL_MS
+            if marked:  # a clock mark after the rows: they were written by ``at``
+                rows.append((seq, "mark", str(at), None, None, None))
+                seq += 1
             self._append(rows)
+            self._unmarked = not marked
+            if marked:
+                self._last_mark_ms = at
         self._seq = seq
         for batch_id in fresh:  # a late original after its re-sent copy is skipped too
             recent[batch_id] = None
@@ -299,6 +326,60 @@ class JournalStore:
             if explicit:
                 self._con.execute("ROLLBACK")
             raise
+
+    def mark(self) -> None:
+        """Write a clock mark if rows were written since the last one, so that rows of a quiet
+        spell get a time too (``prune`` calls this first)."""
+        with self._write_lock:
+            at = self._clock()
+            if not self._unmarked or at < self._last_mark_ms:
+                return
+            self._append([(self._seq, "mark", str(at), None, None, None)])
+            self._seq += 1
+            self._last_mark_ms = at
+            self._unmarked = False
+
+    # -- retention -------------------------------------------------------------------------
+
+    def prune(
+        self,
+        retention_ms: int,
+        now_ms: int | None = None,
+        *,
+        batch_retention_ms: int | None = None,
+        compact_state: bool = True,
+        chunk_rows: int = retention.CHUNK_ROWS,
+        pause_s: float = retention.CHUNK_PAUSE_S,
+        checkpoint: bool | None = None,
+    ) -> PruneStats:
+        """Delete what invocations that finished more than ``retention_ms`` ago left in the
+        log, superseded versions of state entries, and batch ids and marks older than
+        ``batch_retention_ms`` (default ``max(retention_ms, 1 h)``); never an unfinished
+        invocation or a state entry's current value. See ``journal.retention``.
+
+        "Finished at" is when the output was written, by this store's clock (``now_ms``
+        defaults to it). Runs on a connection of its own beside ``write``: only the DELETEs'
+        commits make a concurrent write wait, a chunk (~``chunk_rows`` rows) at a time.
+        ``checkpoint`` (default: if the last was ``CHECKPOINT_INTERVAL_S`` ago) checkpoints
+        after deleting, which vacuums the deleted rows so their space is reused."""
+        if retention_ms < 0:
+            raise ValueError(f"retention_ms must not be negative, not {retention_ms}")
+        with self._prune_lock:
+            self.mark()
+            now = self._clock() if now_ms is None else now_ms
+            if batch_retention_ms is None:
+                batch_retention_ms = max(retention_ms, retention.BATCH_ID_RETENTION_MS)
+            if checkpoint is None:
+                checkpoint = (time.monotonic() - self._checkpointed_at
+                              >= retention.CHECKPOINT_INTERVAL_S)
+            with self._con.cursor() as cur:
+                stats, self._state_seen = retention.prune(
+                    cur, now - retention_ms, now - batch_retention_ms,
+                    state_since=self._state_seen, compact_state=compact_state,
+                    chunk_rows=chunk_rows, pause_s=pause_s, checkpoint=checkpoint)
+            if stats.checkpointed:
+                self._checkpointed_at = time.monotonic()
+            return stats
 
     def _already_written(self, batch_ids: list[str]) -> set[str]:
         if not batch_ids:
@@ -417,6 +498,15 @@ class JournalStore:
         return [r[0] for r in cur.execute(
             "SELECT id FROM log WHERE kind IN ('accept', 'output')"
             " GROUP BY id HAVING bool_and(kind = 'accept')").fetchall()]
+
+    def pending_services(self) -> list[str]:
+        """Names of the services (and objects) with accepted, unfinished invocations."""
+        with self._reader() as cur:
+            rows = cur.execute(
+                "SELECT DISTINCT split_part(any_value(name), '/', 1) FROM log"
+                " WHERE kind IN ('accept', 'output') GROUP BY id HAVING bool_and(kind = 'accept')"
+            ).fetchall()
+        return sorted(r[0] for r in rows)
 
     def pending_keys(self, service: str) -> list[str]:
         """Keys of ``service`` with accepted, unfinished invocations."""

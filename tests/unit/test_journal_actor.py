@@ -61,6 +61,7 @@ def test_reads_see_what_was_committed_before_them(journal: GroupCommitJournal) -
 
 def test_await_output_before_and_after_the_output(journal: GroupCommitJournal) -> None:
     async def body() -> list[Outcome]:
+        await journal.commit(Batch("b0", [Accept("inv_1", "Obj", "h", "k", 0, "{}")]))
         early = asyncio.ensure_future(journal.await_output("inv_1"))
         await asyncio.sleep(0)
         assert not early.done()
@@ -68,6 +69,14 @@ def test_await_output_before_and_after_the_output(journal: GroupCommitJournal) -
         return [await early, await journal.await_output("inv_1")]
 
     assert run(body()) == [Outcome(False, None, "no", 409)] * 2
+    assert journal._waiters == {}
+
+
+def test_await_output_of_an_unknown_invocation_fails_at_once(journal: GroupCommitJournal) -> None:
+    """Never accepted, or pruned after the retention: a 404, not a wait forever."""
+    out = run(journal.await_output("inv_nobody"))
+    assert isinstance(out, Outcome) and (out.ok, out.failure_code) == (False, 404)
+    assert "unknown invocation inv_nobody" in (out.failure or "")
     assert journal._waiters == {}
 
 

@@ -511,3 +511,13 @@ def test_nested_data_dir_is_created(tmp_path: Path) -> None:
         assert (tmp_path / "a" / "b" / "c" / "journal.duckdb").is_file()
     finally:
         s.close()
+
+
+def test_pending_services(data_dir: Path) -> None:
+    store = JournalStore(data_dir)
+    try:
+        store.write([Batch("b1", [accept("inv_1", key="k"), accept("inv_2", service="Svc")]),
+                     Batch("b2", [Output("inv_2", True, "1")])])
+        assert store.pending_services() == ["Obj"]
+    finally:
+        store.close()
