@@ -205,6 +205,8 @@ def under_faults(killer: Callable[[threading.Event], int], clients: list[Callabl
 def test_concurrent_clients_with_random_host_kills(rt: Runtime) -> None:
     """1,000 increments over 10 keys from 4 clients while hosts are killed at random."""
     keys = [f"c{i}" for i in range(10)]
+    for key in keys:  # every host the killer may pick exists (hosts start on first use)
+        assert rt.call(apps.get, key=key) == 0
 
     def killer(stop: threading.Event) -> int:
         rng = random.Random(7)

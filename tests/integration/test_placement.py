@@ -42,4 +42,12 @@ def test_idle_dedicated_host_exits_and_reactivates(start_runtime) -> None:
 
 
 def test_pool_hosts_are_named_per_service(rt: Runtime) -> None:
+    from actors.routing import route_hash
+
+    assert named_hosts(rt, "Counter") == set(), "hosts without work to resume start on demand"
+    slots: dict[int, str] = {}
+    for i in range(100):
+        slots.setdefault(route_hash("Counter", f"key{i}", "") % rt.pool_size, f"key{i}")
+    for key in slots.values():
+        rt.call(apps.add, key=key, arg=1)
     assert named_hosts(rt, "Counter") == {f"host:Counter:{i}" for i in range(rt.pool_size)}
