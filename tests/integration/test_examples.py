@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+
+import duckdb
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,3 +38,48 @@ def test_signup_workflow_example(tmp_path) -> None:
         ": ")[1].startswith("1")
     first, second = done.stdout.split("invocation ")[1].split(" (second submission: ")
     assert second.startswith(first), "the second submission did not attach to the first run"
+
+
+def test_food_order_example(tmp_path) -> None:
+    """The flagship example in its short mode (a host is killed part-way). Its invariants are
+    checked again here, from the journal file and the payment provider's ledger: every order
+    reached a final status, each paid order was charged exactly once (a rejected one never),
+    and no order was delivered before its requested delivery time."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    data = tmp_path / "data"
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "food_order" / "main.py"),
+                           str(data), "--short"], capture_output=True, text=True,
+                          timeout=240, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "killed host:OrderProcessor:0" in done.stdout, done.stdout
+    summary = json.loads(done.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
+    assert summary["host_killed"] and summary["orders"] == 8, summary
+
+    with duckdb.connect(str(data / "journal.duckdb"), read_only=True) as db:
+        orders = db.sql("""
+            SELECT i.target_service_key AS id, i.completion_result AS result,
+                   s.value->>'$' AS status, c.value->>'$' AS charge_id,
+                   (i.input->>'deliver_at_ms')::BIGINT AS due,
+                   (d.value->>'$')::BIGINT AS delivered_at
+            FROM sys_invocation i
+            LEFT JOIN state s ON s.service_name = 'OrderProcessor'
+                 AND s.service_key = i.target_service_key AND s.key = 'status'
+            LEFT JOIN state c ON c.service_name = 'OrderProcessor'
+                 AND c.service_key = i.target_service_key AND c.key = 'charge'
+            LEFT JOIN state d ON d.service_name = 'DeliveryManager'
+                 AND d.service_key = i.target_service_key AND d.key = 'delivered_at_ms'
+            WHERE i.target_service_name = 'OrderProcessor' AND i.target_handler_name = 'process'
+            ORDER BY 1""").fetchall()
+    assert len(orders) == 8
+    with (data / "payments.csv").open(newline="") as f:
+        charged = Counter((row[2], row[4]) for row in csv.reader(f) if row[1] == "charged")
+    statuses = Counter(status for _, _, status, _, _, _ in orders)
+    assert statuses["DELIVERED"] and statuses["REJECTED"], statuses
+    for oid, result, status, charge_id, due, delivered_at in orders:
+        assert result == "success" and status in ("DELIVERED", "REJECTED"), (oid, status)
+        charges = {c: n for (o, c), n in charged.items() if o == oid}
+        if status == "DELIVERED":
+            assert charges == {charge_id: 1}, (oid, charges)
+            assert delivered_at is not None and delivered_at >= due, (oid, delivered_at, due)
+        else:
+            assert charges == {} and charge_id is None, (oid, charges)
