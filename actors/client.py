@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -172,7 +173,7 @@ class Runtime:
             name=SCHEDULER, namespace=namespace, get_if_exists=True, **SYSTEM_ACTOR
         ).remote(namespace)
         rt = cls(namespace, config)
-        rt._start_hosts(list(services))
+        rt._start_hosts(journal, list(services))
         return rt
 
     @classmethod
@@ -189,10 +190,9 @@ class Runtime:
             raise RuntimeError(f"the runtime in namespace {namespace!r} is still starting")
         return cls(namespace, config)
 
-    def _start_hosts(self, services: list[ServiceDefinition]) -> None:
+    def _start_hosts(self, journal: Any, services: list[ServiceDefinition]) -> None:
         """Start the hosts that have unfinished invocations to resume; the others start on
         their first request (a host actor costs a process: 14 idle ones take seconds)."""
-        journal = self._journal_handle()
         pending = set(ray.get(journal.pending_services.remote()))
         ready = []
         for d in services:
@@ -204,9 +204,6 @@ class Runtime:
             else:
                 ready += [self.router.pooled(d, i).ready.remote() for i in range(self.pool_size)]
         ray.get(ready)
-
-    def _journal_handle(self) -> Any:
-        return ray.get_actor(JOURNAL, namespace=self.namespace)
 
     # -- invoking ----------------------------------------------------------------------------
 
@@ -315,11 +312,18 @@ class Runtime:
 
     def shutdown(self) -> None:
         """Stop this runtime's actors (journal, scheduler, hosts). The data stays on disk."""
-        for actor in ray.util.list_named_actors(all_namespaces=True):
-            if actor["namespace"] == self.namespace:
-                with contextlib.suppress(ValueError):  # gone meanwhile
-                    ray.kill(ray.get_actor(actor["name"], namespace=self.namespace),
-                             no_restart=True)
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == self.namespace]
+        for name in names:
+            with contextlib.suppress(ValueError):  # gone meanwhile
+                ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
+        # names are released asynchronously: wait, so that a Runtime.start right after this
+        # creates new actors instead of finding the dying ones
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+                a["namespace"] == self.namespace and a["name"] in names
+                for a in ray.util.list_named_actors(all_namespaces=True)):
+            time.sleep(0.05)
         self.close()
 
 

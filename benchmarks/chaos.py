@@ -97,9 +97,11 @@ class Chaos:
     def start(self) -> Runtime:
         self.rt = Runtime.start(apps.ALL, data_dir=self.data, namespace=self.namespace,
                                 pool_size=2)
-        self.resolver = ray.remote(apps.Resolver).options(
-            name=apps.RESOLVER, namespace=self.namespace, get_if_exists=True, num_cpus=0,
-            max_restarts=-1, max_task_retries=-1).remote(self.namespace)
+        if self.resolver is None:  # the outside world: outlives runtime restarts
+            self.resolver = ray.remote(apps.Resolver).options(
+                name=apps.RESOLVER, namespace=apps.outside(self.namespace),
+                lifetime="detached", num_cpus=0, max_restarts=-1, max_task_retries=-1,
+            ).remote(self.namespace)
         return self.rt
 
     def job(self, **kw: Any) -> apps.Job:
@@ -125,10 +127,10 @@ class Chaos:
                 delay = min(delay * 2, 2.0)
 
     async def client(self, n: int, stop: float) -> None:
-        rt = self.rt
-        assert rt is not None
         i = 0
         while time.monotonic() < stop:
+            rt = self.rt  # a new one after a full restart
+            assert rt is not None
             i += 1
             kind = self.rng.choice(["add", "add", "add", "relay", "three", "nap", "approval"])
             tag = f"c{n}-{i}"
@@ -191,7 +193,10 @@ class Chaos:
         elif kind == "restart":
             self.paused = True
             assert self.rt is not None
+            pids = self._host_pids()
             self.rt.shutdown()
+            for pid in pids:
+                self._record_death(pid)
             self.start()
             self.paused = False
 
@@ -204,6 +209,19 @@ class Chaos:
         except Exception:
             return  # restarting right now
         ray.kill(actor, no_restart=False)
+        self._record_death(pid)
+
+    def _host_pids(self) -> list[int]:
+        pids = []
+        for service in ("ChaosCounter", "ChaosSteps"):
+            for i in range(2):
+                with contextlib.suppress(Exception):
+                    actor = ray.get_actor(host_name(service, i), namespace=self.namespace)
+                    pids.append(ray.get(actor.pid.remote(), timeout=10))
+        return pids
+
+    def _record_death(self, pid: int) -> None:
+        """Once ``pid`` is gone, say so in the ledger."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -317,8 +335,8 @@ def check(chaos: Chaos, rt: Runtime) -> None:
     r.stats["awakeables"] = _scalar(
         rt, "SELECT count(*) FROM sys_invocation WHERE target_handler_name = 'approval'")
     try:
-        r.stats["resolver"] = ray.get(ray.get_actor(apps.RESOLVER, namespace=chaos.namespace)
-                                      .counts.remote(), timeout=30)
+        r.stats["resolver"] = ray.get(ray.get_actor(
+            apps.RESOLVER, namespace=apps.outside(chaos.namespace)).counts.remote(), timeout=30)
     except Exception as e:
         r.stats["resolver"] = f"unavailable: {e}"
     r.stats["crash_tokens_taken"] = sum(n.startswith("taken-") for n in
@@ -386,6 +404,8 @@ def run_chaos(seconds: float, seed: int, *, restarts: bool = False,
             chaos.driver.kill()
         if chaos.rt is not None:
             chaos.rt.shutdown()
+        if chaos.resolver is not None:
+            ray.kill(chaos.resolver)
     return chaos.report
 
 

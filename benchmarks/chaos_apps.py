@@ -107,8 +107,14 @@ async def nap(ctx: Context, job: Job) -> float:
     return await ctx.time()
 
 
+def outside(namespace: str) -> str:
+    """The namespace of the actors that play the outside world: not the runtime's, so a full
+    runtime restart (which stops every actor of its namespace) leaves them running."""
+    return f"{namespace}-outside"
+
+
 def ask_resolver(namespace: str, awakeable_id: str) -> None:
-    ray.get_actor(RESOLVER, namespace=namespace).ask.remote(awakeable_id)
+    ray.get_actor(RESOLVER, namespace=outside(namespace)).ask.remote(awakeable_id)
 
 
 @steps.handler()

@@ -33,3 +33,15 @@ def test_rand_time_and_id_are_journaled_values(shared_rt: Runtime) -> None:
     row = shared_rt.sql("SELECT result FROM sys_journal WHERE invocation_id = "
                         f"'{out['id']}' AND entry_type = 'time'").to_pylist()
     assert [int(r["result"]) for r in row] == [int(out["time"] * 1000)]
+
+
+def test_shutdown_then_start_again_at_once(start_runtime, tmp_path) -> None:
+    """Regression (found by the chaos long mode, seed 7): a ``Runtime.start`` right after
+    ``shutdown`` in the same process found the dying journal actor by name and failed."""
+    from tests.integration import apps
+
+    data, ns = tmp_path / "again", f"again-{tmp_path.name}"[:60]
+    for n in range(1, 4):
+        rt = start_runtime([apps.counter], data_dir=data, namespace=ns)
+        assert rt.call(apps.add, key="k", arg=1) == n
+        rt.shutdown()
