@@ -190,7 +190,8 @@ class ObjectHost:
         self._local_timers: TimerScheduler | None = None
         self._calls: dict[tuple[str, int], asyncio.Task[None]] = {}  # (caller, idx) in flight
         self._awakeables: dict[str, dict[int, Serde]] = {}  # types of open awakeables
-        self._resolved: OrderedDict[tuple[str, int], None] = OrderedDict()  # first one wins
+        # awakeables completed here (first one wins); the future is done once it is durable
+        self._resolved: OrderedDict[tuple[str, int], asyncio.Future[None]] = OrderedDict()
         self.last_activity = time.monotonic()
 
     @property
@@ -231,10 +232,12 @@ class ObjectHost:
             self._parked[p.accept.id] = Parked(p.accept.id, key, "start")
             return
         last = p.entries[-1] if p.entries else None
+        # Park only what waits for a timer: a sleep (its timer wakes it) or a retry back-off.
+        # Anything else replays: a call is re-issued (same id), a promise watched again, and
+        # an awakeable may be followed by code that never ran (handing out its id).
         waiting = p.waiting_for == "retry" or (
             last is not None and not last.completed and last.idx not in p.completions
-            and last.entry_type not in ("call", "promise"))  # a replay re-issues the call (same
-        # id) or watches the promise again
+            and last.entry_type == "sleep")
         spec = self.definition.handlers.get(p.accept.handler)
         if waiting and spec is not None:
             self._park_suspended(p.accept.id, key, spec.kind == "exclusive")
@@ -626,8 +629,7 @@ class ObjectHost:
         try:
             inv_id, idx = parse_awakeable_id(awakeable_id)
             await self.start()
-            if (inv_id, idx) in self._resolved:
-                raise AlreadyCompletedError(f"awakeable {awakeable_id} is already completed")
+            await self._refuse_if_resolved(awakeable_id, inv_id, idx)
             inv = self._active.get(inv_id)
             if inv is not None:
                 self._check_awakeable(awakeable_id, inv.entries, inv.completions, idx)
@@ -643,8 +645,7 @@ class ObjectHost:
                                             "has finished")
             else:
                 raise TerminalError(f"unknown awakeable {awakeable_id}", 404)
-            if (inv_id, idx) in self._resolved:  # resolved by someone else meanwhile
-                raise AlreadyCompletedError(f"awakeable {awakeable_id} is already completed")
+            await self._refuse_if_resolved(awakeable_id, inv_id, idx)  # someone else meanwhile
             serde = self._awakeables.get(inv_id, {}).get(idx)
             if serde is not None and result is not None:
                 try:
@@ -652,16 +653,24 @@ class ObjectHost:
                 except Exception as e:
                     raise TerminalError(f"value for awakeable {awakeable_id} does not "
                                         f"validate: {e}", 400) from None
-            self._resolved[inv_id, idx] = None
+            completion = Completion(inv_id, idx, result, failure,
+                                    None if failure is None else 500, now_ms())
+            durable = self._resolved[inv_id, idx] = self.flusher.submit([completion])
             if len(self._resolved) > RECENT_OUTCOMES:
                 self._resolved.popitem(last=False)
         except TerminalError as e:
             return False, e.message, e.status_code
-        completion = Completion(inv_id, idx, result, failure, None if failure is None else 500,
-                                now_ms())
-        await self.flusher.submit([completion])
+        await durable
         await self.wake([(inv_id, idx, completion)])
         return True, "resolved" if failure is None else "rejected", 200
+
+    async def _refuse_if_resolved(self, awakeable_id: str, inv_id: str, idx: int) -> None:
+        """A second resolution is refused, but only once the first one is durable: if this
+        process dies first, the retry meets a new host and the journal decides."""
+        first = self._resolved.get((inv_id, idx))
+        if first is not None:
+            await asyncio.shield(first)
+            raise AlreadyCompletedError(f"awakeable {awakeable_id} is already completed")
 
     @staticmethod
     def _check_awakeable(awk_id: str, entries: list[Any], completions: dict[int, Completion],

@@ -364,3 +364,13 @@ async def book(ctx: ObjectContext, name: str) -> str:
         ctx.set("undone", name)
         raise
     return "slept"
+
+
+@saga.handler()
+async def ask(ctx: ObjectContext, name: str) -> str:
+    """Creates an awakeable, hands its id out in a step, then waits for it."""
+    awk_id, answer = ctx.awakeable(str)
+    await ctx.run("ask", step, f"{name}.ask")
+    EVENTS[f"asked:{name}"].set()
+    SEEN.append({"awk": awk_id})
+    return await answer
