@@ -148,6 +148,12 @@ def stop(nodes: list[Node], timeout: float = 30.0) -> None:
     assert not alive(ours), f"processes left behind: {sorted(alive(ours))}"
 
 
+def _ray_client_missing() -> bool:
+    from ray._private.utils import get_ray_client_dependency_error
+
+    return get_ray_client_dependency_error() is not None
+
+
 @pytest.fixture
 def cluster() -> Iterator[str]:
     """A head and a worker node on this machine; yields the head's address."""
@@ -156,8 +162,10 @@ def cluster() -> Iterator[str]:
     nodes: list[Node] = []
     try:
         gcs, client, dashboard = free_ports(3)
-        head = Node("head", temp_root, ["--head", "--port", str(gcs),
-                                        "--ray-client-server-port", str(client),
+        # a Ray client server starts (on 10001 by default) only where ray[client] is installed;
+        # there, give it a free port; without it, the flag is refused
+        client_flags = [] if _ray_client_missing() else ["--ray-client-server-port", str(client)]
+        head = Node("head", temp_root, ["--head", "--port", str(gcs), *client_flags,
                                         "--include-dashboard=false",
                                         "--dashboard-port", str(dashboard)])
         nodes.append(head)
