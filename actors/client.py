@@ -191,16 +191,20 @@ class Runtime:
         return cls(namespace, config)
 
     def _start_hosts(self, journal: Any, services: list[ServiceDefinition]) -> None:
-        """Start the hosts that have unfinished invocations to resume; the others start on
-        their first request (a host actor costs a process: 14 idle ones take seconds)."""
+        """Start the hosts that have unfinished invocations to resume. On one node the others
+        start on their first request (a host actor costs a process: 14 idle ones take
+        seconds); on a cluster every pool starts now, all at once, which is what lets Ray's
+        SPREAD strategy place a pool's hosts on different nodes."""
         pending = set(ray.get(journal.pending_services.remote()))
+        cluster = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
         ready = []
         for d in services:
-            if d.name not in pending:
+            if d.name not in pending and not (cluster and not _dedicated(d)):
                 continue
-            if isinstance(d, VirtualObject) and d.placement == "dedicated":
+            if _dedicated(d):
                 keys = ray.get(journal.pending_keys.remote(d.name))
-                ready += [self.router.dedicated(d, k).ready.remote() for k in keys]
+                ready += [self.router.dedicated(d, k).ready.remote()  # type: ignore[arg-type]
+                          for k in keys]
             else:
                 ready += [self.router.pooled(d, i).ready.remote() for i in range(self.pool_size)]
         ray.get(ready)
@@ -325,6 +329,10 @@ class Runtime:
                 for a in ray.util.list_named_actors(all_namespaces=True)):
             time.sleep(0.05)
         self.close()
+
+
+def _dedicated(d: ServiceDefinition) -> bool:
+    return isinstance(d, VirtualObject) and d.placement == "dedicated"
 
 
 def _json_value(value: Any) -> str:

@@ -255,7 +255,7 @@ class Chaos:
             self.start_driver()
         assert self.driver is not None
         self.driver.wait(timeout=300)
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 60
         while _scalar(rt, "SELECT count(*) FROM sys_invocation WHERE status <> 'completed'"):
             if time.monotonic() > deadline:
                 break

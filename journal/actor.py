@@ -145,6 +145,10 @@ class GroupCommitJournal:
         except (SqlRefused, duckdb.Error) as e:
             return str(e)
 
+    async def fired_open_timers(self) -> list[Timer]:
+        await self._settled()
+        return await asyncio.to_thread(self.store.fired_open_timers)
+
     async def pending_services(self) -> list[str]:
         await self._settled()
         return await asyncio.to_thread(self.store.pending_services)

@@ -83,5 +83,8 @@ class RemoteJournal(RemoteActor):
     async def pending_timers(self) -> list[Timer]:
         return await self.call("pending_timers")
 
+    async def fired_open_timers(self) -> list[Timer]:
+        return await self.call("fired_open_timers")
+
     async def load_state(self, service: str, key: str) -> dict[str, str]:
         return await self.call("load_state", service, key)

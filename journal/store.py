@@ -489,6 +489,22 @@ class JournalStore:
                              m["host"]))
         return out
 
+    def fired_open_timers(self) -> list[Timer]:
+        """Timers that fired for invocations still unfinished: a scheduler that starts wakes
+        their hosts again, in case it died between making a firing durable and telling the
+        host (hosts ignore a wake they already had)."""
+        with self._reader() as cur:
+            rows = cur.execute(
+                "SELECT id, name, meta FROM log WHERE kind = 'timer'"
+                " AND name IN (SELECT name FROM log WHERE kind = 'fired')"
+                " AND id NOT IN (SELECT id FROM log WHERE kind = 'output')").fetchall()
+        out = []
+        for inv_id, timer_id, meta in rows:
+            m = json.loads(meta)
+            out.append(Timer(timer_id, inv_id, m["idx"], m["timer_kind"], m["fire_at_ms"],
+                             m["host"]))
+        return out
+
     @staticmethod
     def _open_ids(cur: duckdb.DuckDBPyConnection) -> list[str]:
         """Ids of all unfinished invocations: one scan of accepts and outputs grouped by id

@@ -33,6 +33,8 @@ class TimerJournal(Protocol):
 
     async def pending_timers(self) -> list[Timer]: ...
 
+    async def fired_open_timers(self) -> list[Timer]: ...
+
 
 class TimerScheduler:
     """Fires due timers: durable first, then a notification to each timer's host."""
@@ -63,10 +65,12 @@ class TimerScheduler:
         while True:
             try:
                 await self.add(await self.journal.pending_timers())
+                fired = await self.journal.fired_open_timers()
                 break
             except Exception:
                 log.exception("cannot load timers from the journal; trying again")
                 await asyncio.sleep(1.0)
+        self._renotify(fired)
         while True:
             due = self.queue.pop_due(FIRE_BATCH)
             if due:
@@ -77,6 +81,16 @@ class TimerScheduler:
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):  # the next timer is due
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _renotify(self, timers: list[Timer]) -> None:
+        """Wake the hosts of timers that fired before this scheduler started (a previous one
+        may have died between the durable firing and the message)."""
+        wakes: dict[str, list[Wake]] = defaultdict(list)
+        for t in timers:
+            completion = Completion(t.invocation_id, t.idx) if t.kind == "sleep" else None
+            wakes[t.host].append((t.invocation_id, t.idx, completion))
+        for host, items in wakes.items():
+            self.notify(host, items)
 
     async def _fire(self, timers: list[Timer]) -> None:
         at = wall_clock_ms()

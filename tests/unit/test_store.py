@@ -521,3 +521,18 @@ def test_pending_services(data_dir: Path) -> None:
         assert store.pending_services() == ["Obj"]
     finally:
         store.close()
+
+
+def test_fired_open_timers(data_dir: Path) -> None:
+    """What a starting scheduler wakes again: fired timers of unfinished invocations."""
+    from journal.records import Timer, TimerFired
+
+    store = JournalStore(data_dir)
+    try:
+        timers = [Timer(f"inv_{i}:1", f"inv_{i}", 1, "sleep", 5, "host:Obj:0") for i in (1, 2, 3)]
+        store.write([Batch("b1", [accept("inv_1"), accept("inv_2"), accept("inv_3"), *timers,
+                                  TimerFired("inv_1:1", "inv_1"), TimerFired("inv_2:1", "inv_2"),
+                                  Output("inv_2", True, "1")])])
+        assert [t.timer_id for t in store.fired_open_timers()] == ["inv_1:1"]
+    finally:
+        store.close()
