@@ -482,12 +482,7 @@ class JournalStore:
             rows = cur.execute(
                 "SELECT id, name, meta FROM log WHERE kind = 'timer' AND name NOT IN"
                 " (SELECT name FROM log WHERE kind = 'fired')").fetchall()
-        out = []
-        for inv_id, timer_id, meta in rows:
-            m = json.loads(meta)
-            out.append(Timer(timer_id, inv_id, m["idx"], m["timer_kind"], m["fire_at_ms"],
-                             m["host"]))
-        return out
+        return _timers(rows)
 
     def fired_open_timers(self) -> list[Timer]:
         """Timers that fired for invocations still unfinished: a scheduler that starts wakes
@@ -498,12 +493,7 @@ class JournalStore:
                 "SELECT id, name, meta FROM log WHERE kind = 'timer'"
                 " AND name IN (SELECT name FROM log WHERE kind = 'fired')"
                 " AND id NOT IN (SELECT id FROM log WHERE kind = 'output')").fetchall()
-        out = []
-        for inv_id, timer_id, meta in rows:
-            m = json.loads(meta)
-            out.append(Timer(timer_id, inv_id, m["idx"], m["timer_kind"], m["fire_at_ms"],
-                             m["host"]))
-        return out
+        return _timers(rows)
 
     @staticmethod
     def _open_ids(cur: duckdb.DuckDBPyConnection) -> list[str]:
@@ -566,6 +556,15 @@ class JournalStore:
                 return cur.sql(query).to_arrow_table()
             finally:
                 cur.execute("ROLLBACK")
+
+
+def _timers(rows: list[tuple[Any, ...]]) -> list[Timer]:
+    """Timers from (id, name, meta) rows of kind 'timer'."""
+    out = []
+    for inv_id, timer_id, meta in rows:
+        m = json.loads(meta)
+        out.append(Timer(timer_id, inv_id, m["idx"], m["timer_kind"], m["fire_at_ms"], m["host"]))
+    return out
 
 
 def _marks(values: Collection[object]) -> str:
