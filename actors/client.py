@@ -207,7 +207,9 @@ class Runtime:
                           for k in keys]
             else:
                 ready += [self.router.pooled(d, i).ready.remote() for i in range(self.pool_size)]
-        ray.get(ready)
+        for ref in ready:
+            with contextlib.suppress(*UNAVAILABLE):  # died while resuming (a handler crashed
+                ray.get(ref)  # it): Ray restarts it, and it resumes on its own
 
     # -- invoking ----------------------------------------------------------------------------
 
