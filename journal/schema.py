@@ -157,29 +157,27 @@ MIGRATIONS: list[str] = [
     WHERE value IS NOT NULL;
     """,
     # 2: workflow promises are state entries named '$promise:<name>' (so they load, commit and
-    # stay with the workflow's state); 'state' hides them and 'sys_promise' shows them.
+    # stay with the workflow's state); 'state' hides them and 'sys_promise' shows them, both
+    # over one fold of the state rows (current value per entry).
     """
-    CREATE OR REPLACE VIEW state AS
+    CREATE VIEW state_current AS
     SELECT * FROM (
         SELECT split_part(id, '/', 1) AS service_name,
                substr(id, strpos(id, '/') + 1) AS service_key,
                name AS key,
                arg_max_null(data, seq)::JSON AS value
         FROM log WHERE kind = 'state' GROUP BY id, name)
-    WHERE value IS NOT NULL AND NOT starts_with(key, '$promise:');
+    WHERE value IS NOT NULL;
+
+    CREATE OR REPLACE VIEW state AS
+    SELECT * FROM state_current WHERE NOT starts_with(key, '$promise:');
 
     CREATE VIEW sys_promise AS
     SELECT service_name, service_key, substr(key, 10) AS key,
            true AS completed,
            CASE WHEN value->>'failure' IS NULL THEN value->'value' END AS completion_success_value,
            value->>'failure' AS completion_failure
-    FROM (
-        SELECT split_part(id, '/', 1) AS service_name,
-               substr(id, strpos(id, '/') + 1) AS service_key,
-               name AS key,
-               arg_max_null(data, seq)::JSON AS value
-        FROM log WHERE kind = 'state' AND starts_with(name, '$promise:') GROUP BY id, name)
-    WHERE value IS NOT NULL;
+    FROM state_current WHERE starts_with(key, '$promise:');
     """,
 ]
 

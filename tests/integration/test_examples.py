@@ -15,28 +15,29 @@ import duckdb
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_counter_example(tmp_path) -> None:
+def run_example(path: str, tmp_path: Path, *args: str) -> str:
+    """Run ``examples/<path>`` as a user would (its own process and Ray); return its stdout."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "counter.py"),
-                           str(tmp_path / "data")], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / path),
+                           str(tmp_path / "data"), *args], capture_output=True, text=True,
                           timeout=240, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "add(alice, 3) -> 6" in done.stdout
-    assert "bob after idempotent bonus: 16" in done.stdout
-    assert "Counter/alice/add" in done.stdout
+    return done.stdout
+
+
+def test_counter_example(tmp_path) -> None:
+    out = run_example("counter.py", tmp_path)
+    assert "add(alice, 3) -> 6" in out
+    assert "bob after idempotent bonus: 16" in out
+    assert "Counter/alice/add" in out
 
 
 def test_signup_workflow_example(tmp_path) -> None:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "signup_workflow.py"),
-                           str(tmp_path / "data")], capture_output=True, text=True,
-                          timeout=240, env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "status while waiting: mail-sent" in done.stdout
-    assert "is active" in done.stdout
-    assert "mails sent to" in done.stdout and done.stdout.split("mails sent to")[1].split(
-        ": ")[1].startswith("1")
-    first, second = done.stdout.split("invocation ")[1].split(" (second submission: ")
+    out = run_example("signup_workflow.py", tmp_path)
+    assert "status while waiting: mail-sent" in out
+    assert "is active" in out
+    assert out.split("mails sent to")[1].split(": ")[1].startswith("1")
+    first, second = out.split("invocation ")[1].split(" (second submission: ")
     assert second.startswith(first), "the second submission did not attach to the first run"
 
 
@@ -45,14 +46,10 @@ def test_food_order_example(tmp_path) -> None:
     checked again here, from the journal file and the payment provider's ledger: every order
     reached a final status, each paid order was charged exactly once (a rejected one never),
     and no order was delivered before its requested delivery time."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     data = tmp_path / "data"
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "food_order" / "main.py"),
-                           str(data), "--short"], capture_output=True, text=True,
-                          timeout=240, env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "killed host:OrderProcessor:0" in done.stdout, done.stdout
-    summary = json.loads(done.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
+    out = run_example("food_order/main.py", tmp_path, "--short")
+    assert "killed host:OrderProcessor:0" in out, out
+    summary = json.loads(out.split("SUMMARY ", 1)[1].splitlines()[0])
     assert summary["host_killed"] and summary["orders"] == 8, summary
 
     with duckdb.connect(str(data / "journal.duckdb"), read_only=True) as db:
