@@ -88,7 +88,7 @@ class JournalPort(Protocol):
 
     async def load_state(self, service: str, key: str) -> dict[str, str]: ...
 
-    async def pending_timers(self) -> list[Timer]: ...
+    async def pending_timers(self, host: str | None = None) -> list[Timer]: ...
 
     async def fired_open_timers(self) -> list[Timer]: ...
 
@@ -205,9 +205,12 @@ class ObjectHost:
     async def start(self) -> None:
         """Take over every accepted, unfinished invocation of this host's keys (idempotent).
 
+        Its unfired timers are handed to the scheduler again: the host that committed one
+        may have died before handing it over, and a scheduler loads timers only when it starts.
         Without a scheduler port (unit tests, embedded use) the host fires its own timers with
-        an in-process ``TimerScheduler`` over the same journal."""
-        if self._ready is None:
+        an in-process ``TimerScheduler`` over the same journal. A failed start is tried again
+        by the next caller."""
+        if self._ready is None or (self._ready.done() and self._ready.exception() is not None):
             self._ready = asyncio.get_running_loop().create_future()
             if self.scheduler is None:
                 self._local_timers = TimerScheduler(
@@ -216,12 +219,15 @@ class ObjectHost:
             try:
                 pending = await self.journal.pending(
                     [self.definition.name], self.partition, self.dedicated_key)
+                timers = await self.journal.pending_timers(self._name) if pending else []
             except BaseException as e:
                 self._ready.set_exception(e)
                 self._ready.exception()  # mark retrieved; callers re-raise via await
                 raise
             for p in pending:
                 self._take_over(p)
+            if timers:
+                self._spawn(self.scheduler.add(timers))
             self._ready.set_result(None)
             if pending:
                 log.info("%s: took over %d invocations", self._name, len(pending))

@@ -126,9 +126,9 @@ class GroupCommitJournal:
         return await asyncio.to_thread(self.store.pending, services, partition=partition, key=key,
                                        ids=ids)
 
-    async def pending_timers(self) -> list[Timer]:
+    async def pending_timers(self, host: str | None = None) -> list[Timer]:
         await self._settled()
-        return await asyncio.to_thread(self.store.pending_timers)
+        return await asyncio.to_thread(self.store.pending_timers, host)
 
     async def load_state(self, service: str, key: str) -> dict[str, str]:
         await self._settled()

@@ -80,8 +80,8 @@ class RemoteJournal(RemoteActor):
                       ids: list[str] | None = None) -> list[PendingInvocation]:
         return await self.call("pending", services, partition, key, ids)
 
-    async def pending_timers(self) -> list[Timer]:
-        return await self.call("pending_timers")
+    async def pending_timers(self, host: str | None = None) -> list[Timer]:
+        return await self.call("pending_timers", host)
 
     async def fired_open_timers(self) -> list[Timer]:
         return await self.call("fired_open_timers")

@@ -476,12 +476,18 @@ class JournalStore:
             for a, _ in accepts
         ]
 
-    def pending_timers(self) -> list[Timer]:
-        """Every timer that has not fired (the scheduler reloads them when it starts)."""
+    def pending_timers(self, host: str | None = None) -> list[Timer]:
+        """Every timer that has not fired, or those of one host (the scheduler reloads them
+        when it starts; a host hands its own over again when it starts, since it may have died
+        between committing a timer and handing it over)."""
+        query = ("SELECT id, name, meta FROM log WHERE kind = 'timer' AND name NOT IN"
+                 " (SELECT name FROM log WHERE kind = 'fired')")
+        params: list[str] = []
+        if host is not None:
+            query += " AND meta->>'host' = ?"
+            params.append(host)
         with self._reader() as cur:
-            rows = cur.execute(
-                "SELECT id, name, meta FROM log WHERE kind = 'timer' AND name NOT IN"
-                " (SELECT name FROM log WHERE kind = 'fired')").fetchall()
+            rows = cur.execute(query, params).fetchall()
         return _timers(rows)
 
     def fired_open_timers(self) -> list[Timer]:

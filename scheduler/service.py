@@ -25,13 +25,14 @@ from scheduler.timers import TimerQueue, wall_clock_ms
 log = logging.getLogger("raystate.scheduler")
 
 FIRE_BATCH = 2_000
+RECENTLY_FIRED = 100_000  # fired timer ids remembered, so a timer handed over again is ignored
 Wake = tuple[str, int, Completion | None]
 
 
 class TimerJournal(Protocol):
     async def commit(self, batch: Batch) -> None: ...
 
-    async def pending_timers(self) -> list[Timer]: ...
+    async def pending_timers(self, host: str | None = None) -> list[Timer]: ...
 
     async def fired_open_timers(self) -> list[Timer]: ...
 
@@ -48,11 +49,16 @@ class TimerScheduler:
         self._batch_ids = itertools.count()
         self._prefix = "sched-" + uuid.uuid4().hex[:8]
         self.fired = 0
+        self._recently_fired: dict[str, None] = {}  # insertion-ordered, bounded
+        self.loaded = asyncio.Event()  # set once the journal's pending timers are queued
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def add(self, timers: list[Timer]) -> None:
+        """Queue timers; one already queued, or fired by this scheduler, is ignored (a host
+        that starts hands over every unfired timer it finds, racing with their firing)."""
         for t in timers:
-            self.queue.add(t.timer_id, t.fire_at_ms, t)
+            if t.timer_id not in self._recently_fired:
+                self.queue.add(t.timer_id, t.fire_at_ms, t)
         self._wakeup.set()
 
     def info(self) -> dict[str, int]:
@@ -70,6 +76,7 @@ class TimerScheduler:
             except Exception:
                 log.exception("cannot load timers from the journal; trying again")
                 await asyncio.sleep(1.0)
+        self.loaded.set()
         self._renotify(fired)
         while True:
             due = self.queue.pop_due(FIRE_BATCH)
@@ -115,5 +122,9 @@ class TimerScheduler:
                 batch.resent = True
                 await asyncio.sleep(0.5)
         self.fired += len(timers)
+        for t in timers:
+            self._recently_fired[t.timer_id] = None
+        while len(self._recently_fired) > RECENTLY_FIRED:
+            del self._recently_fired[next(iter(self._recently_fired))]
         for host, items in wakes.items():
             self.notify(host, items)

@@ -12,7 +12,7 @@ from benchmarks.chaos import FAULTS, run_chaos
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_chaos_short_mode(ray_session: None, tmp_path, seed: int) -> None:
-    report = run_chaos(25, seed, work_dir=tmp_path)
+    report = run_chaos(20, seed, work_dir=tmp_path)
     print(report.render())
     assert report.ok, report.render()
     assert sum(report.faults[k] for k in FAULTS) >= 5, "too few faults to mean anything"

@@ -1,5 +1,6 @@
-"""A driver process for the full-restart test: phase 1 submits work and stops the whole Ray
-runtime mid-flight; phase 2 (a new process and a new Ray) starts again on the same data dir."""
+"""A driver process for the full-restart test: it starts a Ray of its own, submits work and
+stops that whole Ray runtime mid-flight (the test then starts the runtime again on the same data
+dir)."""
 
 from __future__ import annotations
 
@@ -39,25 +40,9 @@ def phase1(data_dir: str, ledger: str, gate: str) -> None:
     ray.shutdown()  # the whole runtime stops, handlers mid-flight
 
 
-def phase2(data_dir: str, ids_json: str) -> None:
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    rt = Runtime.start(apps.ALL, data_dir=data_dir, namespace="restart")
-    try:
-        results = [rt.attach(i).result(timeout=90) for i in json.loads(ids_json)]
-    except TimeoutError:
-        table = rt.sql("SELECT id, target, status, retry_count, last_failure FROM sys_invocation")
-        print(table.to_pylist(), file=sys.stderr)
-        print(rt.sql("SELECT * FROM sys_timer").to_pylist(), file=sys.stderr)
-        raise
-    results.append(rt.call(apps.get, key="total"))
-    print(json.dumps(results), flush=True)
-    rt.shutdown()
-    ray.shutdown()
-
-
 def apps_lines(path: str) -> list[str]:
     return Path(path).read_text().splitlines() if os.path.exists(path) else []
 
 
 if __name__ == "__main__":
-    {"phase1": phase1, "phase2": phase2}[sys.argv[1]](*sys.argv[2:])
+    {"phase1": phase1}[sys.argv[1]](*sys.argv[2:])

@@ -203,7 +203,7 @@ def under_faults(killer: Callable[[threading.Event], int], clients: list[Callabl
 
 
 def test_concurrent_clients_with_random_host_kills(rt: Runtime) -> None:
-    """1,000 increments over 10 keys from 4 clients while hosts are killed at random."""
+    """600 increments over 10 keys from 4 clients while hosts are killed at random."""
     keys = [f"c{i}" for i in range(10)]
     for key in keys:  # every host the killer may pick exists (hosts start on first use)
         assert rt.call(apps.get, key=key) == 0
@@ -219,13 +219,13 @@ def test_concurrent_clients_with_random_host_kills(rt: Runtime) -> None:
         return kills
 
     def client(n: int) -> Callable[[], None]:
-        return lambda: [rt.call(apps.add, key=keys[(n + i) % 10], arg=1) for i in range(250)]
+        return lambda: [rt.call(apps.add, key=keys[(n + i) % 10], arg=1) for i in range(150)]
 
     assert under_faults(killer, [client(n) for n in range(4)]) >= 1
-    assert [rt.call(apps.get, key=key) for key in keys] == [100] * 10
+    assert [rt.call(apps.get, key=key) for key in keys] == [60] * 10
     rows = rt.sql("SELECT status, count(*) AS n FROM sys_invocation "
                   "WHERE target_handler_name = 'add' GROUP BY ALL").to_pylist()
-    assert rows == [{"status": "completed", "n": 1000}]
+    assert rows == [{"status": "completed", "n": 600}]
 
 
 def test_journal_actor_killed_under_load(rt: Runtime) -> None:

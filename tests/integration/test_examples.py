@@ -15,9 +15,12 @@ import duckdb
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_example(path: str, tmp_path: Path, *args: str) -> str:
-    """Run ``examples/<path>`` as a user would (its own process and Ray); return its stdout."""
+def run_example(path: str, tmp_path: Path, *args: str, ray_address: str | None = None) -> str:
+    """Run ``examples/<path>`` as a user would (its own process and, unless ``ray_address``
+    names a running Ray to attach to, its own Ray); return its stdout."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    if ray_address is not None:
+        env["RAY_ADDRESS"] = ray_address
     done = subprocess.run([sys.executable, str(ROOT / "examples" / path),
                            str(tmp_path / "data"), *args], capture_output=True, text=True,
                           timeout=240, env=env, cwd=tmp_path)
@@ -25,15 +28,23 @@ def run_example(path: str, tmp_path: Path, *args: str) -> str:
     return done.stdout
 
 
-def test_counter_example(tmp_path) -> None:
-    out = run_example("counter.py", tmp_path)
+def session_address() -> str:
+    """The test session's Ray: the small examples attach to it (``Runtime.start`` honours
+    ``RAY_ADDRESS``), the flagship example starts its own, as the README's command does."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def test_counter_example(ray_session: None, tmp_path) -> None:
+    out = run_example("counter.py", tmp_path, ray_address=session_address())
     assert "add(alice, 3) -> 6" in out
     assert "bob after idempotent bonus: 16" in out
     assert "Counter/alice/add" in out
 
 
-def test_signup_workflow_example(tmp_path) -> None:
-    out = run_example("signup_workflow.py", tmp_path)
+def test_signup_workflow_example(ray_session: None, tmp_path) -> None:
+    out = run_example("signup_workflow.py", tmp_path, ray_address=session_address())
     assert "status while waiting: mail-sent" in out
     assert "is active" in out
     assert out.split("mails sent to")[1].split(": ")[1].startswith("1")

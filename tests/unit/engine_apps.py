@@ -21,7 +21,7 @@ from actors.errors import RetryPolicy, TerminalError
 from actors.host import InvokeRequest, JournalPort, ObjectHost
 from actors.routing import new_invocation_id, route_hash
 from journal.actor import GroupCommitJournal
-from journal.records import Accept, Batch, Outcome, PendingInvocation
+from journal.records import Accept, Batch, Outcome, PendingInvocation, Timer
 
 FAST = RetryPolicy(initial_interval=timedelta(0))
 TWO_ATTEMPTS = RetryPolicy(initial_interval=timedelta(0), max_attempts=2)
@@ -244,11 +244,13 @@ async def set_then_steps(ctx: ObjectContext) -> Any:
 
 
 class FlakyJournal:
-    """A JournalPort whose next ``fail_next`` commits fail (the journal was unreachable)."""
+    """A JournalPort whose next ``fail_next`` commits (``fail_pending`` recovery reads) fail:
+    the journal was unreachable."""
 
     def __init__(self, inner: GroupCommitJournal) -> None:
         self.inner = inner
         self.fail_next = 0
+        self.fail_pending = 0
 
     async def commit(self, batch: Batch) -> None:
         if self.fail_next:
@@ -262,10 +264,19 @@ class FlakyJournal:
     async def pending(
         self, services: list[str], partition: tuple[int, int] | None = None, key: str | None = None
     ) -> list[PendingInvocation]:
+        if self.fail_pending:
+            self.fail_pending -= 1
+            raise ConnectionError("journal unreachable")
         return await self.inner.pending(services, partition, key)
 
     async def load_state(self, service: str, key: str) -> dict[str, str]:
         return await self.inner.load_state(service, key)
+
+    async def pending_timers(self, host: str | None = None) -> list[Timer]:
+        return await self.inner.pending_timers(host)
+
+    async def fired_open_timers(self) -> list[Timer]:
+        return await self.inner.fired_open_timers()
 
 
 class World:

@@ -633,3 +633,22 @@ def test_a_failed_commit_loses_no_state(world: World) -> None:
     assert world.store.load_state("FlakyObj", "k") == {"x": "1"}
     assert out == Outcome(True, "1")
     assert [i for i, _, _ in world.journal_of(req.id)] == list(range(4))
+
+
+def test_a_failed_start_is_tried_again_by_the_next_caller(world: World) -> None:
+    """The journal was unreachable while the host recovered: the next request retries the
+    recovery instead of failing for good."""
+    flaky_port = FlakyJournal(world.journal)
+    flaky_port.fail_pending = 1
+    req = request("Steps", "two_steps", "k")
+    world.prewrite(accept_of(req), Entry(req.id, 0, "run", "a", '"a-from-journal"'))
+
+    async def body() -> Outcome:
+        host = world.host(steps, flaky_port)
+        with pytest.raises(ConnectionError):
+            await host.start()
+        await host.start()
+        return await world.journal.await_output(req.id)
+
+    assert world.run(body) == Outcome(True, '["a-from-journal","b-done"]')
+    assert CALLS == {"two_steps": 1, "b": 1}

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+from actors.engine import now_ms
+from actors.host import ObjectHost
+from journal.records import Entry, Outcome, Timer
+from scheduler.service import TimerScheduler, Wake
 from scheduler.timers import TimerQueue
+from tests.unit.engine_apps import CALLS, World, accept_of, request, saga
 
 
 class Clock:
@@ -47,3 +55,48 @@ def test_discard_and_limit() -> None:
     q.discard("3")
     assert q.pop_due(limit=4) == [0, 1, 2, 4]
     assert q.pop_due() == [5, 6, 7, 8, 9]
+
+
+# -- a timer the scheduler was never told about -------------------------------------------------
+
+
+def test_a_timer_committed_but_never_handed_over_fires_once_its_host_starts(
+    data_dir: Path,
+) -> None:
+    """A host died between committing a sleep's timer and handing it to the scheduler (found by
+    the chaos suite: a sleeper stayed parked for good). The scheduler had loaded its timers
+    before the commit; the host that takes over hands the timer over again."""
+    CALLS.clear()
+    world = World(data_dir)
+    req = request("Saga", "book", "k", "trip")
+    due = now_ms()
+    sleep_timer = Timer(f"{req.id}:1", req.id, 1, "sleep", due, "host")
+
+    async def body() -> Outcome:
+        hosts: list[ObjectHost] = []
+        wakes: list[asyncio.Future[None]] = []
+
+        def notify(_name: str, items: list[Wake]) -> None:
+            wakes.append(asyncio.ensure_future(hosts[0].wake(items)))
+
+        scheduler = TimerScheduler(world.journal, notify)
+        await scheduler.loaded.wait()
+        world.prewrite(accept_of(req), Entry(req.id, 0, "run", "reserve", '"trip.reserve-done"'),
+                       Entry(req.id, 1, "sleep", None, str(due), completed=False), sleep_timer)
+        try:
+            host = ObjectHost(saga, world.journal, partition=(0, 1), scheduler=scheduler)
+            hosts.append(host)
+            world.hosts.append(host)
+            await host.start()
+            return await world.journal.await_output(req.id)
+        finally:
+            scheduler.close()
+
+    assert world.run(body) == Outcome(True, '"slept"')
+    assert CALLS == {"trip.body": 1}, "the journaled step did not run again"
+    assert scheduler_fired(world, sleep_timer.timer_id) == 1
+
+
+def scheduler_fired(world: World, timer_id: str) -> int:
+    [row] = world.sql(f"SELECT count(*) AS n FROM log WHERE kind = 'fired' AND name = '{timer_id}'")
+    return int(row["n"])
