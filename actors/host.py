@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, Protocol
 
 from actors.definitions import ServiceDefinition
@@ -35,6 +36,7 @@ from actors.engine import (
 )
 from actors.errors import AlreadyCompletedError, TerminalError
 from actors.flusher import Flusher
+from actors.loader import StateLoader
 from actors.serde import Serde
 from journal.records import (
     Accept,
@@ -86,7 +88,7 @@ class JournalPort(Protocol):
                       key: str | None = None,
                       ids: list[str] | None = None) -> list[PendingInvocation]: ...
 
-    async def load_state(self, service: str, key: str) -> dict[str, str]: ...
+    async def load_states(self, service: str, keys: list[str]) -> dict[str, dict[str, str]]: ...
 
     async def pending_timers(self, host: str | None = None) -> list[Timer]: ...
 
@@ -141,7 +143,7 @@ class KeySlot:
         self.committed: dict[str, str] | None = None  # what shared handlers read
         self.working: dict[str, str] = {}  # committed + queued changes; exclusive handlers
         self.uncommitted = 0  # finished exclusive invocations whose output is not yet durable
-        self.loading: asyncio.Task[dict[str, str]] | None = None
+        self.loading: asyncio.Future[dict[str, str]] | None = None
         self.inbox: deque[Invocation | Parked] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.users = 0
@@ -181,6 +183,7 @@ class ObjectHost:
         self.suspend_after = suspend_after
         self.outbox = outbox
         self.flusher = Flusher(journal.commit, self._apply_committed)
+        self.loader = StateLoader(partial(journal.load_states, definition.name))
         self._active: dict[str, Invocation] = {}
         self._parked: dict[str, Parked] = {}
         self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
@@ -496,8 +499,7 @@ class ObjectHost:
         if slot.committed is None:
             assert key is not None
             if slot.loading is None or (slot.loading.done() and slot.loading.exception()):
-                slot.loading = asyncio.ensure_future(
-                    self.journal.load_state(self.definition.name, key))
+                slot.loading = self.loader.load(key)
             state = await asyncio.shield(slot.loading)
             if slot.committed is None:
                 slot.committed = dict(state)

@@ -130,9 +130,9 @@ class GroupCommitJournal:
         await self._settled()
         return await asyncio.to_thread(self.store.pending_timers, host)
 
-    async def load_state(self, service: str, key: str) -> dict[str, str]:
+    async def load_states(self, service: str, keys: list[str]) -> dict[str, dict[str, str]]:
         await self._settled()
-        return await asyncio.to_thread(self.store.load_state, service, key)
+        return await asyncio.to_thread(self.store.load_states, service, keys)
 
     async def sql(self, query: str) -> pa.Table:
         return await asyncio.to_thread(self.store.sql, query)

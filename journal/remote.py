@@ -86,5 +86,5 @@ class RemoteJournal(RemoteActor):
     async def fired_open_timers(self) -> list[Timer]:
         return await self.call("fired_open_timers")
 
-    async def load_state(self, service: str, key: str) -> dict[str, str]:
-        return await self.call("load_state", service, key)
+    async def load_states(self, service: str, keys: list[str]) -> dict[str, dict[str, str]]:
+        return await self.call("load_states", service, keys)

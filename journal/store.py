@@ -535,23 +535,44 @@ class JournalStore:
 
     def load_state(self, service: str, key: str) -> dict[str, str]:
         """The committed state of one object key: name -> JSON value."""
-        if "/" in service:
-            return {}
-        obj = f"{service}/{key}"
-        state = "id = ? AND (kind = 'state' OR id IS NULL)"  # the index, see _rows_of
+        return self.load_states(service, [key])[key]
+
+    def load_states(self, service: str, keys: Sequence[str]) -> dict[str, dict[str, str]]:
+        """The committed state of each of ``keys`` of one object: key -> name -> JSON value
+        (hosts ask for the keys that became active together in one call)."""
+        out: dict[str, dict[str, str]] = {k: {} for k in keys}
+        if "/" in service or not keys:
+            return out
+        prefix = len(service) + 1
+        state = "(kind = 'state' OR id IS NULL)"  # keeps the index usable, see _rows_of
         with self._reader() as cur:
-            # Usually a few rows, folded here (an aggregate in SQL costs ~0.7 ms more); a hot
-            # key's long history is folded by DuckDB instead of crossing into Python.
-            rows = cur.execute(f"SELECT name, data, seq FROM log WHERE {state}"
-                               f" LIMIT {FOLD_IN_SQL_ROWS + 1}", [obj]).fetchall()
-            if len(rows) > FOLD_IN_SQL_ROWS:
-                rows = cur.execute(f"SELECT name, arg_max_null(data, seq), max(seq) FROM log"
-                                   f" WHERE {state} GROUP BY name", [obj]).fetchall()
-        latest: dict[str, tuple[int, str | None]] = {}
-        for name, data, seq in rows:
-            if name not in latest or seq > latest[name][0]:
-                latest[name] = (seq, data)
-        return {name: value for name, (_, value) in latest.items() if value is not None}
+            if len(keys) == 1:
+                # Usually a few rows, folded here (an aggregate in SQL costs ~0.7 ms more); a
+                # hot key's long history is folded by DuckDB instead of crossing into Python.
+                obj = f"{service}/{keys[0]}"
+                rows = cur.execute(f"SELECT id, name, data, seq FROM log WHERE id = ? AND {state}"
+                                   f" LIMIT {FOLD_IN_SQL_ROWS + 1}", [obj]).fetchall()
+                if len(rows) > FOLD_IN_SQL_ROWS:
+                    rows = cur.execute(
+                        "SELECT id, name, arg_max_null(data, seq), max(seq) FROM log"
+                        f" WHERE id = ? AND {state} GROUP BY id, name", [obj]).fetchall()
+            else:
+                rows = []
+                for i in range(0, len(keys), INDEX_LOOKUP_MAX_IDS):
+                    objs = [f"{service}/{k}" for k in keys[i:i + INDEX_LOOKUP_MAX_IDS]]
+                    rows += cur.execute(
+                        "SELECT id, name, arg_max_null(data, seq), max(seq) FROM log"
+                        f" WHERE id IN ({_marks(objs)}) AND {state} GROUP BY id, name",
+                        objs).fetchall()
+        latest: dict[tuple[str, str], tuple[int, str | None]] = {}
+        for obj, name, data, seq in rows:
+            at = (obj, name)
+            if at not in latest or seq > latest[at][0]:
+                latest[at] = (seq, data)
+        for (obj, name), (_, value) in latest.items():
+            if value is not None:
+                out[obj[prefix:]][name] = value
+        return out
 
     def sql(self, query: str) -> pa.Table:
         """Run one read-only query (see ``journal.sqlguard``) and return an Arrow table."""

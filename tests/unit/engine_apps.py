@@ -269,8 +269,8 @@ class FlakyJournal:
             raise ConnectionError("journal unreachable")
         return await self.inner.pending(services, partition, key)
 
-    async def load_state(self, service: str, key: str) -> dict[str, str]:
-        return await self.inner.load_state(service, key)
+    async def load_states(self, service: str, keys: list[str]) -> dict[str, dict[str, str]]:
+        return await self.inner.load_states(service, keys)
 
     async def pending_timers(self, host: str | None = None) -> list[Timer]:
         return await self.inner.pending_timers(host)

@@ -49,7 +49,7 @@ def test_reads_see_what_was_committed_before_them(journal: GroupCommitJournal) -
             )
         )
         await asyncio.sleep(0)  # let the commit queue up (no timing involved)
-        state = await journal.load_state("Obj", "k")
+        state = (await journal.load_states("Obj", ["k"]))["k"]
         pending = await journal.pending(["Obj"])
         keys = await journal.pending_keys("Obj")
         accepted = await journal.accepted("inv_1")
