@@ -15,6 +15,7 @@ import ray
 from actors.definitions import ServiceDefinition
 from actors.errors import TerminalError
 from actors.host import InvokeRequest, ObjectHost
+from actors.mailbox import Result
 from actors.remote import RemoteJournal, RemoteScheduler
 from actors.router import Router
 from actors.routing import host_name
@@ -88,6 +89,7 @@ class HostActor:
         while True:
             await asyncio.sleep(period)
             self.host.evict_idle(self.idle_timeout_s)
+            self.host.mailboxes.expire()
             if self.host.dedicated_key is not None and self.host.is_idle(self.idle_timeout_s):
                 log.info("dedicated host for %s idle; exiting", self.host.dedicated_key)
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
@@ -96,6 +98,12 @@ class HostActor:
     async def invoke(self, req: InvokeRequest) -> Outcome | None:
         await self._starter
         return await self.host.invoke(req)
+
+    def submit_many(self, token: str, requests: list[InvokeRequest]) -> None:
+        self.host.mailboxes.submit(token, requests, self.invoke)  # each waits for the start
+
+    async def poll(self, token: str, timeout: float = 10.0) -> dict[str, Result]:
+        return await self.host.poll(token, timeout)
 
     async def cancel(self, invocation_id: str, kill: bool = False) -> str:
         await self._starter

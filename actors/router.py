@@ -11,6 +11,7 @@ from typing import Any
 import ray
 from ray import cloudpickle
 
+from actors.channel import HostChannel
 from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
 from actors.engine import now_ms, parse_awakeable_id
 from actors.errors import AlreadyCompletedError, TerminalError
@@ -38,6 +39,7 @@ class Router:
         definitions: list[ServiceDefinition] = cloudpickle.loads(config["definitions"])
         self.definitions = {d.name: d for d in definitions}
         self._hosts: dict[str, Any] = {}
+        self._channels: dict[tuple[asyncio.AbstractEventLoop, str], HostChannel] = {}
         self._journal: RemoteJournal | None = None
 
     def pooled(self, d: ServiceDefinition, index: int) -> Any:
@@ -135,15 +137,23 @@ class Router:
 
     async def submit(self, spec: HandlerSpec, req: InvokeRequest) -> Outcome | None:
         """Send a request to its host, again after a host failure (marked as a re-submission,
-        so the host first asks the journal whether the first one got through)."""
-        def invoke(host: Any) -> Any:
-            return host.invoke.remote(req)
+        so the host first asks the journal whether the first one got through). Requests to
+        one host share its ``HostChannel``: few Ray calls carry many of them."""
+        d, key, hash_ = spec.definition, req.key, req.route_hash
+        name = host_name(d.name, self._slot(d, key, hash_))
+        at = (asyncio.get_running_loop(), name)  # a client may be used from several loops
+        channel = self._channels.get(at)
+        if channel is None:
+            channel = self._channels[at] = HostChannel(
+                lambda: self.host_for(d, key, hash_), lambda: self._hosts.pop(name, None),
+                lambda ch: self._drop_channel(at, ch))
+        return await channel.submit(req)
 
-        def resubmitted() -> None:
-            req.resubmit = True
-
-        return await self._on_host(spec.definition, req.key, req.route_hash, invoke,
-                                   resubmitted)
+    def _drop_channel(self, at: tuple[asyncio.AbstractEventLoop, str],
+                      channel: HostChannel) -> None:
+        """An idle channel goes (a dedicated key's host may never be called again)."""
+        if self._channels.get(at) is channel and channel.idle():
+            del self._channels[at]
 
     async def cancel(self, invocation_id: str, kill: bool = False) -> str:
         """Cancel or kill an invocation on the host that runs it (see ``ObjectHost.cancel``)."""
@@ -177,8 +187,7 @@ class Router:
         return await self._on_host(d, accept.key, accept.route_hash, method)
 
     async def _on_host(self, d: ServiceDefinition, key: str | None, route_hash: int,
-                       method: Callable[[Any], Any],
-                       on_retry: Callable[[], None] | None = None) -> Any:
+                       method: Callable[[Any], Any]) -> Any:
         """Call ``method(host)`` on the host of (d, key), again after a host failure."""
         delay = 0.05
         while True:
@@ -186,8 +195,6 @@ class Router:
             try:
                 return await method(host)
             except UNAVAILABLE:
-                if on_retry is not None:
-                    on_retry()
                 self._hosts.pop(host_name(d.name, self._slot(d, key, route_hash)), None)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
