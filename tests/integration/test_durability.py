@@ -211,7 +211,7 @@ def test_concurrent_clients_with_random_host_kills(rt: Runtime) -> None:
     def killer(stop: threading.Event) -> int:
         rng = random.Random(7)
         kills = 0
-        while kills < 6 and not stop.wait(rng.uniform(0.1, 0.5)):
+        while kills < 4 and not stop.wait(rng.uniform(0.1, 0.5)):
             host = host_of(rt, "Counter", rng.choice(keys))
             kill_and_restart(host)
             kills += 1

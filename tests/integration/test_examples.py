@@ -15,12 +15,14 @@ import duckdb
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_example(path: str, tmp_path: Path, *args: str, ray_address: str | None = None) -> str:
-    """Run ``examples/<path>`` as a user would (its own process and, unless ``ray_address``
-    names a running Ray to attach to, its own Ray); return its stdout."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    if ray_address is not None:
-        env["RAY_ADDRESS"] = ray_address
+def run_example(path: str, tmp_path: Path, *args: str) -> str:
+    """Run ``examples/<path>`` as a user would, in a process of its own, attached to the test
+    session's Ray (``Runtime.start`` honours ``RAY_ADDRESS``; run by hand, an example starts a
+    Ray of its own); return its stdout."""
+    import ray
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
+           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     done = subprocess.run([sys.executable, str(ROOT / "examples" / path),
                            str(tmp_path / "data"), *args], capture_output=True, text=True,
                           timeout=240, env=env, cwd=tmp_path)
@@ -28,23 +30,15 @@ def run_example(path: str, tmp_path: Path, *args: str, ray_address: str | None =
     return done.stdout
 
 
-def session_address() -> str:
-    """The test session's Ray: the small examples attach to it (``Runtime.start`` honours
-    ``RAY_ADDRESS``), the flagship example starts its own, as the README's command does."""
-    import ray
-
-    return ray.get_runtime_context().gcs_address
-
-
 def test_counter_example(ray_session: None, tmp_path) -> None:
-    out = run_example("counter.py", tmp_path, ray_address=session_address())
+    out = run_example("counter.py", tmp_path)
     assert "add(alice, 3) -> 6" in out
     assert "bob after idempotent bonus: 16" in out
     assert "Counter/alice/add" in out
 
 
 def test_signup_workflow_example(ray_session: None, tmp_path) -> None:
-    out = run_example("signup_workflow.py", tmp_path, ray_address=session_address())
+    out = run_example("signup_workflow.py", tmp_path)
     assert "status while waiting: mail-sent" in out
     assert "is active" in out
     assert out.split("mails sent to")[1].split(": ")[1].startswith("1")
@@ -52,7 +46,7 @@ def test_signup_workflow_example(ray_session: None, tmp_path) -> None:
     assert second.startswith(first), "the second submission did not attach to the first run"
 
 
-def test_food_order_example(tmp_path) -> None:
+def test_food_order_example(ray_session: None, tmp_path) -> None:
     """The flagship example in its short mode (a host is killed part-way). Its invariants are
     checked again here, from the journal file and the payment provider's ledger: every order
     reached a final status, each paid order was charged exactly once (a rejected one never),
