@@ -64,6 +64,14 @@ class Invocation:
     cancel_delivered: bool = False  # a requested cancellation was raised in the handler
     killed: bool = False
     task: asyncio.Future[Any] | None = None  # the running attempt(s), cancelled by a kill
+    fresh: bool = False  # accepted by this host just now (not recovered, parked or replayed)
+    attempts: int = 0  # attempts started in this host
+
+    @property
+    def first_run(self) -> bool:
+        """In its very first attempt: no earlier attempt can have delivered a send or call of
+        it, so the callee's host need not ask the journal whether it saw the request before."""
+        return self.fresh and self.attempts == 1
 
     @property
     def id(self) -> str:
@@ -221,7 +229,7 @@ class HostPort(Protocol):
         ...
 
     def send(self, target: Any, key: str | None, arg: Any, delay: timedelta | float | None,
-             invocation_id: str, invoked_by: str
+             invocation_id: str, sender: Invocation
              ) -> tuple[str, Callable[[], asyncio.Future[None]]]:
         """Validate a one-way request to another handler (``TerminalError`` on bad input);
         returns the target's name and a function that starts delivering it under
@@ -428,7 +436,7 @@ class InvocationContext(WorkflowContext):
     def _send(self, handler: Any, key: str | None, arg: Any,
               delay: timedelta | float | None) -> str:
         callee = callee_id(self._inv.id, self._cursor.index)
-        target, deliver = self._host.send(handler, key, arg, delay, callee, self._inv.id)
+        target, deliver = self._host.send(handler, key, arg, delay, callee, self._inv)
         if self._cursor.replay("send", target) is None:
             self._cursor.record("send", target, result=json.dumps(callee))
         self._deliveries.append(deliver())
@@ -755,6 +763,7 @@ async def execute(
     spec = inv.spec
     policy = spec.policy
     while True:
+        inv.attempts += 1
         ctx = InvocationContext(host, inv, state)
         try:
             try:

@@ -300,7 +300,7 @@ class ObjectHost:
                     await durable
                     return None
             else:
-                inv = Invocation(accept, spec)
+                inv = Invocation(accept, spec, fresh=True)
                 self._active[inv.id] = inv
                 if req.mode == "send":
                     self.submit(inv, [])
@@ -565,12 +565,13 @@ class ObjectHost:
         return invocation.completions.get(idx)
 
     def send(self, target: Any, key: str | None, arg: Any, delay: Any, invocation_id: str,
-             invoked_by: str) -> tuple[str, Callable[[], asyncio.Future[None]]]:
+             sender: Invocation) -> tuple[str, Callable[[], asyncio.Future[None]]]:
         if self.outbox is None:
             raise TerminalError("sending to other handlers needs a runtime (no outbox here)")
         spec, req = self.outbox.request(target, key, arg, "send", delay=delay,
-                                        invocation_id=invocation_id, invoked_by=invoked_by)
-        req.resubmit = True  # a replay sends the same id again: the callee checks first
+                                        invocation_id=invocation_id, invoked_by=sender.id)
+        # a replay sends the same id again: then the callee's host checks the journal first
+        req.resubmit = not sender.first_run
 
         async def deliver() -> None:
             assert self.outbox is not None
@@ -591,7 +592,7 @@ class ObjectHost:
                 f"{caller.spec.target} (exclusive) calls {spec.target} (exclusive) on its own "
                 f"key {key!r}: that call would wait for the caller to finish, forever. Use "
                 "object_send, a shared handler, or a plain function", 409)
-        req.resubmit = True  # a replay calls with the same id again: the callee checks first
+        req.resubmit = not caller.first_run  # see ``send``
 
         def start(idx: int) -> None:
             if (caller.id, idx) not in self._calls:
@@ -613,6 +614,7 @@ class ObjectHost:
                     break
                 except Exception:
                     log.exception("call %s from %s failed; trying again", req.id, caller_id)
+                    req.resubmit = True  # the first try may have got through
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
             assert out is not None

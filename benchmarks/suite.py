@@ -238,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                      log_to_driver=False, logging_level=logging.ERROR)
             try:
                 rt = Runtime.start(services, data_dir=data_dir, namespace=NAMESPACE)
+                # Pool hosts start on first use (1-2 s each here); start them all now, so that
+                # every cell measures the steady state, not the creation of host processes.
+                ray.get([rt.router.pooled(d, i).ready.remote()
+                         for d in services for i in range(rt.pool_size)])
                 print(f"raystate benchmarks: {os.cpu_count()} CPUs, python "
                       f"{platform.python_version()}, ray {ray.__version__}, duckdb "
                       f"{duckdb.__version__}, host pool {rt.pool_size} per service; started in "
