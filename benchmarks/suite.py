@@ -11,7 +11,8 @@ closed-loop ``call_async`` clients, as Restate's figures were taken with the cli
 separate process. Workloads (``benchmarks.workloads``):
 
   hot         counter ``add`` on one key (a key's exclusive handlers run one at a time)
-  keys1k      counter ``add`` round-robin over 1,000 keys
+  keys1k      counter ``add`` round-robin over 1,000 keys, each read once before the window
+              (steady state: the keys' state is in their hosts' memory)
   keys100k    counter ``add`` cycling over 100,000 keys: within a run every call is a key's
               first, so it loads that key's state (the notes say how many keys were touched)
   three_step  a service handler with three ``ctx.run`` steps
