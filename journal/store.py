@@ -545,25 +545,20 @@ class JournalStore:
             return out
         prefix = len(service) + 1
         state = "(kind = 'state' OR id IS NULL)"  # keeps the index usable, see _rows_of
+        rows: list[tuple[Any, ...]] = []
         with self._reader() as cur:
-            if len(keys) == 1:
-                # Usually a few rows, folded here (an aggregate in SQL costs ~0.7 ms more); a
-                # hot key's long history is folded by DuckDB instead of crossing into Python.
-                obj = f"{service}/{keys[0]}"
-                rows = cur.execute(f"SELECT id, name, data, seq FROM log WHERE id = ? AND {state}"
-                                   f" LIMIT {FOLD_IN_SQL_ROWS + 1}", [obj]).fetchall()
-                if len(rows) > FOLD_IN_SQL_ROWS:
-                    rows = cur.execute(
-                        "SELECT id, name, arg_max_null(data, seq), max(seq) FROM log"
-                        f" WHERE id = ? AND {state} GROUP BY id, name", [obj]).fetchall()
-            else:
-                rows = []
-                for i in range(0, len(keys), INDEX_LOOKUP_MAX_IDS):
-                    objs = [f"{service}/{k}" for k in keys[i:i + INDEX_LOOKUP_MAX_IDS]]
-                    rows += cur.execute(
-                        "SELECT id, name, arg_max_null(data, seq), max(seq) FROM log"
-                        f" WHERE id IN ({_marks(objs)}) AND {state} GROUP BY id, name",
-                        objs).fetchall()
+            for i in range(0, len(keys), INDEX_LOOKUP_MAX_IDS):
+                objs = [f"{service}/{k}" for k in keys[i:i + INDEX_LOOKUP_MAX_IDS]]
+                where = f"id IN ({_marks(objs)}) AND {state}"
+                # Usually a few rows per key, folded here (an aggregate in SQL costs about twice
+                # as much); a long history (a hot key's) is folded by DuckDB instead.
+                chunk = cur.execute(f"SELECT id, name, data, seq FROM log WHERE {where}"
+                                    f" LIMIT {FOLD_IN_SQL_ROWS + 1}", objs).fetchall()
+                if len(chunk) > FOLD_IN_SQL_ROWS:
+                    chunk = cur.execute("SELECT id, name, arg_max_null(data, seq), max(seq)"
+                                        f" FROM log WHERE {where} GROUP BY id, name",
+                                        objs).fetchall()
+                rows += chunk
         latest: dict[tuple[str, str], tuple[int, str | None]] = {}
         for obj, name, data, seq in rows:
             at = (obj, name)
