@@ -37,7 +37,6 @@ from actors.engine import (
 from actors.errors import AlreadyCompletedError, TerminalError
 from actors.flusher import Flusher
 from actors.loader import StateLoader
-from actors.mailbox import Mailboxes, Result
 from actors.serde import Serde
 from journal.records import (
     Accept,
@@ -185,7 +184,6 @@ class ObjectHost:
         self.outbox = outbox
         self.flusher = Flusher(journal.commit, self._apply_committed)
         self.loader = StateLoader(partial(journal.load_states, definition.name))
-        self.mailboxes = Mailboxes()
         self._active: dict[str, Invocation] = {}
         self._parked: dict[str, Parked] = {}
         self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
@@ -311,15 +309,6 @@ class ObjectHost:
                 await asyncio.shield(running.durable)
             return None
         return await asyncio.shield(self._outcome(req.id))
-
-    def submit_many(self, token: str, requests: list[InvokeRequest]) -> None:
-        """Accept requests of one caller (see ``actors.mailbox``); their results wait in the
-        caller's mailbox for ``poll``."""
-        self.mailboxes.submit(token, requests, self.invoke)
-
-    async def poll(self, token: str, timeout: float = 10.0) -> dict[str, Result]:
-        """Results for the caller ``token`` since its last poll (waits up to ``timeout``)."""
-        return await self.mailboxes.poll(token, timeout)
 
     def _accept_delayed(self, accept: Accept, delay_ms: int) -> asyncio.Future[None]:
         fire_at = now_ms() + delay_ms

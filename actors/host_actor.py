@@ -15,7 +15,7 @@ import ray
 from actors.definitions import ServiceDefinition
 from actors.errors import TerminalError
 from actors.host import InvokeRequest, ObjectHost
-from actors.mailbox import Result
+from actors.mailbox import Mailboxes, Result
 from actors.remote import RemoteJournal, RemoteScheduler
 from actors.router import Router
 from actors.routing import host_name
@@ -73,6 +73,7 @@ class HostActor:
                                scheduler=RemoteScheduler(namespace),
                                suspend_after=suspend_after_s, outbox=LazyRouter(journal))
         self.idle_timeout_s = idle_timeout_s
+        self.mailboxes = Mailboxes()
         self._starter = asyncio.get_running_loop().create_task(self._start())
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
@@ -89,7 +90,7 @@ class HostActor:
         while True:
             await asyncio.sleep(period)
             self.host.evict_idle(self.idle_timeout_s)
-            self.host.mailboxes.expire()
+            self.mailboxes.expire()
             if self.host.dedicated_key is not None and self.host.is_idle(self.idle_timeout_s):
                 log.info("dedicated host for %s idle; exiting", self.host.dedicated_key)
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
@@ -100,10 +101,13 @@ class HostActor:
         return await self.host.invoke(req)
 
     def submit_many(self, token: str, requests: list[InvokeRequest]) -> None:
-        self.host.mailboxes.submit(token, requests, self.invoke)  # each waits for the start
+        """Accept requests of one caller (``actors.channel``); their results wait in the
+        caller's mailbox (``actors.mailbox``) for ``poll``."""
+        self.mailboxes.submit(token, requests, self.invoke)  # each waits for the start
 
     async def poll(self, token: str, timeout: float = 10.0) -> dict[str, Result]:
-        return await self.host.poll(token, timeout)
+        """Results for the caller ``token`` since its last poll (waits up to ``timeout``)."""
+        return await self.mailboxes.poll(token, timeout)
 
     async def cancel(self, invocation_id: str, kill: bool = False) -> str:
         await self._starter
