@@ -17,7 +17,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
 
@@ -121,6 +121,8 @@ class Parked:
     id: str
     key: str | None
     reason: Literal["suspended", "start"]
+    reloading: bool = False  # being reloaded from the journal to resume
+    early: dict[int, Completion] = field(default_factory=dict)  # woken while reloading
 
 
 class KeySlot:
@@ -369,12 +371,20 @@ class ObjectHost:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
             elif inv_id in self._parked:
-                parked.append(self._parked.pop(inv_id))
+                p = self._parked[inv_id]
+                if p.reloading:  # its reload may have read the journal before this completion
+                    p.early.setdefault(idx, completion or Completion(inv_id, idx))
+                else:
+                    p.reloading = True
+                    parked.append(p)
         if parked:
             self._spawn(self._unpark(parked))
 
     async def _unpark(self, parked: list[Parked]) -> None:
-        """Reload parked invocations from the journal (one query for all) and resume them."""
+        """Reload parked invocations from the journal (one query for all) and resume them.
+
+        They stay parked (marked as reloading) until resumed: a completion that arrives
+        meanwhile is kept for the resumed invocation, and a kill meanwhile stops it."""
         delay = 0.1
         while True:
             try:
@@ -387,8 +397,14 @@ class ObjectHost:
                 delay = min(delay * 2, 5.0)
         by_id = {p.accept.id: p for p in pending}
         for p in parked:
+            if self._parked.get(p.id) is not p:
+                continue  # killed meanwhile
+            del self._parked[p.id]
             if p.id in by_id:  # else it finished meanwhile
-                self._resume_parked(p, self._invocation_of(by_id[p.id]))
+                inv = self._invocation_of(by_id[p.id])
+                for idx, completion in p.early.items():
+                    inv.completions.setdefault(idx, completion)
+                self._resume_parked(p, inv)
 
     def _resume_parked(self, parked: Parked, inv: Invocation) -> None:
         self._active[inv.id] = inv
@@ -741,7 +757,7 @@ class ObjectHost:
             inv.completions.setdefault(CANCEL_INDEX, signal)
             self._interrupt(inv, kill=False)
         elif inv_id in self._parked:  # replay it: the replay meets the request at its wait
-            self._spawn(self._unpark([self._parked.pop(inv_id)]))
+            await self.wake([(inv_id, CANCEL_INDEX, signal)])
         return "cancelled"
 
     def _interrupt(self, inv: Invocation, kill: bool) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from actors.engine import now_ms
 from actors.host import ObjectHost
-from journal.records import Entry, Outcome, Timer
+from journal.records import Completion, Entry, Outcome, Timer
 from scheduler.service import TimerScheduler, Wake
 from scheduler.timers import TimerQueue
 from tests.unit.engine_apps import CALLS, World, accept_of, request, saga
@@ -100,3 +101,47 @@ def test_a_timer_committed_but_never_handed_over_fires_once_its_host_starts(
 def scheduler_fired(world: World, timer_id: str) -> int:
     [row] = world.sql(f"SELECT count(*) AS n FROM log WHERE kind = 'fired' AND name = '{timer_id}'")
     return int(row["n"])
+
+
+class GatedReload:
+    """The journal, except that reloading parked invocations waits for ``release``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.release = asyncio.Event()
+        self.reloading = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def pending(self, services: list[str], partition: Any = None, key: Any = None,
+                      ids: list[str] | None = None) -> Any:
+        if ids is not None:
+            self.reloading.set()
+            await self.release.wait()
+        return await self.inner.pending(services, partition, key, ids)
+
+
+def test_a_wake_during_a_reload_is_not_lost(data_dir: Path) -> None:
+    """A parked sleeper is being reloaded (for another reason) when its timer fires: the reload
+    read the journal before the firing, so the host must keep the completion for it."""
+    CALLS.clear()
+    world = World(data_dir)
+    journal = GatedReload(world.journal)
+    req = request("Saga", "book", "k", "trip", mode="send")
+
+    async def body() -> Outcome:
+        host = world.host(saga, journal)  # type: ignore[arg-type]
+        host.suspend_after = 0  # every wait leaves memory
+        await host.invoke(req)
+        while host.stats()["parked"] != 1:
+            await asyncio.sleep(0.01)
+        await host.wake([(req.id, 99, None)])  # something else wakes it: a reload starts
+        await journal.reloading.wait()
+        sleep_done = Completion(req.id, 1, None, None, None, now_ms())
+        await host.wake([(req.id, 1, sleep_done)])  # the timer fires meanwhile
+        journal.release.set()
+        return await world.journal.await_output(req.id)
+
+    assert world.run(body) == Outcome(True, '"slept"')
+    assert CALLS == {"trip.body": 2, "trip.reserve": 1}
