@@ -5,9 +5,9 @@ It needs awakeables and awaited calls (``ctx.awakeable``, ``ctx.resolve_awakeabl
 ``InvocationContext`` lacks them.
 
 One order per call, each on its own key: set the status, charge (a journaled action), sleep
-until the preparation time (zero here), hand the restaurant an awakeable and wait until the
-restaurant resolves it, then an awaited call to the delivery object of the order, and the last
-status. Restate's figures for this flow were taken with httpx calls to the payment and
+until the preparation time (10 ms, as in Restate's run of this flow), hand the restaurant an
+awakeable and wait until the restaurant resolves it, then an awaited call to the delivery
+object of the order, and the last status. Restate's figures for this flow were taken with httpx calls to the payment and
 restaurant services; here both are in-process (a ``ctx.run`` and a durable send to a service
 that resolves the awakeable), so the comparison is of the durable steps, not of HTTP.
 """
@@ -97,7 +97,7 @@ class FoodLoad:
         order_id = f"{self.prefix}{n}"
         # a dict, not an Order: the runtime validates against its own copy of the (pickled by
         # value) definitions, whose Order is another class than this process's import of it
-        order = Order(id=order_id, total_cost=10 + n % 90).model_dump()
+        order = Order(id=order_id, total_cost=10 + n % 90, delivery_delay_ms=10).model_dump()
         result: str = await self.rt.call_async(process, key=order_id, arg=order)
         self.results[result] += 1
         return result

@@ -18,7 +18,7 @@ separate process. Workloads (``benchmarks.workloads``):
   three_step  a service handler with three ``ctx.run`` steps
   timers      up to ``--timers`` invocations asleep at once (``benchmarks.timers``): inv/s and
               latency are the sends'; the notes give timer lateness and host memory per sleeper
-  food        the seed's food-order flow (``benchmarks.food``: a charge, a zero sleep, an
+  food        the seed's food-order flow (``benchmarks.food``: a charge, a 10 ms sleep, an
               awakeable resolved by a restaurant service, an awaited delivery call);
               skipped, with a note, where awakeables or awaited calls are missing
 
