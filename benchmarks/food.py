@@ -7,9 +7,10 @@ It needs awakeables and awaited calls (``ctx.awakeable``, ``ctx.resolve_awakeabl
 One order per call, each on its own key: set the status, charge (a journaled action), sleep
 until the preparation time (10 ms, as in Restate's run of this flow), hand the restaurant an
 awakeable and wait until the restaurant resolves it, then an awaited call to the delivery
-object of the order, and the last status. Restate's figures for this flow were taken with httpx calls to the payment and
-restaurant services; here both are in-process (a ``ctx.run`` and a durable send to a service
-that resolves the awakeable), so the comparison is of the durable steps, not of HTTP.
+object of the order, and the last status. Restate's figures for this flow were taken with
+httpx calls to the payment and restaurant services; here both are in-process (a ``ctx.run`` and
+a durable send to a service that resolves the awakeable), so the comparison is of the durable
+steps, not of HTTP.
 """
 
 from __future__ import annotations
