@@ -145,3 +145,28 @@ def test_a_wake_during_a_reload_is_not_lost(data_dir: Path) -> None:
 
     assert world.run(body) == Outcome(True, '"slept"')
     assert CALLS == {"trip.body": 2, "trip.reserve": 1}
+
+
+def test_a_timer_handed_over_after_it_fired_is_not_fired_again(data_dir: Path) -> None:
+    """A host that starts hands over the unfired timers it read; by the time they arrive the
+    scheduler may have fired one. Fired once, then the later timer proves the queue moved on."""
+    world = World(data_dir)
+    first = Timer("inv_a:1", "inv_a", 1, "sleep", now_ms(), "host")
+
+    async def body() -> None:
+        scheduler = TimerScheduler(world.journal, lambda _name, _items: None)
+        try:
+            await scheduler.loaded.wait()
+            await scheduler.add([first])
+            while scheduler.fired < 1:
+                await asyncio.sleep(0.01)
+            later = Timer("inv_b:1", "inv_b", 1, "sleep", now_ms() + 20, "host")
+            await scheduler.add([first, later])  # the stale hand-over, and a new timer
+            while scheduler.fired < 2:
+                await asyncio.sleep(0.01)
+            assert scheduler.fired == 2
+        finally:
+            scheduler.close()
+
+    world.run(body)
+    assert scheduler_fired(world, first.timer_id) == 1
