@@ -193,8 +193,8 @@ class Runtime:
     def _start_hosts(self, journal: Any, services: list[ServiceDefinition]) -> None:
         """Start the hosts that have unfinished invocations to resume. On one node the others
         start on their first request (a host actor costs a process: 14 idle ones take
-        seconds); on a cluster every pool starts now, all at once, which is what lets Ray's
-        SPREAD strategy place a pool's hosts on different nodes."""
+        seconds); on a cluster every pool starts now, its hosts placed round the nodes
+        (``Router.pooled``)."""
         pending = set(ray.get(journal.pending_services.remote()))
         cluster = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
         ready = []

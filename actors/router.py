@@ -10,6 +10,7 @@ from typing import Any
 
 import ray
 from ray import cloudpickle
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.channel import HostChannel
 from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
@@ -24,7 +25,8 @@ Target = Callable[..., Any] | str
 SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 0,
                 "num_cpus": 0, "max_concurrency": 100_000}
 # Hosts spread over the cluster's nodes (they take no CPU, so Ray's default strategy would
-# pack them all onto the creating node); a dedicated object's actor_options may override it.
+# pack them all onto the creating node): a pool's host i prefers node i of the alive nodes
+# (``pooled``), dedicated hosts SPREAD unless their object's actor_options say otherwise.
 HOST_ACTOR = {**SYSTEM_ACTOR, "scheduling_strategy": "SPREAD"}
 
 
@@ -48,8 +50,13 @@ class Router:
         name = host_name(d.name, index)
         handle = self._hosts.get(name)
         if handle is None:
+            options = dict(HOST_ACTOR)
+            nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+            if len(nodes) > 1:  # SPREAD is best effort: it once put a whole pool on one node
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                    nodes[index % len(nodes)], soft=True)
             handle = self._hosts[name] = ray.remote(HostActor).options(
-                name=name, namespace=self.namespace, get_if_exists=True, **HOST_ACTOR
+                name=name, namespace=self.namespace, get_if_exists=True, **options
             ).remote(d, self.namespace, (index, self.pool_size), None, self.idle_timeout_s,
                      self.suspend_after_s)
         return handle
