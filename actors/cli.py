@@ -9,8 +9,9 @@
 
 Every command reaches a running runtime through Ray (``--address``, ``--namespace``); the
 reading ones can instead, with ``--db DATA_DIR``, open a stopped runtime's journal file directly,
-read-only. Either way the query
-passes ``journal.sqlguard.check_read_only`` and runs with file and network access switched off.
+read-only (the acting ones refuse ``--db`` with a message: they need the runtime). Either way
+the query passes ``journal.sqlguard.check_read_only`` and runs with file and network access
+switched off.
 Exit codes: 0 done, 1 refused or failed query / unknown id, 2 nothing to read from.
 
 The SQL entry point takes one string, so the commands that filter build their queries with
@@ -61,6 +62,11 @@ DbOpt = Annotated[
                       "no runtime runs on it."),
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", case_sensitive=False)]
+LiveDbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", metavar="DATA_DIR", hidden=True,
+                 help="Refused: acting on an invocation needs its running runtime."),
+]
 
 
 class Unreachable(Exception):
@@ -302,7 +308,11 @@ def state(
 
 
 @contextlib.contextmanager
-def _live(address: str | None, namespace: str) -> Iterator[Any]:
+def _live(address: str | None, namespace: str, db: Path | None) -> Iterator[Any]:
+    if db is not None:  # a stopped runtime's journal can be read, not acted on
+        raise Unreachable(
+            "this command acts on a running runtime; reach it with --namespace (and --address),"
+            " or start the runtime on the data dir first: Runtime.start(..., data_dir=...)")
     runtime: Any = _connect(address, namespace)
     try:
         yield runtime
@@ -315,10 +325,11 @@ def cancel(
     invocation_id: Annotated[str, typer.Argument(metavar="ID", help="An invocation id.")],
     address: AddressOpt = None,
     namespace: NamespaceOpt = "raystate",
+    db: LiveDbOpt = None,
 ) -> None:
     """Cancel an invocation: its handler gets TerminalError("cancelled") at its next await and
     can compensate; the call it waits for is cancelled too."""
-    with _errors(), _live(address, namespace) as rt:
+    with _errors(), _live(address, namespace, db) as rt:
         typer.echo(f"{invocation_id}: {rt.cancel(invocation_id)}")
 
 
@@ -327,9 +338,10 @@ def kill(
     invocation_id: Annotated[str, typer.Argument(metavar="ID", help="An invocation id.")],
     address: AddressOpt = None,
     namespace: NamespaceOpt = "raystate",
+    db: LiveDbOpt = None,
 ) -> None:
     """Stop an invocation at once, without compensation, and free its key."""
-    with _errors(), _live(address, namespace) as rt:
+    with _errors(), _live(address, namespace, db) as rt:
         typer.echo(f"{invocation_id}: {rt.kill(invocation_id)}")
 
 
@@ -339,13 +351,14 @@ def resolve(
     value: Annotated[str, typer.Argument(metavar="JSON", help="The value, as JSON.")] = "null",
     address: AddressOpt = None,
     namespace: NamespaceOpt = "raystate",
+    db: LiveDbOpt = None,
 ) -> None:
     """Resolve an awakeable with a JSON value (the waiting handler resumes)."""
     try:
         decoded = json.loads(value)
     except json.JSONDecodeError as e:
         _fail(f"the value is not JSON ({e.msg}); quote strings: '\"yes\"'", 1)
-    with _errors(), _live(address, namespace) as rt:
+    with _errors(), _live(address, namespace, db) as rt:
         rt.resolve_awakeable(awakeable_id, decoded)
         typer.echo(f"{awakeable_id}: resolved")
 
@@ -356,9 +369,10 @@ def reject(
     reason: Annotated[str, typer.Argument(help="Raised as TerminalError in the handler.")],
     address: AddressOpt = None,
     namespace: NamespaceOpt = "raystate",
+    db: LiveDbOpt = None,
 ) -> None:
     """Reject an awakeable (the waiting handler gets TerminalError(REASON))."""
-    with _errors(), _live(address, namespace) as rt:
+    with _errors(), _live(address, namespace, db) as rt:
         rt.reject_awakeable(awakeable_id, reason)
         typer.echo(f"{awakeable_id}: rejected")
 

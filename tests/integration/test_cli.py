@@ -179,8 +179,9 @@ def test_resolve_reject_cancel_kill(live, tmp_path) -> None:
     for h, failure in zip(holders, ["cancelled", "killed"], strict=True):
         with pytest.raises(Exception, match=failure):
             h.result(timeout=30)
-    unknown = cli("cancel", "inv_doesnotexist", *ns, code=1)
-    assert only_line(unknown.stderr) == "raystate: unknown invocation 'inv_doesnotexist'"
+    for command in ("cancel", "kill"):
+        unknown = cli(command, "inv_doesnotexist", *ns, code=1)
+        assert only_line(unknown.stderr) == "raystate: unknown invocation 'inv_doesnotexist'"
 
 
 def test_db_of_a_running_runtime_is_refused(live) -> None:
@@ -235,6 +236,10 @@ def test_offline_db(start_runtime, tmp_path) -> None:
     assert from_stdin.exit_code == 0 and json_rows(from_stdin.stdout) == [{"n": 3}]
     # the refused write really did nothing
     assert cli("state", "Counter", "bob", "-f", "json", *db).stdout.strip()
+    for command in (["cancel", inv], ["kill", inv], ["resolve", "awk_x", "1"],
+                    ["reject", "awk_x", "no"]):
+        refused = cli(*command, *db, code=2)
+        assert "acts on a running runtime" in only_line(refused.stderr)
 
 
 # -- nothing to read from ---------------------------------------------------------------------

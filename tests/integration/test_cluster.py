@@ -230,10 +230,13 @@ def test_two_nodes_two_drivers_and_the_cli(cluster: str, tmp_path: Path) -> None
     per_key = spawn(raystate, "sql", "SELECT target_service_key AS key, count(*) AS n,"
                     " sum(output::INTEGER)::INTEGER AS total FROM sys_invocation"
                     " WHERE target_handler_name = 'add' GROUP BY 1 ORDER BY 1", *ns)
+    state = spawn(raystate, "state", "Counter", KEYS[0], *ns)
     try:
         rows, totals = json_rows(finish(listing)), json_rows(finish(per_key))
+        kept = json_rows(finish(state))
+        described = json.loads(finish(spawn(raystate, "describe", rows[0]["id"], *ns)))
     finally:
-        for proc in (listing, per_key):
+        for proc in (listing, per_key, state):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -241,3 +244,5 @@ def test_two_nodes_two_drivers_and_the_cli(cluster: str, tmp_path: Path) -> None
         sorted(f"Counter/{k}/{h}" for k in KEYS for h in ("add", "add", "get"))
     assert {r["status"] for r in rows} == {"completed"}
     assert totals == [{"key": k, "n": 2, "total": 2 * (i + 1) + 100} for i, k in enumerate(KEYS)]
+    assert kept == [{"key": "count", "value": "101"}], kept  # k0: add 1, then add 100
+    assert described["invocation"]["id"] == rows[0]["id"]

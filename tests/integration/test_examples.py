@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -11,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import duckdb
+
+from examples.food_order import app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,12 +58,21 @@ def test_food_order_example(ray_session: None, tmp_path) -> None:
     summary = json.loads(out.split("SUMMARY ", 1)[1].splitlines()[0])
     assert summary["host_killed"] and summary["orders"] == 8, summary
 
-    with duckdb.connect(str(data / "journal.duckdb"), read_only=True) as db:
-        orders = db.sql("""
+    with duckdb.connect() as db:  # the journal, attached read-only, and the payment ledger
+        db.execute(f"ATTACH '{data / 'journal.duckdb'}' AS journal (READ_ONLY)")
+        db.execute("USE journal")
+        fields = ", ".join(f"'{f}': 'VARCHAR'" for f in app.LEDGER_FIELDS)
+        orders = db.sql(f"""
+            WITH charges AS (
+                SELECT order_id, charge_id, count(*) AS n
+                FROM read_csv('{data / 'payments.csv'}', header = false, columns = {{{fields}}})
+                WHERE event = 'charged' GROUP BY ALL)
             SELECT i.target_service_key AS id, i.completion_result AS result,
                    s.value->>'$' AS status, c.value->>'$' AS charge_id,
                    (i.input->>'deliver_at_ms')::BIGINT AS due,
-                   (d.value->>'$')::BIGINT AS delivered_at
+                   (d.value->>'$')::BIGINT AS delivered_at,
+                   coalesce(list(ch.charge_id || '=' || ch.n ORDER BY ch.charge_id)
+                            FILTER (ch.charge_id IS NOT NULL), []) AS charged
             FROM sys_invocation i
             LEFT JOIN state s ON s.service_name = 'OrderProcessor'
                  AND s.service_key = i.target_service_key AND s.key = 'status'
@@ -70,18 +80,16 @@ def test_food_order_example(ray_session: None, tmp_path) -> None:
                  AND c.service_key = i.target_service_key AND c.key = 'charge'
             LEFT JOIN state d ON d.service_name = 'DeliveryManager'
                  AND d.service_key = i.target_service_key AND d.key = 'delivered_at_ms'
+            LEFT JOIN charges ch ON ch.order_id = i.target_service_key
             WHERE i.target_service_name = 'OrderProcessor' AND i.target_handler_name = 'process'
-            ORDER BY 1""").fetchall()
+            GROUP BY ALL ORDER BY 1""").fetchall()
     assert len(orders) == 8
-    with (data / "payments.csv").open(newline="") as f:
-        charged = Counter((row[2], row[4]) for row in csv.reader(f) if row[1] == "charged")
-    statuses = Counter(status for _, _, status, _, _, _ in orders)
+    statuses = Counter(status for _, _, status, *_ in orders)
     assert statuses["DELIVERED"] and statuses["REJECTED"], statuses
-    for oid, result, status, charge_id, due, delivered_at in orders:
+    for oid, result, status, charge_id, due, delivered_at, charged in orders:
         assert result == "success" and status in ("DELIVERED", "REJECTED"), (oid, status)
-        charges = {c: n for (o, c), n in charged.items() if o == oid}
         if status == "DELIVERED":
-            assert charges == {charge_id: 1}, (oid, charges)
+            assert charged == [f"{charge_id}=1"], (oid, charged)
             assert delivered_at is not None and delivered_at >= due, (oid, delivered_at, due)
         else:
-            assert charges == {} and charge_id is None, (oid, charges)
+            assert charged == [] and charge_id is None, (oid, charged)
