@@ -90,6 +90,8 @@ class JournalPort(Protocol):
 
     async def load_states(self, service: str, keys: list[str]) -> dict[str, dict[str, str]]: ...
 
+    async def state_key_filter(self, service: str) -> bytes: ...
+
     async def pending_timers(self, host: str | None = None) -> list[Timer]: ...
 
     async def fired_open_timers(self) -> list[Timer]: ...
@@ -185,7 +187,9 @@ class ObjectHost:
         self.suspend_after = suspend_after
         self.outbox = outbox
         self.flusher = Flusher(journal.commit, self._apply_committed)
-        self.loader = StateLoader(partial(journal.load_states, definition.name))
+        self.loader = StateLoader(  # a dedicated host loads its one key once: no filter
+            partial(journal.load_states, definition.name),
+            None if key is not None else partial(journal.state_key_filter, definition.name))
         self._active: dict[str, Invocation] = {}
         self._parked: dict[str, Parked] = {}
         self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
@@ -531,6 +535,9 @@ class ObjectHost:
         if not invocation.accept_durable:
             invocation.accept_durable = True
             records = [invocation.accept, *records]
+        for r in records:
+            if isinstance(r, StateWrite):
+                self.loader.wrote(r.key)
         fut = self.flusher.submit(records)
 
         def now_durable(_: asyncio.Future[None]) -> None:
@@ -823,6 +830,7 @@ class ObjectHost:
         timers: list[Timer] = []
         for r in records:
             if isinstance(r, StateWrite):
+                self.loader.committed(r.key)
                 slot = self._slots.get(r.key)
                 if slot is not None and slot.committed is not None:
                     if r.value is None:

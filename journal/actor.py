@@ -139,6 +139,10 @@ class GroupCommitJournal:
         await self._settled()
         return await asyncio.to_thread(self.store.load_states, service, keys)
 
+    async def state_key_filter(self, service: str) -> bytes:
+        await self._settled()
+        return await asyncio.to_thread(self.store.state_key_filter, service)
+
     async def sql(self, query: str) -> pa.Table:
         return await asyncio.to_thread(self.store.sql, query)
 

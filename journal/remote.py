@@ -88,3 +88,6 @@ class RemoteJournal(RemoteActor):
 
     async def load_states(self, service: str, keys: list[str]) -> dict[str, dict[str, str]]:
         return await self.call("load_states", service, keys)
+
+    async def state_key_filter(self, service: str) -> bytes:
+        return await self.call("state_key_filter", service)

@@ -61,6 +61,7 @@ import duckdb
 import pyarrow as pa
 
 from journal import retention
+from journal.keyfilter import KeyFilter
 from journal.records import (
     Accept,
     Batch,
@@ -568,6 +569,15 @@ class JournalStore:
             if value is not None:
                 out[obj[prefix:]][name] = value
         return out
+
+    def state_key_filter(self, service: str) -> bytes:
+        """A ``KeyFilter`` (as bytes) of the keys of ``service`` that have state rows: a host
+        loads nothing for a key outside it."""
+        with self._reader() as cur:
+            ids = cur.execute("SELECT DISTINCT id FROM log WHERE kind = 'state'"
+                              " AND starts_with(id, ?)", [f"{service}/"]).fetchall()
+        prefix = len(service) + 1
+        return KeyFilter.of((i[prefix:] for (i,) in ids), len(ids)).to_bytes()
 
     def sql(self, query: str) -> pa.Table:
         """Run one read-only query (see ``journal.sqlguard``) and return an Arrow table."""

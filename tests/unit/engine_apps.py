@@ -272,6 +272,9 @@ class FlakyJournal:
     async def load_states(self, service: str, keys: list[str]) -> dict[str, dict[str, str]]:
         return await self.inner.load_states(service, keys)
 
+    async def state_key_filter(self, service: str) -> bytes:
+        return await self.inner.state_key_filter(service)
+
     async def pending_timers(self, host: str | None = None) -> list[Timer]:
         return await self.inner.pending_timers(host)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from journal.keyfilter import MIN_CAPACITY, KeyFilter
 from journal.records import (
     Accept,
     Batch,
@@ -274,6 +275,19 @@ def test_load_states_of_many_keys_and_long_histories(store: JournalStore) -> Non
     assert store.load_states("Obj", keys) == {f"k{i}": {"n": str(i)} for i in range(300)}
     assert store.load_state("Obj", "hot") == {"n": "1499"}
     assert store.load_states("Obj", ["hot", "k7"]) == {"hot": {"n": "1499"}, "k7": {"n": "7"}}
+
+
+def test_the_key_filter_holds_every_key_with_state(store: JournalStore) -> None:
+    """A host skips loading a key outside the filter, so a key with state must be in it."""
+    store.write([Batch("f1", [StateWrite("Obj", f"k{i}", "n", str(i)) for i in range(2_000)]
+                       + [StateWrite("Obj", "a/b", "n", "1"), StateWrite("Obj", "gone", "n", None),
+                          StateWrite("Other", "elsewhere", "n", "1")])])
+    keys = KeyFilter.from_bytes(store.state_key_filter("Obj"))
+    assert all(f"k{i}" in keys for i in range(2_000)) and "a/b" in keys and "gone" in keys
+    assert sum(f"new{i}" in keys for i in range(2_000)) < 100, "about 1% false positives"
+    assert "elsewhere" in KeyFilter.from_bytes(store.state_key_filter("Other"))
+    assert keys.capacity == MIN_CAPACITY and keys.items == 2_002
+    assert "k1" not in KeyFilter.from_bytes(store.state_key_filter("Ob"))
 
 
 def test_json_functions_work_on_the_views(store: JournalStore) -> None:
