@@ -570,22 +570,23 @@ class ObjectHost:
         return invocation.completions.get(idx)
 
     def send(self, target: Any, key: str | None, arg: Any, delay: Any, invocation_id: str,
-             sender: Invocation) -> tuple[str, Callable[[], asyncio.Future[None]]]:
+             sender: Invocation) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
         if self.outbox is None:
             raise TerminalError("sending to other handlers needs a runtime (no outbox here)")
         spec, req = self.outbox.request(target, key, arg, "send", delay=delay,
                                         invocation_id=invocation_id, invoked_by=sender.id)
         # a replay sends the same id again: then the callee's host checks the journal first
-        req.resubmit = not sender.first_run
+        # (as it always does for a workflow's run, which ``request`` marks as a resubmission)
+        req.resubmit = req.resubmit or not sender.first_run
 
         async def deliver() -> None:
             assert self.outbox is not None
             await self.outbox.submit(spec, req)
 
-        return spec.target, lambda: asyncio.ensure_future(deliver())
+        return spec.target, req.id, lambda: asyncio.ensure_future(deliver())
 
     def call(self, target: Any, key: str | None, arg: Any, invocation_id: str,
-             caller: Invocation) -> tuple[str, Any, Callable[[int], None]]:
+             caller: Invocation) -> tuple[str, str, Any, Callable[[int], None]]:
         if self.outbox is None:
             raise TerminalError("calling other handlers needs a runtime (no outbox here)")
         spec, req = self.outbox.request(target, key, arg, "call", invocation_id=invocation_id,
@@ -597,14 +598,14 @@ class ObjectHost:
                 f"{caller.spec.target} (exclusive) calls {spec.target} (exclusive) on its own "
                 f"key {key!r}: that call would wait for the caller to finish, forever. Use "
                 "object_send, a shared handler, or a plain function", 409)
-        req.resubmit = not caller.first_run  # see ``send``
+        req.resubmit = req.resubmit or not caller.first_run  # see ``send``
 
         def start(idx: int) -> None:
             if (caller.id, idx) not in self._calls:
                 self._calls[caller.id, idx] = asyncio.ensure_future(
                     self._deliver_call(caller.id, idx, spec, req))
 
-        return spec.target, spec.output, start
+        return spec.target, req.id, spec.output, start
 
     async def _deliver_call(self, caller_id: str, idx: int, spec: Any,
                             req: InvokeRequest) -> None:

@@ -430,3 +430,54 @@ async def stage(ctx: WorkflowSharedContext) -> dict:
 
 
 ALL += [approval, signup]
+
+
+# -- RPC to workflows and services ---------------------------------------------------------------
+
+
+report = Workflow("Report")
+
+
+@report.main()
+async def report_run(ctx: WorkflowContext, job: Job) -> str:
+    """A workflow run that finishes on its own: one counted step, (gated) then a state."""
+    await ctx.run("write", append, job.ledger, f"report:{ctx.key()}")
+    if job.gate:
+        await ctx.run("gate", wait_for_file, job.gate)
+    ctx.set("stage", "done")
+    return f"report {ctx.key()}"
+
+
+@report.handler()
+async def report_stage(ctx: WorkflowSharedContext) -> str | None:
+    return await ctx.get("stage")
+
+
+@caller.handler()
+async def run_report(ctx: ObjectContext, job: Job) -> list[str | None]:
+    """Calls the main of workflow ``job.tag``, then its shared handler."""
+    out = await ctx.workflow_call(report_run, job.tag, job)
+    return [out, await ctx.workflow_call(report_stage, job.tag)]
+
+
+@caller.handler()
+async def start_report(ctx: ObjectContext, job: Job) -> list[str]:
+    """Sends to the main of workflow ``job.tag`` and to its shared handler; returns the ids."""
+    return [ctx.workflow_send(report_run, job.tag, job), ctx.workflow_send(report_stage, job.tag)]
+
+
+@workflow_like.handler()
+async def gated_service(ctx: Context, job: Job) -> str:
+    """A service handler that records its entry, then waits at a gate."""
+    await ctx.run("enter", append, job.ledger, f"enter:svc:{job.tag}")
+    await ctx.run("gate", wait_for_file, job.gate)
+    return job.tag
+
+
+@workflow_like.handler()
+async def note(ctx: Context, job: Job) -> str:
+    await ctx.run("note", append, job.ledger, f"note:{job.tag}")
+    return job.tag
+
+
+ALL.append(report)
