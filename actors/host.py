@@ -196,6 +196,7 @@ class ObjectHost:
         self._order = 0  # acceptance order, increasing across restarts (wall-clock based)
         self._local_timers: TimerScheduler | None = None
         self._calls: dict[tuple[str, int], asyncio.Task[None]] = {}  # (caller, idx) in flight
+        self._delivering: dict[str, int] = {}  # callee id -> its calls in flight (see _pass_on)
         self._awakeables: dict[str, dict[int, Serde]] = {}  # types of open awakeables
         # awakeables completed here (first one wins); the future is done once it is durable
         self._resolved: OrderedDict[tuple[str, int], asyncio.Future[None]] = OrderedDict()
@@ -602,6 +603,7 @@ class ObjectHost:
 
         def start(idx: int) -> None:
             if (caller.id, idx) not in self._calls:
+                self._delivering[req.id] = self._delivering.get(req.id, 0) + 1
                 self._calls[caller.id, idx] = asyncio.ensure_future(
                     self._deliver_call(caller.id, idx, spec, req))
 
@@ -631,6 +633,9 @@ class ObjectHost:
             await self.wake([(caller_id, idx, completion)])
         finally:
             self._calls.pop((caller_id, idx), None)
+            left = self._delivering.pop(req.id, 1) - 1
+            if left:
+                self._delivering[req.id] = left
 
     # -- awakeables ---------------------------------------------------------------------------
 
@@ -779,12 +784,24 @@ class ObjectHost:
             self._spawn(self._pass_on(callee, kill))
 
     async def _pass_on(self, callee: str, kill: bool) -> None:
+        """Unknown (404) while this host is still delivering the call: its acceptance is not
+        durable yet, so try again (backing off) until it is, or the delivery is over."""
         assert self.outbox is not None
-        try:
-            await self.outbox.cancel(callee, kill)
-        except Exception:  # unknown (not accepted yet) or gone: the caller moves on anyway
-            log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
-                        exc_info=True)
+        delay = 0.02
+        while True:
+            try:
+                await self.outbox.cancel(callee, kill)
+                return
+            except Exception as e:
+                if isinstance(e, TerminalError) and e.status_code == 404 and \
+                        callee in self._delivering:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                # unknown (never delivered) or gone: the caller moves on anyway
+                log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
+                            exc_info=True)
+                return
 
     async def _kill(self, inv_id: str, inv: Invocation | None, parked: Parked | None) -> None:
         out = Outcome(False, None, KILLED, CANCELLED_CODE)
