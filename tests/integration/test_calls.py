@@ -103,21 +103,36 @@ def test_first_run_caller_of_a_finished_workflow_gets_its_result(rt: Runtime,
 
 def test_chain_across_keys_with_crashes_in_every_link_completes_once(
         rt: Runtime, ledger: str, tmp_path: Path) -> None:
+    keys = ["a", "d", "h"]  # Caller slots 1, 0, 1 of a pool of 2: each call crosses hosts
+    assert rt.pool_size == 2
     markers = tmp_path / "markers"
     markers.mkdir()
-    hop = apps.Hop(ledger=ledger, markers=str(markers), keys=["b", "c"])
-    assert rt.call(apps.chain, key="a", arg=hop) == ["a", "b", "c"]
+    hop = apps.Hop(ledger=ledger, markers=str(markers), keys=keys[1:])
+    assert rt.call(apps.chain, key=keys[0], arg=hop) == keys
     assert sorted(os.listdir(markers)) == sorted(
-        f"{k}-{w}" for k in "abc" for w in ("before", "after")), "not every crash happened"
+        f"{k}-{w}" for k in keys for w in ("before", "after")), "not every crash happened"
     lines = ledger_lines(ledger)
-    for k in "abc":
+    for k in keys:
         assert lines.count(f"enter:{k}") == 1, lines
+    hosts = dict(line.split(":", 2)[1:] for line in lines if line.startswith("host:"))
+    assert hosts["a"] != hosts["d"] != hosts["h"], hosts
     visits = rt.sql("SELECT service_key, value FROM state WHERE service_name = 'Caller' "
                     "AND key = 'visits' ORDER BY 1").to_pylist()
-    assert visits == [{"service_key": k, "value": "1"} for k in "abc"]
+    assert visits == [{"service_key": k, "value": "1"} for k in keys]
     rows = rt.sql("SELECT target_service_key AS k, count(*) AS n FROM sys_invocation "
                   "WHERE target_handler_name = 'chain' GROUP BY 1 ORDER BY 1").to_pylist()
-    assert rows == [{"k": k, "n": 1} for k in "abc"]
+    assert rows == [{"k": k, "n": 1} for k in keys]
+
+
+def test_service_handlers_run_concurrently(start_runtime, ledger: str, tmp_path: Path) -> None:
+    rt = start_runtime([apps.workflow_like], pool_size=1)  # both on one host
+    gate = str(tmp_path / "gate")
+    handles = [rt.send(apps.gated_service, arg=apps.Job(ledger=ledger, gate=gate, tag=t))
+               for t in ("s1", "s2")]
+    assert_eventually(lambda: {"enter:svc:s1", "enter:svc:s2"} <= set(ledger_lines(ledger)),
+                      message="both invocations entered before the gate opened")
+    Path(gate).touch()
+    assert [h.result(timeout=60) for h in handles] == ["s1", "s2"]
 
 
 def test_terminal_error_in_callee_reaches_caller(shared_rt: Runtime, tmp_path: Path) -> None:
@@ -173,6 +188,9 @@ def test_kill_stops_at_once_and_frees_the_key(rt: Runtime, ledger: str) -> None:
     assert lines.count("finally:hold:k") == 1, "a killed handler compensated"
     running = rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE status <> 'completed'")
     assert running.column("n")[0].as_py() == 0
+    killed = rt.sql("SELECT status, completion_failure AS f FROM sys_invocation "
+                    f"WHERE id = '{h.id}'").to_pylist()
+    assert killed == [{"status": "completed", "f": "killed"}]
 
 
 def test_cancel_and_kill_of_unknown_ids(shared_rt: Runtime) -> None:
