@@ -101,7 +101,8 @@ def cancelled() -> TerminalError:
 
 def callee_id(caller_id: str, idx: int) -> str:
     """The invocation id of the call or send at journal index ``idx``: a replaying caller
-    derives the same id, so the callee's host recognises the request and runs it once."""
+    derives the same id, so the callee's host recognises the request and runs it once. (A
+    workflow's main replaces it by its run id, itself derived from workflow and key.)"""
     return "inv_" + hashlib.sha256(f"{caller_id}:{idx}".encode()).hexdigest()[:32]
 
 
@@ -230,10 +231,11 @@ class HostPort(Protocol):
 
     def send(self, target: Any, key: str | None, arg: Any, delay: timedelta | float | None,
              invocation_id: str, sender: Invocation
-             ) -> tuple[str, Callable[[], asyncio.Future[None]]]:
+             ) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
         """Validate a one-way request to another handler (``TerminalError`` on bad input);
-        returns the target's name and a function that starts delivering it under
-        ``invocation_id`` (its future is done once the callee's invocation is durable)."""
+        returns the target's name, the callee's invocation id and a function that starts
+        delivering it (its future is done once the callee's invocation is durable). The id is
+        ``invocation_id`` unless the target names its own (a workflow's main: its run id)."""
         ...
 
     def pass_on(self, callee: str, kill: bool) -> None:
@@ -264,11 +266,12 @@ class HostPort(Protocol):
         ...
 
     def call(self, target: Any, key: str | None, arg: Any, invocation_id: str,
-             caller: Invocation) -> tuple[str, Serde, Callable[[int], None]]:
+             caller: Invocation) -> tuple[str, str, Serde, Callable[[int], None]]:
         """Validate a call to another handler (``TerminalError`` on bad input, or when it would
-        wait for its own key); returns the target's name, its output serde and a function that
-        starts the call for journal entry ``idx`` (once that entry is durable). The callee's
-        outcome arrives as the entry's completion."""
+        wait for its own key); returns the target's name, the callee's invocation id (as for
+        ``send``), its output serde and a function that starts the call for journal entry
+        ``idx`` (once that entry is durable). The callee's outcome arrives as the entry's
+        completion."""
         ...
 
 
@@ -435,8 +438,8 @@ class InvocationContext(WorkflowContext):
 
     def _send(self, handler: Any, key: str | None, arg: Any,
               delay: timedelta | float | None) -> str:
-        callee = callee_id(self._inv.id, self._cursor.index)
-        target, deliver = self._host.send(handler, key, arg, delay, callee, self._inv)
+        target, callee, deliver = self._host.send(
+            handler, key, arg, delay, callee_id(self._inv.id, self._cursor.index), self._inv)
         if self._cursor.replay("send", target) is None:
             self._cursor.record("send", target, result=json.dumps(callee))
         self._deliveries.append(deliver())
@@ -468,8 +471,8 @@ class InvocationContext(WorkflowContext):
 
     async def _call(self, handler: Any, key: str | None, arg: Any) -> Any:
         self._cancel_point()
-        callee = callee_id(self._inv.id, self._cursor.index)
-        target, output, start = self._host.call(handler, key, arg, callee, self._inv)
+        target, callee, output, start = self._host.call(
+            handler, key, arg, callee_id(self._inv.id, self._cursor.index), self._inv)
         entry = self._cursor.replay("call", target)
         if entry is None:
             entry = self._cursor.record("call", target, result=json.dumps(callee),

@@ -200,6 +200,7 @@ class ObjectHost:
         self._order = 0  # acceptance order, increasing across restarts (wall-clock based)
         self._local_timers: TimerScheduler | None = None
         self._calls: dict[tuple[str, int], asyncio.Task[None]] = {}  # (caller, idx) in flight
+        self._delivering: dict[str, int] = {}  # callee id -> its calls in flight (see _pass_on)
         self._awakeables: dict[str, dict[int, Serde]] = {}  # types of open awakeables
         # awakeables completed here (first one wins); the future is done once it is durable
         self._resolved: OrderedDict[tuple[str, int], asyncio.Future[None]] = OrderedDict()
@@ -577,22 +578,23 @@ class ObjectHost:
         return invocation.completions.get(idx)
 
     def send(self, target: Any, key: str | None, arg: Any, delay: Any, invocation_id: str,
-             sender: Invocation) -> tuple[str, Callable[[], asyncio.Future[None]]]:
+             sender: Invocation) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
         if self.outbox is None:
             raise TerminalError("sending to other handlers needs a runtime (no outbox here)")
         spec, req = self.outbox.request(target, key, arg, "send", delay=delay,
                                         invocation_id=invocation_id, invoked_by=sender.id)
         # a replay sends the same id again: then the callee's host checks the journal first
-        req.resubmit = not sender.first_run
+        # (as it always does for a workflow's run, which ``request`` marks as a resubmission)
+        req.resubmit = req.resubmit or not sender.first_run
 
         async def deliver() -> None:
             assert self.outbox is not None
             await self.outbox.submit(spec, req)
 
-        return spec.target, lambda: asyncio.ensure_future(deliver())
+        return spec.target, req.id, lambda: asyncio.ensure_future(deliver())
 
     def call(self, target: Any, key: str | None, arg: Any, invocation_id: str,
-             caller: Invocation) -> tuple[str, Any, Callable[[int], None]]:
+             caller: Invocation) -> tuple[str, str, Any, Callable[[int], None]]:
         if self.outbox is None:
             raise TerminalError("calling other handlers needs a runtime (no outbox here)")
         spec, req = self.outbox.request(target, key, arg, "call", invocation_id=invocation_id,
@@ -604,14 +606,15 @@ class ObjectHost:
                 f"{caller.spec.target} (exclusive) calls {spec.target} (exclusive) on its own "
                 f"key {key!r}: that call would wait for the caller to finish, forever. Use "
                 "object_send, a shared handler, or a plain function", 409)
-        req.resubmit = not caller.first_run  # see ``send``
+        req.resubmit = req.resubmit or not caller.first_run  # see ``send``
 
         def start(idx: int) -> None:
             if (caller.id, idx) not in self._calls:
+                self._delivering[req.id] = self._delivering.get(req.id, 0) + 1
                 self._calls[caller.id, idx] = asyncio.ensure_future(
                     self._deliver_call(caller.id, idx, spec, req))
 
-        return spec.target, spec.output, start
+        return spec.target, req.id, spec.output, start
 
     async def _deliver_call(self, caller_id: str, idx: int, spec: Any,
                             req: InvokeRequest) -> None:
@@ -637,6 +640,9 @@ class ObjectHost:
             await self.wake([(caller_id, idx, completion)])
         finally:
             self._calls.pop((caller_id, idx), None)
+            left = self._delivering.pop(req.id, 1) - 1
+            if left:
+                self._delivering[req.id] = left
 
     # -- awakeables ---------------------------------------------------------------------------
 
@@ -785,12 +791,24 @@ class ObjectHost:
             self._spawn(self._pass_on(callee, kill))
 
     async def _pass_on(self, callee: str, kill: bool) -> None:
+        """Unknown (404) while this host is still delivering the call: its acceptance is not
+        durable yet, so try again (backing off) until it is, or the delivery is over."""
         assert self.outbox is not None
-        try:
-            await self.outbox.cancel(callee, kill)
-        except Exception:  # unknown (not accepted yet) or gone: the caller moves on anyway
-            log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
-                        exc_info=True)
+        delay = 0.02
+        while True:
+            try:
+                await self.outbox.cancel(callee, kill)
+                return
+            except Exception as e:
+                if isinstance(e, TerminalError) and e.status_code == 404 and \
+                        callee in self._delivering:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                # unknown (never delivered) or gone: the caller moves on anyway
+                log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
+                            exc_info=True)
+                return
 
     async def _kill(self, inv_id: str, inv: Invocation | None, parked: Parked | None) -> None:
         out = Outcome(False, None, KILLED, CANCELLED_CODE)

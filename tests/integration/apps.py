@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -42,6 +43,26 @@ def crash_once(marker: str) -> None:
     if not os.path.exists(marker):
         Path(marker).touch()
         os._exit(1)
+
+
+async def crash_once_after(marker: str, ledger: str, lines: list[str]) -> None:
+    """``crash_once``, but first wait (30 s at most) until ``ledger`` holds all of ``lines``,
+    and record how many it held (``crash:<n>/<all>``)."""
+    if os.path.exists(marker):
+        return
+    deadline = time.monotonic() + 30
+    while not all(count(ledger, line) for line in lines) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    append(ledger, f"crash:{sum(count(ledger, line) > 0 for line in lines)}/{len(lines)}")
+    crash_once(marker)
+
+
+def enter_link(ledger: str, key: str) -> None:
+    """Records a chain link's entry, and which host actor ran it."""
+    import ray
+
+    append(ledger, f"enter:{key}")
+    append(ledger, f"host:{key}:{ray.get_runtime_context().get_actor_name()}")
 
 
 async def wait_for_file(path: str) -> None:
@@ -242,14 +263,17 @@ async def stamp(ctx: ObjectContext, job: Nap) -> float:
 
 @steps.handler()
 async def fan_out(ctx: ObjectContext, job: Job) -> list[str]:
-    """Sends to three children and one delayed stamp, then (armed) crashes: the replay sends
-    the same invocations again, and each child must still run once."""
+    """Sends to three children, one delayed stamp and a service, then (armed) crashes once all
+    of them have run: the replay sends the same invocations again, and each must run once."""
     ids = [ctx.object_send(exclusive, f"{ctx.key()}-child",
                            Job(ledger=job.ledger, tag=f"child{i}")) for i in range(3)]
     ids.append(ctx.object_send("Sleeper/stamp", f"{ctx.key()}-later",
                                Nap(ledger=job.ledger, seconds=0, tag="later"), delay=0.5))
+    ids.append(ctx.service_send("Pipeline/note", Job(ledger=job.ledger, tag="svc")))
     if job.marker:
-        await ctx.run("crash", crash_once, job.marker)
+        delivered = [f"exit:{ctx.key()}-child:child{i}" for i in range(3)]
+        delivered += [f"ran:{ctx.key()}-later:later", "note:svc"]
+        await ctx.run("crash", crash_once_after, job.marker, job.ledger, delivered)
     return ids
 
 
@@ -280,7 +304,7 @@ async def chain(ctx: ObjectContext, hop: Hop) -> list[str]:
     """One link of a call chain: a journaled step, (armed) a crash, a call to the next key, a
     crash after the call returned, then a state change. Returns the keys the chain visited."""
     me = ctx.key()
-    await ctx.run("enter", append, hop.ledger, f"enter:{me}")
+    await ctx.run("enter", enter_link, hop.ledger, me)
     if hop.markers:
         await ctx.run("crash-before", crash_once, f"{hop.markers}/{me}-before")
     rest: list[str] = []
@@ -430,3 +454,54 @@ async def stage(ctx: WorkflowSharedContext) -> dict:
 
 
 ALL += [approval, signup]
+
+
+# -- RPC to workflows and services ---------------------------------------------------------------
+
+
+report = Workflow("Report")
+
+
+@report.main()
+async def report_run(ctx: WorkflowContext, job: Job) -> str:
+    """A workflow run that finishes on its own: one counted step, (gated) then a state."""
+    await ctx.run("write", append, job.ledger, f"report:{ctx.key()}")
+    if job.gate:
+        await ctx.run("gate", wait_for_file, job.gate)
+    ctx.set("stage", "done")
+    return f"report {ctx.key()}"
+
+
+@report.handler()
+async def report_stage(ctx: WorkflowSharedContext) -> str | None:
+    return await ctx.get("stage")
+
+
+@caller.handler()
+async def run_report(ctx: ObjectContext, job: Job) -> list[str | None]:
+    """Calls the main of workflow ``job.tag``, then its shared handler."""
+    out = await ctx.workflow_call(report_run, job.tag, job)
+    return [out, await ctx.workflow_call(report_stage, job.tag)]
+
+
+@caller.handler()
+async def start_report(ctx: ObjectContext, job: Job) -> list[str]:
+    """Sends to the main of workflow ``job.tag`` and to its shared handler; returns the ids."""
+    return [ctx.workflow_send(report_run, job.tag, job), ctx.workflow_send(report_stage, job.tag)]
+
+
+@workflow_like.handler()
+async def gated_service(ctx: Context, job: Job) -> str:
+    """A service handler that records its entry, then waits at a gate."""
+    await ctx.run("enter", append, job.ledger, f"enter:svc:{job.tag}")
+    await ctx.run("gate", wait_for_file, job.gate)
+    return job.tag
+
+
+@workflow_like.handler()
+async def note(ctx: Context, job: Job) -> str:
+    await ctx.run("note", append, job.ledger, f"note:{job.tag}")
+    return job.tag
+
+
+ALL.append(report)

@@ -9,27 +9,36 @@ from pathlib import Path
 import pytest
 
 from actors import Runtime, TerminalError
+from actors.routing import route_hash
 from tests.conftest import ledger_lines
 from tests.integration import apps
 
 
 def test_sends_from_a_crashing_handler_are_delivered_once(rt: Runtime, ledger: str,
                                                           tmp_path) -> None:
+    """The sender crashes only after every send ran: its replay sends them all again."""
+    slot = route_hash("Steps", "fan", "") % rt.pool_size
+    assert slot != route_hash("Steps", "fan-child", "") % rt.pool_size, \
+        "the children must live on another host than the crashing sender"
     marker = str(tmp_path / "crashed")
     t0 = time.time()
     ids = rt.send(apps.fan_out, key="fan", arg=apps.Job(ledger=ledger, marker=marker)).result(
         timeout=60)
     assert Path(marker).exists(), "the sender never crashed"
-    assert len(ids) == 4
+    lines = ledger_lines(ledger)
+    assert "crash:5/5" in lines, "the sender crashed before its sends were delivered"
+    assert len(ids) == 5
     for child in ids[:3]:
         rt.attach(child).result(timeout=60)
     assert rt.attach(ids[3]).result(timeout=60) >= t0 + 0.5
+    assert rt.attach(ids[4]).result(timeout=60) == "svc"
     lines = ledger_lines(ledger)
     for i in range(3):
         assert lines.count(f"enter:fan-child:child{i}") == 1
     assert lines.count("ran:fan-later:later") == 1
+    assert lines.count("note:svc") == 1
     rows = rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE invoked_by_id IS NOT NULL")
-    assert rows.column("n").to_pylist() == [4]
+    assert rows.column("n").to_pylist() == [5]
 
 
 def test_send_to_unknown_target_fails_the_sender(shared_rt: Runtime) -> None:

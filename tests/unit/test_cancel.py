@@ -5,12 +5,19 @@ kill stops at once and frees the key."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.unit.engine_apps import CALLS, EVENTS, World, request, saga
+from actors.contexts import ObjectContext
+from actors.definitions import VirtualObject, spec_of
+from actors.errors import TerminalError
+from actors.host import InvokeRequest, ObjectHost
+from journal.records import Outcome
+from tests.unit.engine_apps import CALLS, EVENTS, FAST, World, book, request, saga
 
 
 @pytest.fixture(autouse=True)
@@ -106,3 +113,88 @@ def test_cancel_of_unknown_invocation(data_dir: Path) -> None:
         assert await host.cancel("inv_nope") == "unknown"
 
     world.run(body)
+
+
+# -- a cancellation passed on to a callee -------------------------------------------------------
+
+trips = VirtualObject("Trips", retry_policy=FAST)
+
+
+@trips.handler()
+async def plan(ctx: ObjectContext, name: str) -> str:
+    """Calls ``Saga/book`` (key ``name``), which sleeps until cancelled."""
+    return await ctx.object_call(book, name, name)
+
+
+class GatedOutbox:
+    """Routes calls between in-process hosts. A delivery waits for ``gate`` (the callee's
+    acceptance is late); ``cancel`` answers 404 for what the journal has not accepted, as
+    ``Router.cancel`` does."""
+
+    def __init__(self, world: World, hosts: list[ObjectHost]) -> None:
+        self.world = world
+        self.hosts = {h.definition.name: h for h in hosts}
+        self.gate = asyncio.Event()
+        self.refused = 0
+
+    def request(self, target: Any, key: str | None, arg: Any, mode: str, *,
+                delay: Any = None, invocation_id: str | None = None,
+                invoked_by: str | None = None) -> tuple[Any, InvokeRequest]:
+        spec = spec_of(target)
+        assert spec is not None
+        return spec, request(spec.definition.name, spec.name, key, arg, inv_id=invocation_id,
+                             mode=mode, invoked_by=invoked_by)
+
+    async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None:
+        await self.gate.wait()
+        return await self.hosts[req.service].invoke(req)
+
+    async def cancel(self, invocation_id: str, kill: bool = False) -> str:
+        accept = await self.world.journal.accepted(invocation_id)
+        if accept is None:
+            self.refused += 1
+            raise TerminalError(f"unknown invocation {invocation_id!r}", 404)
+        return await self.hosts[accept.service].cancel(invocation_id, kill)
+
+    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
+                                failure: str | None) -> None:
+        raise NotImplementedError
+
+
+async def _until(condition: Any, what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{what} did not happen")
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["cancel", "kill"])
+def test_cancel_reaches_a_callee_accepted_after_it(data_dir: Path, kill: bool) -> None:
+    """The parent is cancelled after its call is journaled but before the callee's acceptance
+    is durable: the request is passed on once the callee exists, not dropped."""
+    world = World(data_dir)
+    caller, callee = world.host(trips), world.host(saga)
+    outbox = caller.outbox = GatedOutbox(world, [caller, callee])
+    req = request("Trips", "plan", "p", "trip", mode="send")
+
+    async def body() -> None:
+        await caller.invoke(req)
+        await _until(lambda: "call" in [t for _, t, _ in world.journal_of(req.id)],
+                     "the call entry")
+        assert await caller.cancel(req.id, kill=kill) == ("killed" if kill else "cancelled")
+        await _until(lambda: outbox.refused > 0, "the pass-on meeting an unknown callee")
+        outbox.gate.set()
+        [row] = world.sql(f"SELECT result FROM sys_journal WHERE invocation_id = '{req.id}' "
+                          "AND entry_type = 'call'")
+        child = request("Saga", "book", "trip", "trip", inv_id=json.loads(row["result"]),
+                        resubmit=True)
+        try:
+            out = await asyncio.wait_for(callee.invoke(child), 5.0)
+        except TimeoutError:
+            raise AssertionError("the callee was never cancelled") from None
+        assert out is not None and out.failure == ("killed" if kill else "cancelled")
+
+    world.run(body)
+    assert CALLS["trip.reserve"] == 1
+    assert CALLS["trip.undo"] == (0 if kill else 1)
