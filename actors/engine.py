@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
+from actors.awakeables import AwakeableIds
 from actors.contexts import Awakeable, DeterministicRandom, DurablePromise, WorkflowContext
 from actors.definitions import HandlerSpec, Workflow
 from actors.errors import AlreadyCompletedError, JournalMismatch, RetryPolicy, TerminalError
@@ -106,24 +107,6 @@ def callee_id(caller_id: str, idx: int) -> str:
 
 
 PROMISE_STATE = "$promise:"  # workflow promises are kept as state entries with this prefix
-
-
-def awakeable_id(invocation_id: str, idx: int) -> str:
-    """``awk_<invocation id>_<entry index>_<check>``: names the owner and the entry; the check
-    digits catch a mistyped or truncated id before anything is looked up."""
-    check = hashlib.sha256(f"{invocation_id}:{idx}".encode()).hexdigest()[:8]
-    return f"awk_{invocation_id}_{idx}_{check}"
-
-
-def parse_awakeable_id(text: object) -> tuple[str, int]:
-    """(invocation id, entry index) of an awakeable id; ``TerminalError`` (400) if malformed."""
-    parts = text.rsplit("_", 2) if isinstance(text, str) else []
-    if len(parts) == 3 and parts[0].startswith("awk_") and parts[1].isdigit():
-        inv_id, idx = parts[0][4:], int(parts[1])
-        if inv_id and text == awakeable_id(inv_id, idx):
-            return inv_id, idx
-    raise TerminalError(f"malformed awakeable id {text!r} (expected the id "
-                        "ctx.awakeable() returned: awk_<invocation>_<index>_<check>)", 400)
 
 
 def retry_index(retry_count: int) -> int:
@@ -238,6 +221,11 @@ class HostPort(Protocol):
 
     def pass_on(self, callee: str, kill: bool) -> None:
         """Cancel (or kill) the callee of a call this invocation stops waiting for."""
+        ...
+
+    @property
+    def awakeables(self) -> AwakeableIds:
+        """Makes and checks awakeable ids (signed with the runtime's secret)."""
         ...
 
     def expect_awakeable(self, invocation: Invocation, idx: int, serde: Serde) -> None:
@@ -488,7 +476,7 @@ class InvocationContext(WorkflowContext):
             entry = self._cursor.record("awakeable", None, completed=False)
             self._cursor.unflushed_run = True  # durable before the next action hands it out
         self._host.expect_awakeable(self._inv, entry.idx, serde)
-        return awakeable_id(self._inv.id, entry.idx), _Awakeable(self, entry, serde)
+        return self._host.awakeables.make(self._inv.id, entry.idx), _Awakeable(self, entry, serde)
 
     async def _await_awakeable(self, entry: Entry, serde: Serde) -> Any:
         done = await self._await_entry(entry)
@@ -504,7 +492,7 @@ class InvocationContext(WorkflowContext):
 
     def _complete_awakeable(self, awk_id: str, result: str | None,
                             failure: str | None) -> None:
-        parse_awakeable_id(awk_id)
+        self._host.awakeables.parse(awk_id)
         data = json.dumps({"value": json.loads(result) if result is not None else None}
                           if failure is None else {"failure": failure})
         if self._cursor.replay("complete_awakeable", awk_id) is None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
 
+from actors.awakeables import AwakeableIds
 from actors.definitions import ServiceDefinition
 from actors.engine import (
     CANCEL_INDEX,
@@ -32,7 +34,6 @@ from actors.engine import (
     Suspended,
     execute,
     now_ms,
-    parse_awakeable_id,
 )
 from actors.errors import AlreadyCompletedError, TerminalError
 from actors.flusher import Flusher
@@ -175,7 +176,10 @@ class ObjectHost:
         scheduler: SchedulerPort | None = None,
         suspend_after: float = 30.0,
         outbox: OutboxPort | None = None,
+        secret: str | None = None,
     ) -> None:
+        """``secret``: the runtime's, which awakeable ids are signed with (a host actor sets
+        it from the runtime config before it starts); a random one by default."""
         self.definition = definition
         self.journal = journal
         self.partition = partition
@@ -196,6 +200,7 @@ class ObjectHost:
         self._order = 0  # acceptance order, increasing across restarts (wall-clock based)
         self._local_timers: TimerScheduler | None = None
         self._calls: dict[tuple[str, int], asyncio.Task[None]] = {}  # (caller, idx) in flight
+        self.awakeables = AwakeableIds(secret or secrets.token_hex(32))
         self._awakeables: dict[str, dict[int, Serde]] = {}  # types of open awakeables
         # awakeables completed here (first one wins); the future is done once it is durable
         self._resolved: OrderedDict[tuple[str, int], asyncio.Future[None]] = OrderedDict()
@@ -655,7 +660,7 @@ class ObjectHost:
         invocation resumes. Returns (ok, message, status) rather than raising, so the error
         reaches any caller as data: unknown (404), already completed (409), bad value (400)."""
         try:
-            inv_id, idx = parse_awakeable_id(awakeable_id)
+            inv_id, idx = self.awakeables.parse(awakeable_id)
             await self.start()
             await self._refuse_if_resolved(awakeable_id, inv_id, idx)
             inv = self._active.get(inv_id)

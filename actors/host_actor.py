@@ -12,6 +12,7 @@ from typing import Any
 
 import ray
 
+from actors.awakeables import AwakeableIds
 from actors.definitions import ServiceDefinition
 from actors.errors import TerminalError
 from actors.host import InvokeRequest, ObjectHost
@@ -36,6 +37,11 @@ class LazyRouter:
     async def refresh(self) -> None:
         self._config = await self._journal.call("config")
         self._router = Router(self._journal.namespace, self._config)
+
+    @property
+    def awakeables(self) -> AwakeableIds:
+        assert self._router is not None
+        return self._router.awakeables
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         if self._router is None:
@@ -79,7 +85,9 @@ class HostActor:
 
     async def _start(self) -> None:
         try:
-            await self.host.outbox.refresh()  # type: ignore[union-attr]
+            outbox: LazyRouter = self.host.outbox  # type: ignore[assignment]
+            await outbox.refresh()
+            self.host.awakeables = outbox.awakeables  # ids signed with the runtime's secret
             await self.host.start()
         except Exception:  # callers' invoke() retries start() and sees the error
             log.exception("recovery of %s failed", self.host.definition.name)

@@ -4,12 +4,14 @@ wins); bad ids; a workflow's main handler runs once per key; promises survive a 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 import ray
 
 from actors import AlreadyCompletedError, Runtime, TerminalError
+from actors.awakeables import AwakeableIds
 from tests.conftest import assert_eventually, ledger_lines
 from tests.integration import apps
 from tests.integration.helpers import host_of
@@ -73,18 +75,49 @@ def test_bad_ids_and_values_are_refused(shared_rt: Runtime, tmp_path: Path) -> N
         with pytest.raises(TerminalError, match="malformed") as e:
             shared_rt.resolve_awakeable(bad, "x")  # type: ignore[arg-type]
         assert e.value.status_code == 400
-    from actors.engine import awakeable_id
-
+    ids = shared_rt.router.awakeables  # signed with the runtime's secret, as a host signs them
     with pytest.raises(TerminalError, match="unknown awakeable") as e:
-        shared_rt.resolve_awakeable(awakeable_id("inv_" + "0" * 32, 0), "x")
+        shared_rt.resolve_awakeable(ids.make("inv_" + "0" * 32, 0), "x")
     assert e.value.status_code == 404
-    with pytest.raises(TerminalError, match="no awakeable there"):  # forged: entry 1 is a run
-        shared_rt.resolve_awakeable(awakeable_id(inv_id, int(idx) + 1), "x")
+    with pytest.raises(TerminalError, match="no awakeable there"):  # entry 1 is a run
+        shared_rt.resolve_awakeable(ids.make(inv_id, int(idx) + 1), "x")
     with pytest.raises(TerminalError, match="does not validate") as e:
         shared_rt.resolve_awakeable(awk, {"not": "a string"})
     assert e.value.status_code == 400
     shared_rt.resolve_awakeable(awk, "fine")  # nothing was written by the refusals
     assert h.result(timeout=30) == "fine"
+
+
+def _completions(rt: Runtime, inv_id: str) -> int:
+    return rt.sql(f"SELECT count(*) AS n FROM sys_journal WHERE invocation_id = '{inv_id}' "
+                  "AND entry_type = 'awakeable' AND completed").column("n")[0].as_py()
+
+
+def test_forged_ids_are_refused(shared_rt: Runtime, tmp_path: Path) -> None:
+    """Issue 6: knowing an invocation id is not enough to resolve its awakeable. An id built
+    for its real awakeable with the old unkeyed check, or an HMAC under another key, is
+    refused as malformed (400) and nothing is written; the genuine id still works."""
+    ledger = str(tmp_path / "l")
+    h = shared_rt.send(apps.await_approval, key="a6", arg=apps.Wait(ledger=ledger))
+    awk = _awakeable_of(ledger, "a6")
+    inv_id, idx, _check = awk[4:].rsplit("_", 2)
+    assert inv_id == h.id
+    unkeyed = hashlib.sha256(f"{inv_id}:{idx}".encode()).hexdigest()
+    forged = [f"awk_{inv_id}_{idx}_{unkeyed[:8]}", f"awk_{inv_id}_{idx}_{unkeyed[:16]}",
+              AwakeableIds("not-the-runtime-secret").make(inv_id, int(idx))]
+    for fake in forged:
+        assert fake != awk
+        for attempt in (shared_rt.resolve_awakeable, shared_rt.reject_awakeable):
+            with pytest.raises(TerminalError, match="malformed awakeable id") as e:
+                attempt(fake, "forged")
+            assert e.value.status_code == 400
+        with pytest.raises(TerminalError, match="malformed awakeable id"):  # from a handler
+            shared_rt.call(apps.approve, key="forger", arg=fake)
+    assert _completions(shared_rt, inv_id) == 0, "a refused id wrote a completion"
+    shared_rt.resolve_awakeable(awk, "genuine")
+    assert h.result(timeout=30) == "genuine"
+    assert ledger_lines(ledger).count("got:a6:genuine") == 1
+    assert _completions(shared_rt, inv_id) == 1
 
 
 def test_resolved_while_the_host_is_dead_is_delivered_once(rt: Runtime, ledger: str) -> None:
@@ -143,12 +176,15 @@ def test_rejected_promise_fails_main(shared_rt: Runtime, tmp_path: Path) -> None
         h.result(timeout=30)
 
 
-def test_promises_survive_a_full_restart(start_runtime, tmp_path: Path, ledger: str) -> None:
+def test_promises_and_awakeable_ids_survive_a_full_restart(start_runtime, tmp_path: Path,
+                                                            ledger: str) -> None:
     data, ns = tmp_path / "wf-data", f"wf-restart-{tmp_path.name}"[:60]
     rt = start_runtime(data_dir=data, namespace=ns)
     rt.call(apps.confirm, key="early", arg="kept")  # resolved before main ever runs
     waiting = rt.send(apps.signup_run, key="late",
                       arg=apps.Signup(email="cy@example.com", ledger=ledger))
+    approval = rt.send(apps.await_approval, key="r1", arg=apps.Wait(ledger=ledger))
+    awk = _awakeable_of(ledger, "r1")  # signed with the data dir's secret
     assert_eventually(lambda: rt.call(apps.stage, key="late")["stage"] == "waiting",
                       message="main waits on its promise")
     rt.shutdown()
@@ -159,3 +195,6 @@ def test_promises_survive_a_full_restart(start_runtime, tmp_path: Path, ledger: 
     rt.call(apps.confirm, key="late", arg="after-restart")
     assert rt.attach(waiting.id).result(timeout=60) == "cy@example.com confirmed with after-restart"
     assert ledger_lines(ledger).count("mail:late") == 1
+    rt.resolve_awakeable(awk, "after-restart")  # the id outlives every process that knew it
+    assert rt.attach(approval.id).result(timeout=60) == "after-restart"
+    assert ledger_lines(ledger).count("got:r1:after-restart") == 1
