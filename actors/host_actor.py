@@ -57,9 +57,9 @@ class LazyRouter:
         return await self._router.cancel(invocation_id, kill)
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None) -> None:
+                                failure: str | None, by: str | None = None) -> None:
         assert self._router is not None
-        await self._router.resolve_awakeable(awakeable_id, result, failure)
+        await self._router.resolve_awakeable(awakeable_id, result, failure, by)
 
 
 class HostActor:
@@ -122,9 +122,10 @@ class HostActor:
         return await self.host.cancel(invocation_id, kill)
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None) -> tuple[bool, str, int]:
+                                failure: str | None,
+                                by: str | None = None) -> tuple[bool, str, int]:
         await self._starter
-        return await self.host.resolve_awakeable(awakeable_id, result, failure)
+        return await self.host.resolve_awakeable(awakeable_id, result, failure, by)
 
     async def wake(self, items: list[tuple[str, int, Completion | None]]) -> None:
         await self._starter

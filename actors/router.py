@@ -171,13 +171,14 @@ class Router:
                                       lambda host: host.cancel.remote(invocation_id, kill))
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None) -> str:
+                                failure: str | None, by: str | None = None) -> str:
         """Complete an awakeable on its invocation's host; ``TerminalError`` if that is
-        refused (``AlreadyCompletedError`` when it was completed before)."""
+        refused (``AlreadyCompletedError`` when it was completed before). ``by``: the
+        resolving handler's entry, when a handler resolves it (``ObjectHost``)."""
         inv_id, _ = self.awakeables.parse(awakeable_id)
         ok, message, code = await self._on_host_of(
             inv_id, f"unknown awakeable {awakeable_id} (no such invocation)",
-            lambda host: host.resolve_awakeable.remote(awakeable_id, result, failure))
+            lambda host: host.resolve_awakeable.remote(awakeable_id, result, failure, by))
         if not ok:
             raise (AlreadyCompletedError if code == 409 else TerminalError)(message, code)
         return str(message)

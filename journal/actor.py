@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from journal.records import Accept, Batch, Outcome, PendingInvocation, Timer
+from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats, prune_period
 from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
@@ -106,6 +106,10 @@ class GroupCommitJournal:
     async def accepted(self, invocation_id: str) -> Accept | None:
         await self._settled()
         return await asyncio.to_thread(self.store.accepted, invocation_id)
+
+    async def completion(self, invocation_id: str, idx: int) -> Completion | None:
+        await self._settled()
+        return await asyncio.to_thread(self.store.completion, invocation_id, idx)
 
     async def await_output(self, invocation_id: str) -> Outcome:
         """The invocation's outcome, waiting for it if it is not there yet; a failure (404)

@@ -66,6 +66,72 @@ def test_resolve_from_another_handler(shared_rt: Runtime, tmp_path: Path) -> Non
     assert h.result(timeout=30) == "from-handler"
 
 
+def test_handler_awaits_its_resolution_and_sees_a_second_refused(shared_rt: Runtime,
+                                                                  tmp_path: Path) -> None:
+    """Resolving twice from a handler: the first await returns, the second raises
+    ``AlreadyCompletedError`` (409); both verdicts are journaled as the entries' completions;
+    a fire-and-forget resolution of a completed awakeable does not fail its handler."""
+    ledger = str(tmp_path / "l")
+    h = shared_rt.send(apps.await_approval, key="b1", arg=apps.Wait(ledger=ledger))
+    awk = _awakeable_of(ledger, "b1")
+    resolver = shared_rt.send(apps.resolve_awaited, key="r-b1",
+                              arg=apps.Resolve(awk=awk, value="v", times=2))
+    assert resolver.result(timeout=30) == ["delivered", "already:409"]
+    assert h.result(timeout=30) == "v"
+    assert ledger_lines(ledger).count("got:b1:v") == 1
+    rows = shared_rt.sql(f"SELECT completed FROM sys_journal WHERE invocation_id = "
+                         f"'{resolver.id}' AND entry_type = 'complete_awakeable'")
+    assert rows.column("completed").to_pylist() == [True, True]
+    assert shared_rt.call(apps.approve, key="r-b1", arg=awk) is None  # not awaited: no error
+
+
+def test_handler_resolving_an_unknown_awakeable_gets_404(shared_rt: Runtime) -> None:
+    unknown = shared_rt.router.awakeables.make("inv_" + "1" * 32, 0)  # well-formed, signed
+    assert shared_rt.call(apps.resolve_awaited, key="r-unknown",
+                          arg=apps.Resolve(awk=unknown)) == ["refused:404"]
+
+
+def test_reject_from_a_handler(shared_rt: Runtime, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "l")
+    h = shared_rt.send(apps.await_approval, key="b2", arg=apps.Wait(ledger=ledger))
+    awk = _awakeable_of(ledger, "b2")
+    assert shared_rt.call(apps.resolve_awaited, key="r-b2",
+                          arg=apps.Resolve(awk=awk, value="not today", reject=True)) == \
+        ["delivered"]
+    assert h.result(timeout=30) == "rejected:not today"  # TerminalError(reason) at its await
+    assert ledger_lines(ledger).count("got:b2:rejected:not today") == 1
+    with pytest.raises(AlreadyCompletedError):
+        shared_rt.resolve_awakeable(awk, "too late")
+
+
+def test_resolved_while_its_invocation_is_suspended(start_runtime, ledger: str) -> None:
+    """suspend_after=0: every wait evicts, so the waiting handler is out of memory when it
+    is resolved, and the resolving handler is evicted at each awaited verdict and replayed."""
+    rt = start_runtime(suspend_after=0)
+    h = rt.send(apps.await_approval, key="s1", arg=apps.Wait(ledger=ledger))
+    awk = _awakeable_of(ledger, "s1")
+
+    def status() -> str:
+        return rt.sql(f"SELECT status FROM sys_invocation WHERE id = '{h.id}'").column(
+            "status")[0].as_py()
+
+    assert_eventually(lambda: status() == "suspended", message="the waiter suspended")
+    rt.resolve_awakeable(awk, "while-away")
+    assert h.result(timeout=60) == "while-away"
+    assert ledger_lines(ledger).count("got:s1:while-away") == 1
+    with pytest.raises(AlreadyCompletedError) as e:
+        rt.resolve_awakeable(awk, "again")
+    assert e.value.status_code == 409
+    # from a handler, on a second suspended waiter: verdicts survive the replays
+    h2 = rt.send(apps.await_approval, key="s2", arg=apps.Wait(ledger=ledger))
+    awk2 = _awakeable_of(ledger, "s2")
+    assert rt.call(apps.resolve_awaited, key="r-s2",
+                   arg=apps.Resolve(awk=awk2, value="by-handler", times=2)) == \
+        ["delivered", "already:409"]
+    assert h2.result(timeout=60) == "by-handler"
+    assert ledger_lines(ledger).count("got:s2:by-handler") == 1
+
+
 def test_bad_ids_and_values_are_refused(shared_rt: Runtime, tmp_path: Path) -> None:
     ledger = str(tmp_path / "l")
     h = shared_rt.send(apps.await_approval, key="a5", arg=apps.Wait(ledger=ledger))

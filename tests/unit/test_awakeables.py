@@ -83,3 +83,33 @@ def test_the_journal_hands_out_the_secret_but_keeps_it_out_of_the_config_file(
     again = GroupCommitJournal(str(data_dir))
     assert again.secret == secret  # a restart keeps it
     again.store.close()
+
+
+def test_a_handlers_resolution_delivered_again_is_the_same_one(data_dir: Path) -> None:
+    """A resolving handler that crashed before journaling its verdict delivers again on
+    replay; the owner recognises the resolution by its entry (``by``) and answers delivered,
+    while anyone else still gets 409: before and after the awaiting invocation finished, and
+    from the journal after a host restart."""
+    world = World(data_dir)
+    req = request("Saga", "ask", "k", "trip")
+    host = world.host(saga)
+    by = "inv_resolver:2"
+
+    async def body() -> None:
+        task = asyncio.ensure_future(host.invoke(req))
+        await asyncio.wait_for(EVENTS["asked:trip"].wait(), 5)
+        awk = SEEN[-1]["awk"]
+        assert (await host.resolve_awakeable(awk, '"yes"', None, by))[0]
+        assert (await host.resolve_awakeable(awk, '"yes"', None, by))[0], "same one again"
+        assert (await host.resolve_awakeable(awk, '"no"', None, "inv_other:2"))[2] == 409
+        assert (await host.resolve_awakeable(awk, '"no"', None))[2] == 409
+        out = await task
+        assert out is not None and out.output == '"yes"'
+        fresh = world.host(saga)  # knows nothing in memory: the journal decides
+        assert (await fresh.resolve_awakeable(awk, '"yes"', None, by))[0]
+        assert (await fresh.resolve_awakeable(awk, '"no"', None, "inv_other:2"))[2] == 409
+
+    world.run(body)
+    [row] = world.sql("SELECT count(*) AS n FROM sys_journal WHERE entry_type = 'awakeable' "
+                      "AND completed")
+    assert row["n"] == 1
