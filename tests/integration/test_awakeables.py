@@ -5,6 +5,8 @@ wins); bad ids; a workflow's main handler runs once per key; promises survive a 
 from __future__ import annotations
 
 import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -224,6 +226,42 @@ def test_workflow_main_runs_once_per_key(shared_rt: Runtime, tmp_path: Path) -> 
     assert rows == [{"key": "confirmed", "v": '"1234"'}]
     keys = shared_rt.sql("SELECT key FROM state WHERE service_key = 'w1'").column("key")
     assert keys.to_pylist() == ["stage"], "promises are not user state"
+
+
+def test_concurrent_submissions_of_main_run_it_once(shared_rt: Runtime, tmp_path: Path) -> None:
+    """Several threads call and send the same workflow at once: one run (the ledger), one
+    invocation id, the same result for all; peek() is None until the promise is resolved."""
+    ledger = str(tmp_path / "l")
+    req = apps.Signup(email="fay@example.com", ledger=ledger)
+    start = threading.Barrier(8)
+
+    def call() -> str:
+        start.wait(timeout=30)
+        return shared_rt.call(apps.signup_run, key="w-race", arg=req)
+
+    def send() -> str:
+        start.wait(timeout=30)
+        return shared_rt.send(apps.signup_run, key="w-race", arg=req).id
+
+    with ThreadPoolExecutor(8) as pool:
+        calls = [pool.submit(call) for _ in range(4)]
+        sends = [pool.submit(send) for _ in range(4)]
+        ids = {f.result(timeout=60) for f in sends}
+        assert len(ids) == 1, ids
+        assert_eventually(lambda: shared_rt.call(apps.stage, key="w-race")["stage"] == "waiting",
+                          message="main waits on its promise")
+        assert shared_rt.call(apps.stage, key="w-race") == {"stage": "waiting", "peek": None}
+        early = [f.exception() or f.result() for f in calls if f.done()]
+        assert not early, f"calls returned before the promise: {early!r}"
+        shared_rt.call(apps.confirm, key="w-race", arg="42")
+        results = {f.result(timeout=60) for f in calls}
+    assert results == {"fay@example.com confirmed with 42"}
+    assert shared_rt.attach(ids.pop()).result(timeout=30) == "fay@example.com confirmed with 42"
+    assert ledger_lines(ledger).count("mail:w-race") == 1
+    assert ledger_lines(ledger).count("done:w-race") == 1
+    runs = shared_rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE target_service_key = "
+                         "'w-race' AND target_handler_name = 'signup_run'")
+    assert runs.column("n")[0].as_py() == 1
 
 
 def test_promise_resolved_before_main_waits_is_kept(shared_rt: Runtime, tmp_path: Path) -> None:
