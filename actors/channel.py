@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.host import InvokeRequest
+from actors.mailbox import request_tag
 from journal.records import Outcome
 from journal.remote import UNAVAILABLE
 
@@ -39,10 +40,11 @@ class HostChannel:
 
     async def submit(self, req: InvokeRequest) -> Outcome | None:
         """The request's outcome (``None`` for a send, once it is durable)."""
-        entry = self._pending.get(req.id)
+        tag = request_tag(req)  # a call and a send of one invocation wait for different things
+        entry = self._pending.get(tag)
         if entry is None:
-            entry = self._pending[req.id] = (req, asyncio.get_running_loop().create_future())
-            self._unsent[req.id] = None
+            entry = self._pending[tag] = (req, asyncio.get_running_loop().create_future())
+            self._unsent[tag] = None
             self._kick()
         return await asyncio.shield(entry[1])
 
@@ -64,7 +66,7 @@ class HostChannel:
                 await self._host_failed()
             except Exception as e:  # not the host's death (say, a request Ray cannot send)
                 for req in reqs:
-                    self._fail(req.id, e)
+                    self._fail(request_tag(req), e)
 
     async def _poll(self) -> None:
         try:
@@ -75,23 +77,23 @@ class HostChannel:
                     await self._host_failed()
                     continue
                 except Exception as e:  # a bug on the host's side: fail, do not hang
-                    for inv_id in list(self._pending):
-                        self._fail(inv_id, e)
+                    for tag in list(self._pending):
+                        self._fail(tag, e)
                     break
                 self._delay = 0.05
-                for inv_id, (ok, value) in results.items():
+                for tag, (ok, value) in results.items():
                     if not ok:
-                        self._fail(inv_id, value)
+                        self._fail(tag, value)
                         continue
-                    entry = self._pending.pop(inv_id, None)
+                    entry = self._pending.pop(tag, None)
                     if entry is not None and not entry[1].done():
                         entry[1].set_result(value)
         finally:
             if not self._pending and not self._unsent:
                 self._on_idle(self)
 
-    def _fail(self, inv_id: str, e: BaseException) -> None:
-        entry = self._pending.pop(inv_id, None)
+    def _fail(self, tag: str, e: BaseException) -> None:
+        entry = self._pending.pop(tag, None)
         if entry is not None and not entry[1].done():
             entry[1].set_exception(e)
 

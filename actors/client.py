@@ -169,6 +169,7 @@ class Runtime:
             merged.update({d.name: d for d in services})
             config["definitions"] = cloudpickle.dumps(list(merged.values()))
         ray.get(journal.set_config.remote(config))
+        config = ray.get(journal.config.remote())  # with the data dir's secret
         ray.remote(SchedulerActor).options(
             name=SCHEDULER, namespace=namespace, get_if_exists=True, **SYSTEM_ACTOR
         ).remote(namespace)

@@ -112,11 +112,23 @@ class Context(ABC):
         ``ctx.resolve_awakeable``) or rejects it (``TerminalError`` at the ``await``)."""
 
     @abstractmethod
-    def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
-        """Resolve another invocation's awakeable (journaled, delivered once)."""
+    def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> Awaitable[None]:
+        """Resolve another invocation's awakeable (journaled, delivered once).
+
+        Fire and forget, as in Restate: delivered whether or not the result is awaited (the
+        handler's output waits for the delivery). ``await`` it to learn whether it was
+        delivered: it raises ``AlreadyCompletedError`` (409) if the awakeable was completed
+        before, ``TerminalError`` (404) for an unknown awakeable, (400) for a value that does
+        not fit its type. The verdict is journaled, so a replay gets the same one. A malformed
+        or forged id raises ``TerminalError`` (400) at once.
+
+        >>> await ctx.resolve_awakeable(awk_id, "yes")   # doctest: +SKIP
+        """
 
     @abstractmethod
-    def reject_awakeable(self, awakeable_id: str, reason: str) -> None: ...
+    def reject_awakeable(self, awakeable_id: str, reason: str) -> Awaitable[None]:
+        """Reject another invocation's awakeable: its ``await`` raises
+        ``TerminalError(reason)``. Delivered and awaitable as ``resolve_awakeable``."""
 
 
 class Awakeable(ABC):

@@ -21,11 +21,12 @@ import inspect
 import json
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
+from actors.awakeables import AwakeableIds
 from actors.contexts import Awakeable, DeterministicRandom, DurablePromise, WorkflowContext
 from actors.definitions import HandlerSpec, Workflow
 from actors.errors import AlreadyCompletedError, JournalMismatch, RetryPolicy, TerminalError
@@ -107,24 +108,6 @@ def callee_id(caller_id: str, idx: int) -> str:
 
 
 PROMISE_STATE = "$promise:"  # workflow promises are kept as state entries with this prefix
-
-
-def awakeable_id(invocation_id: str, idx: int) -> str:
-    """``awk_<invocation id>_<entry index>_<check>``: names the owner and the entry; the check
-    digits catch a mistyped or truncated id before anything is looked up."""
-    check = hashlib.sha256(f"{invocation_id}:{idx}".encode()).hexdigest()[:8]
-    return f"awk_{invocation_id}_{idx}_{check}"
-
-
-def parse_awakeable_id(text: object) -> tuple[str, int]:
-    """(invocation id, entry index) of an awakeable id; ``TerminalError`` (400) if malformed."""
-    parts = text.rsplit("_", 2) if isinstance(text, str) else []
-    if len(parts) == 3 and parts[0].startswith("awk_") and parts[1].isdigit():
-        inv_id, idx = parts[0][4:], int(parts[1])
-        if inv_id and text == awakeable_id(inv_id, idx):
-            return inv_id, idx
-    raise TerminalError(f"malformed awakeable id {text!r} (expected the id "
-                        "ctx.awakeable() returned: awk_<invocation>_<index>_<check>)", 400)
 
 
 def retry_index(retry_count: int) -> int:
@@ -242,14 +225,23 @@ class HostPort(Protocol):
         """Cancel (or kill) the callee of a call this invocation stops waiting for."""
         ...
 
+    @property
+    def awakeables(self) -> AwakeableIds:
+        """Makes and checks awakeable ids (signed with the runtime's secret)."""
+        ...
+
     def expect_awakeable(self, invocation: Invocation, idx: int, serde: Serde) -> None:
         """The invocation created an awakeable at ``idx``: resolutions are checked against
         ``serde`` while this host remembers it."""
         ...
 
-    def complete_awakeable(self, awakeable_id: str, result: str | None,
-                           failure: str | None) -> asyncio.Future[None]:
-        """Deliver a handler's resolution of an awakeable (done once delivered or refused)."""
+    def complete_awakeable(self, invocation: Invocation, idx: int, awakeable_id: str,
+                           result: str | None, failure: str | None,
+                           after: asyncio.Future[None]) -> asyncio.Future[None]:
+        """Deliver the resolution journaled at entry ``idx`` of ``invocation`` once ``after``
+        is done (the entry is durable); the verdict (delivered, or refused: 409, 404 ...)
+        becomes the entry's completion. Done once that completion is durable; one delivery
+        per entry at a time."""
         ...
 
     def promise_of(self, invocation: Invocation, name: str) -> str | None:
@@ -491,7 +483,7 @@ class InvocationContext(WorkflowContext):
             entry = self._cursor.record("awakeable", None, completed=False)
             self._cursor.unflushed_run = True  # durable before the next action hands it out
         self._host.expect_awakeable(self._inv, entry.idx, serde)
-        return awakeable_id(self._inv.id, entry.idx), _Awakeable(self, entry, serde)
+        return self._host.awakeables.make(self._inv.id, entry.idx), _Awakeable(self, entry, serde)
 
     async def _await_awakeable(self, entry: Entry, serde: Serde) -> Any:
         done = await self._await_entry(entry)
@@ -499,20 +491,42 @@ class InvocationContext(WorkflowContext):
             raise TerminalError(done.failure, done.failure_code or 500)
         return _decode(serde, done.result, "awakeable value")
 
-    def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
-        self._complete_awakeable(awakeable_id, _json(value, "awakeable value"), None)
+    def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> Awaitable[None]:
+        return self._complete_awakeable(awakeable_id, _json(value, "awakeable value"), None)
 
-    def reject_awakeable(self, awakeable_id: str, reason: str) -> None:
-        self._complete_awakeable(awakeable_id, None, str(reason))
+    def reject_awakeable(self, awakeable_id: str, reason: str) -> Awaitable[None]:
+        return self._complete_awakeable(awakeable_id, None, str(reason))
 
     def _complete_awakeable(self, awk_id: str, result: str | None,
-                            failure: str | None) -> None:
-        parse_awakeable_id(awk_id)
+                            failure: str | None) -> _Resolution:
+        """Journal the resolution (an entry that completes later, like a call), deliver it
+        once the entry is durable, and hand back the verdict to await. The handler's output
+        waits for the delivery either way (``settle``)."""
+        self._host.awakeables.parse(awk_id)
         data = json.dumps({"value": json.loads(result) if result is not None else None}
                           if failure is None else {"failure": failure})
-        if self._cursor.replay("complete_awakeable", awk_id) is None:
-            self._cursor.record("complete_awakeable", awk_id, result=data)
-        self._deliveries.append(self._host.complete_awakeable(awk_id, result, failure))
+        entry = self._cursor.replay("complete_awakeable", awk_id)
+        if entry is None:
+            entry = self._cursor.record("complete_awakeable", awk_id, result=data,
+                                        completed=False)
+        elif entry.result != data:
+            raise JournalMismatch(self._inv.id, entry.idx,
+                                  f"complete_awakeable({awk_id!r}, {entry.result})",
+                                  f"complete_awakeable({awk_id!r}, {data})")
+        # journaled as completed (before resolutions had a verdict), or delivered before
+        if not entry.completed and entry.idx not in self._inv.completions:
+            durable = self._host.submit(self._inv, self._cursor.take())
+            self._deliveries.append(self._host.complete_awakeable(
+                self._inv, entry.idx, awk_id, result, failure, durable))
+        return _Resolution(self, entry)
+
+    async def _await_resolution(self, entry: Entry) -> None:
+        if entry.completed:
+            return
+        done = await self._await_entry(entry)
+        if done.failure is not None:
+            code = done.failure_code or 500
+            raise (AlreadyCompletedError if code == 409 else TerminalError)(done.failure, code)
 
     def promise(self, name: str, type_hint: Any = None) -> DurablePromise:
         if not isinstance(self._spec.definition, Workflow):
@@ -669,6 +683,17 @@ class _Awakeable(Awakeable):
 
     def __await__(self) -> Any:
         return self._ctx._await_awakeable(self._entry, self._serde).__await__()
+
+
+class _Resolution:
+    """What ``ctx.resolve_awakeable`` / ``ctx.reject_awakeable`` return: delivered without
+    being awaited; awaiting it waits for the delivery and raises its refusal."""
+
+    def __init__(self, ctx: InvocationContext, entry: Entry) -> None:
+        self._ctx, self._entry = ctx, entry
+
+    def __await__(self) -> Any:
+        return self._ctx._await_resolution(self._entry).__await__()
 
 
 class _Promise(DurablePromise):

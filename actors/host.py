@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
 
+from actors.awakeables import AwakeableIds
 from actors.definitions import ServiceDefinition
 from actors.engine import (
     CANCEL_INDEX,
@@ -32,7 +34,6 @@ from actors.engine import (
     Suspended,
     execute,
     now_ms,
-    parse_awakeable_id,
 )
 from actors.errors import AlreadyCompletedError, TerminalError
 from actors.flusher import Flusher
@@ -84,6 +85,8 @@ class JournalPort(Protocol):
 
     async def outcome(self, invocation_id: str) -> Outcome | None: ...
 
+    async def completion(self, invocation_id: str, idx: int) -> Completion | None: ...
+
     async def pending(self, services: list[str], partition: tuple[int, int] | None = None,
                       key: str | None = None,
                       ids: list[str] | None = None) -> list[PendingInvocation]: ...
@@ -113,7 +116,7 @@ class OutboxPort(Protocol):
     async def cancel(self, invocation_id: str, kill: bool = False) -> str: ...
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None) -> None: ...
+                                failure: str | None, by: str | None = None) -> None: ...
 
 
 @dataclass(slots=True)
@@ -177,7 +180,10 @@ class ObjectHost:
         scheduler: SchedulerPort | None = None,
         suspend_after: float = 30.0,
         outbox: OutboxPort | None = None,
+        secret: str | None = None,
     ) -> None:
+        """``secret``: the runtime's, which awakeable ids are signed with (a host actor sets
+        it from the runtime config before it starts); a random one by default."""
         self.definition = definition
         self.journal = journal
         self.partition = partition
@@ -201,9 +207,12 @@ class ObjectHost:
         self._local_timers: TimerScheduler | None = None
         self._calls: dict[tuple[str, int], asyncio.Task[None]] = {}  # (caller, idx) in flight
         self._delivering: dict[str, int] = {}  # callee id -> its calls in flight (see _pass_on)
+        self.awakeables = AwakeableIds(secret or secrets.token_hex(32))
         self._awakeables: dict[str, dict[int, Serde]] = {}  # types of open awakeables
-        # awakeables completed here (first one wins); the future is done once it is durable
-        self._resolved: OrderedDict[tuple[str, int], asyncio.Future[None]] = OrderedDict()
+        # awakeables completed here (first one wins): done once durable, and who completed it
+        self._resolved: OrderedDict[tuple[str, int],
+                                    tuple[asyncio.Future[None], str | None]] = OrderedDict()
+        self._resolving: dict[tuple[str, int], asyncio.Future[None]] = {}  # handlers' deliveries
         self.last_activity = time.monotonic()
 
     @property
@@ -649,44 +658,76 @@ class ObjectHost:
     def expect_awakeable(self, invocation: Invocation, idx: int, serde: Serde) -> None:
         self._awakeables.setdefault(invocation.id, {})[idx] = serde
 
-    def complete_awakeable(self, awakeable_id: str, result: str | None,
-                           failure: str | None) -> asyncio.Future[None]:
-        async def deliver() -> None:
-            assert self.outbox is not None
-            try:
-                await self.outbox.resolve_awakeable(awakeable_id, result, failure)
-            except TerminalError as e:  # already completed (a replay delivers again), unknown
-                log.warning("resolving %s from a handler: %s", awakeable_id, e)
-
+    def complete_awakeable(self, invocation: Invocation, idx: int, awakeable_id: str,
+                           result: str | None, failure: str | None,
+                           after: asyncio.Future[None]) -> asyncio.Future[None]:
         if self.outbox is None:
             raise TerminalError("resolving awakeables needs a runtime (no outbox here)")
-        return asyncio.ensure_future(deliver())
+        at = (invocation.id, idx)
+        delivery = self._resolving.get(at)
+        if delivery is None:
+            delivery = self._resolving[at] = asyncio.ensure_future(
+                self._deliver_resolution(invocation.id, idx, awakeable_id, result, failure, after))
+            delivery.add_done_callback(lambda _: self._resolving.pop(at, None))
+        return delivery
+
+    async def _deliver_resolution(self, caller_id: str, idx: int, awakeable_id: str,
+                                  result: str | None, failure: str | None,
+                                  after: asyncio.Future[None]) -> None:
+        """Deliver a handler's resolution (entry ``idx`` of ``caller_id``) once that entry is
+        durable; make the verdict durable as the entry's completion, then resume the caller.
+        The delivery names its entry (``by``), so one repeated after a crash counts as the
+        same resolution, not a second one: the verdict is the same on every replay."""
+        assert self.outbox is not None
+        await after
+        delay = 0.1
+        while True:
+            try:
+                await self.outbox.resolve_awakeable(awakeable_id, result, failure,
+                                                    f"{caller_id}:{idx}")
+                completion = Completion(caller_id, idx, None, None, None, now_ms())
+                break
+            except TerminalError as e:  # refused: already completed (409), unknown (404) ...
+                completion = Completion(caller_id, idx, None, e.message, e.status_code, now_ms())
+                break
+            except Exception:
+                log.exception("resolving %s from %s failed; trying again", awakeable_id,
+                              caller_id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        await self.flusher.submit([completion])
+        await self.wake([(caller_id, idx, completion)])
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None) -> tuple[bool, str, int]:
+                                failure: str | None,
+                                by: str | None = None) -> tuple[bool, str, int]:
         """Complete an awakeable of an invocation on this host: durable first, then the
         invocation resumes. Returns (ok, message, status) rather than raising, so the error
-        reaches any caller as data: unknown (404), already completed (409), bad value (400)."""
+        reaches any caller as data: unknown (404), already completed (409), bad value (400).
+        ``by`` names a handler's resolution (see ``_deliver_resolution``): the same one
+        delivered again is answered as delivered."""
         try:
-            inv_id, idx = parse_awakeable_id(awakeable_id)
+            inv_id, idx = self.awakeables.parse(awakeable_id)
             await self.start()
-            await self._refuse_if_resolved(awakeable_id, inv_id, idx)
+            if await self._refuse_if_resolved(awakeable_id, inv_id, idx, by):
+                return True, "resolved before", 200
             inv = self._active.get(inv_id)
             if inv is not None:
-                self._check_awakeable(awakeable_id, inv.entries, inv.completions, idx)
+                mine = self._check_awakeable(awakeable_id, inv.entries, inv.completions, idx,
+                                             by)
             elif inv_id in self._parked:
                 found = await self.journal.pending([self.definition.name], ids=[inv_id])
                 if not found:
-                    raise AlreadyCompletedError(f"the invocation of awakeable {awakeable_id} "
-                                                "has finished")
-                self._check_awakeable(awakeable_id, found[0].entries, found[0].completions,
-                                      idx)
+                    mine = await self._finished(awakeable_id, inv_id, idx, by)
+                else:
+                    mine = self._check_awakeable(awakeable_id, found[0].entries,
+                                                 found[0].completions, idx, by)
             elif inv_id in self._recent or await self.journal.outcome(inv_id) is not None:
-                raise AlreadyCompletedError(f"the invocation of awakeable {awakeable_id} "
-                                            "has finished")
+                mine = await self._finished(awakeable_id, inv_id, idx, by)
             else:
                 raise TerminalError(f"unknown awakeable {awakeable_id}", 404)
-            await self._refuse_if_resolved(awakeable_id, inv_id, idx)  # someone else meanwhile
+            if mine or await self._refuse_if_resolved(awakeable_id, inv_id, idx, by):
+                return True, "resolved before", 200  # (the second: someone else meanwhile)
             serde = self._awakeables.get(inv_id, {}).get(idx)
             if serde is not None and result is not None:
                 try:
@@ -695,8 +736,9 @@ class ObjectHost:
                     raise TerminalError(f"value for awakeable {awakeable_id} does not "
                                         f"validate: {e}", 400) from None
             completion = Completion(inv_id, idx, result, failure,
-                                    None if failure is None else 500, now_ms())
-            durable = self._resolved[inv_id, idx] = self.flusher.submit([completion])
+                                    None if failure is None else 500, now_ms(), by)
+            durable = self.flusher.submit([completion])
+            self._resolved[inv_id, idx] = (durable, by)
             if len(self._resolved) > RECENT_OUTCOMES:
                 self._resolved.popitem(last=False)
         except TerminalError as e:
@@ -705,22 +747,41 @@ class ObjectHost:
         await self.wake([(inv_id, idx, completion)])
         return True, "resolved" if failure is None else "rejected", 200
 
-    async def _refuse_if_resolved(self, awakeable_id: str, inv_id: str, idx: int) -> None:
+    async def _refuse_if_resolved(self, awakeable_id: str, inv_id: str, idx: int,
+                                  by: str | None) -> bool:
         """A second resolution is refused, but only once the first one is durable: if this
-        process dies first, the retry meets a new host and the journal decides."""
+        process dies first, the retry meets a new host and the journal decides. True: the
+        first one was this same resolution (``by``), delivered again."""
         first = self._resolved.get((inv_id, idx))
-        if first is not None:
-            await asyncio.shield(first)
-            raise AlreadyCompletedError(f"awakeable {awakeable_id} is already completed")
+        if first is None:
+            return False
+        await asyncio.shield(first[0])
+        if by is not None and first[1] == by:
+            return True
+        raise AlreadyCompletedError(f"awakeable {awakeable_id} is already completed")
+
+    async def _finished(self, awakeable_id: str, inv_id: str, idx: int,
+                        by: str | None) -> bool:
+        """The awakeable's invocation has finished: True if ``by`` completed it before."""
+        if by is not None:
+            done = await self.journal.completion(inv_id, idx)
+            if done is not None and done.by == by:
+                return True
+        raise AlreadyCompletedError(f"the invocation of awakeable {awakeable_id} has finished")
 
     @staticmethod
     def _check_awakeable(awk_id: str, entries: list[Any], completions: dict[int, Completion],
-                         idx: int) -> None:
+                         idx: int, by: str | None) -> bool:
+        """Refuse an unknown or completed awakeable; True if ``by`` completed it."""
         if idx >= len(entries) or entries[idx].entry_type != "awakeable":
             raise TerminalError(f"unknown awakeable {awk_id}: its invocation has no "
                                 "awakeable there", 404)
-        if idx in completions:
+        done = completions.get(idx)
+        if done is not None:
+            if by is not None and done.by == by:
+                return True
             raise AlreadyCompletedError(f"awakeable {awk_id} is already completed")
+        return False
 
     # -- workflow promises --------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import ray
 
+from actors.awakeables import AwakeableIds
 from actors.definitions import ServiceDefinition
 from actors.errors import TerminalError
 from actors.host import InvokeRequest, ObjectHost
@@ -37,6 +38,11 @@ class LazyRouter:
         self._config = await self._journal.call("config")
         self._router = Router(self._journal.namespace, self._config)
 
+    @property
+    def awakeables(self) -> AwakeableIds:
+        assert self._router is not None
+        return self._router.awakeables
+
     def request(self, *args: Any, **kwargs: Any) -> Any:
         if self._router is None:
             raise TerminalError("the runtime's configuration is not loaded yet", 503)
@@ -51,9 +57,9 @@ class LazyRouter:
         return await self._router.cancel(invocation_id, kill)
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None) -> None:
+                                failure: str | None, by: str | None = None) -> None:
         assert self._router is not None
-        await self._router.resolve_awakeable(awakeable_id, result, failure)
+        await self._router.resolve_awakeable(awakeable_id, result, failure, by)
 
 
 class HostActor:
@@ -79,7 +85,9 @@ class HostActor:
 
     async def _start(self) -> None:
         try:
-            await self.host.outbox.refresh()  # type: ignore[union-attr]
+            outbox: LazyRouter = self.host.outbox  # type: ignore[assignment]
+            await outbox.refresh()
+            self.host.awakeables = outbox.awakeables  # ids signed with the runtime's secret
             await self.host.start()
         except Exception:  # callers' invoke() retries start() and sees the error
             log.exception("recovery of %s failed", self.host.definition.name)
@@ -114,9 +122,10 @@ class HostActor:
         return await self.host.cancel(invocation_id, kill)
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None) -> tuple[bool, str, int]:
+                                failure: str | None,
+                                by: str | None = None) -> tuple[bool, str, int]:
         await self._starter
-        return await self.host.resolve_awakeable(awakeable_id, result, failure)
+        return await self.host.resolve_awakeable(awakeable_id, result, failure, by)
 
     async def wake(self, items: list[tuple[str, int, Completion | None]]) -> None:
         await self._starter

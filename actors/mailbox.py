@@ -22,6 +22,13 @@ LINGER_TURNS = 3
 EXPIRE_S = 120.0  # a mailbox nobody polled for this long belongs to a caller that is gone
 
 
+def request_tag(req: Any) -> str:
+    """What a request's result is filed under: its invocation id, and its mode for a send.
+    A call and a send can name the same invocation (every submission of a workflow's main
+    does): the call waits for the outcome, the send only until it is durable."""
+    return req.id if req.mode == "call" else f"send:{req.id}"
+
+
 @dataclass
 class Mailbox:
     results: dict[str, Result] = field(default_factory=dict)
@@ -49,19 +56,20 @@ class Mailboxes:
         for req in requests:
             task = asyncio.ensure_future(invoke(req))
             box.tasks.add(task)
-            task.add_done_callback(partial(self._done, box, req.id))
+            task.add_done_callback(partial(self._done, box, request_tag(req)))
 
     @staticmethod
-    def _done(box: Mailbox, inv_id: str, task: asyncio.Future[Any]) -> None:
+    def _done(box: Mailbox, tag: str, task: asyncio.Future[Any]) -> None:
         box.tasks.discard(task)
         if task.cancelled():  # the host is closing: the caller asks the next one
             return
         e = task.exception()
-        box.results[inv_id] = (True, task.result()) if e is None else (False, e)
+        box.results[tag] = (True, task.result()) if e is None else (False, e)
         box.ready.set()
 
     async def poll(self, token: str, timeout: float) -> dict[str, Result]:
-        """The results that arrived since the last poll; waits up to ``timeout`` for one."""
+        """The results (by ``request_tag``) that arrived since the last poll; waits up to
+        ``timeout`` for one."""
         box = self._box(token)
         box.polled = time.monotonic()
         if not box.results:

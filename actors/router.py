@@ -12,14 +12,16 @@ import ray
 from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.awakeables import AwakeableIds
 from actors.channel import HostChannel
 from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
-from actors.engine import now_ms, parse_awakeable_id
+from actors.engine import now_ms
 from actors.errors import AlreadyCompletedError, TerminalError
 from actors.host import InvokeRequest
 from actors.routing import host_name, idempotent_invocation_id, new_invocation_id, route_hash
 from journal.records import Outcome
 from journal.remote import UNAVAILABLE, RemoteJournal
+from journal.secret import SECRET
 
 Target = Callable[..., Any] | str
 SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 0,
@@ -40,6 +42,7 @@ class Router:
         self.suspend_after_s: float = config.get("suspend_after_s", 30.0)
         definitions: list[ServiceDefinition] = cloudpickle.loads(config["definitions"])
         self.definitions = {d.name: d for d in definitions}
+        self.awakeables = AwakeableIds(config[SECRET])
         self._hosts: dict[str, Any] = {}
         self._channels: dict[tuple[asyncio.AbstractEventLoop, str], HostChannel] = {}
         self._journal: RemoteJournal | None = None
@@ -168,13 +171,14 @@ class Router:
                                       lambda host: host.cancel.remote(invocation_id, kill))
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None) -> str:
+                                failure: str | None, by: str | None = None) -> str:
         """Complete an awakeable on its invocation's host; ``TerminalError`` if that is
-        refused (``AlreadyCompletedError`` when it was completed before)."""
-        inv_id, _ = parse_awakeable_id(awakeable_id)
+        refused (``AlreadyCompletedError`` when it was completed before). ``by``: the
+        resolving handler's entry, when a handler resolves it (``ObjectHost``)."""
+        inv_id, _ = self.awakeables.parse(awakeable_id)
         ok, message, code = await self._on_host_of(
             inv_id, f"unknown awakeable {awakeable_id} (no such invocation)",
-            lambda host: host.resolve_awakeable.remote(awakeable_id, result, failure))
+            lambda host: host.resolve_awakeable.remote(awakeable_id, result, failure, by))
         if not ok:
             raise (AlreadyCompletedError if code == 409 else TerminalError)(message, code)
         return str(message)

@@ -24,8 +24,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from journal.records import Accept, Batch, Outcome, PendingInvocation, Timer
+from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats, prune_period
+from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
 from journal.store import JournalStore, now_ms
 
@@ -38,6 +39,7 @@ class GroupCommitJournal:
 
     def __init__(self, data_dir: str, *, clock: Callable[[], int] = now_ms) -> None:
         self.store = JournalStore(data_dir, clock=clock)
+        self.secret = runtime_secret(data_dir)
         self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         # Writes run on one thread of their own rather than any of the default pool's: in
@@ -104,6 +106,10 @@ class GroupCommitJournal:
     async def accepted(self, invocation_id: str) -> Accept | None:
         await self._settled()
         return await asyncio.to_thread(self.store.accepted, invocation_id)
+
+    async def completion(self, invocation_id: str, idx: int) -> Completion | None:
+        await self._settled()
+        return await asyncio.to_thread(self.store.completion, invocation_id, idx)
 
     async def await_output(self, invocation_id: str) -> Outcome:
         """The invocation's outcome, waiting for it if it is not there yet; a failure (404)
@@ -200,13 +206,16 @@ class GroupCommitJournal:
         """Keep the runtime's layout and definitions (what hosts and ``Runtime.connect`` route
         by) next to the journal, so a restarted journal actor still has them. This file holds
         the operator's own code and settings; journal payloads are never unpickled."""
+        config = {k: v for k, v in config.items() if k != SECRET}  # it has a file of its own
         tmp = self._config_file.with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(config))
         os.replace(tmp, self._config_file)
         self._config = config
 
     def config(self) -> dict[str, object]:
-        return self._config
+        """The runtime config, with the data dir's secret under ``SECRET`` (empty until a
+        ``Runtime.start`` set it)."""
+        return {**self._config, SECRET: self.secret} if self._config else {}
 
     def info(self) -> dict[str, object]:
         last = self.last_prune

@@ -144,7 +144,11 @@ class TimerFired:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """The result of a journal entry that completes later (a sleep, an awakeable, a call)."""
+    """The result of a journal entry that completes later (a sleep, an awakeable, a call).
+
+    ``by`` names who completed an awakeable from a handler (``<invocation id>:<entry index>``
+    of its ``complete_awakeable`` entry), so a replayed delivery of the same resolution is
+    recognised as the same one instead of being refused as a second."""
 
     invocation_id: str
     idx: int
@@ -152,6 +156,7 @@ class Completion:
     failure: str | None = None
     failure_code: int | None = None
     at_ms: int = 0
+    by: str | None = None
 
 
 Record = Accept | Entry | StateWrite | StatusChange | Output | Timer | TimerFired | Completion

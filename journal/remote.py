@@ -15,7 +15,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from journal.records import Accept, Batch, Outcome, PendingInvocation, Timer
+from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 
 UNAVAILABLE = (ActorDiedError, ActorUnavailableError, RayActorError)
 JOURNAL_ACTOR = "journal"
@@ -71,6 +71,9 @@ class RemoteJournal(RemoteActor):
 
     async def accepted(self, invocation_id: str) -> Accept | None:
         return await self.call("accepted", invocation_id)
+
+    async def completion(self, invocation_id: str, idx: int) -> Completion | None:
+        return await self.call("completion", invocation_id, idx)
 
     async def await_output(self, invocation_id: str) -> Outcome:
         return await self.call("await_output", invocation_id)

@@ -26,7 +26,7 @@ Columns, by ``kind``:
                                                                             fire_at_ms, host
     fired   invocation id           timer id              NULL              at_ms
     completion invocation id        NULL                  result            idx, at_ms, failure?,
-                                                                            failure_code?
+                                                                            failure_code?, by?
     batch   batch id                NULL                  NULL              NULL
     mark    journal clock, epoch    NULL                  NULL              NULL
             ms as text (retention)

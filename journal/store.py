@@ -183,6 +183,8 @@ def _completion_row(seq: int, r: Completion) -> Row:
         meta += ',"failure":' + _q(r.failure)
     if r.failure_code is not None:
         meta += f',"failure_code":{r.failure_code:d}'
+    if r.by is not None:
+        meta += ',"by":' + _q(r.by)
     return (seq, "completion", r.invocation_id, None, r.result, meta + "}")
 
 
@@ -229,7 +231,8 @@ def _entry(id: str, name: str | None, data: str | None, meta: str) -> Entry:
 
 def _completion(id: str, data: str | None, meta: str) -> Completion:
     m = json.loads(meta)
-    return Completion(id, m["idx"], data, m.get("failure"), m.get("failure_code"), m["at_ms"])
+    return Completion(id, m["idx"], data, m.get("failure"), m.get("failure_code"), m["at_ms"],
+                      m.get("by"))
 
 
 def _outcome(data: str | None, meta: str) -> Outcome:
@@ -403,6 +406,14 @@ class JournalStore:
         with self._reader() as cur:
             rows = _rows_of(cur, ["id", "name", "data", "meta"], [invocation_id], ("accept",))
         return _accept(*rows[0][1:]) if rows else None
+
+    def completion(self, invocation_id: str, idx: int) -> Completion | None:
+        """The first completion of entry ``idx`` of an invocation (finished or not)."""
+        with self._reader() as cur:
+            rows = _rows_of(cur, ["data", "meta", "seq"], [invocation_id], ("completion",))
+        found = sorted((seq, data, meta) for _, data, meta, seq in rows
+                       if json.loads(meta)["idx"] == idx)
+        return _completion(invocation_id, found[0][1], found[0][2]) if found else None
 
     def pending(
         self,

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from actors import (
+    AlreadyCompletedError,
     Context,
     ObjectContext,
     ObjectSharedContext,
@@ -417,6 +418,31 @@ async def await_approval(ctx: ObjectContext, w: Wait) -> str:
 @approval.handler()
 async def approve(ctx: ObjectContext, awk_id: str) -> None:
     ctx.resolve_awakeable(awk_id, "from-handler")
+
+
+class Resolve(BaseModel):
+    awk: str
+    value: str = "from-handler"
+    times: int = 1
+    reject: bool = False
+
+
+@approval.handler()
+async def resolve_awaited(ctx: ObjectContext, r: Resolve) -> list[str]:
+    """Resolves (or rejects) an awakeable ``times`` times, awaiting each verdict."""
+    verdicts = []
+    for _ in range(r.times):
+        try:
+            if r.reject:
+                await ctx.reject_awakeable(r.awk, r.value)
+            else:
+                await ctx.resolve_awakeable(r.awk, r.value)
+            verdicts.append("delivered")
+        except AlreadyCompletedError as e:
+            verdicts.append(f"already:{e.status_code}")
+        except TerminalError as e:
+            verdicts.append(f"refused:{e.status_code}")
+    return verdicts
 
 
 class Signup(BaseModel):

@@ -291,7 +291,8 @@ class World:
         self.hosts: list[ObjectHost] = []
 
     def host(self, definition: Any, port: JournalPort | None = None) -> ObjectHost:
-        h = ObjectHost(definition, port or self.journal, partition=(0, 1))
+        h = ObjectHost(definition, port or self.journal, partition=(0, 1),
+                       secret=self.journal.secret)
         self.hosts.append(h)
         return h
 

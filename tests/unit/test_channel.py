@@ -117,3 +117,31 @@ def test_an_exception_raised_on_the_host_reaches_the_caller() -> None:
             await channel.submit(request("S", "h", inv_id="unknown"))
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_call_and_a_send_of_one_invocation_get_their_own_answers() -> None:
+    """Every submission of a workflow's main names one invocation: over one channel, a send
+    returns once it is durable (None) while a call of the same id waits for the outcome."""
+
+    class Durable(FakeHost):
+        async def _submit_many(self, token: str, reqs: list[Any]) -> None:
+            async def invoke(req: Any) -> Outcome | None:
+                if req.mode == "send":
+                    return None
+                await self.release.wait()
+                return self.outcomes[req.id]
+
+            self.boxes.submit(token, reqs, invoke)
+
+    async def main() -> None:
+        host = Durable("h", {"wf": Outcome(True, '"done"')})
+        channel = HostChannel(lambda: host, lambda: None, lambda _: None)
+        call = asyncio.ensure_future(channel.submit(request("W", "run", "k", inv_id="wf")))
+        send = asyncio.ensure_future(channel.submit(request("W", "run", "k", inv_id="wf",
+                                                            mode="send")))
+        assert await send is None
+        assert not call.done(), "the call waits for the outcome"
+        host.release.set()
+        assert await call == Outcome(True, '"done"')
+
+    asyncio.run(asyncio.wait_for(main(), 10))

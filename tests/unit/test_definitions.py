@@ -11,8 +11,14 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from actors.contexts import Context, ObjectContext, ObjectSharedContext
-from actors.definitions import HandlerSpec, Service, VirtualObject, spec_of
+from actors.contexts import (
+    Context,
+    ObjectContext,
+    ObjectSharedContext,
+    WorkflowContext,
+    WorkflowSharedContext,
+)
+from actors.definitions import HandlerSpec, Service, VirtualObject, Workflow, spec_of
 from actors.errors import DefinitionError, RetryPolicy, TerminalError
 from actors.serde import Serde
 
@@ -293,3 +299,68 @@ def test_serde_accepts_another_copy_of_the_model_class() -> None:
         Serde(Order).to_json(type("Order", (BaseModel,), {"__annotations__": {"qty": str}})(
             qty="many"), "input")
     assert err.value.status_code == 400
+
+
+# -- workflows ----------------------------------------------------------------------------------
+
+
+def test_workflow_main_and_shared_handlers() -> None:
+    wf = Workflow("Flow")
+
+    @wf.main("start")
+    async def run(ctx: WorkflowContext, email: str) -> str: ...
+
+    @wf.handler()
+    async def poke(ctx: WorkflowSharedContext) -> None: ...
+
+    assert wf.main_handler == "start" and wf.is_main("start") and not wf.is_main("poke")
+    assert spec_of(run).kind == "exclusive"  # type: ignore[union-attr]
+    assert spec_of(poke).kind == "shared"  # type: ignore[union-attr]
+    assert wf.keyed, "a workflow is keyed by its workflow id"
+
+
+def test_workflow_has_one_main() -> None:
+    wf = Workflow("TwoMains")
+
+    @wf.main()
+    async def first(ctx: WorkflowContext) -> None: ...
+
+    async def second(ctx: WorkflowContext) -> None: ...
+
+    with pytest.raises(DefinitionError, match=r"has a main handler already \(first\)") as e:
+        wf.main()(second)
+    assert e.value.where == "workflow TwoMains"
+    assert wf.main_handler == "first" and "second" not in wf.handlers
+    assert spec_of(second) is None
+
+
+def test_workflow_handlers_are_shared() -> None:
+    wf = Workflow("NotShared")
+
+    async def signal(ctx: WorkflowContext) -> None: ...
+
+    with pytest.raises(DefinitionError, match=r"the one exclusive handler is @wf\.main") as e:
+        wf.handler(kind="exclusive")(signal)
+    assert e.value.where == "workflow NotShared"
+    assert wf.handlers == {} and wf.main_handler is None
+
+
+def test_workflow_context_annotations_and_a_refused_main() -> None:
+    wf = Workflow("Contexts")
+
+    async def shared_wants_main_ctx(ctx: WorkflowContext) -> None: ...
+
+    with pytest.raises(DefinitionError, match="annotated WorkflowContext, but a shared handler "
+                                              "of a Workflow gets WorkflowSharedContext"):
+        wf.handler()(shared_wants_main_ctx)
+
+    def not_async(ctx: WorkflowContext) -> None: ...
+
+    with pytest.raises(DefinitionError, match="async def"):
+        wf.main()(not_async)  # type: ignore[arg-type]
+    assert wf.main_handler is None, "a refused main leaves the place free"
+
+    @wf.main()
+    async def run(ctx: WorkflowSharedContext) -> None: ...  # broader than it gets: fine
+
+    assert wf.main_handler == "run"

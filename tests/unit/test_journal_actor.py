@@ -10,6 +10,7 @@ import pytest
 
 from journal.actor import GroupCommitJournal
 from journal.records import Accept, Batch, Entry, Outcome, Output, StateWrite
+from journal.secret import SECRET
 
 
 @pytest.fixture
@@ -110,6 +111,6 @@ def test_sql_or_error_returns_refusals_as_text(journal: GroupCommitJournal) -> N
 
 def test_info_and_config(journal: GroupCommitJournal, data_dir: Path) -> None:
     journal.set_config({"pool_size": 4})
-    assert journal.config() == {"pool_size": 4}
+    assert journal.config() == {"pool_size": 4, SECRET: journal.secret}
     info = journal.info()
     assert info["data_dir"] == str(data_dir.resolve()) and info["transactions"] == 0
