@@ -22,7 +22,7 @@ import ray
 from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject
+from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow
 from actors.errors import TerminalError
 from actors.remote import UNAVAILABLE, RemoteJournal
 from actors.router import SYSTEM_ACTOR, Router, Target
@@ -147,6 +147,8 @@ class Runtime:
                     if not isinstance(s, ServiceDefinition)]
         names = [s.name for s in services if isinstance(s, ServiceDefinition)]
         problems += [f"service {n!r} is given twice" for n in set(names) if names.count(n) > 1]
+        problems += [f"workflow {s.name!r} has no @main() handler" for s in services
+                     if isinstance(s, Workflow) and s.main_handler is None]
         if problems:
             raise ValueError("Runtime.start: " + "; ".join(problems))
         if not ray.is_initialized():

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from actors import DataDirError, Runtime, SqlRefused, TerminalError
+from actors import (
+    DataDirError,
+    Runtime,
+    SqlRefused,
+    TerminalError,
+    Workflow,
+    WorkflowSharedContext,
+)
 from tests.integration import apps
 
 
@@ -95,3 +102,20 @@ def test_data_dir_in_use_by_another_runtime(start_runtime, tmp_path) -> None:
     with pytest.raises(DataDirError, match="in use"):
         start_runtime(data_dir=tmp_path / "shared")
     assert first.call(apps.add, key="still-fine", arg=1) == 1
+
+
+def test_a_bad_service_list_is_refused_before_anything_starts(ray_session, tmp_path) -> None:
+    headless = Workflow("Headless")
+
+    @headless.handler()
+    async def peek(ctx: WorkflowSharedContext) -> None:
+        return None
+
+    with pytest.raises(ValueError) as err:
+        Runtime.start([apps.counter, apps.counter, "Counter", headless], data_dir=tmp_path,
+                      namespace="never-started")
+    message = str(err.value)
+    assert "service 'Counter' is given twice" in message
+    assert "'Counter' is not a Service or VirtualObject" in message
+    assert "workflow 'Headless' has no @main() handler" in message
+    assert not (tmp_path / "journal.duckdb").exists()
