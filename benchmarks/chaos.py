@@ -43,6 +43,7 @@ from benchmarks import chaos_checks as checks
 FAULTS = ("host_kill", "handler_exit", "await_exit", "journal_kill", "scheduler_kill",
           "driver_kill")
 DRIVER_INCREMENTS = 60
+TOKEN_GRACE_S = 20.0  # how long the load goes on past the end for crash tokens to be taken
 SYSTEM_ACTORS = (JOURNAL, SCHEDULER, *(host_name(s, i) for s, i in product(
     checks.HOST_SERVICES, range(checks.POOL_SIZE))))
 
@@ -106,6 +107,7 @@ class Chaos:
         self.driver_span = (0.0, 0.0)  # wall clock: the driver paces its increments over it
         self.restarts_seen: collections.Counter[str] = collections.Counter()
         self.paused = False
+        self.load_until = 0.0  # clients stop then (the injector may extend it)
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -141,10 +143,10 @@ class Chaos:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def client(self, n: int, stop: float) -> None:
+    async def client(self, n: int) -> None:
         rng = random.Random(f"{self.seed}:client:{n}")  # its own: no other coroutine draws
         i = 0
-        while time.monotonic() < stop:
+        while time.monotonic() < self.load_until:
             rt = self.rt  # a new one after a full restart
             assert rt is not None
             i += 1
@@ -190,6 +192,11 @@ class Chaos:
             if await asyncio.to_thread(self.inject, fault):
                 self.report.faults[fault.kind] += 1
         await asyncio.sleep(max(stop - time.monotonic(), 0))
+        # tokens still waiting keep the load going a while, so that they land
+        while time.monotonic() < stop + TOKEN_GRACE_S and any(
+                not n.startswith("taken-") for n in os.listdir(self.crash_dir)):
+            await asyncio.sleep(0.1)
+        self.load_until = time.monotonic()
         for name in os.listdir(self.crash_dir):  # the check phase runs without faults
             if not name.startswith("taken-"):
                 with contextlib.suppress(FileNotFoundError):
@@ -199,9 +206,11 @@ class Chaos:
         """Inject one fault; True if it landed now (crash tokens land when taken: counted at
         the end)."""
         ns, kind = self.namespace, fault.kind
-        if kind == "host_kill":
+        if kind == "host_kill":  # the scheduled host, or if it is not up, the others in order
             service, index = fault.target.split(":")
-            return self._kill_host(host_name(service, index))
+            first = host_name(service, index)
+            return any(self._kill_host(name) for name in
+                       [first, *(n for n in SYSTEM_ACTORS[2:] if n != first)])
         if kind in ("handler_exit", "await_exit"):
             prefix = apps.CRASH_TOKEN if kind == "handler_exit" else apps.AWAIT_TOKEN
             for i in range(int(fault.target)):
@@ -233,9 +242,9 @@ class Chaos:
         another process take over the work of a dead one)."""
         try:
             actor = ray.get_actor(name, namespace=self.namespace)
-            pid = ray.get(actor.pid.remote(), timeout=10)
+            pid = ray.get(actor.pid.remote(), timeout=30)  # slow while it restarts
         except Exception:
-            return False  # restarting right now
+            return False
         ray.kill(actor, no_restart=False)
         return self._record_death(pid)
 
@@ -278,19 +287,21 @@ class Chaos:
 
     async def run(self) -> Report:
         rt = self.start()
-        # hosts start on first use: bring the counter's up first, so the calm phase measures
-        # throughput, not actor start-up
-        await asyncio.gather(*(rt.call_async(apps.value, f"k{i}") for i in range(8)))
+        # hosts start on first use: bring them up first, so the calm phase measures throughput,
+        # not actor start-up (seconds on a loaded machine)
+        await asyncio.gather(*(rt.call_async(apps.value, f"k{i}") for i in range(8)),
+                             *(rt.call_async(apps.ping) for _ in range(8)))
         t0 = time.monotonic()
         calm_until = t0 + self.seconds * 0.25
-        stop = t0 + self.seconds
+        self.load_until = stop = t0 + self.seconds
         self.driver_span = (time.time(), time.time() + self.seconds)
         self.start_driver()
         await asyncio.gather(self.injector(calm_until, stop),
-                             *(self.client(n, stop) for n in range(self.clients)))
+                             *(self.client(n) for n in range(self.clients)))
         calm = sum(t < calm_until for t in self.completed_at)
         self.report.calm_per_s = calm / (calm_until - t0)
-        self.report.faulty_per_s = (len(self.completed_at) - calm) / (stop - calm_until)
+        self.report.faulty_per_s = (len(self.completed_at) - calm) / (
+            self.load_until - calm_until)
         return self.report
 
     def finish(self) -> Report:

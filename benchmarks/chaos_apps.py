@@ -137,6 +137,11 @@ steps = Service("ChaosSteps")
 
 
 @steps.handler()
+async def ping(ctx: Context) -> None:
+    """Nothing: brings the service's hosts up before the measured run."""
+
+
+@steps.handler()
 async def three(ctx: Context, job: Job) -> list[str]:
     attempt = uuid.uuid4().hex[:8]  # not journaled: tells this attempt's executions apart
     out = []
