@@ -1,16 +1,18 @@
 """Chaos: a mixed workload under seeded random faults, then invariants checked through SQL on
 the journal and through ledgers kept outside the processes.
 
-    python -m benchmarks.chaos --minutes 10 --seed 7          # the long mode, with full restarts
-    python -m benchmarks.chaos --seconds 40 --seed 1 --short  # what tests/chaos runs
+    python -m benchmarks.chaos --minutes 2 --seed 7           # the long mode, with full restarts
+    python -m benchmarks.chaos --seconds 20 --seed 1 --short  # what tests/chaos runs (3 seeds)
 
 Workload: counter increments over many keys (idempotent client retries), three-step ``ctx.run``
 services, sleeps, awakeables resolved by an outside actor, object-to-object calls and sends, and
-a separate client driver process doing idempotent increments. Faults: ``ray.kill`` of host
-actors, ``os._exit`` inside handlers (crash tokens), the journal and scheduler actors killed,
-the client driver killed (and started again), and in the long mode the whole runtime stopped
-and started again on the same data dir. The first part of the run is fault-free, for a
-throughput baseline.
+a separate client driver process doing idempotent increments. Faults, on a schedule drawn from
+the seed alone (``chaos_checks.make_schedule``; the report prints its start): ``ray.kill`` of
+host actors, ``os._exit`` inside handlers at crash points (crash tokens), ``os._exit`` while a
+handler awaits a sleep or a call, the journal and scheduler actors killed, the client driver
+killed (and started again), and in the long mode the whole runtime stopped and started again on
+the same data dir. The schedule opens with every kind once, so even a short run meets each. The
+first quarter of the run is fault-free, for a throughput baseline.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +38,14 @@ import ray
 from actors import Runtime, TerminalError
 from actors.routing import JOURNAL, SCHEDULER, host_name
 from benchmarks import chaos_apps as apps
+from benchmarks import chaos_checks as checks
 
-FAULTS = ("host_kill", "handler_exit", "journal_kill", "scheduler_kill", "driver_kill")
+FAULTS = ("host_kill", "handler_exit", "await_exit", "journal_kill", "scheduler_kill",
+          "driver_kill")
 DRIVER_INCREMENTS = 60
+TOKEN_GRACE_S = 20.0  # how long the load goes on past the end for crash tokens to be taken
+SYSTEM_ACTORS = (JOURNAL, SCHEDULER, *(host_name(s, i) for s, i in product(
+    checks.HOST_SERVICES, range(checks.POOL_SIZE))))
 
 
 @dataclass
@@ -46,10 +54,13 @@ class Report:
     seconds: float
     invocations: int = 0
     acked: collections.Counter[str] = field(default_factory=collections.Counter)
-    faults: collections.Counter[str] = field(default_factory=collections.Counter)
+    scheduled: collections.Counter[str] = field(default_factory=collections.Counter)
+    faults: collections.Counter[str] = field(default_factory=collections.Counter)  # landed
+    schedule: list[str] = field(default_factory=list)
     client_retries: int = 0
     calm_per_s: float = 0.0
     faulty_per_s: float = 0.0
+    recoveries: dict[str, int] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)  # name -> "ok" or what failed
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -58,11 +69,14 @@ class Report:
         return all(v == "ok" for v in self.checks.values())
 
     def render(self) -> str:
+        landed = ", ".join(f"{k}={self.faults[k]}/{n}" for k, n in sorted(self.scheduled.items()))
         lines = [f"chaos seed={self.seed}: {self.invocations} invocations in {self.seconds:.0f}s",
                  f"  throughput: {self.calm_per_s:.0f}/s without faults, "
                  f"{self.faulty_per_s:.0f}/s during faults",
-                 "  faults: " + (", ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
-                                 or "none"),
+                 "  faults landed/scheduled: " + (landed or "none"),
+                 "  schedule: " + ", ".join(self.schedule[:10])
+                 + (f" ... ({len(self.schedule)} in all)" if len(self.schedule) > 10 else ""),
+                 "  recoveries: " + ", ".join(f"{k}={v}" for k, v in self.recoveries.items()),
                  f"  client retries after errors: {self.client_retries}",
                  "  stats: " + json.dumps(self.stats, sort_keys=True),
                  "  invariants:"]
@@ -75,7 +89,7 @@ class Chaos:
     def __init__(self, work_dir: Path, seed: int, seconds: float, *, restarts: bool,
                  namespace: str, clients: int = 6) -> None:
         self.dir = work_dir
-        self.rng = random.Random(seed)
+        self.seed = seed
         self.seconds = seconds
         self.restarts = restarts
         self.namespace = namespace
@@ -86,17 +100,20 @@ class Chaos:
         self.crash_dir.mkdir(parents=True, exist_ok=True)
         self.report = Report(seed, seconds)
         self.completed_at: list[float] = []
-        self.handles: list[tuple[str, str, Any]] = []  # (kind, invocation id, expectation)
+        self.handles: list[tuple[str, str]] = []  # (handler, invocation id) of acked sends
         self.rt: Runtime | None = None
         self.resolver: Any = None
         self.driver: subprocess.Popen[bytes] | None = None
+        self.driver_span = (0.0, 0.0)  # wall clock: the driver paces its increments over it
+        self.restarts_seen: collections.Counter[str] = collections.Counter()
         self.paused = False
+        self.load_until = 0.0  # clients stop then (the injector may extend it)
 
     # -- setup --------------------------------------------------------------------------------
 
     def start(self) -> Runtime:
         self.rt = Runtime.start(apps.ALL, data_dir=self.data, namespace=self.namespace,
-                                pool_size=2)
+                                pool_size=checks.POOL_SIZE)
         if self.resolver is None:  # the outside world: outlives runtime restarts
             self.resolver = ray.remote(apps.Resolver).options(
                 name=apps.RESOLVER, namespace=apps.outside(self.namespace),
@@ -126,31 +143,31 @@ class Chaos:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def client(self, n: int, stop: float) -> None:
+    async def client(self, n: int) -> None:
+        rng = random.Random(f"{self.seed}:client:{n}")  # its own: no other coroutine draws
         i = 0
-        while time.monotonic() < stop:
+        while time.monotonic() < self.load_until:
             rt = self.rt  # a new one after a full restart
             assert rt is not None
             i += 1
-            kind = self.rng.choice(["add", "add", "add", "relay", "three", "nap", "approval"])
+            kind = rng.choice(["add", "add", "add", "relay", "three", "nap", "approval"])
             tag = f"c{n}-{i}"
             if kind == "add":
-                key = f"k{self.rng.randrange(40)}"
+                key = f"k{rng.randrange(40)}"
                 await self.retrying(rt.call_async, apps.add, key, self.job(),
                                     idempotency_key=tag)
                 self.report.acked[key] += 1
             elif kind == "relay":
-                target = f"r{self.rng.randrange(8)}"
+                target = f"r{rng.randrange(8)}"
                 await self.retrying(rt.call_async, apps.relay, f"relay-{n}", self.job(
-                    target=target), idempotency_key=tag)
+                    target=target, seconds=rng.uniform(0.05, 0.4)), idempotency_key=tag)
                 self.report.acked[f"call-{target}"] += 1
                 self.report.acked[f"send-{target}"] += 1
             else:
-                job = self.job(seconds=self.rng.uniform(0.2, 1.5)) if kind == "nap" \
-                    else self.job()
-                target = {"three": apps.three, "nap": apps.nap, "approval": apps.approval}[kind]
-                h = await self.retrying(rt.send_async, target, None, job, idempotency_key=tag)
-                self.handles.append((kind, h.id, None))
+                job = self.job(seconds=rng.uniform(0.2, 1.5)) if kind == "nap" else self.job()
+                handler = {"three": apps.three, "nap": apps.nap, "approval": apps.approval}[kind]
+                h = await self.retrying(rt.send_async, handler, None, job, idempotency_key=tag)
+                self.handles.append((kind, h.id))
             self.completed_at.append(time.monotonic())
 
     # -- faults -------------------------------------------------------------------------------
@@ -161,89 +178,130 @@ class Chaos:
         with open(self.dir / "driver.log", "ab") as log:
             self.driver = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.chaos", "--client-driver", self.namespace,
-                 str(self.dir)], env=env, cwd=Path(__file__).resolve().parents[1],
-                stdout=log, stderr=subprocess.STDOUT)
+                 str(self.dir), *map(str, self.driver_span)], env=env,
+                cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT)
 
     async def injector(self, start: float, stop: float) -> None:
+        """Inject the seeded schedule's faults at their times (relative to ``start``)."""
         kinds = [*FAULTS, "restart"] if self.restarts else list(FAULTS)
-        await asyncio.sleep(max(start - time.monotonic(), 0))
-        while time.monotonic() < stop:
-            kind = self.rng.choice(kinds)
-            self.report.faults[kind] += 1
-            await asyncio.to_thread(self.inject, kind)
-            await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+        schedule = checks.make_schedule(self.seed, stop - start, kinds)
+        self.report.schedule = [str(f) for f in schedule]
+        self.report.scheduled.update(f.kind for f in schedule)
+        for fault in schedule:
+            await asyncio.sleep(max(start + fault.at - time.monotonic(), 0))
+            if await asyncio.to_thread(self.inject, fault):
+                self.report.faults[fault.kind] += 1
+        await asyncio.sleep(max(stop - time.monotonic(), 0))
+        # tokens still waiting keep the load going a while, so that they land
+        while time.monotonic() < stop + TOKEN_GRACE_S and any(
+                not n.startswith("taken-") for n in os.listdir(self.crash_dir)):
+            await asyncio.sleep(0.1)
+        self.load_until = time.monotonic()
+        for name in os.listdir(self.crash_dir):  # the check phase runs without faults
+            if not name.startswith("taken-"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.crash_dir / name)
 
-    def inject(self, kind: str) -> None:
-        ns = self.namespace
-        if kind == "host_kill":
-            service = self.rng.choice(["ChaosCounter", "ChaosSteps"])
-            self._kill_host(host_name(service, self.rng.randrange(2)))
-        elif kind == "handler_exit":
-            for _ in range(self.rng.randint(1, 3)):
-                (self.crash_dir / f"token-{time.time_ns()}").touch()
-        elif kind == "journal_kill":
-            _kill(JOURNAL, ns)
-        elif kind == "scheduler_kill":
-            _kill(SCHEDULER, ns)
-        elif kind == "driver_kill":
-            if self.driver is not None and self.driver.poll() is None:
+    def inject(self, fault: checks.Fault) -> bool:
+        """Inject one fault; True if it landed now (crash tokens land when taken: counted at
+        the end)."""
+        ns, kind = self.namespace, fault.kind
+        if kind == "host_kill":  # the scheduled host, or if it is not up, the others in order
+            service, index = fault.target.split(":")
+            first = host_name(service, index)
+            return any(self._kill_host(name) for name in
+                       [first, *(n for n in SYSTEM_ACTORS[2:] if n != first)])
+        if kind in ("handler_exit", "await_exit"):
+            prefix = apps.CRASH_TOKEN if kind == "handler_exit" else apps.AWAIT_TOKEN
+            for i in range(int(fault.target)):
+                (self.crash_dir / f"{prefix}{time.time_ns()}-{i}").touch()
+            return False
+        if kind in ("journal_kill", "scheduler_kill"):
+            return _kill(JOURNAL if kind == "journal_kill" else SCHEDULER, ns)
+        if kind == "driver_kill":
+            landed = self.driver is not None and self.driver.poll() is None
+            if self.driver is not None and landed:
                 self.driver.kill()
                 self.driver.wait()
             self.start_driver()
-        elif kind == "restart":
-            self.paused = True
-            assert self.rt is not None
-            pids = self._host_pids()
-            self.rt.shutdown()
-            for pid in pids:
-                self._record_death(pid)
-            self.start()
-            self.paused = False
+            return landed
+        assert kind == "restart", kind
+        self.paused = True
+        assert self.rt is not None
+        pids = self._host_pids()
+        self._count_restarts()
+        self.rt.shutdown()
+        for pid in pids:
+            self._record_death(pid)
+        self.start()
+        self.paused = False
+        return True
 
-    def _kill_host(self, name: str) -> None:
-        """Kill a host and, once its process is gone, say so in the ledger (the overlap check
-        lets another process take over the keys of a dead one)."""
+    def _kill_host(self, name: str) -> bool:
+        """Kill a host and, once its process is gone, say so in the ledger (the checks let
+        another process take over the work of a dead one)."""
         try:
             actor = ray.get_actor(name, namespace=self.namespace)
-            pid = ray.get(actor.pid.remote(), timeout=10)
+            pid = ray.get(actor.pid.remote(), timeout=30)  # slow while it restarts
         except Exception:
-            return  # restarting right now
+            return False
         ray.kill(actor, no_restart=False)
-        self._record_death(pid)
+        return self._record_death(pid)
 
     def _host_pids(self) -> list[int]:
-        pids = []
-        for service in ("ChaosCounter", "ChaosSteps"):
-            for i in range(2):
-                with contextlib.suppress(Exception):
-                    actor = ray.get_actor(host_name(service, i), namespace=self.namespace)
-                    pids.append(ray.get(actor.pid.remote(), timeout=10))
+        pids: list[int] = []
+        for name in SYSTEM_ACTORS[2:]:
+            with contextlib.suppress(Exception):
+                actor = ray.get_actor(name, namespace=self.namespace)
+                pids.append(ray.get(actor.pid.remote(), timeout=10))
         return pids
 
-    def _record_death(self, pid: int) -> None:
-        """Once ``pid`` is gone, say so in the ledger."""
+    def _record_death(self, pid: int) -> bool:
+        """Once ``pid`` is gone, say so in the ledger (False if it lived on for 30 s)."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _alive(pid):
                 apps.append(self.ledger, f"dead {pid}")
-                return
+                return True
             time.sleep(0.01)
+        return False
+
+    def _count_restarts(self) -> None:
+        """Add Ray's restart counts of this runtime's system actors (before a full restart
+        replaces them, and at the end). Ray's actor table is a private API (the public state
+        API needs the dashboard): without it the count is left out."""
+        try:
+            from ray._private import state
+
+            table = state.actors()
+            for name in SYSTEM_ACTORS:
+                with contextlib.suppress(ValueError):
+                    actor_id = ray.get_actor(name, namespace=self.namespace)._actor_id.hex()
+                    kind = "host" if name.startswith("host:") else name
+                    self.restarts_seen[kind] += int(table.get(actor_id, {}).get(
+                        "NumRestarts", 0))
+        except Exception as e:
+            self.report.stats["actor_restarts_unavailable"] = repr(e)
 
     # -- the run ------------------------------------------------------------------------------
 
     async def run(self) -> Report:
-        self.start()
-        self.start_driver()
+        rt = self.start()
+        # hosts start on first use: bring them up first, so the calm phase measures throughput,
+        # not actor start-up (seconds on a loaded machine)
+        await asyncio.gather(*(rt.call_async(apps.value, f"k{i}") for i in range(8)),
+                             *(rt.call_async(apps.ping) for _ in range(8)))
         t0 = time.monotonic()
         calm_until = t0 + self.seconds * 0.25
-        stop = t0 + self.seconds
+        self.load_until = stop = t0 + self.seconds
+        self.driver_span = (time.time(), time.time() + self.seconds)
+        self.start_driver()
         await asyncio.gather(self.injector(calm_until, stop),
-                             *(self.client(n, stop) for n in range(self.clients)))
+                             *(self.client(n) for n in range(self.clients)))
         calm = sum(t < calm_until for t in self.completed_at)
         self.report.calm_per_s = calm / (calm_until - t0)
-        self.report.faulty_per_s = (len(self.completed_at) - calm) / (stop - calm_until)
+        self.report.faulty_per_s = (len(self.completed_at) - calm) / (
+            self.load_until - calm_until)
         return self.report
 
     def finish(self) -> Report:
@@ -260,13 +318,26 @@ class Chaos:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        self._count_restarts()
         check(self, rt)
         return self.report
 
 
-def _kill(name: str, namespace: str) -> None:
-    with contextlib.suppress(ValueError):  # not running right now (restarting)
-        ray.kill(ray.get_actor(name, namespace=namespace), no_restart=False)
+def _kill(name: str, namespace: str) -> bool:
+    try:
+        actor = ray.get_actor(name, namespace=namespace)
+    except ValueError:  # not running right now (restarting)
+        return False
+    ray.kill(actor, no_restart=False)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _scalar(rt: Runtime, query: str) -> Any:
@@ -289,21 +360,27 @@ def check(chaos: Chaos, rt: Runtime) -> None:
                     "FROM sys_invocation WHERE completion_result = 'failure' GROUP BY ALL"
                     ).to_pylist()
     r.checks["no invocation failed"] = "ok" if not failed else str(failed)
+    status = {row["id"]: row["status"] for row in rt.sql(
+        "SELECT id, status FROM sys_invocation WHERE target_service_name = 'ChaosSteps'"
+    ).to_pylist()}
+    lost = [(h, i, status.get(i)) for h, i in chaos.handles if status.get(i) != "completed"]
+    r.checks["every acknowledged send accepted and completed"] = "ok" if not lost else \
+        f"{len(lost)} of {len(chaos.handles)}, e.g. {lost[:3]}"
+    r.stats["sends_acked"] = len(chaos.handles)
+    r.recoveries = {
+        "invocations_retried": _scalar(
+            rt, "SELECT count(*) FROM sys_invocation WHERE retry_count > 0"),
+        "retries": _scalar(rt, "SELECT coalesce(sum(retry_count), 0) FROM sys_invocation"),
+        **{f"{k}_restarts": v for k, v in sorted(chaos.restarts_seen.items())}}
 
-    # a journaled ctx.run never ran again: its journaled nonce is the last ledger line of it
-    runs: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
-    for line in lines:
-        if line.startswith("run "):
-            _, inv, step, nonce = line.split()
-            runs[inv, step].append(nonce)
-    journaled = rt.sql("SELECT invocation_id AS i, name AS s, result->>'$' AS nonce "
-                       "FROM sys_journal WHERE entry_type = 'run' AND name LIKE 'step%'"
-                       ).to_pylist()
-    bad = [(j["i"], j["s"]) for j in journaled if runs.get((j["i"], j["s"]), [None])[-1]
-           != j["nonce"]]
-    r.checks["journaled ctx.run never re-ran"] = "ok" if not bad else f"{len(bad)}: {bad[:3]}"
-    r.stats["runs_journaled"] = len(journaled)
-    r.stats["runs_executed"] = sum(len(v) for v in runs.values())
+    journaled = {(j["i"], j["s"]): j["nonce"] for j in rt.sql(
+        "SELECT invocation_id AS i, name AS s, result->>'$' AS nonce FROM sys_journal "
+        "WHERE entry_type = 'run' AND name LIKE 'step%'").to_pylist()}
+    runs = checks.check_runs(lines, journaled, _alive)
+    r.checks["journaled ctx.run ran once (others only in attempts that died)"] = "ok" \
+        if not runs.problems else f"{len(runs.problems)}: {runs.problems[:3]}"
+    r.stats["runs"] = {"journaled": runs.journaled, "executed": runs.executions,
+                       "lost_with_their_process": runs.lost_with_process}
 
     # counters equal acknowledged increments (client, calls, sends, the driver process)
     values = {row["k"]: int(row["v"]) for row in rt.sql(
@@ -315,67 +392,83 @@ def check(chaos: Chaos, rt: Runtime) -> None:
     r.checks["driver's idempotent increments applied once"] = "ok" \
         if driver_total == DRIVER_INCREMENTS else f"{driver_total} != {DRIVER_INCREMENTS}"
 
-    # exclusive handlers of a key never overlapped
-    r.checks["exclusive handlers never overlapped"] = _overlaps(lines)
+    r.checks["exclusive handlers never overlapped"] = checks.overlaps(lines)
+    _check_sleeps(r, rt)
+    _check_awakeables(chaos, rt)
+    taken = [n for n in os.listdir(chaos.crash_dir) if n.startswith("taken-")]
+    r.faults["handler_exit"] = sum(n.startswith(f"taken-{apps.CRASH_TOKEN}") for n in taken)
+    r.faults["await_exit"] = sum(n.startswith(f"taken-{apps.AWAIT_TOKEN}") for n in taken)
 
-    # sleeps never woke early; awakeables delivered with their own value
+
+def _check_sleeps(r: Report, rt: Runtime) -> None:
+    """No timer fired before its time; no nap woke before its timer; and every sleep's timer
+    lies at least the requested seconds after its invocation was accepted."""
     early = rt.sql("SELECT t.invocation_id FROM sys_timer t WHERE t.fired AND "
                    "t.fired_at < t.fire_at").num_rows
     woke_early = rt.sql(
         "SELECT i.id FROM sys_invocation i JOIN sys_timer t ON t.invocation_id = i.id "
         "AND t.kind = 'sleep' WHERE i.target_handler_name = 'nap' AND "
         "i.output::DOUBLE * 1000 < epoch_ms(t.fire_at)").num_rows
-    r.checks["no sleep woke early"] = "ok" if early == woke_early == 0 else \
-        f"{early} timers fired early, {woke_early} naps woke early"
-    wrong_awk = rt.sql(
+    short = rt.sql(
+        "SELECT i.id, i.created_at, t.fire_at, i.input->>'seconds' AS s FROM sys_invocation i "
+        "JOIN sys_timer t ON t.invocation_id = i.id AND t.kind = 'sleep' WHERE "
+        "epoch_ms(t.fire_at) < epoch_ms(i.created_at) + floor((i.input->>'seconds')::DOUBLE "
+        "* 1000)").to_pylist()
+    sleeps = _scalar(rt, "SELECT count(*) FROM sys_timer WHERE kind = 'sleep'")
+    r.checks["no sleep woke early"] = "ok" if early == woke_early == len(short) == 0 else \
+        f"{early} timers fired early, {woke_early} naps woke early, {len(short)} timers set " \
+        f"shorter than asked, e.g. {short[:2]}"
+    r.stats["sleeps"] = sleeps
+
+
+def _check_awakeables(chaos: Chaos, rt: Runtime) -> None:
+    """One awakeable entry per approval, completed exactly once (completions are rows of
+    their own in the journal's log table: ``sys_journal`` only says whether one exists), with
+    the approval's own value; the resolver never had two resolutions of one accepted."""
+    r = chaos.report
+    rows = rt.sql(
+        "WITH c AS (SELECT id, (meta->>'idx')::INTEGER AS idx, count(*) AS n FROM log "
+        "WHERE kind = 'completion' GROUP BY ALL), "
+        "e AS (SELECT invocation_id AS id, \"index\" AS idx, count(*) AS entries "
+        "FROM sys_journal WHERE entry_type = 'awakeable' GROUP BY ALL) "
+        "SELECT i.id, count(e.idx) AS awakeables, max(e.entries) AS entries, "
+        "min(coalesce(c.n, 0)) AS min_done, max(coalesce(c.n, 0)) AS max_done "
+        "FROM sys_invocation i LEFT JOIN e ON e.id = i.id "
+        "LEFT JOIN c ON c.id = e.id AND c.idx = e.idx "
+        "WHERE i.target_handler_name = 'approval' GROUP BY i.id").to_pylist()
+    bad = [row for row in rows if (row["awakeables"], row["entries"], row["min_done"],
+                                   row["max_done"]) != (1, 1, 1, 1)]
+    wrong = rt.sql(
         "SELECT id, output FROM sys_invocation WHERE target_handler_name = 'approval' AND "
         "(output IS NULL OR NOT contains(output::VARCHAR, id))").to_pylist()
-    r.checks["every awakeable delivered its own value"] = "ok" if not wrong_awk else \
-        str(wrong_awk[:3])
-    r.stats["awakeables"] = _scalar(
-        rt, "SELECT count(*) FROM sys_invocation WHERE target_handler_name = 'approval'")
+    counts: dict[str, Any] = {}
     try:
-        r.stats["resolver"] = ray.get(ray.get_actor(
-            apps.RESOLVER, namespace=apps.outside(chaos.namespace)).counts.remote(), timeout=30)
+        counts.update(ray.get(ray.get_actor(apps.RESOLVER, namespace=apps.outside(
+            chaos.namespace)).counts.remote(), timeout=30))
     except Exception as e:
-        r.stats["resolver"] = f"unavailable: {e}"
-    r.stats["crash_tokens_taken"] = sum(n.startswith("taken-") for n in
-                                        os.listdir(chaos.crash_dir))
-
-
-def _overlaps(lines: list[str]) -> str:
-    """Per key, between an invocation's enter and exit no other invocation enters, unless the
-    process it was inside had died before (its invocation is then run again, maybe after
-    others whose acceptance became durable first)."""
-    inside: dict[str, tuple[str, str] | None] = {}
-    dead: set[str] = set()
-    for line in lines:
-        kind, _, rest = line.partition(" ")
-        if kind == "dead":
-            dead.add(rest)
-        elif kind == "enter":
-            key, inv, pid = rest.split()
-            now = inside.get(key)
-            if now is not None and now[0] != inv and now[1] not in dead:
-                return f"{inv} entered {key} while {now[0]} was inside (pid {now[1]} alive)"
-            inside[key] = (inv, pid)
-        elif kind == "exit":
-            key, inv, _pid = rest.split()
-            if inside.get(key) is not None and inside[key][0] == inv:  # type: ignore[index]
-                inside[key] = None
-    return "ok"
+        counts["unavailable"] = str(e)
+    twice = counts.get("resolved", 0) > len(rows)
+    r.checks["every awakeable delivered once, with its own value"] = "ok" \
+        if not bad and not wrong and not twice else \
+        f"{len(bad)} not completed exactly once (e.g. {bad[:2]}), {len(wrong)} wrong values " \
+        f"(e.g. {wrong[:2]}), resolver accepted {counts.get('resolved')} for {len(rows)}"
+    r.stats["awakeables"] = len(rows)
+    r.stats["resolver"] = counts  # refused_second: second resolutions the runtime refused
 
 
 # -- the client driver process ----------------------------------------------------------------
 
 
-def client_driver(namespace: str, work_dir: str) -> None:
-    """Idempotent increments over a few keys; killed at random and started again from the
-    start, so every increment is re-sent and must still apply once."""
+def client_driver(namespace: str, work_dir: str, start: str, until: str) -> None:
+    """Idempotent increments over a few keys, the i-th not before ``start`` + i/N of the span
+    to ``until`` (wall clock), so the driver lives through the run; killed at random and
+    started again from the start, so every increment is re-sent and must still apply once."""
     rt = Runtime.connect(namespace=namespace)
     crash = str(Path(work_dir) / "crash")
     job = apps.Job(ledger=str(Path(work_dir) / "ledger.txt"), crash_dir=crash)
+    t0, t1 = float(start), float(until)
     for i in range(DRIVER_INCREMENTS):
+        time.sleep(max(t0 + (t1 - t0) * i / DRIVER_INCREMENTS - time.time(), 0))
         while True:
             try:
                 rt.call(apps.add, key=f"drv-{i % 5}", arg=job, idempotency_key=f"drv-{i}")
@@ -384,7 +477,6 @@ def client_driver(namespace: str, work_dir: str) -> None:
                 raise
             except Exception:
                 time.sleep(0.2)
-        time.sleep(0.05)
 
 
 # -- entry points -----------------------------------------------------------------------------
@@ -415,7 +507,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--short", action="store_true", help="no full-runtime restarts")
-    parser.add_argument("--client-driver", nargs=2, metavar=("NAMESPACE", "WORK_DIR"),
+    parser.add_argument("--client-driver", nargs=4,
+                        metavar=("NAMESPACE", "WORK_DIR", "START", "UNTIL"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

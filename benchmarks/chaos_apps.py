@@ -1,11 +1,16 @@
 """The chaos workload's handlers. Every side effect is written to a ledger file outside the
-processes (one line per execution), and crash points consume "crash tokens" that the fault
-injector drops into a directory: whichever handler takes one exits its process at once."""
+processes (one line per execution; the format is in ``benchmarks.chaos_checks``), and crash
+points consume "crash tokens" that the fault injector drops into a directory: whichever handler
+takes one exits its process at once. Two kinds of token: ``token-*`` is taken at crash points
+in a handler's code (inside a ``ctx.run``, or right after a ``ctx.set`` before it commits);
+``await-*`` only while a handler awaits a sleep or a call (a timer armed before the await)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import ray
@@ -24,10 +29,14 @@ def append(path: str, line: str) -> None:
         os.close(fd)
 
 
-def take_crash_token(crash_dir: str) -> bool:
-    """Exit this process if a crash token is waiting (each token is taken once)."""
+CRASH_TOKEN = "token-"
+AWAIT_TOKEN = "await-"
+
+
+def take_crash_token(crash_dir: str, prefix: str = CRASH_TOKEN) -> bool:
+    """Exit this process if a crash token of this kind is waiting (each is taken once)."""
     for name in sorted(os.listdir(crash_dir)) if os.path.isdir(crash_dir) else []:
-        if name.startswith("token-"):
+        if name.startswith(prefix):
             try:
                 os.rename(Path(crash_dir) / name, Path(crash_dir) / f"taken-{name}-{os.getpid()}")
             except OSError:
@@ -37,11 +46,33 @@ def take_crash_token(crash_dir: str) -> bool:
     return False
 
 
-def record_run(ledger: str, invocation: str, step: str) -> str:
-    """A journaled side effect: one ledger line per execution, tagged with a fresh nonce that
-    the journal keeps as the step's result (so a re-execution after journaling would show)."""
+def exit_while_waiting(job: Job, after: float) -> Callable[[], None]:
+    """Arm an exit of this process ``after`` seconds from now, taken only if the handler is
+    still waiting then and an await token is there; returns the disarming function (call it
+    once the wait is over). A handler that leaves memory to wait stays armed: the process may
+    then die with the invocation parked mid-sleep."""
+    waiting = True
+
+    def fire() -> None:
+        if waiting:
+            take_crash_token(job.crash_dir, AWAIT_TOKEN)
+
+    handle = asyncio.get_running_loop().call_later(after, fire)
+
+    def disarm() -> None:
+        nonlocal waiting
+        waiting = False
+        handle.cancel()
+
+    return disarm
+
+
+def record_run(ledger: str, invocation: str, step: str, attempt: str) -> str:
+    """A journaled side effect: one ledger line per execution, tagged with this process and
+    attempt and with a fresh nonce that the journal keeps as the step's result (so the checker
+    can tell the journaled execution from the others)."""
     nonce = uuid.uuid4().hex[:12]
-    append(ledger, f"run {invocation} {step} {nonce}")
+    append(ledger, f"run {invocation} {step} {nonce} {os.getpid()} {attempt}")
     return nonce
 
 
@@ -60,15 +91,26 @@ async def crash_point(ctx: Context, job: Job, name: str) -> None:
 counter = VirtualObject("ChaosCounter")
 
 
-@counter.handler()
-async def add(ctx: ObjectContext, job: Job) -> int:
-    """An increment; enter/exit lines let the checker prove a key's handlers never overlap."""
+def enter(ctx: ObjectContext, job: Job) -> Callable[[], None]:
+    """Write this exclusive handler's enter line; returns the function writing its exit line
+    (the checker proves from them that a key's handlers never overlap)."""
     me, key, pid = ctx.invocation_id(), ctx.key(), os.getpid()
     append(job.ledger, f"enter {key} {me} {pid}")
+    return lambda: append(job.ledger, f"exit {key} {me} {pid}")
+
+
+@counter.handler()
+async def add(ctx: ObjectContext, job: Job) -> int:
+    """An increment; with ``job.seconds`` it first sleeps (a relay's call, so that the caller
+    waits a while). Crash points: in a ``ctx.run``, and after the ``set`` before it commits."""
+    leave = enter(ctx, job)
     await crash_point(ctx, job, "crash")
+    if job.seconds:
+        await ctx.sleep(job.seconds)
     n = (await ctx.get("n")) or 0
     ctx.set("n", n + 1)
-    append(job.ledger, f"exit {key} {me} {pid}")
+    take_crash_token(job.crash_dir)  # not journaled: the set and the output are not durable
+    leave()
     return n + 1
 
 
@@ -79,10 +121,15 @@ async def value(ctx: ObjectSharedContext) -> int:
 
 @counter.handler()
 async def relay(ctx: ObjectContext, job: Job) -> int:
-    """One call and one send, each an increment of its own key, around a crash point."""
+    """One call and one send, each an increment of its own key, around a crash point; the call
+    sleeps ``job.seconds`` in the callee, and an exit may come while the caller waits."""
+    leave = enter(ctx, job)
+    disarm = exit_while_waiting(job, job.seconds / 2)
     n = await ctx.object_call(add, f"call-{job.target}", job)
+    disarm()
     await crash_point(ctx, job, "crash")
-    ctx.object_send(add, f"send-{job.target}", job)
+    ctx.object_send(add, f"send-{job.target}", job.model_copy(update={"seconds": 0.0}))
+    leave()
     return n
 
 
@@ -90,11 +137,17 @@ steps = Service("ChaosSteps")
 
 
 @steps.handler()
+async def ping(ctx: Context) -> None:
+    """Nothing: brings the service's hosts up before the measured run."""
+
+
+@steps.handler()
 async def three(ctx: Context, job: Job) -> list[str]:
+    attempt = uuid.uuid4().hex[:8]  # not journaled: tells this attempt's executions apart
     out = []
     for i in range(3):
         out.append(await ctx.run(f"step{i}", record_run, job.ledger, ctx.invocation_id(),
-                                 f"step{i}"))
+                                 f"step{i}", attempt))
         await crash_point(ctx, job, f"crash{i}")
     return out
 
@@ -103,7 +156,9 @@ async def three(ctx: Context, job: Job) -> list[str]:
 async def nap(ctx: Context, job: Job) -> float:
     """Sleeps; returns the journaled wake-up time (the checker compares it with the timer)."""
     await crash_point(ctx, job, "crash")
+    disarm = exit_while_waiting(job, job.seconds / 2)
     await ctx.sleep(job.seconds)
+    disarm()
     return await ctx.time()
 
 
