@@ -26,10 +26,7 @@ from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Wo
 from actors.errors import TerminalError
 from actors.remote import UNAVAILABLE, RemoteJournal
 from actors.router import SYSTEM_ACTOR, Router, Target
-from actors.routing import (
-    JOURNAL,
-    SCHEDULER,
-)
+from actors.routing import JOURNAL, SCHEDULER, default_pool_size
 from actors.serde import ANY, check_size
 from journal.actor import JournalActor
 from journal.records import Outcome
@@ -137,6 +134,8 @@ class Runtime:
         is evicted (and replayed from its journal when the timer fires). The environment
         variable ``RAYSTATE_ALWAYS_REPLAY=1`` sets it to zero: every wait evicts, so every
         resumption is a replay (a determinism check for test suites).
+        ``pool_size``: host actors per service (default: half the cluster's CPUs, at least one;
+        see ``default_pool_size``).
         ``retention`` (timedelta or seconds; default 24 h): how long a finished invocation's
         journal, output and idempotency result stay in the journal before they are pruned
         (the state of objects always stays); None keeps them forever. See "Retention" in the
@@ -157,7 +156,7 @@ class Runtime:
         data_dir = os.path.abspath(data_dir)
         journal = _start_journal(data_dir, namespace)
         if pool_size is None:
-            pool_size = max(int(ray.cluster_resources().get("CPU", 1)), 1)
+            pool_size = default_pool_size(ray.cluster_resources().get("CPU", 1))
         suspend_s = suspend_after.total_seconds() if isinstance(suspend_after, timedelta) \
             else float(suspend_after)
         if os.environ.get("RAYSTATE_ALWAYS_REPLAY") == "1":

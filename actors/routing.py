@@ -34,3 +34,11 @@ def idempotent_invocation_id(target: str, key: str | None, idempotency_key: str)
     """The same idempotency key on the same target always names the same invocation."""
     digest = hashlib.sha256(f"{target}\x00{key}\x00{idempotency_key}".encode()).hexdigest()
     return "inv_" + digest[:32]
+
+
+def default_pool_size(cpus: float) -> int:
+    """One host per two CPUs, at least one: the journal, Ray and the drivers need the rest,
+    and every host more splits the batches that one Ray call carries. On this 2-core VM one
+    host instead of two took 1,000 keys at concurrency 16 from 272 to 528 calls/s and the
+    food flow from 21 to 39 orders/s (README, Performance)."""
+    return max(int(cpus) // 2, 1)

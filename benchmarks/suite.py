@@ -103,6 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "cell, fewer timers if it runs out (default 60)")
     parser.add_argument("--spread", type=float, default=5.0,
                         help="timers workload: the timers are due within this many seconds")
+    parser.add_argument("--pool-size", type=int, default=None,
+                        help="host actors per service (default: the runtime's own default)")
     args = parser.parse_args(argv)
     if args.workloads and args.workload:
         parser.error("give --workloads or --workload, not both")
@@ -113,9 +115,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--concurrency wants integers like 1,16,64, not {args.concurrency!r}")
     if not args.concurrency or min(args.concurrency) < 1:
         parser.error("--concurrency wants positive integers")
-    if args.seconds <= 0 or args.warmup < 0 or args.timers < 1 or args.timers_budget <= 0:
-        parser.error("--seconds, --timers and --timers-budget must be positive, --warmup not "
-                     "negative")
+    if args.seconds <= 0 or args.warmup < 0 or args.timers < 1 or args.timers_budget <= 0 \
+            or (args.pool_size is not None and args.pool_size < 1):
+        parser.error("--seconds, --timers, --timers-budget and --pool-size must be positive, "
+                     "--warmup not negative")
     return args
 
 
@@ -238,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             ray.init(address="local", namespace=NAMESPACE, include_dashboard=False,
                      log_to_driver=False, logging_level=logging.ERROR)
             try:
-                rt = Runtime.start(services, data_dir=data_dir, namespace=NAMESPACE)
+                rt = Runtime.start(services, data_dir=data_dir, namespace=NAMESPACE,
+                                   pool_size=args.pool_size)
                 # Pool hosts start on first use (1-2 s each here); start them all now, so that
                 # every cell measures the steady state, not the creation of host processes.
                 ray.get([rt.router.pooled(d, i).ready.remote()

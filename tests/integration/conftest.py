@@ -11,6 +11,9 @@ import pytest
 from actors import Runtime
 
 _ids = itertools.count()
+# Two hosts per service (the default on the session's 2 CPUs is one): tests of routing,
+# placement and calls between hosts need more than one.
+TEST_POOL_SIZE = 2
 
 
 @pytest.fixture
@@ -21,6 +24,7 @@ def start_runtime(ray_session: None, tmp_path) -> Iterator[Callable[..., Runtime
     def start(services=None, data_dir=None, namespace=None, **kw) -> Runtime:
         from tests.integration.apps import ALL
 
+        kw.setdefault("pool_size", TEST_POOL_SIZE)
         rt = Runtime.start(services or ALL, data_dir=data_dir or tmp_path / "data",
                            namespace=namespace or f"t{os.getpid()}-{next(_ids)}", **kw)
         started.append(rt)
@@ -42,7 +46,7 @@ def shared_rt(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
     from tests.integration.apps import ALL
 
     rt = Runtime.start(ALL, data_dir=tmp_path_factory.mktemp("shared") / "data",
-                       namespace=f"m{os.getpid()}-{next(_ids)}")
+                       namespace=f"m{os.getpid()}-{next(_ids)}", pool_size=TEST_POOL_SIZE)
     yield rt
     rt.shutdown()
 
