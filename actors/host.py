@@ -56,6 +56,7 @@ from scheduler.service import TimerScheduler
 log = logging.getLogger("raystate.host")
 
 RECENT_OUTCOMES = 10_000
+AWAKEABLE_TYPE_WAIT_S = 5.0  # see ``_awakeable_type``
 START_INDEX = -(2**31)  # the completion index a delayed start's timer wakes
 
 
@@ -209,6 +210,8 @@ class ObjectHost:
         self._delivering: dict[str, int] = {}  # callee id -> its calls in flight (see _pass_on)
         self.awakeables = AwakeableIds(secret or secrets.token_hex(32))
         self._awakeables: dict[str, dict[int, Serde]] = {}  # types of open awakeables
+        # resolutions waiting for a recovered invocation's replay to declare an awakeable's type
+        self._types_due: dict[tuple[str, int], asyncio.Future[None]] = {}
         # awakeables completed here (first one wins): done once durable, and who completed it
         self._resolved: OrderedDict[tuple[str, int],
                                     tuple[asyncio.Future[None], str | None]] = OrderedDict()
@@ -657,6 +660,27 @@ class ObjectHost:
 
     def expect_awakeable(self, invocation: Invocation, idx: int, serde: Serde) -> None:
         self._awakeables.setdefault(invocation.id, {})[idx] = serde
+        due = self._types_due.pop((invocation.id, idx), None)
+        if due is not None and not due.done():
+            due.set_result(None)
+
+    async def _awakeable_type(self, inv: Invocation, idx: int) -> Serde | None:
+        """The type the awakeable was created with. A recovered invocation declares it again
+        when its replay passes ``ctx.awakeable``, moments after its host started: wait for
+        that (a bounded while), so a value of the wrong type is refused before it is written.
+        None if it never comes (the replay failed, say): the handler then checks at its
+        await."""
+        serde = self._awakeables.get(inv.id, {}).get(idx)
+        if serde is None and self._active.get(inv.id) is inv:
+            due = self._types_due.get((inv.id, idx))
+            if due is None:
+                due = self._types_due[inv.id, idx] = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(due), AWAKEABLE_TYPE_WAIT_S)
+            if self._types_due.get((inv.id, idx)) is due:
+                del self._types_due[inv.id, idx]
+            serde = self._awakeables.get(inv.id, {}).get(idx)
+        return serde
 
     def complete_awakeable(self, invocation: Invocation, idx: int, awakeable_id: str,
                            result: str | None, failure: str | None,
@@ -712,9 +736,12 @@ class ObjectHost:
             if await self._refuse_if_resolved(awakeable_id, inv_id, idx, by):
                 return True, "resolved before", 200
             inv = self._active.get(inv_id)
+            serde = None
             if inv is not None:
                 mine = self._check_awakeable(awakeable_id, inv.entries, inv.completions, idx,
                                              by)
+                if not mine and result is not None:
+                    serde = await self._awakeable_type(inv, idx)
             elif inv_id in self._parked:
                 found = await self.journal.pending([self.definition.name], ids=[inv_id])
                 if not found:
@@ -728,7 +755,7 @@ class ObjectHost:
                 raise TerminalError(f"unknown awakeable {awakeable_id}", 404)
             if mine or await self._refuse_if_resolved(awakeable_id, inv_id, idx, by):
                 return True, "resolved before", 200  # (the second: someone else meanwhile)
-            serde = self._awakeables.get(inv_id, {}).get(idx)
+            serde = serde or self._awakeables.get(inv_id, {}).get(idx)  # parked: if still known
             if serde is not None and result is not None:
                 try:
                     serde.load(result)

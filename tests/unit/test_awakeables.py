@@ -113,3 +113,28 @@ def test_a_handlers_resolution_delivered_again_is_the_same_one(data_dir: Path) -
     [row] = world.sql("SELECT count(*) AS n FROM sys_journal WHERE entry_type = 'awakeable' "
                       "AND completed")
     assert row["n"] == 1
+
+
+def test_a_wrong_value_is_refused_while_a_recovered_invocation_replays(data_dir: Path) -> None:
+    """Right after a host (re)starts, its recovered invocation has not replayed to
+    ``ctx.awakeable`` yet: the resolution waits for the type instead of writing a value of the
+    wrong type."""
+    world = World(data_dir)
+    req = request("Saga", "ask", "k", "trip")
+    world.prewrite(accept_of(req), Entry(req.id, 0, "awakeable", None, completed=False),
+                   Entry(req.id, 1, "run", "ask", '"trip.ask"'))
+    host = world.host(saga)
+    awk = AwakeableIds(world.journal.secret).make(req.id, 0)
+
+    async def body() -> None:
+        await host.start()  # the replay is scheduled, not run yet
+        wrong = await host.resolve_awakeable(awk, '{"not": "a string"}', None)
+        assert wrong[0] is False and wrong[2] == 400, wrong
+        ok, message, code = await host.resolve_awakeable(awk, '"yes"', None)
+        assert ok, (message, code)
+        out = await host.invoke(request("Saga", "ask", "k", "trip", inv_id=req.id,
+                                        resubmit=True))
+        assert out is not None and out.ok and out.output == '"yes"'
+
+    world.run(body)
+    assert CALLS["trip.ask"] == 0, "the journaled step was not run again"
