@@ -97,11 +97,10 @@ def test_data_dir_that_cannot_be_created(start_runtime, tmp_path) -> None:
         start_runtime(data_dir=blocker / "data")
 
 
-def test_data_dir_in_use_by_another_runtime(start_runtime, tmp_path) -> None:
-    first = start_runtime(data_dir=tmp_path / "shared")
-    with pytest.raises(DataDirError, match="in use"):
-        start_runtime(data_dir=tmp_path / "shared")
-    assert first.call(apps.add, key="still-fine", arg=1) == 1
+def test_data_dir_in_use_by_another_runtime(shared_rt: Runtime, start_runtime) -> None:
+    with pytest.raises(DataDirError, match="in use"):  # another namespace, the same data dir
+        start_runtime(data_dir=shared_rt.data_dir)
+    assert shared_rt.call(apps.add, key="still-fine", arg=1) == 1
 
 
 def test_a_bad_service_list_is_refused_before_anything_starts(ray_session, tmp_path) -> None:

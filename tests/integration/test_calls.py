@@ -151,31 +151,36 @@ def test_proxies_and_service_calls(shared_rt: Runtime) -> None:
     assert shared_rt.call(apps.via_proxies, key="px") == [4, 4, 11]
 
 
-def test_cancel_parent_cancels_child_and_both_compensate_once(rt: Runtime, ledger: str) -> None:
+def test_cancel_parent_cancels_child_and_both_compensate_once(shared_rt: Runtime,
+                                                              ledger: str) -> None:
+    rt = shared_rt
     h = rt.send(apps.parent, key="p1", arg=apps.Nest(ledger=ledger, child_key="c1"))
     assert_eventually(lambda: "enter:child:c1" in ledger_lines(ledger), message="child started")
     child_sleeps = ("SELECT count(*) AS n FROM sys_journal j JOIN sys_invocation i "
                     "ON i.id = j.invocation_id "
-                    "WHERE i.target_handler_name = 'child' AND j.entry_type = 'sleep'")
+                    "WHERE i.target = 'Caller/c1/child' AND j.entry_type = 'sleep'")
     assert_eventually(lambda: rt.sql(child_sleeps).column("n")[0].as_py() == 1,
                       message="child sleeping")
     assert rt.cancel(h.id) == "cancelled"
     with pytest.raises(TerminalError, match="cancelled"):
         h.result(timeout=60)
-    child_id = rt.sql("SELECT id FROM sys_invocation WHERE target_handler_name = 'child'"
-                      ).column("id")[0].as_py()
+    child_ids = rt.sql("SELECT id FROM sys_invocation WHERE target = 'Caller/c1/child'"
+                       ).column("id").to_pylist()
+    assert len(child_ids) == 1
+    child_id = child_ids[0]
     with pytest.raises(TerminalError, match="cancelled"):
         rt.attach(child_id).result(timeout=60)
     lines = ledger_lines(ledger)
     assert lines.count("compensate:parent:p1") == 1
     assert lines.count("compensate:child:c1") == 1
     assert rt.cancel(h.id) == "completed"
-    failures = rt.sql("SELECT completion_failure AS f FROM sys_invocation ORDER BY 1"
-                      ).column("f").to_pylist()
+    failures = rt.sql("SELECT completion_failure AS f FROM sys_invocation WHERE target IN "
+                      "('Caller/p1/parent', 'Caller/c1/child') ORDER BY 1").column("f").to_pylist()
     assert failures == ["cancelled", "cancelled"]
 
 
-def test_kill_stops_at_once_and_frees_the_key(rt: Runtime, ledger: str) -> None:
+def test_kill_stops_at_once_and_frees_the_key(shared_rt: Runtime, ledger: str) -> None:
+    rt = shared_rt
     nest = apps.Nest(ledger=ledger)
     h = rt.send(apps.hold, key="k", arg=nest)
     assert_eventually(lambda: "enter:hold:k" in ledger_lines(ledger), message="holder started")
@@ -186,7 +191,8 @@ def test_kill_stops_at_once_and_frees_the_key(rt: Runtime, ledger: str) -> None:
     assert queued.result(timeout=30) == "held", "the key was not freed"
     lines = ledger_lines(ledger)
     assert lines.count("finally:hold:k") == 1, "a killed handler compensated"
-    running = rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE status <> 'completed'")
+    running = rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE status <> 'completed' "
+                     "AND target_service_name = 'Caller' AND target_service_key = 'k'")
     assert running.column("n")[0].as_py() == 0
     killed = rt.sql("SELECT status, completion_failure AS f FROM sys_invocation "
                     f"WHERE id = '{h.id}'").to_pylist()

@@ -100,8 +100,9 @@ def test_state_change_applied_once_when_retried_after_crash(
     assert rt.call(apps.set_then_crash, key="k4", arg=job2) == 2
 
 
-def test_idempotency_key_executes_once(rt: Runtime, ledger: str) -> None:
+def test_idempotency_key_executes_once(shared_rt: Runtime, ledger: str) -> None:
     """Guarantee 7: sequential and concurrent submissions with one key run once."""
+    rt = shared_rt
     job = apps.Job(ledger=ledger)
     first = rt.send(apps.two_steps, key="k5", arg=job, idempotency_key="order-1")
     results: list[int] = []
@@ -116,7 +117,8 @@ def test_idempotency_key_executes_once(rt: Runtime, ledger: str) -> None:
     assert results == [1, 1, 1, 1]
     assert rt.call(apps.two_steps, key="k5", arg=job, idempotency_key="order-1") == 1
     assert ledger_lines(ledger).count("body:k5") == 1
-    rows = rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE idempotency_key='order-1'")
+    rows = rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE idempotency_key='order-1' "
+                  "AND target_service_key = 'k5'")
     assert rows.column("n").to_pylist() == [1]
     # a different key is a different invocation
     assert rt.call(apps.two_steps, key="k5", arg=job, idempotency_key="order-2") == 2
@@ -137,8 +139,10 @@ def test_send_is_durable_when_it_returns(rt: Runtime, ledger: str, tmp_path) -> 
     assert rows.column("n").to_pylist() == [6]
 
 
-def test_replay_divergence_is_a_journal_mismatch(rt: Runtime, ledger: str, tmp_path) -> None:
+def test_replay_divergence_is_a_journal_mismatch(shared_rt: Runtime, ledger: str,
+                                                  tmp_path) -> None:
     """Guarantee 9: the retry takes another path; the attempt fails naming both entries."""
+    rt = shared_rt
     job = apps.Job(ledger=ledger, marker=str(tmp_path / "first-attempt-done"))
     with pytest.raises(TerminalError) as err:
         rt.call(apps.diverge, key="k6", arg=job)
@@ -151,27 +155,35 @@ def test_replay_divergence_is_a_journal_mismatch(rt: Runtime, ledger: str, tmp_p
     assert ledger_lines(ledger) == ["a"]
 
 
-def test_retries_resume_from_the_journal(rt: Runtime, ledger: str) -> None:
+def test_retries_resume_from_the_journal(shared_rt: Runtime, ledger: str) -> None:
+    rt = shared_rt
     assert rt.call(apps.flaky, key="k7", arg=apps.Job(ledger=ledger)) == 3
     assert ledger_lines(ledger).count("a") == 1
-    row = rt.sql("SELECT retry_count, last_failure FROM sys_invocation").to_pylist()[0]
+    rows = rt.sql("SELECT retry_count, last_failure FROM sys_invocation "
+                  "WHERE target = 'Steps/k7/flaky'").to_pylist()
+    assert len(rows) == 1
+    row = rows[0]
     assert row["retry_count"] == 2 and "RuntimeError: flaky" in row["last_failure"]
 
 
-def test_terminal_error_from_run_is_journaled(rt: Runtime, ledger: str) -> None:
+def test_terminal_error_from_run_is_journaled(shared_rt: Runtime, ledger: str) -> None:
+    rt = shared_rt
     with pytest.raises(TerminalError) as err:
         rt.call(apps.terminal, key="k8", arg=apps.Job(ledger=ledger))
     assert err.value.status_code == 402 and err.value.message == "card declined"
     assert ledger_lines(ledger) == ["charge"]
-    row = rt.sql("SELECT completion_result, completion_failure FROM sys_invocation").to_pylist()
-    assert row == [{"completion_result": "failure", "completion_failure": "card declined"}]
-    entry = rt.sql("SELECT entry_type, result FROM sys_journal").to_pylist()
+    row = rt.sql("SELECT id, completion_result, completion_failure FROM sys_invocation "
+                 "WHERE target = 'Steps/k8/terminal'").to_pylist()
+    assert [{k: r[k] for k in ("completion_result", "completion_failure")} for r in row] == \
+        [{"completion_result": "failure", "completion_failure": "card declined"}]
+    entry = rt.sql("SELECT entry_type, result FROM sys_journal "
+                   f"WHERE invocation_id = '{row[0]['id']}' ORDER BY index").to_pylist()
     assert entry[0]["entry_type"] == "run" and "card declined" in entry[0]["result"]
 
 
-def test_retry_policy_gives_up(rt: Runtime) -> None:
+def test_retry_policy_gives_up(shared_rt: Runtime) -> None:
     with pytest.raises(TerminalError, match="gave up after 2 attempts"):
-        rt.call(apps.always_fails, key="k9")
+        shared_rt.call(apps.always_fails, key="k9")
 
 
 def under_faults(killer: Callable[[threading.Event], int], clients: list[Callable[[], None]]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from datetime import timedelta
 
+import pytest
 import ray
 
 from actors import ObjectContext, Runtime, VirtualObject
@@ -25,6 +28,17 @@ def named_hosts(rt: Runtime, service: str) -> set[str]:
             if a["namespace"] == rt.namespace and a["name"].startswith(f"host:{service}:")}
 
 
+@pytest.fixture(scope="module")
+def rt(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
+    """One runtime for this module's tests (each start costs seconds): each test uses its own
+    service (Heavy, Quick, Counter), so the hosts one test counts are its own."""
+    runtime = Runtime.start([*apps.ALL, quick],
+                            data_dir=tmp_path_factory.mktemp("placement") / "data",
+                            namespace=f"placement-{os.getpid()}")
+    yield runtime
+    runtime.shutdown()
+
+
 def test_dedicated_keys_get_their_own_actor(rt: Runtime) -> None:
     assert rt.call(apps.bump, key="x") == 1
     assert rt.call(apps.bump, key="y") == 1
@@ -33,8 +47,7 @@ def test_dedicated_keys_get_their_own_actor(rt: Runtime) -> None:
     assert named_hosts(rt, "Heavy") == {"host:Heavy:x", "host:Heavy:y"}
 
 
-def test_idle_dedicated_host_exits_and_reactivates(start_runtime) -> None:
-    rt = start_runtime([quick])
+def test_idle_dedicated_host_exits_and_reactivates(rt: Runtime) -> None:
     assert rt.call(incr, key="z") == 1
     assert_eventually(lambda: not named_hosts(rt, "Quick"), timeout=30,
                       message="the idle dedicated host exited")
