@@ -36,8 +36,15 @@ def alive_nodes() -> list[dict[str, Any]]:
     return [n for n in ray.nodes() if n["Alive"]]
 
 
+POOL_SIZE = 4
+
+
 def start(address: str, namespace: str, data_dir: str) -> None:
-    rt = Runtime.start(SERVICES, data_dir=data_dir, namespace=namespace, address=address)
+    # two hosts per node (the default would be one): a host created while a node is still
+    # joining can land on another node (its node affinity is soft), and the test checks that
+    # the pool covers both nodes
+    rt = Runtime.start(SERVICES, data_dir=data_dir, namespace=namespace, address=address,
+                       pool_size=POOL_SIZE)
     results = [rt.call(apps.add, key=k, arg=i + 1) for i, k in enumerate(KEYS)]
     report({"node": ray.get_runtime_context().get_node_id(), "pool_size": rt.pool_size,
             "nodes": len(alive_nodes()), "results": results})

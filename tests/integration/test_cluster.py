@@ -212,7 +212,7 @@ def test_two_nodes_two_drivers_and_the_cli(cluster: str, tmp_path: Path) -> None
 
     first = driver("start", address, namespace, str(data))
     assert first["nodes"] == 2
-    assert first["pool_size"] == NODE_CPUS  # half the cluster's CPUs: one host per node
+    assert first["pool_size"] == 4  # two per node (cluster_driver.POOL_SIZE)
     assert first["results"] == list(range(1, 9))
     assert (data / "journal.duckdb").is_file()
 
