@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow
 from actors.errors import TerminalError
 from actors.remote import UNAVAILABLE, RemoteJournal
-from actors.router import SYSTEM_ACTOR, Router, Target
+from actors.router import SYSTEM_ACTOR, Router, Target, preferred_node
 from actors.routing import JOURNAL, SCHEDULER, default_pool_size
 from actors.serde import ANY, check_size
 from journal.actor import JournalActor
@@ -196,7 +197,7 @@ class Runtime:
         """Start the hosts that have unfinished invocations to resume. On one node the others
         start on their first request (a host actor costs a process: 14 idle ones take
         seconds); on a cluster every pool starts now, its hosts placed round the nodes
-        (``Router.pooled``)."""
+        (``Router.pooled``, and moved by ``_spread`` where Ray put them elsewhere)."""
         pending = set(ray.get(journal.pending_services.remote()))
         cluster = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
         ready = []
@@ -212,6 +213,39 @@ class Runtime:
         for ref in ready:
             with contextlib.suppress(*UNAVAILABLE):  # died while resuming (a handler crashed
                 ray.get(ref)  # it): Ray restarts it, and it resumes on its own
+        if cluster:
+            for d in services:
+                if not _dedicated(d):
+                    self._spread(d)
+
+    def _spread(self, d: ServiceDefinition, timeout: float = 30.0) -> None:
+        """Move the pool hosts of ``d`` that landed off their preferred node by creating them
+        again. Their node affinity is soft, and right after a node joins Ray may place such
+        actors elsewhere (all of a pool at once). Only idle hosts move."""
+        deadline = time.monotonic() + timeout
+        while True:
+            misplaced = [i for i in range(self.pool_size) if self._misplaced(d, i)]
+            if not misplaced:
+                return
+            if time.monotonic() > deadline:
+                warnings.warn(f"raystate: {len(misplaced)} host(s) of {d.name} stay off their "
+                              "preferred node (Ray placed them elsewhere)", stacklevel=3)
+                return
+            moved = [self.router.replace(d, i) for i in misplaced]
+            with contextlib.suppress(*UNAVAILABLE):
+                ray.get([h.ready.remote() for h in moved])
+
+    def _misplaced(self, d: ServiceDefinition, index: int) -> bool:
+        want = preferred_node(index)
+        if want is None:
+            return False
+        host = self.router.pooled(d, index)
+        try:
+            stats = ray.get(host.ready.remote())
+            return ray.get(host.node.remote()) != want and not stats["active"] \
+                and not stats["parked"]
+        except UNAVAILABLE:
+            return False  # restarting: Ray places it again
 
     # -- invoking ----------------------------------------------------------------------------
 

@@ -136,6 +136,9 @@ class HostActor:
         await self.host.start()
         return self.host.stats()
 
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
     def pid(self) -> int:
         import os
 

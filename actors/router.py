@@ -4,6 +4,7 @@ client and by hosts that send to other handlers, so both route and validate the 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -32,6 +33,13 @@ SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 
 HOST_ACTOR = {**SYSTEM_ACTOR, "scheduling_strategy": "SPREAD"}
 
 
+def preferred_node(index: int) -> str | None:
+    """The node pool host ``index`` should run on: node ``index`` of the alive nodes, round
+    robin (None on a single node)."""
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    return nodes[index % len(nodes)] if len(nodes) > 1 else None
+
+
 class Router:
     """Routes requests of one runtime (its namespace and config) to host actors."""
 
@@ -54,15 +62,31 @@ class Router:
         handle = self._hosts.get(name)
         if handle is None:
             options = dict(HOST_ACTOR)
-            nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-            if len(nodes) > 1:  # SPREAD is best effort: it once put a whole pool on one node
-                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                    nodes[index % len(nodes)], soft=True)
+            node = preferred_node(index)
+            if node is not None:  # SPREAD is best effort: it once put a whole pool on one node
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
             handle = self._hosts[name] = ray.remote(HostActor).options(
                 name=name, namespace=self.namespace, get_if_exists=True, **options
             ).remote(d, self.namespace, (index, self.pool_size), None, self.idle_timeout_s,
                      self.suspend_after_s)
         return handle
+
+    def replace(self, d: ServiceDefinition, index: int, timeout: float = 30.0) -> Any:
+        """Kill pool host ``index`` for good and create it again (placed anew). Only for an
+        idle host: whatever it ran is recovered as after any crash, but that costs time."""
+        name = host_name(d.name, index)
+        ray.kill(self.pooled(d, index), no_restart=True)
+        self._hosts.pop(name, None)
+        deadline = time.monotonic() + timeout
+        while True:  # the name is freed once Ray has buried the actor
+            try:
+                ray.get_actor(name, namespace=self.namespace)
+            except ValueError:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"host {name!r} was killed but its name stays taken")
+            time.sleep(0.05)  # poll interval while Ray frees the name
+        return self.pooled(d, index)
 
     def dedicated(self, d: VirtualObject, key: str) -> Any:
         from actors.host_actor import HostActor

@@ -210,7 +210,6 @@ def json_rows(out: str) -> list[dict]:
 def test_two_nodes_two_drivers_and_the_cli(cluster: str, tmp_path: Path) -> None:
     address, namespace, data = cluster, f"cluster-{os.getpid()}", tmp_path / "data"
 
-    driver("placeable", address)
     first = driver("start", address, namespace, str(data))
     assert first["nodes"] == 2
     assert first["pool_size"] == 4  # two per node (cluster_driver.POOL_SIZE)
