@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
+from actors.actions import SyncActions
 from actors.awakeables import AwakeableIds
 from actors.contexts import Awakeable, DeterministicRandom, DurablePromise, WorkflowContext
 from actors.definitions import HandlerSpec, Workflow
@@ -201,6 +202,11 @@ class HostPort(Protocol):
         ...
 
     @property
+    def actions(self) -> SyncActions:
+        """Runs ``ctx.run``'s sync functions on threads."""
+        ...
+
+    @property
     def name(self) -> str:
         """The host's actor name: timers carry it, so the scheduler knows whom to wake."""
         ...
@@ -324,7 +330,7 @@ class InvocationContext(WorkflowContext):
                 if inspect.iscoroutinefunction(fn):
                     result = await fn(*args, **kwargs)
                 else:
-                    result = await asyncio.to_thread(fn, *args, **kwargs)
+                    result = await self._host.actions.run(fn, *args, **kwargs)
                     if inspect.isawaitable(result):
                         result = await result
                 break

@@ -25,9 +25,13 @@ class Flusher:
     retry replay entries that were never durable."""
 
     def __init__(self, commit: Callable[[Batch], Awaitable[None]],
-                 on_committed: Callable[[list[Record]], None]) -> None:
+                 on_committed: Callable[[list[Record]], None],
+                 settle: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``settle``: awaited before each batch is cut, to let records that are moments
+        away join it (``SyncActions.settle``)."""
         self._commit = commit
         self._on_committed = on_committed
+        self._settle = settle
         self._prefix = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
         self._records: list[Record] = []
@@ -44,6 +48,8 @@ class Flusher:
 
     async def _run(self) -> None:
         while self._waiters:
+            if self._settle is not None:
+                await self._settle()
             records, self._records = self._records, []
             waiters, self._waiters = self._waiters, []
             if records:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
 
+from actors.actions import SyncActions
 from actors.awakeables import AwakeableIds
 from actors.definitions import ServiceDefinition
 from actors.engine import (
@@ -193,7 +194,8 @@ class ObjectHost:
         self.scheduler = scheduler
         self.suspend_after = suspend_after
         self.outbox = outbox
-        self.flusher = Flusher(journal.commit, self._apply_committed)
+        self.actions = SyncActions()
+        self.flusher = Flusher(journal.commit, self._apply_committed, self.actions.settle)
         self.loader = StateLoader(  # a dedicated host loads its one key once: no filter
             partial(journal.load_states, definition.name),
             None if key is not None else partial(journal.state_key_filter, definition.name))
