@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.host import InvokeRequest
 from actors.mailbox import request_tag
 from journal.records import Outcome
 from journal.remote import UNAVAILABLE
+from journal.wire import WireClosed
 
 POLL_TIMEOUT_S = 10.0
+HOST_DOWN = (*UNAVAILABLE, WireClosed)
 
 
 class HostChannel:
-    def __init__(self, host: Callable[[], Any], forget_host: Callable[[], None],
+    """``call(method, *args)`` calls the host (over Ray or its socket); it raises one of
+    ``HOST_DOWN`` when the host died, which ``forget_host`` is then told."""
+
+    def __init__(self, call: Callable[..., Awaitable[Any]], forget_host: Callable[[], None],
                  on_idle: Callable[[HostChannel], None]) -> None:
-        self._host = host
+        self._call = call
         self._forget_host = forget_host
         self._on_idle = on_idle
         self.token = uuid.uuid4().hex
@@ -61,8 +66,8 @@ class HostChannel:
             if not reqs:
                 continue
             try:
-                await self._host().submit_many.remote(self.token, reqs)
-            except UNAVAILABLE:
+                await self._call("submit_many", self.token, reqs)
+            except HOST_DOWN:
                 await self._host_failed()
             except Exception as e:  # not the host's death (say, a request Ray cannot send)
                 for req in reqs:
@@ -72,8 +77,8 @@ class HostChannel:
         try:
             while self._pending:
                 try:
-                    results = await self._host().poll.remote(self.token, POLL_TIMEOUT_S)
-                except UNAVAILABLE:
+                    results = await self._call("poll", self.token, POLL_TIMEOUT_S)
+                except HOST_DOWN:
                     await self._host_failed()
                     continue
                 except Exception as e:  # a bug on the host's side: fail, do not hang

@@ -343,8 +343,19 @@ class Runtime:
 
     def close(self) -> None:
         """Release this driver's client (its event-loop thread); the runtime keeps running."""
+        self._close_wires()
         self.router.clear()
         self._loop.loop.call_soon_threadsafe(self._loop.loop.stop)
+
+    def _close_wires(self) -> None:
+        """Close this client's sockets to hosts and the journal (``journal.wire``)."""
+        async def close() -> None:
+            await self.router.close_wires()
+            await self._journal.close_wire()
+
+        if self._loop.loop.is_running():
+            with contextlib.suppress(Exception):
+                self._loop.run(close(), timeout=5)
 
     def __enter__(self) -> Runtime:
         return self
@@ -354,6 +365,7 @@ class Runtime:
 
     def shutdown(self) -> None:
         """Stop this runtime's actors (journal, scheduler, hosts). The data stays on disk."""
+        self._close_wires()
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a["namespace"] == self.namespace]
         for name in names:

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import ray
@@ -23,6 +24,7 @@ from actors.routing import host_name, idempotent_invocation_id, new_invocation_i
 from journal.records import Outcome
 from journal.remote import UNAVAILABLE, RemoteJournal
 from journal.secret import SECRET
+from journal.wire import WireRoute
 
 Target = Callable[..., Any] | str
 SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 0,
@@ -53,6 +55,7 @@ class Router:
         self.awakeables = AwakeableIds(config[SECRET])
         self._hosts: dict[str, Any] = {}
         self._channels: dict[tuple[asyncio.AbstractEventLoop, str], HostChannel] = {}
+        self._wires: dict[tuple[asyncio.AbstractEventLoop, str], WireRoute] = {}
         self._journal: RemoteJournal | None = None
 
     def pooled(self, d: ServiceDefinition, index: int) -> Any:
@@ -116,6 +119,14 @@ class Router:
     def clear(self) -> None:
         self._hosts.clear()
 
+    async def close_wires(self) -> None:
+        """Close this event loop's sockets to hosts and the journal."""
+        loop = asyncio.get_running_loop()
+        for at in [at for at in self._wires if at[0] is loop]:
+            await self._wires.pop(at).aclose()
+        if self._journal is not None:
+            await self._journal.close_wire()
+
     def resolve(self, target: Target) -> HandlerSpec:
         """The handler behind a function reference or a ``"Service/handler"`` string."""
         if isinstance(target, str):
@@ -178,10 +189,31 @@ class Router:
         at = (asyncio.get_running_loop(), name)  # a client may be used from several loops
         channel = self._channels.get(at)
         if channel is None:
+            def forget() -> None:
+                self._hosts.pop(name, None)
+                self._wire_route(name).reset()
+
             channel = self._channels[at] = HostChannel(
-                lambda: self.host_for(d, key, hash_), lambda: self._hosts.pop(name, None),
+                partial(self._call_host, name, lambda: self.host_for(d, key, hash_)), forget,
                 lambda ch: self._drop_channel(at, ch))
         return await channel.submit(req)
+
+    def _wire_route(self, name: str) -> WireRoute:
+        at = (asyncio.get_running_loop(), name)
+        route = self._wires.get(at)
+        if route is None:
+            route = self._wires[at] = WireRoute()
+        return route
+
+    async def _call_host(self, name: str, host: Callable[[], Any], method: str,
+                         *args: Any) -> Any:
+        """``method(*args)`` on the host: over its socket when it runs on this node
+        (``journal.wire``), else through Ray. Raises ``HOST_DOWN`` if the host died."""
+        handle = host()
+        wire = await self._wire_route(name).client(handle)
+        if wire is None:
+            return await getattr(handle, method).remote(*args)
+        return await wire.call(method, *args)
 
     def _drop_channel(self, at: tuple[asyncio.AbstractEventLoop, str],
                       channel: HostChannel) -> None:

@@ -29,6 +29,7 @@ from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats,
 from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
 from journal.store import JournalStore, now_ms
+from journal.wire import WireServer
 
 CONFIG_FILE = "runtime-config.pickle"
 log = logging.getLogger("raystate.journal")
@@ -229,3 +230,11 @@ class GroupCommitJournal:
 
 class JournalActor(GroupCommitJournal):
     """The remote form (``ray.remote(JournalActor)``): a named, detached, restartable actor."""
+
+    _wire: WireServer | None = None
+
+    async def wire_endpoint(self) -> tuple[str, str, str]:
+        """Where callers on this node reach this actor without Ray (``journal.wire``)."""
+        if self._wire is None:
+            self._wire = WireServer(self)
+        return await self._wire.endpoint()

@@ -16,6 +16,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
+from journal.wire import WireClosed, WireRoute
 
 UNAVAILABLE = (ActorDiedError, ActorUnavailableError, RayActorError)
 JOURNAL_ACTOR = "journal"
@@ -55,10 +56,31 @@ class RemoteActor:
 
 
 class RemoteJournal(RemoteActor):
-    """The journal actor as the port hosts, the scheduler and clients use."""
+    """The journal actor as the port hosts, the scheduler and clients use. On the journal's
+    node, calls go over its Unix socket (``journal.wire``: a tenth of a Ray call's cost); a
+    call the socket fails is made again through Ray, as after any journal failure."""
 
     def __init__(self, namespace: str, patience: float = 120.0) -> None:
         super().__init__(JOURNAL_ACTOR, namespace, patience)
+        self._wire = WireRoute()
+
+    async def call(self, method: str, *args: Any,
+                   on_retry: Callable[[], None] | None = None) -> Any:
+        try:
+            wire = await self._wire.client(self._actor())
+        except (*UNAVAILABLE, ValueError):  # down: the Ray path waits for it
+            self._handle, wire = None, None
+        if wire is not None:
+            try:
+                return await wire.call(method, *args)
+            except WireClosed:
+                self._wire.reset()
+                if on_retry is not None:
+                    on_retry()
+        return await super().call(method, *args, on_retry=on_retry)
+
+    async def close_wire(self) -> None:
+        await self._wire.aclose()
 
     async def commit(self, batch: Batch) -> None:
         def mark_resent() -> None:

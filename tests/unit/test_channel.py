@@ -12,6 +12,7 @@ from ray.exceptions import ActorDiedError
 from actors.channel import HostChannel
 from actors.mailbox import Mailboxes
 from journal.records import Outcome
+from journal.wire import WireClosed
 from tests.unit.engine_apps import request
 
 
@@ -53,6 +54,7 @@ class FakeHost:
         self.boxes = Mailboxes()
         self.outcomes = outcomes
         self.dead = False
+        self.death: type[Exception] = ActorDiedError
         self.seen: list[tuple[str, bool]] = []
         self.release = asyncio.Event()
         self.submit_many = self._Method(self._submit_many)
@@ -67,7 +69,7 @@ class FakeHost:
 
     def _check(self) -> None:
         if self.dead:
-            raise ActorDiedError()
+            raise self.death()
 
     async def _submit_many(self, token: str, reqs: list[Any]) -> None:
         self._check()
@@ -86,13 +88,21 @@ class FakeHost:
         return result
 
 
-def test_a_dead_hosts_unanswered_requests_go_to_its_successor_marked_resubmitted() -> None:
+def calling(host: Any) -> Any:
+    """A channel's ``call`` to the host ``host()`` returns (as the router's, over Ray)."""
+    return lambda method, *args: getattr(host(), method).remote(*args)
+
+
+@pytest.mark.parametrize("death", [ActorDiedError, WireClosed])
+def test_a_dead_hosts_unanswered_requests_go_to_its_successor_marked_resubmitted(
+        death: type[Exception]) -> None:
     async def main() -> None:
         outcomes = {i: Outcome(True, f'"{i}"') for i in ("x", "y")}
         first, second = FakeHost("first", outcomes), FakeHost("second", outcomes)
+        first.death = death  # Ray's error, or the socket's (``journal.wire``)
         current = [first]
         idle: list[HostChannel] = []
-        channel = HostChannel(lambda: current[0], lambda: current.append(second) or
+        channel = HostChannel(calling(lambda: current[0]), lambda: current.append(second) or
                               current.pop(0), idle.append)
         calls = [asyncio.ensure_future(channel.submit(request("S", "h", inv_id=i)))
                  for i in ("x", "y")]
@@ -112,7 +122,7 @@ def test_an_exception_raised_on_the_host_reaches_the_caller() -> None:
     async def main() -> None:
         host = FakeHost("h", {})
         host.release.set()
-        channel = HostChannel(lambda: host, lambda: None, lambda _: None)
+        channel = HostChannel(calling(lambda: host), lambda: None, lambda _: None)
         with pytest.raises(KeyError):
             await channel.submit(request("S", "h", inv_id="unknown"))
 
@@ -135,7 +145,7 @@ def test_a_call_and_a_send_of_one_invocation_get_their_own_answers() -> None:
 
     async def main() -> None:
         host = Durable("h", {"wf": Outcome(True, '"done"')})
-        channel = HostChannel(lambda: host, lambda: None, lambda _: None)
+        channel = HostChannel(calling(lambda: host), lambda: None, lambda _: None)
         call = asyncio.ensure_future(channel.submit(request("W", "run", "k", inv_id="wf")))
         send = asyncio.ensure_future(channel.submit(request("W", "run", "k", inv_id="wf",
                                                             mode="send")))
