@@ -21,7 +21,7 @@ from actors.remote import RemoteJournal, RemoteScheduler
 from actors.router import Router
 from actors.routing import host_name
 from journal.records import Completion, Outcome
-from journal.wire import WireServer
+from journal.wire import WireServed
 
 log = logging.getLogger("raystate.host")
 
@@ -63,7 +63,7 @@ class LazyRouter:
         await self._router.resolve_awakeable(awakeable_id, result, failure, by)
 
 
-class HostActor:
+class HostActor(WireServed):
     def __init__(
         self,
         definition: ServiceDefinition,
@@ -81,7 +81,6 @@ class HostActor:
                                suspend_after=suspend_after_s, outbox=LazyRouter(journal))
         self.idle_timeout_s = idle_timeout_s
         self.mailboxes = Mailboxes()
-        self._wire = WireServer(self)
         self._starter = asyncio.get_running_loop().create_task(self._start())
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
@@ -140,10 +139,6 @@ class HostActor:
 
     def node(self) -> str:
         return ray.get_runtime_context().get_node_id()
-
-    async def wire_endpoint(self) -> tuple[str, str, str]:
-        """Where callers on this node reach this host without Ray (``journal.wire``)."""
-        return await self._wire.endpoint()
 
     def pid(self) -> int:
         import os

@@ -15,14 +15,14 @@ from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.awakeables import AwakeableIds
-from actors.channel import HostChannel
+from actors.channel import HOST_DOWN, HostChannel
 from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
 from actors.engine import now_ms
 from actors.errors import AlreadyCompletedError, TerminalError
 from actors.host import InvokeRequest
 from actors.routing import host_name, idempotent_invocation_id, new_invocation_id, route_hash
 from journal.records import Outcome
-from journal.remote import UNAVAILABLE, RemoteJournal
+from journal.remote import RemoteJournal
 from journal.secret import SECRET
 from journal.wire import WireRoute
 
@@ -224,7 +224,7 @@ class Router:
     async def cancel(self, invocation_id: str, kill: bool = False) -> str:
         """Cancel or kill an invocation on the host that runs it (see ``ObjectHost.cancel``)."""
         return await self._on_host_of(invocation_id, f"unknown invocation {invocation_id!r}",
-                                      lambda host: host.cancel.remote(invocation_id, kill))
+                                      "cancel", invocation_id, kill)
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
                                 failure: str | None, by: str | None = None) -> str:
@@ -234,14 +234,14 @@ class Router:
         inv_id, _ = self.awakeables.parse(awakeable_id)
         ok, message, code = await self._on_host_of(
             inv_id, f"unknown awakeable {awakeable_id} (no such invocation)",
-            lambda host: host.resolve_awakeable.remote(awakeable_id, result, failure, by))
+            "resolve_awakeable", awakeable_id, result, failure, by)
         if not ok:
             raise (AlreadyCompletedError if code == 409 else TerminalError)(message, code)
         return str(message)
 
-    async def _on_host_of(self, invocation_id: str, unknown: str,
-                          method: Callable[[Any], Any]) -> Any:
-        """Call ``method(host)`` on the host of an accepted invocation."""
+    async def _on_host_of(self, invocation_id: str, unknown: str, method: str,
+                          *args: Any) -> Any:
+        """Call ``method(*args)`` on the host of an accepted invocation."""
         if self._journal is None:
             self._journal = RemoteJournal(self.namespace)
         accept = await self._journal.accepted(invocation_id)
@@ -251,17 +251,19 @@ class Router:
         if d is None:
             raise TerminalError(f"invocation {invocation_id!r} belongs to service "
                                 f"{accept.service!r}, which this runtime does not know", 404)
-        return await self._on_host(d, accept.key, accept.route_hash, method)
+        return await self._on_host(d, accept.key, accept.route_hash, method, *args)
 
     async def _on_host(self, d: ServiceDefinition, key: str | None, route_hash: int,
-                       method: Callable[[Any], Any]) -> Any:
-        """Call ``method(host)`` on the host of (d, key), again after a host failure."""
+                       method: str, *args: Any) -> Any:
+        """Call ``method(*args)`` on the host of (d, key), again after a host failure."""
+        name = host_name(d.name, self._slot(d, key, route_hash))
         delay = 0.05
         while True:
-            host = self.host_for(d, key, route_hash)
             try:
-                return await method(host)
-            except UNAVAILABLE:
-                self._hosts.pop(host_name(d.name, self._slot(d, key, route_hash)), None)
+                return await self._call_host(name, lambda: self.host_for(d, key, route_hash),
+                                             method, *args)
+            except HOST_DOWN:
+                self._hosts.pop(name, None)
+                self._wire_route(name).reset()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -29,7 +29,7 @@ from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats,
 from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
 from journal.store import JournalStore, now_ms
-from journal.wire import WireServer
+from journal.wire import WireServed
 
 CONFIG_FILE = "runtime-config.pickle"
 log = logging.getLogger("raystate.journal")
@@ -228,13 +228,5 @@ class GroupCommitJournal:
                     "seconds": round(last.seconds, 3), "checkpointed": last.checkpointed}}
 
 
-class JournalActor(GroupCommitJournal):
+class JournalActor(GroupCommitJournal, WireServed):
     """The remote form (``ray.remote(JournalActor)``): a named, detached, restartable actor."""
-
-    _wire: WireServer | None = None
-
-    async def wire_endpoint(self) -> tuple[str, str, str]:
-        """Where callers on this node reach this actor without Ray (``journal.wire``)."""
-        if self._wire is None:
-            self._wire = WireServer(self)
-        return await self._wire.endpoint()

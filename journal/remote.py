@@ -23,13 +23,16 @@ JOURNAL_ACTOR = "journal"
 
 
 class RemoteActor:
-    """A named actor in a namespace, called with retries across its restarts."""
+    """A named actor in a namespace, called with retries across its restarts. On the actor's
+    node, calls go over its Unix socket (``journal.wire``: a tenth of a Ray call's cost); a
+    call the socket fails is made again through Ray, as after any failure of the actor."""
 
     def __init__(self, name: str, namespace: str, patience: float = 120.0) -> None:
         self.name = name
         self.namespace = namespace
         self.patience = patience
         self._handle: Any = None
+        self._wire = WireRoute()
 
     def _actor(self) -> Any:
         if self._handle is None:
@@ -38,6 +41,24 @@ class RemoteActor:
 
     async def call(self, method: str, *args: Any,
                    on_retry: Callable[[], None] | None = None) -> Any:
+        try:
+            wire = await self._wire.client(self._actor())
+        except (*UNAVAILABLE, ValueError):  # down: the Ray path waits for it
+            self._handle, wire = None, None
+        if wire is not None:
+            try:
+                return await wire.call(method, *args)
+            except WireClosed:
+                self._wire.reset()
+                if on_retry is not None:
+                    on_retry()
+        return await self._ray_call(method, *args, on_retry=on_retry)
+
+    async def close_wire(self) -> None:
+        await self._wire.aclose()
+
+    async def _ray_call(self, method: str, *args: Any,
+                        on_retry: Callable[[], None] | None = None) -> Any:
         deadline = time.monotonic() + self.patience
         delay = 0.05
         while True:
@@ -56,32 +77,10 @@ class RemoteActor:
 
 
 class RemoteJournal(RemoteActor):
-    """The journal actor as the port hosts, the scheduler and clients use. On the journal's
-    node, calls go over its Unix socket (``journal.wire``: a tenth of a Ray call's cost); a
-    call the socket fails is made again through Ray, as after any journal failure."""
+    """The journal actor as the port hosts, the scheduler and clients use."""
 
     def __init__(self, namespace: str, patience: float = 120.0) -> None:
         super().__init__(JOURNAL_ACTOR, namespace, patience)
-        self._wire = WireRoute()
-
-    async def call(self, method: str, *args: Any,
-                   on_retry: Callable[[], None] | None = None) -> Any:
-        try:
-            wire = await self._wire.client(self._actor())
-        except (*UNAVAILABLE, ValueError):  # down: the Ray path waits for it
-            self._handle, wire = None, None
-        if wire is not None:
-            try:
-                return await wire.call(method, *args)
-            except WireClosed:
-                self._wire.reset()
-                if on_retry is not None:
-                    on_retry()
-        return await super().call(method, *args, on_retry=on_retry)
-
-    async def close_wire(self) -> None:
-        await self._wire.aclose()
-
     async def commit(self, batch: Batch) -> None:
         def mark_resent() -> None:
             batch.resent = True

@@ -223,3 +223,15 @@ class WireRoute:
         if self._client is not None:
             await self._client.aclose()
         self.reset()
+
+
+class WireServed:
+    """Mixin for an async actor class: serves its public methods on a socket as well, for the
+    callers on its node (``WireRoute``)."""
+
+    _wire_server: WireServer | None = None
+
+    async def wire_endpoint(self) -> tuple[str, str, str]:
+        if self._wire_server is None:
+            self._wire_server = WireServer(self)
+        return await self._wire_server.endpoint()

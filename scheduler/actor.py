@@ -9,12 +9,13 @@ from typing import Any
 import ray
 
 from journal.remote import UNAVAILABLE, RemoteJournal
+from journal.wire import WireServed
 from scheduler.service import TimerScheduler, Wake
 
 SCHEDULER_ACTOR = "scheduler"
 
 
-class SchedulerActor(TimerScheduler):
+class SchedulerActor(TimerScheduler, WireServed):
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self._hosts: dict[str, Any] = {}
