@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-SETTLE_S = 0.008  # wait at most this long, and only for actions younger than this
+SETTLE_S = 0.003  # wait at most this long, and only for actions younger than this
 
 
 class SyncActions:

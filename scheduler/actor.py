@@ -9,7 +9,7 @@ from typing import Any
 import ray
 
 from journal.remote import UNAVAILABLE, RemoteJournal
-from journal.wire import WireServed
+from journal.wire import WireClosed, WireRoute, WireServed
 from scheduler.service import TimerScheduler, Wake
 
 SCHEDULER_ACTOR = "scheduler"
@@ -19,18 +19,30 @@ class SchedulerActor(TimerScheduler, WireServed):
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self._hosts: dict[str, Any] = {}
+        self._routes: dict[str, WireRoute] = {}
+        self._waking: set[asyncio.Future[None]] = set()
         super().__init__(RemoteJournal(namespace), self._message)
 
     def _message(self, host: str, items: list[Wake]) -> None:
+        task = asyncio.ensure_future(self._wake(host, items))
+        self._waking.add(task)
+        task.add_done_callback(self._waking.discard)
+
+    async def _wake(self, host: str, items: list[Wake]) -> None:
+        """Tell a host its timers fired (over its socket on this node, else Ray). If that
+        fails, the host finds the completions in the journal when it starts again."""
         try:
             handle = self._hosts.get(host) or ray.get_actor(host, namespace=self.namespace)
         except ValueError:  # no such host now: it resumes from the journal when it starts
             return
         self._hosts[host] = handle
-        ref = handle.wake.remote(items)
-
-        def done(fut: asyncio.Future[Any]) -> None:
-            if not fut.cancelled() and isinstance(fut.exception(), UNAVAILABLE):
-                self._hosts.pop(host, None)
-
-        asyncio.wrap_future(ref.future()).add_done_callback(done)
+        route = self._routes.setdefault(host, WireRoute())
+        try:
+            wire = await route.client(handle)
+            if wire is not None:
+                await wire.call("wake", items)
+            else:
+                await handle.wake.remote(items)
+        except (*UNAVAILABLE, WireClosed):
+            self._hosts.pop(host, None)
+            route.reset()
