@@ -189,12 +189,9 @@ class Router:
         at = (asyncio.get_running_loop(), name)  # a client may be used from several loops
         channel = self._channels.get(at)
         if channel is None:
-            def forget() -> None:
-                self._hosts.pop(name, None)
-                self._wire_route(name).reset()
-
             channel = self._channels[at] = HostChannel(
-                partial(self._call_host, name, lambda: self.host_for(d, key, hash_)), forget,
+                partial(self._call_host, name, lambda: self.host_for(d, key, hash_)),
+                lambda: self._hosts.pop(name, None),
                 lambda ch: self._drop_channel(at, ch))
         return await channel.submit(req)
 
@@ -262,8 +259,7 @@ class Router:
             try:
                 return await self._call_host(name, lambda: self.host_for(d, key, route_hash),
                                              method, *args)
-            except HOST_DOWN:
+            except HOST_DOWN:  # (a broken socket is closed: the route asks the successor)
                 self._hosts.pop(name, None)
-                self._wire_route(name).reset()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -48,8 +48,7 @@ class RemoteActor:
         if wire is not None:
             try:
                 return await wire.call(method, *args)
-            except WireClosed:
-                self._wire.reset()
+            except WireClosed:  # the route asks the successor next time
                 if on_retry is not None:
                     on_retry()
         return await self._ray_call(method, *args, on_retry=on_retry)

@@ -130,6 +130,7 @@ class WireClient:
             try:
                 await writer.drain()
             except ConnectionError as e:
+                self.close()
                 raise WireClosed(str(e)) from e
             ok, value = await fut
         finally:
@@ -190,39 +191,45 @@ class WireClient:
 class WireRoute:
     """A caller's route to one actor: a ``WireClient`` when the actor serves a socket
     (``wire_endpoint``) on this node, else None (use Ray). Asks the actor once, and again
-    after ``reset`` (the actor died, so its successor has another socket)."""
+    once that client is closed (the connection broke: the actor died, and its successor has
+    another socket). Only a broken client is replaced, never one that other calls use."""
 
     def __init__(self) -> None:
         self._client: WireClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checked = False
+        self._asking: asyncio.Future[None] | None = None
 
     async def client(self, handle: Any) -> WireClient | None:
         """Raises what the Ray call to ``handle.wire_endpoint`` raises (the actor is down)."""
-        import ray
-
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a client belongs to one event loop
-            self.reset()
-            self._loop = loop
+        if self._loop is not loop:  # a client belongs to one event loop: leave it to that one
+            self._client, self._checked, self._asking, self._loop = None, False, None, loop
         if self._client is not None and self._client.closed:
-            self.reset()
+            self._client, self._checked = None, False
         if not self._checked:
-            node, address, token = await handle.wire_endpoint.remote()
-            self._checked = True
-            if node == ray.get_runtime_context().get_node_id():
-                self._client = WireClient(address, token)
+            if self._asking is None:  # one question, however many calls wait for the answer
+                self._asking = asyncio.ensure_future(self._ask(handle))
+            try:
+                await asyncio.shield(self._asking)
+            finally:
+                if self._asking is not None and self._asking.done():
+                    self._asking = None
         return self._client
 
-    def reset(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self._client, self._checked = None, False
+    async def _ask(self, handle: Any) -> None:
+        import ray
+
+        node, address, token = await handle.wire_endpoint.remote()
+        if node == ray.get_runtime_context().get_node_id():
+            self._client = WireClient(address, token)
+        self._checked = True
 
     async def aclose(self) -> None:
+        """Close the client (from its event loop)."""
         if self._client is not None:
             await self._client.aclose()
-        self.reset()
+        self._client, self._checked = None, False
 
 
 class WireServed:

@@ -45,4 +45,3 @@ class SchedulerActor(TimerScheduler, WireServed):
                 await handle.wake.remote(items)
         except (*UNAVAILABLE, WireClosed):
             self._hosts.pop(host, None)
-            route.reset()
