@@ -22,10 +22,17 @@ import itertools
 import pickle
 import secrets
 import struct
+from collections.abc import Callable
 from typing import Any
 
 HEADER = struct.Struct("!IQ")  # payload bytes, request id
 MAX_FRAME = 1 << 30
+
+
+def _ray_node() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
 
 
 class WireClosed(ConnectionError):
@@ -62,10 +69,8 @@ class WireServer:
     async def endpoint(self) -> tuple[str, str, str]:
         """(node id, address, token), serving from now on: what an actor's
         ``wire_endpoint`` method returns to callers (``WireRoute``)."""
-        import ray
-
         await self.serve()
-        return ray.get_runtime_context().get_node_id(), self.address, self.token
+        return _ray_node(), self.address, self.token
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         tasks: set[asyncio.Task[None]] = set()
@@ -194,7 +199,9 @@ class WireRoute:
     once that client is closed (the connection broke: the actor died, and its successor has
     another socket). Only a broken client is replaced, never one that other calls use."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: Callable[[], str] | None = None) -> None:
+        """``node``: this process's node id (default: Ray's)."""
+        self._node = node or _ray_node
         self._client: WireClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checked = False
@@ -218,10 +225,8 @@ class WireRoute:
         return self._client
 
     async def _ask(self, handle: Any) -> None:
-        import ray
-
         node, address, token = await handle.wire_endpoint.remote()
-        if node == ray.get_runtime_context().get_node_id():
+        if node == self._node():
             self._client = WireClient(address, token)
         self._checked = True
 

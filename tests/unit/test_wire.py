@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from journal.wire import WireClient, WireClosed, WireServer
+from journal.wire import WireClient, WireClosed, WireRoute, WireServer
 
 
 class Target:
@@ -88,5 +89,57 @@ def test_no_server_at_the_address_is_a_closed_wire() -> None:
         client = WireClient("\0raystate-wire-nobody-here", "token")
         with pytest.raises(WireClosed):
             await client.call("fast", 1)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+class Endpoint:
+    """An actor handle's ``wire_endpoint`` as ``WireRoute`` calls it; counts the questions."""
+
+    def __init__(self, server: WireServer, node: str) -> None:
+        self.server, self.node, self.asked = server, node, 0
+        self.wire_endpoint = self
+
+    def remote(self) -> Any:
+        async def answer() -> tuple[str, str, str]:
+            self.asked += 1
+            await asyncio.sleep(0.01)  # as a Ray call takes a while
+            return self.node, self.server.address, self.server.token
+
+        return answer()
+
+
+def test_a_route_asks_once_and_replaces_only_a_broken_client() -> None:
+    async def main() -> None:
+        server = WireServer(Target())
+        await server.serve()
+        handle = Endpoint(server, "node-a")
+        route = WireRoute(node=lambda: "node-a")
+        first = await asyncio.gather(*(route.client(handle) for _ in range(5)))
+        assert handle.asked == 1 and all(c is first[0] for c in first)
+        old = first[0]
+        assert old is not None and await old.call("fast", 1) == 2
+        assert old._writer is not None
+        old._writer.transport.abort()  # the actor died (its successor serves the same here)
+        with pytest.raises(WireClosed):
+            await old.call("fast", 1)
+        new = await route.client(handle)
+        assert new is not None and new is not old and handle.asked == 2
+        assert await new.call("fast", 2) == 3
+        old.close()  # a late failure of the old client leaves the new one alone
+        assert not new.closed and await route.client(handle) is new
+        assert await new.call("fast", 3) == 4
+        await route.aclose()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_an_actor_on_another_node_gets_no_client() -> None:
+    async def main() -> None:
+        server = WireServer(Target())
+        handle = Endpoint(server, "node-b")
+        route = WireRoute(node=lambda: "node-a")
+        assert await route.client(handle) is None
+        assert await route.client(handle) is None and handle.asked == 1
 
     asyncio.run(asyncio.wait_for(main(), 10))
