@@ -169,7 +169,12 @@ def outside(namespace: str) -> str:
 
 
 def ask_resolver(namespace: str, awakeable_id: str) -> None:
-    ray.get_actor(RESOLVER, namespace=outside(namespace)).ask.remote(awakeable_id)
+    """Hand the resolver the id, and return once it has it: a fire-and-forget ``.remote()``
+    still inside this process when a fault kills it would be lost with it, although the
+    ``ctx.run`` that sent it may already be journaled (a side effect must be done, not just
+    started, when its action returns)."""
+    ray.get(ray.get_actor(RESOLVER, namespace=outside(namespace)).ask.remote(awakeable_id),
+            timeout=60)
 
 
 @steps.handler()
@@ -189,10 +194,15 @@ class Resolver:
         self.resolved = 0
         self.refused = 0
         self._rt = None
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def ask(self, awakeable_id: str) -> None:
-        import asyncio
+        """Take the id (and return at once); resolve it in the background."""
+        task = asyncio.ensure_future(self._resolve(awakeable_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
+    async def _resolve(self, awakeable_id: str) -> None:
         from actors import AlreadyCompletedError, Runtime
 
         if self._rt is None:
