@@ -22,7 +22,9 @@ import itertools
 import pickle
 import secrets
 import struct
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 HEADER = struct.Struct("!IQ")  # payload bytes, request id
@@ -197,44 +199,57 @@ class WireRoute:
     """A caller's route to one actor: a ``WireClient`` when the actor serves a socket
     (``wire_endpoint``) on this node, else None (use Ray). Asks the actor once, and again
     once that client is closed (the connection broke: the actor died, and its successor has
-    another socket). Only a broken client is replaced, never one that other calls use."""
+    another socket). Only a broken client is replaced, never one that other calls use. Each
+    event loop has a client of its own: a client's futures belong to one loop, and a driver
+    may call from its own loop and from the runtime client's at once."""
 
     def __init__(self, node: Callable[[], str] | None = None) -> None:
         """``node``: this process's node id (default: Ray's)."""
         self._node = node or _ray_node
-        self._client: WireClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._checked = False
-        self._asking: asyncio.Future[None] | None = None
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopRoute] = (
+            weakref.WeakKeyDictionary())
+
+    def _here(self) -> _LoopRoute:
+        loop = asyncio.get_running_loop()
+        route = self._loops.get(loop)
+        if route is None:
+            route = self._loops[loop] = _LoopRoute()
+        return route
 
     async def client(self, handle: Any) -> WireClient | None:
         """Raises what the Ray call to ``handle.wire_endpoint`` raises (the actor is down)."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a client belongs to one event loop: leave it to that one
-            self._client, self._checked, self._asking, self._loop = None, False, None, loop
-        if self._client is not None and self._client.closed:
-            self._client, self._checked = None, False
-        if not self._checked:
-            if self._asking is None:  # one question, however many calls wait for the answer
-                self._asking = asyncio.ensure_future(self._ask(handle))
+        route = self._here()
+        if route.client is not None and route.client.closed:
+            route.client, route.checked = None, False
+        if not route.checked:
+            if route.asking is None:  # one question, however many calls wait for the answer
+                route.asking = asyncio.ensure_future(self._ask(route, handle))
+            asking = route.asking
             try:
-                await asyncio.shield(self._asking)
+                await asyncio.shield(asking)
             finally:
-                if self._asking is not None and self._asking.done():
-                    self._asking = None
-        return self._client
+                if route.asking is asking and asking.done():
+                    route.asking = None
+        return route.client
 
-    async def _ask(self, handle: Any) -> None:
+    async def _ask(self, route: _LoopRoute, handle: Any) -> None:
         node, address, token = await handle.wire_endpoint.remote()
         if node == self._node():
-            self._client = WireClient(address, token)
-        self._checked = True
+            route.client = WireClient(address, token)
+        route.checked = True
 
     async def aclose(self) -> None:
-        """Close the client (from its event loop)."""
-        if self._client is not None:
-            await self._client.aclose()
-        self._client, self._checked = None, False
+        """Close this event loop's client."""
+        route = self._loops.pop(asyncio.get_running_loop(), None)
+        if route is not None and route.client is not None:
+            await route.client.aclose()
+
+
+@dataclass
+class _LoopRoute:
+    client: WireClient | None = None
+    checked: bool = False
+    asking: asyncio.Future[None] | None = None
 
 
 class WireServed:

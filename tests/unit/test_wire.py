@@ -143,3 +143,36 @@ def test_an_actor_on_another_node_gets_no_client() -> None:
         assert await route.client(handle) is None and handle.asked == 1
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_each_event_loop_gets_a_client_of_its_own() -> None:
+    """A driver calls from its own loop and from the runtime client's: a client's futures
+    belong to one loop, so one route must not hand a client across loops."""
+    import threading
+
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            server = WireServer(Target())
+            await server.serve()
+            box["server"] = server
+            ready.set()
+            await asyncio.sleep(5)
+
+        asyncio.run(main())
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert ready.wait(5)
+    handle = Endpoint(box["server"], "node-a")
+    route = WireRoute(node=lambda: "node-a")
+
+    async def use() -> tuple[Any, int]:
+        client = await route.client(handle)
+        assert client is not None
+        return client, await client.call("fast", 1)
+
+    first, second = asyncio.run(use()), asyncio.run(use())
+    assert first[1] == second[1] == 2
+    assert first[0] is not second[0] and handle.asked == 2
