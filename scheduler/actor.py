@@ -13,6 +13,7 @@ from journal.wire import WireClosed, WireRoute, WireServed
 from scheduler.service import TimerScheduler, Wake
 
 SCHEDULER_ACTOR = "scheduler"
+WAKE_PATIENCE_S = 120.0  # a host restarting takes about a second
 
 
 class SchedulerActor(TimerScheduler, WireServed):
@@ -29,19 +30,28 @@ class SchedulerActor(TimerScheduler, WireServed):
         task.add_done_callback(self._waking.discard)
 
     async def _wake(self, host: str, items: list[Wake]) -> None:
-        """Tell a host its timers fired (over its socket on this node, else Ray). If that
-        fails, the host finds the completions in the journal when it starts again."""
-        try:
-            handle = self._hosts.get(host) or ray.get_actor(host, namespace=self.namespace)
-        except ValueError:  # no such host now: it resumes from the journal when it starts
-            return
-        self._hosts[host] = handle
-        route = self._routes.setdefault(host, WireRoute())
-        try:
-            wire = await route.client(handle)
-            if wire is not None:
-                await wire.call("wake", items)
-            else:
-                await handle.wake.remote(items)
-        except (*UNAVAILABLE, WireClosed):
-            self._hosts.pop(host, None)
+        """Tell a host its timers fired (over its socket on this node, else Ray), again while
+        it restarts: a host that read the journal before these fired learns of them only
+        here. A host that no longer exists finds them in the journal when it starts."""
+        delay = 0.05
+        deadline = asyncio.get_running_loop().time() + WAKE_PATIENCE_S
+        while True:
+            try:
+                handle = self._hosts.get(host) or ray.get_actor(host, namespace=self.namespace)
+            except ValueError:  # no such host now: it resumes from the journal when it starts
+                return
+            self._hosts[host] = handle
+            route = self._routes.setdefault(host, WireRoute())
+            try:
+                wire = await route.client(handle)
+                if wire is not None:
+                    await wire.call("wake", items)
+                else:
+                    await handle.wake.remote(items)
+                return
+            except (*UNAVAILABLE, WireClosed):
+                self._hosts.pop(host, None)
+                if asyncio.get_running_loop().time() > deadline:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
