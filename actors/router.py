@@ -55,7 +55,7 @@ class Router:
         self.awakeables = AwakeableIds(config[SECRET])
         self._hosts: dict[str, Any] = {}
         self._channels: dict[tuple[asyncio.AbstractEventLoop, str], HostChannel] = {}
-        self._wires: dict[tuple[asyncio.AbstractEventLoop, str], WireRoute] = {}
+        self._wires: dict[str, WireRoute] = {}
         self._journal: RemoteJournal | None = None
 
     def pooled(self, d: ServiceDefinition, index: int) -> Any:
@@ -121,9 +121,8 @@ class Router:
 
     async def close_wires(self) -> None:
         """Close this event loop's sockets to hosts and the journal."""
-        loop = asyncio.get_running_loop()
-        for at in [at for at in self._wires if at[0] is loop]:
-            await self._wires.pop(at).aclose()
+        for route in self._wires.values():
+            await route.aclose()
         if self._journal is not None:
             await self._journal.close_wire()
 
@@ -196,10 +195,9 @@ class Router:
         return await channel.submit(req)
 
     def _wire_route(self, name: str) -> WireRoute:
-        at = (asyncio.get_running_loop(), name)
-        route = self._wires.get(at)
-        if route is None:
-            route = self._wires[at] = WireRoute()
+        route = self._wires.get(name)
+        if route is None:  # (a route keeps a client per event loop)
+            route = self._wires[name] = WireRoute()
         return route
 
     async def _call_host(self, name: str, host: Callable[[], Any], method: str,
