@@ -9,7 +9,8 @@
 
 Every command reaches a running runtime through Ray (``--address``, ``--namespace``); the
 reading ones can instead, with ``--db DATA_DIR``, open a stopped runtime's journal file directly,
-read-only (the acting ones refuse ``--db`` with a message: they need the runtime). Either way
+read-only (rows a journal that died left only in its write-ahead log are replayed into the
+file first; the acting ones refuse ``--db`` with a message: they need the runtime). Either way
 the query passes ``journal.sqlguard.check_read_only`` and runs with file and network access
 switched off.
 Exit codes: 0 done, 1 refused or failed query / unknown id, 2 nothing to read from.
@@ -37,7 +38,8 @@ import typer
 from actors.errors import TerminalError
 from actors.tables import Format, console, records, rich_table, write
 from journal.sqlguard import SqlRefused, check_read_only
-from journal.store import DB_FILE
+from journal.store import DB_FILE, DataDirError, JournalStore
+from journal.wal import WriteAheadLog
 
 app = typer.Typer(
     name="raystate",
@@ -97,6 +99,8 @@ class OfflineJournal:
             path = path / DB_FILE
         if not path.is_file():
             raise Unreachable(f"no raystate journal at {path}")
+        if WriteAheadLog(path.parent).segments():
+            _recover(path.parent)
         try:
             self._con = duckdb.connect(str(path), read_only=True, config={
                 "enable_external_access": False, "lock_configuration": True})
@@ -114,6 +118,16 @@ class OfflineJournal:
 
     def close(self) -> None:
         self._con.close()
+
+
+def _recover(data_dir: Path) -> None:
+    """A journal that died before it moved its write-ahead log into DuckDB (``journal.wal``)
+    left rows only there: opening the store once replays them into the file."""
+    try:
+        JournalStore(data_dir).close()
+    except DataDirError as e:
+        raise Unreachable(f"{e}; query it live with --namespace (and --address) instead of "
+                          "--db") from None
 
 
 @contextlib.contextmanager

@@ -364,13 +364,20 @@ class Runtime:
         self.close()
 
     def shutdown(self) -> None:
-        """Stop this runtime's actors (journal, scheduler, hosts). The data stays on disk."""
+        """Stop this runtime's actors (journal, scheduler, hosts). The data stays on disk:
+        the journal is stopped last, once it has moved its write-ahead log into DuckDB, so the
+        DuckDB file alone holds everything (a journal that dies first loses nothing either:
+        its next start replays the log)."""
         self._close_wires()
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a["namespace"] == self.namespace]
-        for name in names:
+        for name in sorted(names, key=lambda n: n == JOURNAL):
             with contextlib.suppress(ValueError):  # gone meanwhile
-                ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
+                actor = ray.get_actor(name, namespace=self.namespace)
+                if name == JOURNAL:
+                    with contextlib.suppress(Exception):
+                        ray.get(actor.flush.remote(), timeout=60)
+                ray.kill(actor, no_restart=True)
         # names are released asynchronously: wait, so that a Runtime.start right after this
         # creates new actors instead of finding the dying ones
         deadline = time.monotonic() + 30

@@ -250,6 +250,7 @@ def test_chunks_never_split_an_invocation(store: JournalStore, clock: Clock) -> 
     for n in range(6):
         write(store, *finished(f"inv_{n}", f"k{n}"))
     store.mark()  # all six written by now (store.prune marks first; retention.prune does not)
+    store.drain()  # and in DuckDB, where retention.prune looks (store.prune drains first)
     clock.ms += 10 * MINUTE
     cur = store._con.cursor()
     failing: Any = FailingCursor(cur, fail_at_delete=3)
