@@ -239,14 +239,15 @@ class Router:
         """Call ``method(*args)`` on the host of an accepted invocation."""
         if self._journal is None:
             self._journal = RemoteJournal(self.namespace)
-        accept = await self._journal.accepted(invocation_id)
-        if accept is None:
+        route = await self._journal.route(invocation_id)
+        if route is None:
             raise TerminalError(unknown, 404)
-        d = self.definitions.get(accept.service)
+        service, key, route_hash = route
+        d = self.definitions.get(service)
         if d is None:
             raise TerminalError(f"invocation {invocation_id!r} belongs to service "
-                                f"{accept.service!r}, which this runtime does not know", 404)
-        return await self._on_host(d, accept.key, accept.route_hash, method, *args)
+                                f"{service!r}, which this runtime does not know", 404)
+        return await self._on_host(d, key, route_hash, method, *args)
 
     async def _on_host(self, d: ServiceDefinition, key: str | None, route_hash: int,
                        method: str, *args: Any) -> Any:

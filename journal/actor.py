@@ -19,7 +19,7 @@ import asyncio
 import logging
 import os
 import pickle
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +38,8 @@ CONFIG_FILE = "runtime-config.pickle"
 # How long acknowledged rows may wait for DuckDB: longer means fewer, larger DuckDB
 # transactions (2-4 ms of CPU each, whatever they hold). Measured: see the README's Performance.
 DRAIN_DELAY_S = 0.1
+ROUTES_KEPT = 50_000  # recent invocations whose route ``route`` answers from memory
+Route = tuple[str, str | None, int]  # service, key, route hash
 log = logging.getLogger("raystate.journal")
 
 
@@ -54,6 +56,7 @@ class GroupCommitJournal:
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
         self._drain_thread = ThreadPoolExecutor(1, thread_name_prefix="journal-drainer")
         self._drainer: asyncio.Task[None] | None = None
+        self._routes: OrderedDict[str, Route] = OrderedDict()
         self.drains = 0
         self._barriers: list[asyncio.Future[None]] = []
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = defaultdict(list)
@@ -92,6 +95,7 @@ class GroupCommitJournal:
                 for _, fut in queued:
                     if not fut.done():
                         fut.set_result(None)
+                self._remember_routes(batches)
             for barrier in barriers:
                 if not barrier.done():
                     barrier.set_result(None)
@@ -135,6 +139,25 @@ class GroupCommitJournal:
     async def accepted(self, invocation_id: str) -> Accept | None:
         await self._settled()
         return await asyncio.to_thread(self.store.accepted, invocation_id)
+
+    def _remember_routes(self, batches: list[Batch]) -> None:
+        routes = self._routes
+        for batch in batches:
+            for r in batch.records:
+                if type(r) is Accept:
+                    routes[r.id] = (r.service, r.key, r.route_hash)
+        while len(routes) > ROUTES_KEPT:
+            routes.popitem(last=False)
+
+    async def route(self, invocation_id: str) -> Route | None:
+        """(service, key, route hash) of an accepted invocation: what a resolution or a
+        cancel needs to find its host. Recent ones come from memory (an awakeable resolved
+        moments after it was made would otherwise make every resolution a journal read)."""
+        known = self._routes.get(invocation_id)
+        if known is not None:
+            return known
+        accept = await self.accepted(invocation_id)
+        return None if accept is None else (accept.service, accept.key, accept.route_hash)
 
     async def completion(self, invocation_id: str, idx: int) -> Completion | None:
         await self._settled()
@@ -214,6 +237,7 @@ class GroupCommitJournal:
         if retention_s is None:
             return None
         stats = await asyncio.to_thread(self.store.prune, round(retention_s * 1000))
+        self._routes.clear()  # some may be pruned: ask the journal again
         self.prunes += 1
         self.last_prune = stats
         if stats.rows:

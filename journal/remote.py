@@ -92,6 +92,9 @@ class RemoteJournal(RemoteActor):
     async def accepted(self, invocation_id: str) -> Accept | None:
         return await self.call("accepted", invocation_id)
 
+    async def route(self, invocation_id: str) -> tuple[str, str | None, int] | None:
+        return await self.call("route", invocation_id)
+
     async def completion(self, invocation_id: str, idx: int) -> Completion | None:
         return await self.call("completion", invocation_id, idx)
 

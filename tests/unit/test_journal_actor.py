@@ -114,3 +114,20 @@ def test_info_and_config(journal: GroupCommitJournal, data_dir: Path) -> None:
     assert journal.config() == {"pool_size": 4, SECRET: journal.secret}
     info = journal.info()
     assert info["data_dir"] == str(data_dir.resolve()) and info["transactions"] == 0
+
+
+def test_route_of_a_recent_invocation_needs_no_read(journal: GroupCommitJournal) -> None:
+    async def body() -> list[object]:
+        await journal.commit(Batch("b0", [Accept("inv_1", "Obj", "h", "k", 7, "{}")]))
+        undrained = journal.store.undrained  # a store read would drain these into DuckDB
+        got: list[object] = [await journal.route("inv_1"), undrained,
+                             journal.store.undrained, await journal.route("inv_nobody")]
+        journal._routes.clear()  # as after a prune, or a restart: the store answers
+        got.append(await journal.route("inv_1"))
+        return got
+
+    route = ("Obj", "k", 7)
+    undrained = run(body())
+    assert undrained[0] == route and undrained[4] == route
+    assert undrained[1] == undrained[2] != 0, "answered from memory, without draining"
+    assert undrained[3] is None
