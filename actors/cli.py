@@ -106,9 +106,7 @@ class OfflineJournal:
                 "enable_external_access": False, "lock_configuration": True})
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
-                raise Unreachable(
-                    f"{path} is in use by a running runtime; query it live with --namespace "
-                    "(and --address) instead of --db") from None
+                raise _in_use(path) from None
             raise Unreachable(f"cannot open {path}: {_first_line(e)}") from None
 
     def sql(self, query: str) -> pa.Table:
@@ -126,8 +124,15 @@ def _recover(data_dir: Path) -> None:
     try:
         JournalStore(data_dir).close()
     except DataDirError as e:
+        if "in use" in str(e):
+            raise _in_use(data_dir / DB_FILE) from None
         raise Unreachable(f"{e}; query it live with --namespace (and --address) instead of "
                           "--db") from None
+
+
+def _in_use(path: Path) -> Unreachable:
+    return Unreachable(f"{path} is in use by a running runtime; query it live with --namespace "
+                       "(and --address) instead of --db")
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
 """The chaos workload (``benchmarks/chaos.py``) in its short seeded mode: 20 s of a mixed
 workload under host kills, handler exits (at crash points and while awaiting), journal,
-scheduler and client-driver kills, on three seeds; every fault kind must land at least once and
-every invariant must hold at the end. ``python -m benchmarks.chaos --minutes 2 --seed S`` is
-the long mode (with full runtime restarts)."""
+scheduler and client-driver kills, on two seeds (each costs the suite 30 s of its 10 minutes);
+every fault kind must land at least once and every invariant must hold at the end.
+``python -m benchmarks.chaos --minutes 2 --seed S`` is the long mode (with full runtime
+restarts)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from benchmarks.chaos import FAULTS, run_chaos
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_chaos_short_mode(ray_session: None, tmp_path, seed: int) -> None:
     report = run_chaos(20, seed, work_dir=tmp_path)
     print(report.render())
