@@ -6,7 +6,9 @@ result reaches the loop a thread hop later, so when many invocations on a host r
 one by one: the flusher would send the first on its own and the rest a whole commit later.
 ``settle`` lets the flusher wait, briefly, for actions that started moments ago (a short action
 finishes within about a millisecond), so their steps share the commit. Measured with
-``python -m benchmarks --workloads three_step``: see "Performance" in the README.
+``python -m benchmarks --workloads three_step``: see "Performance" in the README. An invocation
+resumed ahead of its completion's commit (``ObjectHost.resume_ahead``) counts as such an
+action until it runs, so its next records share the completion's commit.
 """
 
 from __future__ import annotations
@@ -31,15 +33,23 @@ class SyncActions:
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on a worker thread."""
-        self.running += 1
-        self._last_start = time.monotonic()
+        self.begin()
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         finally:
-            self.running -= 1
-            # wakes ``settle`` only after this task's next steps (it runs on until it awaits)
-            if not self.running and self._quiet is not None and not self._quiet.done():
-                self._quiet.set_result(None)
+            self.end()
+
+    def begin(self) -> None:
+        """Work that will produce records moments from now has started."""
+        self.running += 1
+        self._last_start = time.monotonic()
+
+    def end(self) -> None:
+        """Called by the task that did the work: wakes ``settle`` only after this task's next
+        steps (it runs on until it awaits), so the records they queue join the batch."""
+        self.running -= 1
+        if not self.running and self._quiet is not None and not self._quiet.done():
+            self._quiet.set_result(None)
 
     async def settle(self) -> None:
         """Return once no action that started in the last ``settle_s`` is running (at most

@@ -68,6 +68,8 @@ class Invocation:
     task: asyncio.Future[Any] | None = None  # the running attempt(s), cancelled by a kill
     fresh: bool = False  # accepted by this host just now (not recovered, parked or replayed)
     attempts: int = 0  # attempts started in this host
+    ahead: int = 0  # completions it was resumed with whose commit is still under way
+    resumed_ahead: bool = False  # resumed so (``SyncActions.begin``), not yet running on
 
     @property
     def first_run(self) -> bool:
@@ -198,7 +200,8 @@ class HostPort(Protocol):
         ...
 
     def depends_on_uncommitted(self, invocation: Invocation) -> bool:
-        """Whether state this invocation can read includes changes not yet committed."""
+        """Whether state this invocation can read, or a completion it was resumed with, is
+        not yet committed: then its next action waits for that commit."""
         ...
 
     @property
@@ -580,9 +583,14 @@ class InvocationContext(WorkflowContext):
         self._host.submit(self._inv, self._cursor.take())  # queued before anyone sees it
 
     async def settle(self) -> None:
-        """Wait until every send of this attempt reached its callee durably."""
-        if self._deliveries:
-            await asyncio.gather(*self._deliveries)
+        """Wait until every send of this attempt reached its callee durably. Without a pause
+        when they all have (``gather`` would take a loop turn even then, and let the flusher cut
+        its batch before the output joins it)."""
+        waiting = [d for d in self._deliveries if not d.done()]
+        if waiting:
+            await asyncio.gather(*waiting)
+        for d in self._deliveries:
+            d.result()  # a failed delivery fails the attempt, as gather would
 
     async def time(self) -> float:
         entry = self._cursor.replay("time", None)

@@ -564,6 +564,8 @@ class ObjectHost:
         return fut
 
     def depends_on_uncommitted(self, invocation: Invocation) -> bool:
+        if invocation.ahead:  # resumed with a completion not yet durable (``resume_ahead``)
+            return True
         if invocation.accept.key is None or invocation.spec.kind != "exclusive":
             return False
         slot = self._slots.get(invocation.accept.key)
@@ -588,8 +590,39 @@ class ObjectHost:
                 await asyncio.wait_for(asyncio.shield(waiter), self.suspend_after)
             except TimeoutError:
                 raise Suspended from None
+            finally:
+                if invocation.resumed_ahead:  # running on now: the flusher may cut its batch
+                    invocation.resumed_ahead = False
+                    self.actions.end()
         invocation.awaiting = None
         return invocation.completions.get(idx)
+
+    def resume_ahead(self, completion: Completion) -> tuple[asyncio.Future[None], bool]:
+        """Queue ``completion`` for commit and, if its invocation waits for it in memory,
+        resume it now rather than a commit later (True): its next records then share the
+        completion's commit (the flusher's settle waits for it to run on), and nothing it does
+        is seen outside before that commit: its next ``ctx.run`` waits for it
+        (``depends_on_uncommitted``), its sends, calls and output become durable after it
+        (the flusher commits in order), and whoever delivered the completion is answered
+        once it is durable. Otherwise (parked: its reload reads the journal) the caller
+        wakes it once the completion is durable (False)."""
+        inv = self._active.get(completion.invocation_id)
+        waiter = None if inv is None else inv.waiters.get(completion.idx)
+        if inv is None or waiter is None or waiter.done() or completion.idx in inv.completions:
+            return self.flusher.submit([completion]), False
+        inv.completions[completion.idx] = completion
+        del inv.waiters[completion.idx]
+        inv.ahead += 1
+        inv.resumed_ahead = True
+        self.actions.begin()
+        waiter.set_result(None)
+        durable = self.flusher.submit([completion])
+
+        def committed(_: asyncio.Future[None]) -> None:
+            inv.ahead -= 1
+
+        durable.add_done_callback(committed)
+        return durable, True
 
     def send(self, target: Any, key: str | None, arg: Any, delay: Any, invocation_id: str,
              sender: Invocation) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
@@ -650,8 +683,10 @@ class ObjectHost:
             completion = Completion(caller_id, idx, out.output, None, None, now_ms()) if out.ok \
                 else Completion(caller_id, idx, None, out.failure or "failed",
                                 out.failure_code or 500, now_ms())
-            await self.flusher.submit([completion])
-            await self.wake([(caller_id, idx, completion)])
+            durable, resumed = self.resume_ahead(completion)
+            await durable
+            if not resumed:
+                await self.wake([(caller_id, idx, completion)])
         finally:
             self._calls.pop((caller_id, idx), None)
             left = self._delivering.pop(req.id, 1) - 1
@@ -721,8 +756,10 @@ class ObjectHost:
                               caller_id)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        await self.flusher.submit([completion])
-        await self.wake([(caller_id, idx, completion)])
+        durable, resumed = self.resume_ahead(completion)
+        await durable
+        if not resumed:
+            await self.wake([(caller_id, idx, completion)])
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
                                 failure: str | None,
@@ -766,14 +803,15 @@ class ObjectHost:
                                         f"validate: {e}", 400) from None
             completion = Completion(inv_id, idx, result, failure,
                                     None if failure is None else 500, now_ms(), by)
-            durable = self.flusher.submit([completion])
+            durable, resumed = self.resume_ahead(completion)
             self._resolved[inv_id, idx] = (durable, by)
             if len(self._resolved) > RECENT_OUTCOMES:
                 self._resolved.popitem(last=False)
         except TerminalError as e:
             return False, e.message, e.status_code
         await durable
-        await self.wake([(inv_id, idx, completion)])
+        if not resumed:
+            await self.wake([(inv_id, idx, completion)])
         return True, "resolved" if failure is None else "rejected", 200
 
     async def _refuse_if_resolved(self, awakeable_id: str, inv_id: str, idx: int,

@@ -37,7 +37,7 @@ class Snapshot:
     at: float  # time.monotonic()
     procs: dict[tuple[int, float], Proc] = field(default_factory=dict)  # (pid, create_time)
     files: dict[str, int] = field(default_factory=dict)  # journal file name -> bytes
-    transactions: int = 0  # journal group commits so far
+    journal: dict[str, int] = field(default_factory=dict)  # counters: transactions, drains, reads
 
     def rss_mb(self) -> dict[str, float]:
         out = dict.fromkeys(KINDS, 0.0)
@@ -65,10 +65,10 @@ def classify(proc: psutil.Process, driver_pid: int | None, me: int) -> tuple[str
 
 
 def snapshot(data_dir: str | Path, driver_pid: int | None = None,
-             transactions: int = 0) -> Snapshot:
+             journal: dict[str, int] | None = None) -> Snapshot:
     """CPU and RSS of this process and all its descendants, and the journal's file sizes."""
     me = psutil.Process()
-    snap = Snapshot(at=time.monotonic(), transactions=transactions)
+    snap = Snapshot(at=time.monotonic(), journal=journal or {})
     for proc in [me, *me.children(recursive=True)]:
         try:
             with proc.oneshot():

@@ -55,8 +55,10 @@ def row(w: Workload, concurrency: int, result: dict[str, Any],
         out["db_bytes_per_inv"] = round(grown / invocations) \
             if invocations and not checkpointed else None
         out["db_wal_checkpointed"] = checkpointed
-        out["commits_per_s"] = round((end.transactions - start.transactions) / span, 1) \
-            if span > 0 else None
+        for counter, key in (("transactions", "commits_per_s"), ("drains", "drains_per_s"),
+                             ("reads", "reads_per_s")):
+            out[key] = round((end.journal.get(counter, 0) - start.journal.get(counter, 0))
+                             / span, 1) if span > 0 else None
         if "rss" in snaps and invocations:
             sleeping = snaps["rss"].rss_mb()["hosts"] - start.rss_mb()["hosts"]
             notes["host_kb_per_sleeping"] = round(sleeping * 1024 / invocations, 2)

@@ -135,7 +135,8 @@ class CellRunner:
 
     def snapshot(self, driver_pid: int | None) -> procs.Snapshot:
         info: Any = ray.get(self.journal.info.remote(), timeout=30)
-        return procs.snapshot(self.data_dir, driver_pid, int(info["transactions"]))
+        return procs.snapshot(self.data_dir, driver_pid,
+                              {k: int(info[k]) for k in ("transactions", "drains", "reads")})
 
     def run(self, w: Workload, concurrency: int) -> tuple[dict[str, Any], dict]:
         a = self.args

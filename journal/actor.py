@@ -274,6 +274,7 @@ class GroupCommitJournal:
         last = self.last_prune
         return {"data_dir": str(self.store.data_dir.resolve()), "pid": os.getpid(),
                 "transactions": self.transactions, "drains": self.drains,
+                "reads": self.store.reads,
                 "retention_s": self.retention_s(),
                 "prunes": self.prunes,
                 "last_prune": None if last is None else {

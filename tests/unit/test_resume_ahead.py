@@ -1,0 +1,108 @@
+"""A waiting invocation resumed with a completion before that completion is durable
+(``ObjectHost.resume_ahead``), on one host against a real journal (no Ray): the records it
+queues next share the completion's commit, and nothing it does is seen outside first. The
+journal port holds every commit that carries a completion until the test opens it, so the
+window between resuming and durability stays open as long as the test needs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actors.contexts import ObjectContext
+from actors.definitions import VirtualObject
+from journal.actor import GroupCommitJournal
+from journal.records import Batch, Completion, Entry
+from tests.unit.engine_apps import EVENTS, World, request
+
+ahead = VirtualObject("Ahead")
+ACTED: list[bool] = []  # per run of the step after the wait: was the completion durable?
+COMMITTED = {"completion": False}
+
+
+def hand_out(awakeable_id: str) -> str:
+    return awakeable_id
+
+
+def act() -> str:
+    ACTED.append(COMMITTED["completion"])
+    return "acted"
+
+
+@ahead.handler()
+async def wait_then_act(ctx: ObjectContext, name: str) -> str:
+    awk_id, answer = ctx.awakeable(str)
+    await ctx.run("hand out", hand_out, awk_id)
+    EVENTS[f"asked:{name}"].set()
+    value: str = await answer
+    EVENTS[f"resumed:{name}"].set()
+    ctx.set("answer", value)
+    await ctx.run("act", act)
+    return value
+
+
+class HeldJournal:
+    """Holds a commit that carries a completion until ``open`` is set."""
+
+    def __init__(self, inner: GroupCommitJournal) -> None:
+        self.inner = inner
+        self.held = asyncio.Event()
+        self.open = asyncio.Event()
+        self.batches: list[Batch] = []
+
+    async def commit(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        has_completion = any(type(r) is Completion for r in batch.records)
+        if has_completion:
+            self.held.set()
+            await self.open.wait()
+        await self.inner.commit(batch)
+        if has_completion:
+            COMMITTED["completion"] = True
+
+    def __getattr__(self, name: str):  # reads go to the real journal
+        return getattr(self.inner, name)
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> Iterator[None]:
+    ACTED.clear()
+    COMMITTED["completion"] = False
+    EVENTS.clear()
+    yield
+
+
+def test_resumed_before_durable_acts_only_after_and_shares_the_commit(data_dir: Path) -> None:
+    world = World(data_dir)
+
+    async def body() -> None:
+        port = HeldJournal(world.journal)
+        host = world.host(ahead, port)
+        await host.start()
+        req = request("Ahead", "wait_then_act", "k", "x")
+        outcome = asyncio.ensure_future(host.invoke(req))
+        await EVENTS["asked:x"].wait()
+        while 0 not in host._active[req.id].waiters:  # until it waits (its step committed)
+            await asyncio.sleep(0)
+        awk_id = host.awakeables.make(req.id, 0)
+        resolving = asyncio.ensure_future(host.resolve_awakeable(awk_id, '"yes"', None))
+        await EVENTS["resumed:x"].wait()  # resumed while its completion is not durable
+        await port.held.wait()
+        assert not resolving.done(), "the resolver was answered before the commit"
+        port.open.set()
+        ok, message, code = await resolving
+        assert ok, (message, code)
+        out = await outcome
+        assert out is not None and out.ok and out.output == '"yes"'
+        held = next(b for b in port.batches if any(type(r) is Completion for r in b.records))
+        kinds = [r.entry_type for r in held.records if type(r) is Entry]
+        assert "set_state" in kinds, f"the state write after the wait got its own commit: {kinds}"
+
+    world.run(body)
+    assert ACTED == [True], "the step after the wait ran before the completion was durable"
+    rows = world.sql("SELECT value->>'$' AS v FROM state WHERE service_name = 'Ahead'"
+                     " AND key = 'answer'")
+    assert rows == [{"v": "yes"}]
