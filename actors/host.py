@@ -624,6 +624,14 @@ class ObjectHost:
         durable.add_done_callback(committed)
         return durable, True
 
+    async def _complete(self, completion: Completion) -> None:
+        """Make ``completion`` durable and resume its invocation: at once if it waits in
+        memory (``resume_ahead``), else once durable."""
+        durable, resumed = self.resume_ahead(completion)
+        await durable
+        if not resumed:
+            await self.wake([(completion.invocation_id, completion.idx, completion)])
+
     def send(self, target: Any, key: str | None, arg: Any, delay: Any, invocation_id: str,
              sender: Invocation) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
         if self.outbox is None:
@@ -683,10 +691,7 @@ class ObjectHost:
             completion = Completion(caller_id, idx, out.output, None, None, now_ms()) if out.ok \
                 else Completion(caller_id, idx, None, out.failure or "failed",
                                 out.failure_code or 500, now_ms())
-            durable, resumed = self.resume_ahead(completion)
-            await durable
-            if not resumed:
-                await self.wake([(caller_id, idx, completion)])
+            await self._complete(completion)
         finally:
             self._calls.pop((caller_id, idx), None)
             left = self._delivering.pop(req.id, 1) - 1
@@ -756,10 +761,7 @@ class ObjectHost:
                               caller_id)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        durable, resumed = self.resume_ahead(completion)
-        await durable
-        if not resumed:
-            await self.wake([(caller_id, idx, completion)])
+        await self._complete(completion)
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
                                 failure: str | None,

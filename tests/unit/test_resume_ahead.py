@@ -106,3 +106,45 @@ def test_resumed_before_durable_acts_only_after_and_shares_the_commit(data_dir: 
     rows = world.sql("SELECT value->>'$' AS v FROM state WHERE service_name = 'Ahead'"
                      " AND key = 'answer'")
     assert rows == [{"v": "yes"}]
+
+
+def test_host_dying_before_the_commit_loses_nothing_and_acts_once(data_dir: Path) -> None:
+    """The host dies (closed: its tasks, the held commit among them, are cancelled) after the
+    handler resumed ahead and before its completion was durable: the resolver was never
+    answered, so it resolves again on a new host, and the step after the wait runs once."""
+    world = World(data_dir)
+    req = request("Ahead", "wait_then_act", "k", "y")
+
+    async def body() -> None:
+        port = HeldJournal(world.journal)
+        host = world.host(ahead, port)
+        await host.start()
+        first_call = asyncio.ensure_future(host.invoke(req))  # dies with the host
+        await EVENTS["asked:y"].wait()
+        while 0 not in host._active[req.id].waiters:
+            await asyncio.sleep(0)
+        awk_id = host.awakeables.make(req.id, 0)
+        resolving = asyncio.ensure_future(host.resolve_awakeable(awk_id, '"yes"', None))
+        await EVENTS["resumed:y"].wait()
+        await port.held.wait()
+        await host.close()  # the crash
+        first_call.cancel()
+        assert not (resolving.done() and not resolving.cancelled()), "answered before durable"
+        assert ACTED == [], "the step after the wait ran before the completion was durable"
+
+        EVENTS.clear()
+        fresh_port = HeldJournal(world.journal)
+        fresh_port.open.set()
+        fresh = world.host(ahead, fresh_port)
+        await fresh.start()  # recovers the invocation, which waits for the awakeable again
+        await EVENTS["asked:y"].wait()
+        while req.id not in fresh._active or 0 not in fresh._active[req.id].waiters:
+            await asyncio.sleep(0)
+        ok, message, code = await fresh.resolve_awakeable(awk_id, '"yes"', None)
+        assert ok, (message, code)
+        out = await fresh.invoke(request("Ahead", "wait_then_act", "k", "y", inv_id=req.id,
+                                         resubmit=True))
+        assert out is not None and out.ok and out.output == '"yes"'
+
+    world.run(body)
+    assert ACTED == [True], "the step after the wait ran twice, or before its completion"
