@@ -602,10 +602,11 @@ class ObjectHost:
         resume it now rather than a commit later (True): its next records then share the
         completion's commit (the flusher's settle waits for it to run on), and nothing it does
         is seen outside before that commit: its next ``ctx.run`` waits for it
-        (``depends_on_uncommitted``), its sends, calls and output become durable after it
-        (the flusher commits in order), and whoever delivered the completion is answered
-        once it is durable. Otherwise (parked: its reload reads the journal) the caller
-        wakes it once the completion is durable (False)."""
+        (``depends_on_uncommitted``), its sends go out once it is durable (``send``), its
+        calls and output become durable after it (the flusher commits in order), and whoever
+        delivered the completion is answered once it is durable. Otherwise (parked: its
+        reload reads the journal) the caller wakes it once the completion is durable
+        (False)."""
         inv = self._active.get(completion.invocation_id)
         waiter = None if inv is None else inv.waiters.get(completion.idx)
         if inv is None or waiter is None or waiter.done() or completion.idx in inv.completions:
@@ -641,9 +642,15 @@ class ObjectHost:
         # a replay sends the same id again: then the callee's host checks the journal first
         # (as it always does for a workflow's run, which ``request`` marks as a resubmission)
         req.resubmit = req.resubmit or not sender.first_run
+        # A send goes out at once, before its entry is durable: a replay sends the same request
+        # again. Not while resumed ahead of a completion's commit: until that value is durable,
+        # a replay after a crash may resume with another one (``resume_ahead``).
+        committed = self.flusher.submit([]) if sender.ahead else None
 
         async def deliver() -> None:
             assert self.outbox is not None
+            if committed is not None:
+                await committed
             await self.outbox.submit(spec, req)
 
         return spec.target, req.id, lambda: asyncio.ensure_future(deliver())

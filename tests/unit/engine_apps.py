@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.contexts import Context, ObjectContext, ObjectSharedContext
-from actors.definitions import Service, VirtualObject
+from actors.definitions import Service, VirtualObject, spec_of
 from actors.errors import RetryPolicy, TerminalError
 from actors.host import InvokeRequest, JournalPort, ObjectHost
 from actors.routing import new_invocation_id, route_hash
@@ -389,3 +389,13 @@ async def ask(ctx: ObjectContext, name: str) -> str:
     EVENTS[f"asked:{name}"].set()
     SEEN.append({"awk": awk_id})
     return await answer
+
+
+def outbox_request(target: Any, key: str | None, arg: Any, mode: str, *, delay: Any = None,
+                   invocation_id: str | None = None,
+                   invoked_by: str | None = None) -> tuple[Any, InvokeRequest]:
+    """An outbox's ``request`` for in-process hosts: the handler's spec and the request."""
+    spec = spec_of(target)
+    assert spec is not None
+    return spec, request(spec.definition.name, spec.name, key, arg, inv_id=invocation_id,
+                         mode=mode, invoked_by=invoked_by)

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from actors.contexts import ObjectContext
-from actors.definitions import VirtualObject, spec_of
+from actors.definitions import VirtualObject
 from actors.errors import TerminalError
 from actors.host import InvokeRequest, ObjectHost
 from journal.records import Outcome
-from tests.unit.engine_apps import CALLS, EVENTS, FAST, World, book, request, saga
+from tests.unit.engine_apps import CALLS, EVENTS, FAST, World, book, outbox_request, request, saga
 
 
 @pytest.fixture(autouse=True)
@@ -137,13 +137,7 @@ class GatedOutbox:
         self.gate = asyncio.Event()
         self.refused = 0
 
-    def request(self, target: Any, key: str | None, arg: Any, mode: str, *,
-                delay: Any = None, invocation_id: str | None = None,
-                invoked_by: str | None = None) -> tuple[Any, InvokeRequest]:
-        spec = spec_of(target)
-        assert spec is not None
-        return spec, request(spec.definition.name, spec.name, key, arg, inv_id=invocation_id,
-                             mode=mode, invoked_by=invoked_by)
+    request = staticmethod(outbox_request)
 
     async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None:
         await self.gate.wait()

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from actors.contexts import ObjectContext
-from actors.definitions import VirtualObject
+from actors.contexts import Context, ObjectContext
+from actors.definitions import Service, VirtualObject
+from actors.host import InvokeRequest
 from journal.actor import GroupCommitJournal
-from journal.records import Batch, Completion, Entry
-from tests.unit.engine_apps import EVENTS, World, request
+from journal.records import Batch, Completion, Entry, Outcome
+from tests.unit.engine_apps import EVENTS, World, outbox_request, request
 
 ahead = VirtualObject("Ahead")
 ACTED: list[bool] = []  # per run of the step after the wait: was the completion durable?
@@ -42,6 +44,38 @@ async def wait_then_act(ctx: ObjectContext, name: str) -> str:
     ctx.set("answer", value)
     await ctx.run("act", act)
     return value
+
+
+notes = Service("AheadNotes")
+
+
+@notes.handler()
+async def note(ctx: Context, value: str) -> None:
+    pass
+
+
+@ahead.handler()
+async def wait_then_send(ctx: ObjectContext, name: str) -> str:
+    awk_id, answer = ctx.awakeable(str)
+    await ctx.run("hand out", hand_out, awk_id)
+    EVENTS[f"asked:{name}"].set()
+    value: str = await answer
+    ctx.service_send(note, value)
+    EVENTS[f"sent:{name}"].set()  # after the delivery's task was made: it runs first
+    return value
+
+
+class SendLog:
+    """An outbox that keeps, for each send delivered, whether the completion was durable."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bool]] = []
+
+    request = staticmethod(outbox_request)
+
+    async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None:
+        self.sent.append((req.service, COMMITTED["completion"]))
+        return None
 
 
 class HeldJournal:
@@ -148,3 +182,35 @@ def test_host_dying_before_the_commit_loses_nothing_and_acts_once(data_dir: Path
 
     world.run(body)
     assert ACTED == [True], "the step after the wait ran twice, or before its completion"
+
+
+def test_a_send_after_resuming_ahead_waits_for_the_completion_to_be_durable(
+        data_dir: Path) -> None:
+    """A send is delivered at once, before its own entry is durable (a replay sends the same
+    request again, and the callee knows its id). Not so after resuming ahead: the value it
+    resumed with is not durable yet, and a replay after a crash could resume with another one."""
+    world = World(data_dir)
+
+    async def body() -> None:
+        port = HeldJournal(world.journal)
+        host = world.host(ahead, port)
+        outbox = host.outbox = SendLog()  # type: ignore[assignment]
+        await host.start()
+        req = request("Ahead", "wait_then_send", "k", "z")
+        outcome = asyncio.ensure_future(host.invoke(req))
+        await EVENTS["asked:z"].wait()
+        while 0 not in host._active[req.id].waiters:
+            await asyncio.sleep(0)
+        awk_id = host.awakeables.make(req.id, 0)
+        resolving = asyncio.ensure_future(host.resolve_awakeable(awk_id, '"yes"', None))
+        await EVENTS["sent:z"].wait()
+        await port.held.wait()
+        assert outbox.sent == [], "the send was delivered before the completion was durable"
+        port.open.set()
+        ok, message, code = await resolving
+        assert ok, (message, code)
+        out = await outcome
+        assert out is not None and out.ok and out.output == '"yes"'
+        assert outbox.sent == [("AheadNotes", True)]
+
+    world.run(body)
