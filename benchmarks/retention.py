@@ -123,6 +123,7 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     time.sleep(ahead)
             if written % args.every < per_write or written == args.invocations:
                 now = time.perf_counter()
+                store.drain()  # the rows still in the write-ahead log, into DuckDB first
                 db, wal = sizes(data_dir)
                 rows = store.sql("SELECT count(*) AS n FROM log").to_pylist()[0]["n"]
                 line = {"invocations": written, "db_bytes": db, "wal_bytes": wal,
@@ -143,6 +144,7 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
             pruner.stop.set()
             pruner.join()
             pruner.stats.append(store.prune(round(args.retention * 1000)))
+        store.drain()
         store._con.execute("CHECKPOINT")
         db, wal = sizes(data_dir)
         kinds = dict(store._con.execute(
