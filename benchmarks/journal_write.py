@@ -3,22 +3,21 @@
     python -m benchmarks.journal_write [--prefill N] [--before DIR] [--json] [--quick]
     python -m benchmarks.journal_write --paths [--quick]
 
-Prints median and p99 milliseconds per ``JournalStore.write`` (since the write-ahead log, one
-log frame and one ``fdatasync``: DuckDB gets the rows at the next drain, which the first read
-forces) for 1, 20 and 100 batches of a typical invocation (Accept, two entries, a state write, the output: with the batch-id row six
-log rows per batch), first on a fresh data dir, then on one pre-filled with ``--prefill``
-invocations (default 200,000, 1% of them left unfinished); then the recovery reads on the
-pre-filled dir: ``outcome``, ``accepted``, ``load_state``, ``pending`` of a pooled host's
-partition and of one dedicated key, ``pending_keys``, a few queries of the SQL views, and a
-write of one re-sent batch (its de-duplication look-up).
+Prints median and p99 milliseconds per ``JournalStore.write`` (one write-ahead log frame and
+one ``fdatasync``; DuckDB gets the rows at the next drain, which the first read forces) for 1,
+20 and 100 batches of a typical invocation (Accept, two entries, a state write, the output:
+with the batch-id row six log rows per batch), first on a fresh data dir, then on one
+pre-filled with ``--prefill`` invocations (default 200,000, 1% of them left unfinished); then
+the recovery reads on the pre-filled dir: ``outcome``, ``accepted``, ``load_state``,
+``pending`` of a pooled host's partition and of one dedicated key, ``pending_keys``, a few
+queries of the SQL views, and a write of one re-sent batch (its de-duplication look-up).
 
 ``--before DIR`` also runs the same measurements on another copy of the ``journal`` package
 (``DIR/journal``, e.g. the code before a change, copied aside) in a subprocess and prints both
-side by side. ``--paths`` instead compares ways of inserting one group into DuckDB (what a
-drain does) (the appender
-with and without a transaction, an index, JSON-typed columns or one column per field; Arrow;
-multi-row VALUES; unnest), each on a fresh table, interleaved so machine noise hits all alike.
-The machine is shared and noisy: compare medians, expect +-20%.
+side by side. ``--paths`` instead compares ways a drain could insert one group into DuckDB (the
+appender with and without a transaction, an index, JSON-typed columns or one column per field;
+Arrow; multi-row VALUES; unnest), each on a fresh table, interleaved so machine noise hits all
+alike. The machine is shared and noisy: compare medians, expect +-20%.
 """
 
 from __future__ import annotations

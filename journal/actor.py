@@ -1,7 +1,8 @@
 """The journal actor: group commit in front of ``JournalStore``, and waiters for outputs.
 
-Hosts call ``commit(batch)``; the batches that arrive in one turn of the event loop, or while
-the previous group was being written, go into one group together. A group is durable, and
+Hosts call ``commit(batch)``; the batches that arrive in one turn of the event loop go into
+one group together (those sent while a group is being written wait in their sockets for the
+next turn). A group is durable, and
 acknowledged, once it is in the store's write-ahead log (``journal.wal``); a drainer moves the
 rows into DuckDB ``DRAIN_DELAY_S`` later, many groups in one DuckDB transaction (reads drain
 first, so they see every acknowledged row). ``await_output``

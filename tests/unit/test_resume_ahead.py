@@ -7,6 +7,7 @@ window between resuming and durability stays open as long as the test needs."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from actors.contexts import Context, ObjectContext
 from actors.definitions import Service, VirtualObject
-from actors.host import InvokeRequest
+from actors.host import InvokeRequest, ObjectHost
 from journal.actor import GroupCommitJournal
 from journal.records import Batch, Completion, Entry, Outcome
 from tests.unit.engine_apps import EVENTS, World, outbox_request, request
@@ -66,15 +67,16 @@ async def wait_then_send(ctx: ObjectContext, name: str) -> str:
 
 
 class SendLog:
-    """An outbox that keeps, for each send delivered, whether the completion was durable."""
+    """An outbox that keeps each send delivered: its callee's service, its argument, and
+    whether the completion was durable by then. It outlives the hosts that send through it."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, bool]] = []
+        self.sent: list[tuple[str, str, bool]] = []
 
     request = staticmethod(outbox_request)
 
     async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None:
-        self.sent.append((req.service, COMMITTED["completion"]))
+        self.sent.append((req.service, req.input, COMMITTED["completion"]))
         return None
 
 
@@ -109,6 +111,42 @@ def _reset() -> Iterator[None]:
     yield
 
 
+async def _waiting(host: ObjectHost, req: InvokeRequest) -> None:
+    """Until ``req`` waits for its awakeable (the step that handed it out committed)."""
+    await EVENTS[f"asked:{json.loads(req.input)}"].wait()
+    while req.id not in host._active or 0 not in host._active[req.id].waiters:
+        await asyncio.sleep(0)
+
+
+async def _resolved_while_waiting(
+        host: ObjectHost, req: InvokeRequest,
+        value: str) -> tuple[asyncio.Future[Any], asyncio.Future[Any], str]:
+    """Start ``req``, and resolve its awakeable with ``value`` once it waits: (the call, the
+    resolution, the awakeable's id)."""
+    call = asyncio.ensure_future(host.invoke(req))
+    await _waiting(host, req)
+    awk_id = host.awakeables.make(req.id, 0)
+    return call, asyncio.ensure_future(host.resolve_awakeable(awk_id, value, None)), awk_id
+
+
+async def _recovered_and_resolved(world: World, req: InvokeRequest, awk_id: str, value: str,
+                                  outbox: SendLog | None = None) -> None:
+    """After the crash: a new host recovers ``req``, which waits for its awakeable again; it is
+    resolved with ``value``, and the invocation returns it."""
+    port = HeldJournal(world.journal)
+    port.open.set()
+    fresh = world.host(ahead, port)
+    if outbox is not None:
+        fresh.outbox = outbox  # type: ignore[assignment]
+    await fresh.start()
+    await _waiting(fresh, req)
+    ok, message, code = await fresh.resolve_awakeable(awk_id, value, None)
+    assert ok, (message, code)
+    out = await fresh.invoke(request(req.service, req.handler, req.key, json.loads(req.input),
+                                     inv_id=req.id, resubmit=True))
+    assert out is not None and out.ok and out.output == value
+
+
 def test_resumed_before_durable_acts_only_after_and_shares_the_commit(data_dir: Path) -> None:
     world = World(data_dir)
 
@@ -117,12 +155,7 @@ def test_resumed_before_durable_acts_only_after_and_shares_the_commit(data_dir: 
         host = world.host(ahead, port)
         await host.start()
         req = request("Ahead", "wait_then_act", "k", "x")
-        outcome = asyncio.ensure_future(host.invoke(req))
-        await EVENTS["asked:x"].wait()
-        while 0 not in host._active[req.id].waiters:  # until it waits (its step committed)
-            await asyncio.sleep(0)
-        awk_id = host.awakeables.make(req.id, 0)
-        resolving = asyncio.ensure_future(host.resolve_awakeable(awk_id, '"yes"', None))
+        outcome, resolving, _ = await _resolved_while_waiting(host, req, '"yes"')
         await EVENTS["resumed:x"].wait()  # resumed while its completion is not durable
         await port.held.wait()
         assert not resolving.done(), "the resolver was answered before the commit"
@@ -153,12 +186,8 @@ def test_host_dying_before_the_commit_loses_nothing_and_acts_once(data_dir: Path
         port = HeldJournal(world.journal)
         host = world.host(ahead, port)
         await host.start()
-        first_call = asyncio.ensure_future(host.invoke(req))  # dies with the host
-        await EVENTS["asked:y"].wait()
-        while 0 not in host._active[req.id].waiters:
-            await asyncio.sleep(0)
-        awk_id = host.awakeables.make(req.id, 0)
-        resolving = asyncio.ensure_future(host.resolve_awakeable(awk_id, '"yes"', None))
+        # the call dies with the host
+        first_call, resolving, awk_id = await _resolved_while_waiting(host, req, '"yes"')
         await EVENTS["resumed:y"].wait()
         await port.held.wait()
         await host.close()  # the crash
@@ -167,18 +196,7 @@ def test_host_dying_before_the_commit_loses_nothing_and_acts_once(data_dir: Path
         assert ACTED == [], "the step after the wait ran before the completion was durable"
 
         EVENTS.clear()
-        fresh_port = HeldJournal(world.journal)
-        fresh_port.open.set()
-        fresh = world.host(ahead, fresh_port)
-        await fresh.start()  # recovers the invocation, which waits for the awakeable again
-        await EVENTS["asked:y"].wait()
-        while req.id not in fresh._active or 0 not in fresh._active[req.id].waiters:
-            await asyncio.sleep(0)
-        ok, message, code = await fresh.resolve_awakeable(awk_id, '"yes"', None)
-        assert ok, (message, code)
-        out = await fresh.invoke(request("Ahead", "wait_then_act", "k", "y", inv_id=req.id,
-                                         resubmit=True))
-        assert out is not None and out.ok and out.output == '"yes"'
+        await _recovered_and_resolved(world, req, awk_id, '"yes"')
 
     world.run(body)
     assert ACTED == [True], "the step after the wait ran twice, or before its completion"
@@ -197,12 +215,7 @@ def test_a_send_after_resuming_ahead_waits_for_the_completion_to_be_durable(
         outbox = host.outbox = SendLog()  # type: ignore[assignment]
         await host.start()
         req = request("Ahead", "wait_then_send", "k", "z")
-        outcome = asyncio.ensure_future(host.invoke(req))
-        await EVENTS["asked:z"].wait()
-        while 0 not in host._active[req.id].waiters:
-            await asyncio.sleep(0)
-        awk_id = host.awakeables.make(req.id, 0)
-        resolving = asyncio.ensure_future(host.resolve_awakeable(awk_id, '"yes"', None))
+        outcome, resolving, _ = await _resolved_while_waiting(host, req, '"yes"')
         await EVENTS["sent:z"].wait()
         await port.held.wait()
         assert outbox.sent == [], "the send was delivered before the completion was durable"
@@ -211,6 +224,32 @@ def test_a_send_after_resuming_ahead_waits_for_the_completion_to_be_durable(
         assert ok, (message, code)
         out = await outcome
         assert out is not None and out.ok and out.output == '"yes"'
-        assert outbox.sent == [("AheadNotes", True)]
+        assert outbox.sent == [("AheadNotes", '"yes"', True)]
 
     world.run(body)
+
+
+def test_host_dying_before_the_commit_sends_only_what_its_journal_holds(data_dir: Path) -> None:
+    """The host dies after the handler resumed ahead with one value, before that value was
+    durable; on a new host the awakeable is resolved with another. The one send that went out
+    carries the second value (sent at once, the first would have gone out too)."""
+    world = World(data_dir)
+    req = request("Ahead", "wait_then_send", "k", "w")
+    outbox = SendLog()
+
+    async def body() -> None:
+        port = HeldJournal(world.journal)
+        host = world.host(ahead, port)
+        host.outbox = outbox  # type: ignore[assignment]
+        await host.start()
+        first_call, _, awk_id = await _resolved_while_waiting(host, req, '"first"')
+        await EVENTS["sent:w"].wait()
+        await port.held.wait()
+        await host.close()  # the crash, with the first value's commit held
+        first_call.cancel()
+
+        EVENTS.clear()
+        await _recovered_and_resolved(world, req, awk_id, '"second"', outbox)
+
+    world.run(body)
+    assert outbox.sent == [("AheadNotes", '"second"', True)]
