@@ -104,8 +104,10 @@ def _notes(r: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def tables(rows: list[dict[str, Any]], title: str) -> list[Table]:
-    speed = Table(title=f"{title}\nthroughput and latency (Restate: {RESTATE})",
+def tables(rows: list[dict[str, Any]], title: str, restate: str = RESTATE) -> list[Table]:
+    """The throughput table (``restate`` says where its Restate figures come from) and the
+    resources table."""
+    speed = Table(title=f"{title}\nthroughput and latency (Restate: {restate})",
                   title_justify="left", header_style="bold")
     for name, right in [("workload", False), ("c", True), ("calls", True), ("inv/s", True),
                         ("p50 ms", True), ("p90 ms", True), ("p99 ms", True),
@@ -136,9 +138,10 @@ def tables(rows: list[dict[str, Any]], title: str) -> list[Table]:
     return [speed, use]
 
 
-def print_tables(rows: list[dict[str, Any]], title: str, file: IO[str] | None = None) -> None:
+def print_tables(rows: list[dict[str, Any]], title: str, file: IO[str] | None = None,
+                 restate: str = RESTATE) -> None:
     out = console(file)
-    for t in tables(rows, title):
+    for t in tables(rows, title, restate):
         out.print(t)
 
 

@@ -3,6 +3,7 @@
     python -m benchmarks [--workloads hot,keys1k,keys100k,three_step,timers,food]
                          [--concurrency 1,16,64] [--seconds 5] [--warmup 1]
                          [--json [PATH]] [--jsonl] [--timers 10000] [--timers-budget 60]
+                         [--restate]
 
 This command starts a private local Ray and the runtime (data dir in a temporary directory);
 for each workload at each client concurrency (a "cell") it starts a load-driver process
@@ -31,6 +32,12 @@ invocation. Prints two tables (with Restate 1.7.12's figures and our ratio to th
 ``--jsonl`` or ``--json``, one JSON object per cell: ``--json`` alone prints them after the
 tables, ``--json PATH`` writes them to PATH, ``--jsonl`` prints only JSON lines on stdout (the
 tables go to stderr).
+
+With ``--restate`` the real Restate runs the same workloads at the same concurrencies first
+(``benchmarks.restate_peer``: hot, keys1k, three_step, food), before Ray and the runtime start,
+so the two never share the machine; the report then compares with those figures, measured in
+this run on this machine, instead of the published ones, and prints the peer's table and JSON
+lines (``"system": "restate-1.7.12"``) too.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ import ray
 from actors import Runtime
 from actors.routing import JOURNAL
 from benchmarks import procs, report
+from benchmarks.restate_peer import baseline, bench, install
+from benchmarks.restate_peer import table as peer_table
 from benchmarks.workloads import WORKLOADS, Cell, Workload
 
 NAMESPACE = "raystate-bench"
@@ -105,6 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="timers workload: the timers are due within this many seconds")
     parser.add_argument("--pool-size", type=int, default=None,
                         help="host actors per service (default: the runtime's own default)")
+    parser.add_argument("--restate", action="store_true",
+                        help="run the real Restate on the same workloads first and compare "
+                        "with it (benchmarks.restate_peer) instead of the published figures")
     args = parser.parse_args(argv)
     if args.workloads and args.workload:
         parser.error("give --workloads or --workload, not both")
@@ -233,6 +245,15 @@ def main(argv: list[str] | None = None) -> int:
 
     for r in rows:
         emit(r)
+    peer_rows: list[dict[str, Any]] = []
+    if args.restate:  # before Ray starts: the two systems never run at the same time
+        try:
+            peer_rows = bench.run([w.name for w in runnable], args.concurrency, args.seconds,
+                                  args.warmup, emit=emit)
+        except install.SetupError as e:
+            print(f"--restate: {e}", file=sys.stderr)
+            return 2
+        runnable = baseline.measured(runnable, peer_rows)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the driver processes connect
     services = list({id(s): s for w in runnable for s in w.services()}.values())
     began = time.monotonic()
@@ -276,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"raystate benchmarks, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
              f"driver in a separate process; {time.monotonic() - began:.0f}s in all, load "
              f"average now {_load()}")
-    report.print_tables(measured, title, file=tables_to)
+    if peer_rows:
+        peer_table.print_table(peer_rows, bench.title(), file=tables_to)
+    report.print_tables(measured, title, file=tables_to,
+                        restate=baseline.LABEL if args.restate else report.RESTATE)
     for name, why in skipped.items():
         print(f"{name}: {why}", file=tables_to)
     if settled:
@@ -285,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
               f" {settled['bytes_per_invocation']:,} bytes per invocation", file=tables_to)
         emit({"summary": "journal", **settled})
     if args.json == "-":
-        for r in rows:
+        for r in [*peer_rows, *rows]:
             print(report.json_line(r))
     if json_file is not None:
         json_file.close()
