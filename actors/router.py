@@ -35,6 +35,12 @@ SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 
 HOST_ACTOR = {**SYSTEM_ACTOR, "scheduling_strategy": "SPREAD"}
 
 
+def idle_timeout_s(d: ServiceDefinition) -> float:
+    """How long a key of ``d`` stays in memory unused (services hold no keys: the default)."""
+    return d.idle_timeout.total_seconds() if isinstance(d, VirtualObject) else \
+        VirtualObject.idle_timeout.total_seconds()
+
+
 def preferred_node(index: int) -> str | None:
     """The node pool host ``index`` should run on: node ``index`` of the alive nodes, round
     robin (None on a single node)."""
@@ -48,7 +54,6 @@ class Router:
     def __init__(self, namespace: str, config: dict[str, Any]) -> None:
         self.namespace = namespace
         self.pool_size: int = config["pool_size"]
-        self.idle_timeout_s: float = config.get("idle_timeout_s", 300.0)
         self.suspend_after_s: float = config.get("suspend_after_s", 30.0)
         definitions: list[ServiceDefinition] = cloudpickle.loads(config["definitions"])
         self.definitions = {d.name: d for d in definitions}
@@ -70,7 +75,7 @@ class Router:
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
             handle = self._hosts[name] = ray.remote(HostActor).options(
                 name=name, namespace=self.namespace, get_if_exists=True, **options
-            ).remote(d, self.namespace, (index, self.pool_size), None, self.idle_timeout_s,
+            ).remote(d, self.namespace, (index, self.pool_size), None, idle_timeout_s(d),
                      self.suspend_after_s)
         return handle
 
@@ -100,7 +105,7 @@ class Router:
             options = {**HOST_ACTOR, **d.actor_options}
             handle = self._hosts[name] = ray.remote(HostActor).options(
                 name=name, namespace=self.namespace, get_if_exists=True, **options
-            ).remote(d, self.namespace, None, key, d.idle_timeout.total_seconds(),
+            ).remote(d, self.namespace, None, key, idle_timeout_s(d),
                      self.suspend_after_s)
         return handle
 

@@ -1,4 +1,5 @@
-"""Dedicated placement: one Ray actor per key, deactivated when idle, state kept."""
+"""Placement: one Ray actor per dedicated key, deactivated when idle; pooled keys idle past
+their timeout leave their host's memory; state kept either way."""
 
 from __future__ import annotations
 
@@ -15,9 +16,18 @@ from tests.integration import apps
 
 quick = VirtualObject("Quick", placement="dedicated", idle_timeout=timedelta(seconds=0.5))
 
+brief = VirtualObject("Brief", idle_timeout=timedelta(seconds=0.5))  # pooled
+
 
 @quick.handler()
 async def incr(ctx: ObjectContext) -> int:
+    n = (await ctx.get("n")) or 0
+    ctx.set("n", n + 1)
+    return n + 1
+
+
+@brief.handler(name="incr")
+async def brief_incr(ctx: ObjectContext) -> int:
     n = (await ctx.get("n")) or 0
     ctx.set("n", n + 1)
     return n + 1
@@ -31,8 +41,8 @@ def named_hosts(rt: Runtime, service: str) -> set[str]:
 @pytest.fixture(scope="module")
 def rt(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
     """One runtime for this module's tests (each start costs seconds): each test uses its own
-    service (Heavy, Quick, Counter), so the hosts one test counts are its own."""
-    runtime = Runtime.start([*apps.ALL, quick],
+    service (Heavy, Quick, Brief, Counter), so the hosts one test counts are its own."""
+    runtime = Runtime.start([*apps.ALL, quick, brief],
                             data_dir=tmp_path_factory.mktemp("placement") / "data",
                             namespace=f"placement-{os.getpid()}")
     yield runtime
@@ -64,3 +74,17 @@ def test_pool_hosts_are_named_per_service(rt: Runtime) -> None:
     for key in slots.values():
         rt.call(apps.add, key=key, arg=1)
     assert named_hosts(rt, "Counter") == {f"host:Counter:{i}" for i in range(rt.pool_size)}
+
+
+def keys_in_memory(rt: Runtime, service: str) -> int:
+    return sum(ray.get(ray.get_actor(name, namespace=rt.namespace).ready.remote())["keys"]
+               for name in named_hosts(rt, service))
+
+
+def test_idle_keys_leave_pooled_hosts_memory_and_come_back_with_their_state(
+        rt: Runtime) -> None:
+    keys = [f"k{i}" for i in range(20)]
+    assert [rt.call(brief_incr, key=k) for k in keys] == [1] * 20
+    assert_eventually(lambda: keys_in_memory(rt, "Brief") == 0, timeout=30,
+                      message="keys idle past the object's idle_timeout were evicted")
+    assert [rt.call(brief_incr, key=k) for k in keys] == [2] * 20
