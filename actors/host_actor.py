@@ -20,6 +20,7 @@ from actors.mailbox import Mailboxes, Result
 from actors.remote import RemoteJournal, RemoteScheduler
 from actors.router import Router
 from actors.routing import host_name
+from journal.gctune import tune_gc
 from journal.records import Completion, Outcome
 from journal.wire import WireServed
 
@@ -73,6 +74,7 @@ class HostActor(WireServed):
         idle_timeout_s: float = 300.0,
         suspend_after_s: float = 30.0,
     ) -> None:
+        tune_gc()
         slot = key if key is not None else (partition[0] if partition else 0)
         journal = RemoteJournal(namespace)
         self.host = ObjectHost(definition, journal, partition=partition, key=key,

@@ -28,6 +28,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from journal.gctune import tune_gc
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats, prune_period
 from journal.secret import SECRET, runtime_secret
@@ -285,3 +286,7 @@ class GroupCommitJournal:
 
 class JournalActor(GroupCommitJournal, WireServed):
     """The remote form (``ray.remote(JournalActor)``): a named, detached, restartable actor."""
+
+    def __init__(self, data_dir: str) -> None:
+        tune_gc()
+        super().__init__(data_dir)

@@ -8,6 +8,7 @@ from typing import Any
 
 import ray
 
+from journal.gctune import tune_gc
 from journal.remote import UNAVAILABLE, RemoteJournal
 from journal.wire import WireClosed, WireRoute, WireServed
 from scheduler.service import TimerScheduler, Wake
@@ -18,6 +19,7 @@ WAKE_PATIENCE_S = 120.0  # a host restarting takes about a second
 
 class SchedulerActor(TimerScheduler, WireServed):
     def __init__(self, namespace: str) -> None:
+        tune_gc()
         self.namespace = namespace
         self._hosts: dict[str, Any] = {}
         self._routes: dict[str, WireRoute] = {}
