@@ -275,6 +275,13 @@ class Kitchen:
     def tickets_taken(self) -> int:
         return len(self.tickets)
 
+    def close(self) -> None:
+        """Close the kitchen's client of the runtime (its sockets), so the actor exits clean."""
+        with self._lock:
+            if self._rt is not None:
+                self._rt.close()
+                self._rt = None
+
     def _runtime(self) -> Runtime:
         with self._lock:
             if self._rt is None:

@@ -450,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         run_start_ms = app.ms(time.time()) - 1000
         kill = Kill(f"host:{app.processor.name}:0") if args.kill else None  # see README: Hosts
         finished = watch(rt, run, orders, plan, ledger, kill, console)
+        ray.get(kitchen.close.remote())  # type: ignore[attr-defined]
         del kitchen  # the restaurant closes once the driver lets go of it
         if kill is not None and kill.thread is not None:
             kill.thread.join(timeout=30)
