@@ -18,7 +18,7 @@ from actors.errors import TerminalError
 CHECK_CHARS = 16  # hex digits of the HMAC kept in an id (64 bits)
 MAX_ID_CHARS = 256  # far above any id we make (about 60 characters)
 # One canonical form: ASCII only, the index without leading zeros and below 2**31 (so "_00_",
-# Arabic-Indic digits or "²" never name an awakeable, nor a 4,300-digit index crash ``int``).
+# Arabic-Indic digits or "²" never name an awakeable, nor a 4,301-digit index crash ``int``).
 _ID = re.compile(r"awk_([A-Za-z0-9_.-]{1,128})_(0|[1-9][0-9]{0,9})_([0-9a-f]{"
                  + str(CHECK_CHARS) + "})", re.ASCII)
 

@@ -91,7 +91,7 @@ def _variants() -> list[object]:
         f"awk_{INV}_²_{check}",  # isdigit() but int() fails
         f"awk_{INV}_0_{check[:-1]}é",  # a non-ASCII check character (compare_digest: TypeError)
         f"awk_{INV}_0_{check.upper()}",
-        f"awk_{INV}_{'9' * 4300}_{check}",  # int() refuses more than 4,300 digits
+        f"awk_{INV}_{'9' * 4301}_{check}",  # int() refuses more than 4,300 digits: ValueError
         f"awk_{INV}_{2**31}_{check}",
         f"awk_{INV}_0_{check}" + "x" * 300,
         good + " ", " " + good, good.replace("awk_", "AWK_"),
