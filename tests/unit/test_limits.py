@@ -232,6 +232,14 @@ async def set_value(ctx: ObjectContext, what: str) -> None:
     ctx.set("v", math.nan if what == "nan" else "x" * (MAX_PAYLOAD_BYTES + 1))
 
 
+@limits.handler()
+async def non_finite(ctx: ObjectContext, where: str) -> None:
+    if where == "run":
+        await ctx.run("measure", lambda: math.inf)
+    else:
+        await ctx.resolve_awakeable(IDS.make(INV, 0), {"score": math.nan})
+
+
 @pytest.fixture
 def world(data_dir: Path) -> Iterator[World]:
     TRIES.clear()
@@ -282,3 +290,19 @@ def test_state_values_are_refused_clearly(world: World, what: str, code: int,
     assert out is not None and (out.ok, out.failure_code) == (False, code)
     assert message in (out.failure or "")
     assert world.store.load_state("Limits", "k") == {}
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("run", "ctx.run('measure') returned a value that is not JSON-serializable"),
+    ("awakeable", "awakeable value is not JSON-serializable")])
+def test_non_finite_results_and_awakeable_values_are_refused(world: World, where: str,
+                                                             message: str) -> None:
+    req = request("Limits", "non_finite", "k", where)
+
+    async def body() -> Any:
+        return await world.host(limits).invoke(req)
+
+    out = world.run(body)
+    assert out is not None and not out.ok, "a terminal failure: never retried"
+    assert message in (out.failure or "") and "NaN and Infinity" in (out.failure or "")
+    assert world.invocation(req.id)["retry_count"] == 0

@@ -5,6 +5,7 @@ argument of the wrong type. The package ships ``py.typed``, so a user's mypy rea
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -28,6 +29,7 @@ def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         [sys.executable, "-m", "mypy", "--no-error-summary", "--hide-error-context",
          "--follow-imports=silent", "--cache-dir", str(cache), str(USER_FILE)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "MYPYPATH": str(ROOT)},  # this checkout, however it is installed
     )
     assert proc.returncode in (0, 1), proc.stderr or proc.stdout
     lines = USER_FILE.read_text().splitlines()
