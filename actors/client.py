@@ -16,19 +16,28 @@ import time
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import pyarrow as pa
 import ray
 from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow
+from actors.definitions import (
+    HandlerNoArg,
+    HandlerSpec,
+    HandlerWithArg,
+    In,
+    Out,
+    ServiceDefinition,
+    VirtualObject,
+    Workflow,
+)
 from actors.errors import TerminalError
 from actors.remote import UNAVAILABLE, RemoteJournal
 from actors.router import SYSTEM_ACTOR, Router, Target, preferred_node
 from actors.routing import JOURNAL, SCHEDULER, default_pool_size
-from actors.serde import ANY, check_size
+from actors.serde import ANY, check_size, check_text
 from journal.actor import JournalActor
 from journal.records import Outcome
 from journal.retention import DEFAULT_RETENTION, retention_seconds
@@ -61,18 +70,19 @@ def decode(spec: HandlerSpec | None, out: Outcome) -> Any:
     return (spec.output if spec is not None else ANY).load(out.output)
 
 
-class InvocationHandle:
-    """A submitted invocation: its ``id``, and its result once it has one."""
+class InvocationHandle(Generic[Out]):
+    """A submitted invocation: its ``id``, and its result once it has one (typed as its
+    handler's return type when ``send`` was given the handler itself)."""
 
     def __init__(self, runtime: Runtime, invocation_id: str, spec: HandlerSpec | None) -> None:
         self.runtime = runtime
         self.id = invocation_id
         self._spec = spec
 
-    async def result_async(self) -> Any:
-        return decode(self._spec, await self.runtime._journal.await_output(self.id))
+    async def result_async(self) -> Out:
+        return decode(self._spec, await self.runtime._journal.await_output(self.id))  # type: ignore[no-any-return]
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> Out:
         """Wait for the outcome: the handler's return value, or its ``TerminalError``."""
         return self.runtime._loop.run(self.result_async(), timeout)
 
@@ -253,35 +263,91 @@ class Runtime:
         """The handler behind a function reference or a ``"Service/handler"`` string."""
         return self.router.resolve(target)
 
+    @overload
+    async def call_async(self, target: HandlerNoArg[Out], key: str | None = None,
+                         arg: None = None, *, idempotency_key: str | None = None) -> Out: ...
+
+    @overload
+    async def call_async(self, target: HandlerWithArg[In, Out], key: str | None = None,
+                         arg: In = ..., *, idempotency_key: str | None = None) -> Out: ...
+
+    @overload
+    async def call_async(self, target: str, key: str | None = None, arg: Any = None, *,
+                         idempotency_key: str | None = None) -> Any: ...
+
     async def call_async(self, target: Target, key: str | None = None, arg: Any = None, *,
                          idempotency_key: str | None = None) -> Any:
+        _check_names(key, idempotency_key)
         spec, req = self.router.request(target, key, arg, "call", idempotency_key=idempotency_key)
         out = await self.router.submit(spec, req)
         assert out is not None
         return decode(spec, out)
+
+    @overload
+    def call(self, target: HandlerNoArg[Out], key: str | None = None, arg: None = None, *,
+             idempotency_key: str | None = None) -> Out: ...
+
+    @overload
+    def call(self, target: HandlerWithArg[In, Out], key: str | None = None, arg: In = ..., *,
+             idempotency_key: str | None = None) -> Out: ...
+
+    @overload
+    def call(self, target: str, key: str | None = None, arg: Any = None, *,
+             idempotency_key: str | None = None) -> Any: ...
 
     def call(self, target: Target, key: str | None = None, arg: Any = None, *,
              idempotency_key: str | None = None) -> Any:
         """Invoke a handler and wait for its result (``TerminalError`` if it failed)."""
         return self._loop.run(self.call_async(target, key, arg, idempotency_key=idempotency_key))
 
+    @overload
+    async def send_async(self, target: HandlerNoArg[Out], key: str | None = None,
+                         arg: None = None, *, idempotency_key: str | None = None,
+                         delay: timedelta | float | None = None) -> InvocationHandle[Out]: ...
+
+    @overload
+    async def send_async(self, target: HandlerWithArg[In, Out], key: str | None = None,
+                         arg: In = ..., *, idempotency_key: str | None = None,
+                         delay: timedelta | float | None = None) -> InvocationHandle[Out]: ...
+
+    @overload
+    async def send_async(self, target: str, key: str | None = None, arg: Any = None, *,
+                         idempotency_key: str | None = None,
+                         delay: timedelta | float | None = None) -> InvocationHandle[Any]: ...
+
     async def send_async(self, target: Target, key: str | None = None, arg: Any = None, *,
                          idempotency_key: str | None = None,
-                         delay: timedelta | float | None = None) -> InvocationHandle:
+                         delay: timedelta | float | None = None) -> InvocationHandle[Any]:
+        _check_names(key, idempotency_key)
         spec, req = self.router.request(target, key, arg, "send",
                                         idempotency_key=idempotency_key, delay=delay)
         await self.router.submit(spec, req)
         return InvocationHandle(self, req.id, spec)
 
+    @overload
+    def send(self, target: HandlerNoArg[Out], key: str | None = None, arg: None = None, *,
+             idempotency_key: str | None = None,
+             delay: timedelta | float | None = None) -> InvocationHandle[Out]: ...
+
+    @overload
+    def send(self, target: HandlerWithArg[In, Out], key: str | None = None, arg: In = ..., *,
+             idempotency_key: str | None = None,
+             delay: timedelta | float | None = None) -> InvocationHandle[Out]: ...
+
+    @overload
+    def send(self, target: str, key: str | None = None, arg: Any = None, *,
+             idempotency_key: str | None = None,
+             delay: timedelta | float | None = None) -> InvocationHandle[Any]: ...
+
     def send(self, target: Target, key: str | None = None, arg: Any = None, *,
              idempotency_key: str | None = None,
-             delay: timedelta | float | None = None) -> InvocationHandle:
+             delay: timedelta | float | None = None) -> InvocationHandle[Any]:
         """Submit without waiting for the result; returns once the invocation is durable.
         With ``delay`` it starts no earlier than that (a durable timer; status ``scheduled``)."""
         return self._loop.run(self.send_async(target, key, arg, idempotency_key=idempotency_key,
                                               delay=delay))
 
-    def attach(self, invocation_id: str) -> InvocationHandle:
+    def attach(self, invocation_id: str) -> InvocationHandle[Any]:
         """A handle on an invocation submitted earlier (by any driver)."""
         accept = self._loop.run(self._journal.accepted(invocation_id))
         if accept is None:
@@ -386,6 +452,16 @@ class Runtime:
                 for a in ray.util.list_named_actors(all_namespaces=True)):
             time.sleep(0.05)
         self.close()
+
+
+def _check_names(key: str | None, idempotency_key: str | None) -> None:
+    """Refuse a key or idempotency key that is not valid text (a lone surrogate cannot be
+    encoded, so it could be neither hashed to its host nor journaled): 400 before anything
+    is sent."""
+    if key is not None:
+        check_text(key, "key")
+    if idempotency_key is not None:
+        check_text(idempotency_key, "idempotency_key")
 
 
 def _dedicated(d: ServiceDefinition) -> bool:

@@ -12,9 +12,12 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from actors.errors import RetryPolicy
+
+if TYPE_CHECKING:
+    from actors.definitions import HandlerNoArg, HandlerWithArg, In, Out
 
 T = TypeVar("T")
 
@@ -78,6 +81,15 @@ class Context(ABC):
                       delay: timedelta | float | None = None) -> str:
         """Send to a workflow handler (``key``: the workflow id) without waiting."""
 
+    @overload
+    async def object_call(self, handler: HandlerNoArg[Out], key: str, arg: None = None) -> Out: ...
+
+    @overload
+    async def object_call(self, handler: HandlerWithArg[In, Out], key: str, arg: In) -> Out: ...
+
+    @overload
+    async def object_call(self, handler: str, key: str, arg: Any = None) -> Any: ...
+
     @abstractmethod
     async def object_call(self, handler: Any, key: str, arg: Any = None) -> Any:
         """Call a virtual-object handler and wait for its result; its ``TerminalError`` is
@@ -85,9 +97,28 @@ class Context(ABC):
         crashes and replays. An exclusive handler calling an exclusive handler of its own key
         would wait forever: that is refused with ``TerminalError`` (409)."""
 
+    @overload
+    async def service_call(self, handler: HandlerNoArg[Out], arg: None = None) -> Out: ...
+
+    @overload
+    async def service_call(self, handler: HandlerWithArg[In, Out], arg: In) -> Out: ...
+
+    @overload
+    async def service_call(self, handler: str, arg: Any = None) -> Any: ...
+
     @abstractmethod
     async def service_call(self, handler: Any, arg: Any = None) -> Any:
         """Call a service handler and wait for its result (see ``object_call``)."""
+
+    @overload
+    async def workflow_call(self, handler: HandlerNoArg[Out], key: str,
+                            arg: None = None) -> Out: ...
+
+    @overload
+    async def workflow_call(self, handler: HandlerWithArg[In, Out], key: str, arg: In) -> Out: ...
+
+    @overload
+    async def workflow_call(self, handler: str, key: str, arg: Any = None) -> Any: ...
 
     @abstractmethod
     async def workflow_call(self, handler: Any, key: str, arg: Any = None) -> Any:

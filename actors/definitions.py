@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 from actors.contexts import (
     Context,
@@ -28,6 +28,18 @@ from actors.serde import Serde
 HandlerKind = Literal["exclusive", "shared"]
 Placement = Literal["pooled", "dedicated"]
 SPEC_ATTR = "__raystate_handler__"
+
+In = TypeVar("In")  # a handler's input type
+Out = TypeVar("Out")  # a handler's output type
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+# Typed handler references, as Restate's Python SDK spells them: a decorated handler is its own
+# reference, so ``rt.call(add, key=..., arg=...)`` is checked against ``add``'s input and typed
+# as its output (``actors.client`` overloads ``call``/``send`` on these).
+HandlerWithArg: TypeAlias = Callable[[Any, In], Awaitable[Out]]
+"""A handler taking ``(ctx, arg: In)`` and returning ``Out``."""
+HandlerNoArg: TypeAlias = Callable[[Any], Awaitable[Out]]
+"""A handler taking ``(ctx)`` and returning ``Out``."""
 
 
 @dataclass(eq=False)
@@ -67,21 +79,38 @@ class ServiceDefinition:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise DefinitionError(repr(self.name), ["a name is a non-empty string without '/'"])
 
+    @overload
+    def handler(self, name: F, /) -> F: ...
+
+    @overload
     def handler(
         self,
         name: str | None = None,
         *,
         kind: HandlerKind = "exclusive",
         retry_policy: RetryPolicy | None = None,
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register an ``async def`` as a handler of this definition."""
+    ) -> Callable[[F], F]: ...
 
-        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def handler(
+        self,
+        name: Any = None,
+        *,
+        kind: HandlerKind = "exclusive",
+        retry_policy: RetryPolicy | None = None,
+    ) -> Any:
+        """Register an ``async def`` as a handler of this definition: ``@obj.handler()``,
+        ``@obj.handler`` (the same) or ``@obj.handler("name", kind="shared")``. The function is
+        returned as it is, signature and all: it is the typed reference callers pass."""
+
+        def register(fn: F) -> F:
             spec = self._inspect(fn, name, kind, retry_policy)
             self.handlers[spec.name] = spec
             setattr(fn, SPEC_ATTR, spec)
             return fn
 
+        if callable(name):  # used without parentheses: ``name`` is the function
+            fn, name = name, None
+            return register(fn)
         return register
 
     def _context_type(self, kind: str) -> type:
@@ -203,11 +232,18 @@ class Workflow(VirtualObject):
 
     main_handler: str | None = field(default=None, init=False)
 
-    def main(self, name: str | None = None, *, retry_policy: RetryPolicy | None = None
-             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register the workflow's main handler (exactly one per workflow)."""
+    @overload
+    def main(self, name: F, /) -> F: ...
 
-        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @overload
+    def main(self, name: str | None = None, *,
+             retry_policy: RetryPolicy | None = None) -> Callable[[F], F]: ...
+
+    def main(self, name: Any = None, *, retry_policy: RetryPolicy | None = None) -> Any:
+        """Register the workflow's main handler (exactly one per workflow); ``@wf.main()`` and
+        ``@wf.main`` are the same."""
+
+        def register(fn: F) -> F:
             if self.main_handler is not None:
                 raise DefinitionError(f"workflow {self.name}", [
                     f"has a main handler already ({self.main_handler}); a workflow has one"])
@@ -216,11 +252,20 @@ class Workflow(VirtualObject):
             self.main_handler = spec_of(out).name  # type: ignore[union-attr]
             return out
 
+        if callable(name):
+            fn, name = name, None
+            return register(fn)
         return register
 
+    @overload
+    def handler(self, name: F, /) -> F: ...
+
+    @overload
     def handler(self, name: str | None = None, *, kind: HandlerKind = "shared",
-                retry_policy: RetryPolicy | None = None
-                ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+                retry_policy: RetryPolicy | None = None) -> Callable[[F], F]: ...
+
+    def handler(self, name: Any = None, *, kind: HandlerKind = "shared",
+                retry_policy: RetryPolicy | None = None) -> Any:
         """Register a shared handler (queries, signals): it runs beside the main handler."""
         if kind != "shared":
             raise DefinitionError(f"workflow {self.name}", [

@@ -31,7 +31,8 @@ from actors.awakeables import AwakeableIds
 from actors.contexts import Awakeable, DeterministicRandom, DurablePromise, WorkflowContext
 from actors.definitions import HandlerSpec, Workflow
 from actors.errors import AlreadyCompletedError, JournalMismatch, RetryPolicy, TerminalError
-from actors.serde import ANY, Serde, check_size
+from actors.serde import ANY, Serde, check_size, check_text
+from actors.statereads import StateReads
 from journal.records import (
     Accept,
     Completion,
@@ -294,6 +295,7 @@ class InvocationContext(WorkflowContext):
         self._cursor = JournalCursor(invocation.id, invocation.entries)
         self._cursor.killed = lambda: invocation.killed
         self._state = state
+        self._reads = StateReads()  # where this journal holds each state value already
         self._deliveries: list[asyncio.Future[None]] = []
         self._journaled = len(invocation.entries)  # entries durable before this attempt
         seed = int.from_bytes(hashlib.sha256(invocation.id.encode()).digest()[:8], "big")
@@ -634,10 +636,14 @@ class InvocationContext(WorkflowContext):
         self._require_keyed("ctx.get")
         entry = self._cursor.replay("get_state", name)
         if entry is None:
-            entry = self._cursor.record("get_state", name, result=self._current(name))
-        if entry.result is None:
+            data = self._current(name)
+            self._cursor.record("get_state", name,
+                                result=self._reads.journal(name, self._cursor.index, data))
+        else:
+            data = self._reads.resolve(entry, self._inv.entries)
+        if data is None:
             return default
-        return (Serde(type_hint) if type_hint is not None else ANY).load(entry.result)
+        return (Serde(type_hint) if type_hint is not None else ANY).load(data)
 
     async def state_keys(self) -> list[str]:
         self._require_keyed("ctx.state_keys")
@@ -655,9 +661,11 @@ class InvocationContext(WorkflowContext):
                     self._inv.id, entry.idx, f"{entry_type}({name!r}, {entry.result})",
                     f"{entry_type}({name!r}, {value})",
                 )
+            self._reads.wrote(name, entry.idx, value)
             return  # already applied when it was first recorded
         assert self._inv.accept.key is not None
         write = StateWrite(self._spec.definition.name, self._inv.accept.key, name, value)
+        self._reads.wrote(name, self._cursor.index, value)
         self._cursor.record(entry_type, name, result=value, extra=(write,))
         self._apply(name, value)
 
@@ -668,10 +676,12 @@ class InvocationContext(WorkflowContext):
         if name.startswith(PROMISE_STATE):
             raise TerminalError(f"ctx.set: state names starting with {PROMISE_STATE!r} are "
                                 "reserved for workflow promises", 400)
+        check_text(name, "ctx.set: state name")
         try:
             data = ANY.dump(value)
         except Exception as e:
             raise TerminalError(f"ctx.set({name!r}): value is not JSON-serializable: {e}") from None
+        check_size(data, f"ctx.set({name!r}): the value")  # 413, as for every payload
         self._write("set_state", name, data)
 
     def clear(self, name: str) -> None:
@@ -680,6 +690,7 @@ class InvocationContext(WorkflowContext):
 
     def clear_all(self) -> None:
         self._require_exclusive("clear_all")
+        self._reads.cleared_all()
         entry = self._cursor.replay("clear_all_state", None)
         if entry is not None:
             return
@@ -818,12 +829,7 @@ async def execute(
                 raise cancelled()
             result = await spec.fn(ctx, *args)
             await ctx.settle()
-            try:
-                out = Outcome(True, spec.output.dump(result))
-            except Exception as e:
-                raise TerminalError(f"output of {spec.target} is not JSON-serializable: {e}") \
-                    from None
-            check_size(out.output or "", f"the output of {spec.target}")
+            out = Outcome(True, spec.output.output_json(result, spec.target))
         except Suspended:
             await host.submit(inv, [*ctx.take_records(), StatusChange(
                 inv.id, "suspended", inv.retry_count, None, now_ms())])

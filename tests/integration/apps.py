@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -531,3 +532,16 @@ async def note(ctx: Context, job: Job) -> str:
 
 
 ALL.append(report)
+
+
+@steps.handler()
+async def wrong_output(ctx: ObjectContext) -> int:
+    """Returns a string although annotated ``-> int``: a recorded 500, never a success."""
+    return "not an int"  # type: ignore[return-value]
+
+
+@counter.handler()
+async def remember(ctx: ObjectContext, value: Any) -> Any:
+    """Stores any JSON value (NaN and Infinity must never reach here)."""
+    ctx.set("remembered", value)
+    return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from actors import (
@@ -12,6 +14,7 @@ from actors import (
     Workflow,
     WorkflowSharedContext,
 )
+from tests.conftest import assert_eventually, ledger_lines
 from tests.integration import apps
 
 
@@ -118,3 +121,88 @@ def test_a_bad_service_list_is_refused_before_anything_starts(ray_session, tmp_p
     assert "'Counter' is not a Service or VirtualObject" in message
     assert "workflow 'Headless' has no @main() handler" in message
     assert not (tmp_path / "journal.duckdb").exists()
+
+
+def total_invocations(rt: Runtime) -> int:
+    return rt.sql("SELECT count(*) AS n FROM sys_invocation").column("n").to_pylist()[0]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinity_are_400_and_not_journaled(shared_rt: Runtime, bad: float) -> None:
+    rt = shared_rt
+    before = total_invocations(rt)
+    for target, key, arg in [
+        (apps.stamp, "nan", apps.Nap(ledger="/dev/null", seconds=bad)),  # a float field
+        (apps.remember, "nan", {"values": [1.0, bad]}),  # untyped JSON
+        (apps.remember, "nan", bad),
+    ]:
+        with pytest.raises(TerminalError, match="NaN and Infinity") as err:
+            rt.call(target, key=key, arg=arg)
+        assert err.value.status_code == 400
+        with pytest.raises(TerminalError, match="NaN and Infinity"):
+            rt.send(target, key=key, arg=arg)
+    awk_id = "awk_inv_00000000000000000000000000000000_1_0000000000000000"
+    with pytest.raises(TerminalError, match="NaN and Infinity") as err:
+        rt.resolve_awakeable(awk_id, {"score": bad})
+    assert err.value.status_code == 400
+    assert total_invocations(rt) == before, "nothing was journaled"
+    assert rt.call(apps.remember, key="nan", arg=[1.5, None]) == [1.5, None]
+
+
+def test_keys_that_are_not_text_are_400_and_not_journaled(shared_rt: Runtime) -> None:
+    rt = shared_rt
+    before = total_invocations(rt)
+    with pytest.raises(TerminalError, match="is not valid text") as err:
+        rt.call(apps.add, key="lone-\ud800", arg=1)
+    assert err.value.status_code == 400
+    with pytest.raises(TerminalError, match="is not valid text"):
+        rt.send(apps.add, key="k", arg=1, idempotency_key="\udfff")
+    assert total_invocations(rt) == before, "nothing was journaled"
+
+
+@pytest.mark.parametrize("suffix", ["_00_", "_\u0660_", "_²_", "_" + "9" * 4301 + "_"])
+def test_non_canonical_awakeable_ids_are_400(shared_rt: Runtime, suffix: str) -> None:
+    """One canonical form: another spelling of an index never names the same awakeable, and
+    nothing raises a raw ValueError (inside a handler that would be retried forever)."""
+    rt = shared_rt
+    key = f"bad-awk-{sum(map(ord, suffix))}"
+    bad = f"awk_inv_0123456789abcdef0123456789abcdef{suffix}0123456789abcdef"
+    with pytest.raises(TerminalError, match="malformed awakeable id") as err:
+        rt.resolve_awakeable(bad, "x")
+    assert err.value.status_code == 400
+    with pytest.raises(TerminalError, match="malformed awakeable id") as err:
+        rt.call(apps.approve, key=key, arg=bad)  # from inside a handler
+    assert err.value.status_code == 400
+    [row] = rt.sql("SELECT retry_count FROM sys_invocation "
+                   f"WHERE target_service_key = '{key}'").to_pylist()
+    assert row["retry_count"] == 0, "a bad id fails for good, at once"
+
+
+def test_an_output_that_does_not_match_its_annotation_is_a_recorded_500(
+        shared_rt: Runtime) -> None:
+    rt = shared_rt
+    with pytest.raises(TerminalError) as err:
+        rt.call(apps.wrong_output, key="wrong-output")
+    assert err.value.status_code == 500
+    assert "the output of Steps/wrong_output does not match its return annotation int" \
+        in err.value.message
+    [row] = rt.sql("SELECT status, completion_result, completion_failure FROM sys_invocation "
+                   "WHERE target = 'Steps/wrong-output/wrong_output'").to_pylist()
+    assert (row["status"], row["completion_result"]) == ("completed", "failure")
+    assert "Steps/wrong_output" in row["completion_failure"]
+
+
+def test_another_spelling_of_a_real_awakeable_id_is_400(shared_rt: Runtime, tmp_path) -> None:
+    """``_00_`` or Arabic-Indic digits with a valid check once named the same awakeable."""
+    rt, ledger = shared_rt, str(tmp_path / "ledger")
+    h = rt.send(apps.await_approval, key="spelling", arg=apps.Wait(ledger=ledger))
+    awk = assert_eventually(lambda: next((line.split(":", 2)[2] for line in ledger_lines(ledger)
+                                          if line.startswith("awk:spelling:")), None))
+    head, idx, check = awk.rsplit("_", 2)
+    arabic = "".join(chr(0x0660 + int(d)) for d in idx)
+    for other in [f"{head}_0{idx}_{check}", f"{head}_{arabic}_{check}"]:
+        with pytest.raises(TerminalError, match="malformed awakeable id") as err:
+            rt.resolve_awakeable(other, "wrong")
+        assert err.value.status_code == 400
+    rt.resolve_awakeable(awk, "right")
+    assert h.result(timeout=30) == "right"
