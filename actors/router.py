@@ -19,6 +19,7 @@ from actors.channel import HOST_DOWN, HostChannel
 from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
 from actors.engine import now_ms
 from actors.errors import AlreadyCompletedError, TerminalError
+from actors.serde import check_text
 from actors.host import InvokeRequest
 from actors.routing import host_name, idempotent_invocation_id, new_invocation_id, route_hash
 from journal.records import Outcome
@@ -163,6 +164,10 @@ class Router:
             raise TerminalError(f"{spec.target} is a virtual-object handler: pass key=<str>", 400)
         if not keyed and key is not None:
             raise TerminalError(f"{spec.target} is a service handler: it takes no key", 400)
+        if key is not None:
+            check_text(key, "key")
+        if idempotency_key is not None:
+            check_text(idempotency_key, "idempotency key")
         if spec.takes_arg:
             data = spec.input.to_json(arg, f"input of {spec.target}")
         elif arg is not None:

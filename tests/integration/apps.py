@@ -285,6 +285,11 @@ async def bad_send(ctx: ObjectContext) -> None:
     ctx.service_send("Nope/handler", 1)
 
 
+@steps.handler()
+async def bad_key_send(ctx: ObjectContext) -> None:
+    ctx.object_send("Steps/bad_send", "\ud800")
+
+
 ALL.append(sleeper)
 
 
