@@ -46,7 +46,7 @@ def owner_only_files() -> Iterator[None]:
         os.umask(old)
 
 
-def _tighten(path: Path, mode: int) -> None:
+def restrict(path: Path, mode: int) -> None:
     """chmod ``path`` to ``mode`` if it is ours, not a symlink, and looser (a failure is
     logged: a data dir someone else owns still works, as before)."""
     try:
@@ -64,23 +64,23 @@ def private_data_dir(path: Path) -> None:
     """Create the data dir 0700 (or tighten an existing one). Its files are tightened by
     ``tighten`` once they exist."""
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    _tighten(path, DIR_MODE)
+    restrict(path, DIR_MODE)
 
 
 def tighten(data_dir: Path, names: list[str], dirs: list[str]) -> None:
     """Make the runtime's own files in ``data_dir`` (``names``, and ``names`` followed by a
     suffix, as DuckDB's ``journal.duckdb.wal``) and the files in its ``dirs`` owner-only.
     Nothing else there is touched: a data dir may sit among the user's own files."""
-    _tighten(data_dir, DIR_MODE)
+    restrict(data_dir, DIR_MODE)
     for entry in data_dir.iterdir():
         if any(entry.name.startswith(n) for n in names):
-            _tighten(entry, DIR_MODE if entry.is_dir() else FILE_MODE)
+            restrict(entry, DIR_MODE if entry.is_dir() else FILE_MODE)
     for name in dirs:
         sub = data_dir / name
-        _tighten(sub, DIR_MODE)
+        restrict(sub, DIR_MODE)
         if sub.is_dir():
             for entry in sub.iterdir():
-                _tighten(entry, DIR_MODE if entry.is_dir() else FILE_MODE)
+                restrict(entry, DIR_MODE if entry.is_dir() else FILE_MODE)
 
 
 def _own_dir(path: Path) -> bool:

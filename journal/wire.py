@@ -44,6 +44,7 @@ MAX_HANDSHAKES = 64  # connections at once that have not sent their token yet
 ACCEPT_RETRY_S = 0.5  # after an accept error (out of file descriptors, say)
 LOG_EVERY_S = 60.0  # a flood of refusals or accept errors: one warning a minute
 BACKLOG = 128
+ACCEPT_BURST = 32  # connections accepted in one go before the loop's other work
 log = logging.getLogger("raystate.wire")
 
 
@@ -188,12 +189,17 @@ class WireServer:
         while True:
             try:
                 conn, _ = await loop.sock_accept(listener)
+                self._admit(conn)
+                for _ in range(ACCEPT_BURST - 1):  # and what else waits, as asyncio's servers
+                    conn, _ = listener.accept()
+                    self._admit(conn)
+            except BlockingIOError:
+                pass
             except OSError as e:  # out of file descriptors, say: it waits in the backlog
                 self._accept_errors.warn("wire %s: cannot accept a connection (%s); trying "
                                          "again every %s s", self.address, e, ACCEPT_RETRY_S)
                 await asyncio.sleep(ACCEPT_RETRY_S)
                 continue
-            self._admit(conn)
             await asyncio.sleep(0)  # a flood of connections must not starve the calls
 
     def _admit(self, conn: socket.socket) -> None:
