@@ -37,12 +37,13 @@ def _connect(address: str) -> socket.socket | None:
     return sock
 
 
-def oversized(address: str, chunks: int = 64) -> bool:
+def oversized(address: str, chunks: int = 64) -> bool | None:
     """Claim a 1 GiB first frame and stream ``chunks`` of 256 KiB after it; True if the
-    server cut the connection before taking them all (it refused the frame unread)."""
+    server cut the connection before taking them all (it refused the frame unread), None if
+    it could not connect."""
     sock = _connect(address)
     if sock is None:
-        return False
+        return None
     try:
         sock.sendall(CLAIM)
         for _ in range(chunks):
@@ -66,7 +67,9 @@ def flood(addresses: list[str], seconds: float, idle: int = 300,
             for address in addresses:
                 stats["attempts"] += 1
                 if stats["attempts"] % oversized_every == 0:
-                    stats["oversized_refused" if oversized(address) else "oversized_taken"] += 1
+                    refused = oversized(address)
+                    stats[{True: "oversized_refused", False: "oversized_taken",
+                           None: "connect_failed"}[refused]] += 1
                     continue
                 sock = _connect(address)
                 if sock is None:
