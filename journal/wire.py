@@ -225,6 +225,7 @@ class WireServer:
 
     async def _connection(self, conn: socket.socket) -> None:
         me = asyncio.current_task()
+        assert me is not None
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_unix_connection(sock=conn)
@@ -236,12 +237,12 @@ class WireServer:
                 self.dropped += 1
                 return
             finally:
-                self._handshaking.pop(me, None)  # type: ignore[arg-type]
+                self._handshaking.pop(me, None)
             await self._serve(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError, WireClosed):
             pass
         finally:
-            self._handshaking.pop(me, None)  # type: ignore[arg-type]
+            self._handshaking.pop(me, None)
             if writer is not None:
                 writer.close()
             else:
