@@ -37,6 +37,7 @@ import typer
 
 from actors.errors import TerminalError
 from actors.tables import Format, console, records, rich_table, write
+from journal.private import owner_only_files
 from journal.sqlguard import SqlRefused, check_read_only
 from journal.store import DB_FILE, DataDirError, JournalStore
 from journal.wal import WriteAheadLog
@@ -122,7 +123,8 @@ def _recover(data_dir: Path) -> None:
     """A journal that died before it moved its write-ahead log into DuckDB (``journal.wal``)
     left rows only there: opening the store once replays them into the file."""
     try:
-        JournalStore(data_dir).close()
+        with owner_only_files():
+            JournalStore(data_dir).close()
     except DataDirError as e:
         if "in use" in str(e):
             raise _in_use(data_dir / DB_FILE) from None

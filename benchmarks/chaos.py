@@ -13,6 +13,10 @@ handler awaits a sleep or a call, the journal and scheduler actors killed, the c
 killed (and started again), and in the long mode the whole runtime stopped and started again on
 the same data dir. The schedule opens with every kind once, so even a short run meets each. The
 first quarter of the run is fault-free, for a throughput baseline.
+
+A hostile neighbour (``benchmarks.neighbour``) is a fault too: a local process that floods the
+journal's and a host's sockets for a few seconds with connections that never send the token,
+and first frames that claim 1 GiB; it lands when it reached a socket.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from benchmarks import chaos_apps as apps
 from benchmarks import chaos_checks as checks
 
 FAULTS = ("host_kill", "handler_exit", "await_exit", "journal_kill", "scheduler_kill",
-          "driver_kill")
+          "driver_kill", "hostile_neighbour")
+NEIGHBOUR_S = 4.0  # how long one hostile neighbour floods
 DRIVER_INCREMENTS = 60
 TOKEN_GRACE_S = 20.0  # how long the load goes on past the end for crash tokens to be taken
 SYSTEM_ACTORS = (JOURNAL, SCHEDULER, *(host_name(s, i) for s, i in product(
@@ -104,6 +109,7 @@ class Chaos:
         self.rt: Runtime | None = None
         self.resolver: Any = None
         self.driver: subprocess.Popen[bytes] | None = None
+        self.neighbours: list[subprocess.Popen[bytes]] = []
         self.driver_span = (0.0, 0.0)  # wall clock: the driver paces its increments over it
         self.restarts_seen: collections.Counter[str] = collections.Counter()
         self.paused = False
@@ -197,6 +203,8 @@ class Chaos:
                 not n.startswith("taken-") for n in os.listdir(self.crash_dir)):
             await asyncio.sleep(0.1)
         self.load_until = time.monotonic()
+        for neighbour in self.neighbours:
+            await asyncio.to_thread(neighbour.wait)
         for name in os.listdir(self.crash_dir):  # the check phase runs without faults
             if not name.startswith("taken-"):
                 with contextlib.suppress(FileNotFoundError):
@@ -218,6 +226,8 @@ class Chaos:
             return False
         if kind in ("journal_kill", "scheduler_kill"):
             return _kill(JOURNAL if kind == "journal_kill" else SCHEDULER, ns)
+        if kind == "hostile_neighbour":
+            return self._neighbour()
         if kind == "driver_kill":
             landed = self.driver is not None and self.driver.poll() is None
             if self.driver is not None and landed:
@@ -236,6 +246,38 @@ class Chaos:
         self.start()
         self.paused = False
         return True
+
+    def _neighbour(self) -> bool:
+        """Start a process that floods the journal's socket and a host's (``journal.wire``);
+        False (it lands when it reached a socket: counted at the end, ``_neighbours_landed``).
+        """
+        host = next((a for a in map(self._socket, SYSTEM_ACTORS[2:]) if a), None)
+        addresses = [a for a in (self._socket(JOURNAL), host) if a]
+        if addresses:
+            out = self.dir / f"neighbour-{len(self.neighbours)}.json"
+            self.neighbours.append(subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.neighbour", "--seconds", str(NEIGHBOUR_S),
+                 "--out", str(out), *addresses], cwd=Path(__file__).resolve().parents[1]))
+        return False
+
+    def _socket(self, name: str) -> str | None:
+        """The actor's socket, if it is up and on this node."""
+        with contextlib.suppress(Exception):
+            actor = ray.get_actor(name, namespace=self.namespace)
+            endpoint: Any = ray.get(actor.wire_endpoint.remote(), timeout=10)
+            if endpoint[0] == ray.get_runtime_context().get_node_id():
+                return str(endpoint[1])
+        return None
+
+    def _neighbours_landed(self) -> None:
+        """Count the floods that reached a socket, and what the servers did about them."""
+        flooded: collections.Counter[str] = collections.Counter()
+        for out in self.dir.glob("neighbour-*.json"):
+            stats = json.loads(out.read_text())
+            flooded.update(stats)
+            self.report.faults["hostile_neighbour"] += stats.get("connected", 0) > 0
+        if flooded:
+            self.report.stats["neighbour"] = dict(flooded)
 
     def _kill_host(self, name: str) -> bool:
         """Kill a host and, once its process is gone, say so in the ledger (the checks let
@@ -319,6 +361,7 @@ class Chaos:
                 break
             time.sleep(0.2)
         self._count_restarts()
+        self._neighbours_landed()
         check(self, rt)
         return self.report
 
@@ -492,8 +535,9 @@ def run_chaos(seconds: float, seed: int, *, restarts: bool = False,
         asyncio.run(chaos.run())
         chaos.finish()
     finally:
-        if chaos.driver is not None and chaos.driver.poll() is None:
-            chaos.driver.kill()
+        for proc in [chaos.driver, *chaos.neighbours]:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
         if chaos.rt is not None:
             chaos.rt.shutdown()
         if chaos.resolver is not None:

@@ -29,6 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from journal.gctune import tune_gc
+from journal.private import FILE_MODE, owner_only_umask
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats, prune_period
 from journal.secret import SECRET, runtime_secret
@@ -263,7 +264,9 @@ class GroupCommitJournal:
         the operator's own code and settings; journal payloads are never unpickled."""
         config = {k: v for k, v in config.items() if k != SECRET}  # it has a file of its own
         tmp = self._config_file.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps(config))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pickle.dumps(config))
         os.replace(tmp, self._config_file)
         self._config = config
 
@@ -289,4 +292,5 @@ class JournalActor(GroupCommitJournal, WireServed):
 
     def __init__(self, data_dir: str) -> None:
         tune_gc()
+        owner_only_umask()  # a process of its own: what DuckDB makes later is owner-only too
         super().__init__(data_dir)

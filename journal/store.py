@@ -68,6 +68,7 @@ import pyarrow as pa
 
 from journal import retention
 from journal.keyfilter import KeyFilter
+from journal.private import private_data_dir, tighten
 from journal.records import (
     Accept,
     Batch,
@@ -83,10 +84,14 @@ from journal.records import (
 )
 from journal.retention import PruneStats
 from journal.schema import migrate
+from journal.secret import SECRET_FILE
 from journal.sqlguard import check_read_only
-from journal.wal import Row, WriteAheadLog
+from journal.wal import WAL_DIR, Row, WriteAheadLog
 
 DB_FILE = "journal.duckdb"
+# The runtime's files in a data dir, and the start of their names: DuckDB's .wal beside the
+# journal, and ``journal.actor.CONFIG_FILE`` (runtime-config.pickle) with its .tmp.
+DATA_FILES = [DB_FILE, SECRET_FILE, "runtime-config"]
 RECENT_BATCHES = 100_000
 INDEX_LOOKUP_MAX_IDS = 128  # up to this many ids, look them up in the index; else scan + join
 FOLD_IN_SQL_ROWS = 1_000  # load_state folds a key's history in Python up to this many rows
@@ -102,20 +107,23 @@ def now_ms() -> int:
 
 
 def open_database(data_dir: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
-    """Open (creating if needed) the journal database with a clear error when that fails."""
+    """Open (creating if needed) the journal database with a clear error when that fails. The
+    data dir and the runtime's files in it are made owner-only (``journal.private``)."""
     path = Path(data_dir)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_data_dir(path)
     except OSError as e:
         raise DataDirError(f"cannot create data dir {path}: {e}") from None
     if not os.access(path, os.W_OK):
         raise DataDirError(f"data dir {path} is not writable")
     try:
-        return duckdb.connect(str(path / DB_FILE))
+        con = duckdb.connect(str(path / DB_FILE))
     except duckdb.IOException as e:
         raise DataDirError(f"data dir {path} is in use by another process: {e}") from None
     except duckdb.Error as e:  # e.g. already open in this process with other settings
         raise DataDirError(f"cannot open the journal in {path}: {e}") from None
+    tighten(path, DATA_FILES, [WAL_DIR])
+    return con
 
 
 # -- encoding records as log rows (seq, kind, id, name, data, meta) -----------------------------

@@ -27,6 +27,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from journal.private import DIR_MODE, FILE_MODE, restrict
+
 log = logging.getLogger("raystate.journal")
 
 FRAME = struct.Struct("!II")  # payload bytes, CRC-32 of the payload
@@ -73,7 +75,8 @@ class WriteAheadLog:
     def __init__(self, data_dir: str | os.PathLike[str],
                  segment_bytes: int = SEGMENT_BYTES) -> None:
         self.dir = Path(data_dir) / WAL_DIR
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        restrict(self.dir, DIR_MODE)  # made looser by an older version
         self.segment_bytes = segment_bytes
         self._fd: int | None = None
         self._path: Path | None = None
@@ -148,7 +151,7 @@ class WriteAheadLog:
         self._close()
         numbers = [int(p.stem) for p in self.segments() if p.stem.isdigit()]
         self._path = self.dir / f"{max(numbers, default=0) + 1:012d}{SUFFIX}"
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         self._size = os.fstat(self._fd).st_size
         _sync_dir(self.dir)  # the new file's name must survive a crash too
 

@@ -8,9 +8,11 @@ both ways, and a host on its node sends its commits (and reads) over the socket:
 is only the fast path, and any failure on it falls back to a Ray call.
 
 Frames: a 12-byte header (payload length, request id) and a pickled payload. The first frame a
-client sends is the server's token, compared before anything is unpickled: the socket lives in
-the abstract namespace (no file), and only a process that asked the actor through Ray knows
-the token.
+client sends is the server's token, compared before anything is unpickled: only a process that
+asked the actor through Ray knows the token. The socket's file is in an owner-only directory
+(``journal.private.socket_dir``), so other users cannot even connect; against a careless or
+hostile process of the same user, a server bounds what a connection costs it before its token
+(see ``WireServer``).
 """
 
 from __future__ import annotations
@@ -19,16 +21,31 @@ import asyncio
 import contextlib
 import hmac
 import itertools
+import logging
+import os
 import pickle
 import secrets
+import socket
 import struct
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from journal.private import FILE_MODE, new_socket_path, remove_socket
+
 HEADER = struct.Struct("!IQ")  # payload bytes, request id
 MAX_FRAME = 1 << 30
+TOKEN_HEX_BYTES = 16  # the token is twice as many hex characters: the first frame's size
+HANDSHAKE_TIMEOUT_S = 5.0  # a real client sends its token with its connection
+MAX_CONNECTIONS = 2048  # per server; each is a file descriptor
+MAX_HANDSHAKES = 64  # connections at once that have not sent their token yet
+ACCEPT_RETRY_S = 0.5  # after an accept error (out of file descriptors, say)
+LOG_EVERY_S = 60.0  # a flood of refusals or accept errors: one warning a minute
+BACKLOG = 128
+ACCEPT_BURST = 32  # connections accepted in one go before the loop's other work
+log = logging.getLogger("raystate.wire")
 
 
 def _ray_node() -> str:
@@ -39,6 +56,12 @@ def _ray_node() -> str:
 
 class WireClosed(ConnectionError):
     """The connection broke: the call may or may not have been carried out."""
+
+
+class Unsendable(RuntimeError):
+    """A request or reply the socket cannot carry (over ``MAX_FRAME`` bytes, or not picklable).
+    Only its own call fails, and it is not sent again through Ray as after ``WireClosed``:
+    when the reply could not be sent, the method has run."""
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -52,21 +75,98 @@ def _frame(request_id: int, payload: bytes) -> bytes:
     return HEADER.pack(len(payload), request_id) + payload
 
 
-class WireServer:
-    """Serves the public methods of ``target`` (sync or async) on an abstract Unix socket."""
+def _reply(method: object, ok: bool, value: Any) -> bytes:
+    """The payload answering a call; one that cannot be sent becomes an ``Unsendable`` error
+    for its caller alone."""
+    try:
+        payload = pickle.dumps((ok, value), protocol=5)
+    except Exception as e:
+        if not ok:  # an exception that does not pickle: send its text
+            return pickle.dumps((False, RuntimeError(f"{type(value).__name__}: {value}")))
+        return pickle.dumps((False, Unsendable(
+            f"the result of {method!r} cannot be sent over the socket: it does not pickle "
+            f"({type(e).__name__}: {e})")))
+    if len(payload) > MAX_FRAME:
+        return pickle.dumps((False, Unsendable(
+            f"the result of {method!r} is {len(payload):,} bytes pickled, more than the "
+            f"socket's frame limit of {MAX_FRAME:,}: it was computed but cannot be sent")))
+    return payload
 
-    def __init__(self, target: object) -> None:
+
+class _Throttled:
+    """A warning logged at most once a period, saying how many were held back meanwhile: a
+    flood of refused connections must not become a flood of log lines."""
+
+    def __init__(self, period_s: float = LOG_EVERY_S) -> None:
+        self.period_s = period_s
+        self._next = 0.0
+        self._held = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return
+        if self._held:
+            message += " (and %d more since the last such warning)"
+            args = (*args, self._held)
+        log.warning(message, *args)
+        self._held = 0
+        self._next = now + self.period_s
+
+
+class WireServer:
+    """Serves the public methods of ``target`` (sync or async) on a Unix socket in an
+    owner-only directory.
+
+    What a local process can cost it without the token is bounded: at most
+    ``max_connections`` open at once (more are closed as they come, with a warning a minute at
+    most), at most ``max_handshakes`` of them still to send their token (the oldest of those is
+    dropped for a newer one, since a real client sends its token with its connection), each
+    for ``handshake_timeout`` seconds at most, and a first frame that claims more bytes than
+    the token has is refused unread. Accept errors (out of file descriptors) are retried after
+    a pause and logged at most once a minute."""
+
+    def __init__(self, target: object, *, max_connections: int = MAX_CONNECTIONS,
+                 max_handshakes: int = MAX_HANDSHAKES,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
         self.target = target
-        self.token = secrets.token_hex(16)
-        self.address = f"\0raystate-wire-{secrets.token_hex(8)}"
-        self._server: asyncio.Task[asyncio.Server] | None = None
+        self.token = secrets.token_hex(TOKEN_HEX_BYTES)
+        self._token = self.token.encode()
+        self.address = new_socket_path()
+        self.max_connections = max_connections
+        self.max_handshakes = max_handshakes
+        self.handshake_timeout = handshake_timeout
+        self.refused = 0  # connections closed at once: the cap was reached
+        self.dropped = 0  # connections closed before their token (too slow, or the oldest)
+        self._listener: socket.socket | None = None
+        self._accepter: asyncio.Task[None] | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._handshaking: dict[asyncio.Task[None], None] = {}  # oldest first
+        self._refusals = _Throttled()
+        self._accept_errors = _Throttled()
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (with or without their token)."""
+        return len(self._connections)
 
     async def serve(self) -> None:
-        """Start serving (once, however many ask at once)."""
-        if self._server is None:
-            self._server = asyncio.create_task(
-                asyncio.start_unix_server(self._serve, path=self.address))
-        await asyncio.shield(self._server)
+        """Start serving (once, however many ask at once). Raises ``OSError`` if the socket
+        cannot be made."""
+        if self._listener is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(self.address)
+            os.chmod(self.address, FILE_MODE)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._listener = sock
+        self._accepter = asyncio.create_task(self._accept(sock))
 
     async def endpoint(self) -> tuple[str, str, str]:
         """(node id, address, token), serving from now on: what an actor's
@@ -74,24 +174,98 @@ class WireServer:
         await self.serve()
         return _ray_node(), self.address, self.token
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tasks: set[asyncio.Task[None]] = set()
-        try:
-            _, token = await _read_frame(reader)
-            if not hmac.compare_digest(token, self.token.encode()):
+    def close(self) -> None:
+        """Stop serving: close the socket and every connection, and remove the socket's file."""
+        if self._accepter is not None:
+            self._accepter.cancel()
+        for task in list(self._connections):
+            task.cancel()
+        if self._listener is not None:
+            self._listener.close()
+            remove_socket(self.address)
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+                self._admit(conn)
+                for _ in range(ACCEPT_BURST - 1):  # and what else waits, as asyncio's servers
+                    conn, _ = listener.accept()
+                    self._admit(conn)
+            except BlockingIOError:
+                pass
+            except OSError as e:  # out of file descriptors, say: it waits in the backlog
+                self._accept_errors.warn("wire %s: cannot accept a connection (%s); trying "
+                                         "again every %s s", self.address, e, ACCEPT_RETRY_S)
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
+            await asyncio.sleep(0)  # a flood of connections must not starve the calls
+
+    def _admit(self, conn: socket.socket) -> None:
+        full = len(self._connections) >= self.max_connections
+        if full or len(self._handshaking) >= self.max_handshakes:
+            if not self._handshaking:  # every connection is a real client's
+                conn.close()
+                self.refused += 1
+                self._refusals.warn("wire %s: connection refused: %d open, the cap",
+                                    self.address, len(self._connections))
                 return
-            while True:
-                request_id, payload = await _read_frame(reader)
-                task = asyncio.create_task(self._answer(writer, request_id, payload))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            oldest = next(iter(self._handshaking))
+            del self._handshaking[oldest]
+            oldest.cancel()
+            self.dropped += 1
+            self._refusals.warn("wire %s: dropped a connection that had not sent its token: "
+                                "%d were waiting for theirs", self.address,
+                                self.max_handshakes)
+        task = asyncio.create_task(self._connection(conn))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+        self._handshaking[task] = None
+
+    async def _connection(self, conn: socket.socket) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
+            try:
+                async with asyncio.timeout(self.handshake_timeout):
+                    if not await self._handshake(reader):
+                        return
+            except TimeoutError:
+                self.dropped += 1
+                return
+            finally:
+                self._handshaking.pop(me, None)
+            await self._serve(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError, WireClosed):
             pass
         finally:
-            writer.close()
+            self._handshaking.pop(me, None)
+            if writer is not None:
+                writer.close()
+            else:
+                conn.close()
+
+    async def _handshake(self, reader: asyncio.StreamReader) -> bool:
+        """The first frame is the token: a claim of any other size is refused unread."""
+        size, _ = HEADER.unpack(await reader.readexactly(HEADER.size))
+        if size != len(self._token):
+            return False
+        return hmac.compare_digest(await reader.readexactly(size), self._token)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        while True:
+            request_id, payload = await _read_frame(reader)
+            task = asyncio.create_task(self._answer(writer, request_id, payload))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _answer(self, writer: asyncio.StreamWriter, request_id: int,
                       payload: bytes) -> None:
+        method: object = None
         try:
             method, args = pickle.loads(payload)
             if not isinstance(method, str) or method.startswith("_"):
@@ -99,12 +273,9 @@ class WireServer:
             result = getattr(self.target, method)(*args)
             if asyncio.iscoroutine(result):
                 result = await result
-            reply = pickle.dumps((True, result), protocol=5)
+            reply = _reply(method, True, result)
         except Exception as e:
-            try:
-                reply = pickle.dumps((False, e), protocol=5)
-            except Exception:  # an exception that does not pickle: send its text
-                reply = pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}")))
+            reply = _reply(method, False, e)
         if not writer.is_closing():
             writer.write(_frame(request_id, reply))
             with contextlib.suppress(ConnectionError):
@@ -128,12 +299,16 @@ class WireClient:
     async def call(self, method: str, *args: Any) -> Any:
         """The method's result (its exception re-raised); ``WireClosed`` if the connection
         broke before the answer came."""
+        payload = pickle.dumps((method, args), protocol=5)
+        if len(payload) > MAX_FRAME:
+            raise Unsendable(f"the arguments of {method!r} are {len(payload):,} bytes pickled, "
+                             f"more than the socket's frame limit of {MAX_FRAME:,}")
         writer = await self._connected()
         request_id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[request_id] = fut
         try:
-            writer.write(_frame(request_id, pickle.dumps((method, args), protocol=5)))
+            writer.write(_frame(request_id, payload))
             try:
                 await writer.drain()
             except ConnectionError as e:
@@ -259,6 +434,12 @@ class WireServed:
     _wire_server: WireServer | None = None
 
     async def wire_endpoint(self) -> tuple[str, str, str]:
-        if self._wire_server is None:
-            self._wire_server = WireServer(self)
-        return await self._wire_server.endpoint()
+        """(node id, address, token); no node id if no socket can be made here (the
+        callers then use Ray)."""
+        try:
+            if self._wire_server is None:
+                self._wire_server = WireServer(self)
+            return await self._wire_server.endpoint()
+        except OSError as e:
+            log.warning("no socket for %s: %s; callers use Ray", type(self).__name__, e)
+            return "", "", ""

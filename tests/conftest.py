@@ -41,3 +41,20 @@ def ray_session() -> Iterator[None]:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+def loose_paths(root: Path) -> list[str]:
+    """What under ``root`` (itself included) other users could read or enter: anything but
+    0700 directories and 0600 files (``journal.private``)."""
+    found = []
+    for p in [root, *root.rglob("*")]:
+        mode = p.lstat().st_mode & 0o777
+        if mode != (0o700 if p.is_dir() else 0o600):
+            found.append(f"{p.relative_to(root)} {oct(mode)}")
+    return found
+
+
+def loosen(root: Path) -> None:
+    """Leave ``root`` as an older version did: 0755 directories, 0644 files."""
+    for p in [root, *root.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)

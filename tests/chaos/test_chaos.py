@@ -1,6 +1,7 @@
 """The chaos workload (``benchmarks/chaos.py``) in its short seeded mode: 20 s of a mixed
 workload under host kills, handler exits (at crash points and while awaiting), journal,
-scheduler and client-driver kills, on two seeds (each costs the suite 30 s of its 10 minutes);
+scheduler and client-driver kills, and a hostile neighbour flooding the journal's and a host's
+sockets (``benchmarks.neighbour``), on two seeds (each costs the suite 30 s of its 10 minutes);
 every fault kind must land at least once and every invariant must hold at the end.
 ``python -m benchmarks.chaos --minutes 2 --seed S`` is the long mode (with full runtime
 restarts)."""

@@ -11,6 +11,7 @@ import pytest
 from actors.errors import DefinitionError, JournalMismatch, RetryPolicy, TerminalError
 from journal.sqlguard import SqlRefused
 from journal.store import DataDirError
+from journal.wire import Unsendable, WireClosed
 
 ERRORS = [
     pytest.param(
@@ -33,6 +34,8 @@ ERRORS = [
     ),
     pytest.param(SqlRefused("only read-only queries"), {}, id="SqlRefused"),
     pytest.param(DataDirError("data dir /x is in use by another process"), {}, id="DataDirError"),
+    pytest.param(Unsendable("the result of 'sql' is too big"), {}, id="Unsendable"),
+    pytest.param(WireClosed("connection lost"), {}, id="WireClosed"),
 ]
 
 

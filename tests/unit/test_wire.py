@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
+import socket
+import stat
+import struct
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from journal.wire import WireClient, WireClosed, WireRoute, WireServer
+from journal import private, wire
+from journal.wire import MAX_HANDSHAKES, Unsendable, WireClient, WireClosed, WireRoute, WireServer
 
 
 class Target:
@@ -29,6 +38,14 @@ class Target:
     def _private(self) -> str:
         self.calls.append("private")
         return "secret"
+
+    def big(self, size: int) -> bytes:
+        self.calls.append("big")
+        return b"x" * size
+
+    def unpicklable(self) -> Any:
+        self.calls.append("unpicklable")
+        return lambda: None
 
 
 def test_calls_run_side_by_side_and_errors_come_back_as_raised() -> None:
@@ -176,3 +193,246 @@ def test_each_event_loop_gets_a_client_of_its_own() -> None:
     first, second = asyncio.run(use()), asyncio.run(use())
     assert first[1] == second[1] == 2
     assert first[0] is not second[0] and handle.asked == 2
+
+
+# -- what a careless or hostile local process can do without the token ----------------------
+
+async def _served(target: Target | None = None, **limits: Any) -> tuple[WireServer, WireClient]:
+    """A server serving ``target`` (with ``limits``), and a client of it."""
+    server = WireServer(target or Target(), **limits)
+    await server.serve()
+    return server, WireClient(server.address, server.token)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "raystate.wire" and r.levelno >= logging.WARNING]
+
+
+def test_idle_connections_without_the_token_leave_the_server_serving_with_bounded_fds() -> None:
+    """Idle connections that never send the token (the issue: 20,000 of them exhausted the
+    journal's file descriptors): the server holds a bounded number, and real calls go on."""
+    async def main() -> None:
+        server = WireServer(Target())
+        await server.serve()
+        before = _fds()
+        idle = [await asyncio.open_unix_connection(server.address)
+                for _ in range(5 * MAX_HANDSHAKES)]
+        client = WireClient(server.address, server.token)
+        assert await client.call("fast", 1) == 2  # served with all of them connected
+        # The idle sockets are this process's too: what is left is the server's.
+        assert _fds() - before - len(idle) <= MAX_HANDSHAKES + 2
+        assert server.connections <= MAX_HANDSHAKES + 1  # the real client, too
+        closed = 0
+        for reader, _ in idle:  # the dropped ones see their connection closed
+            closed += await asyncio.wait_for(reader.read(), 10) == b""
+            if closed == len(idle) - MAX_HANDSHAKES:
+                break
+        assert closed == len(idle) - MAX_HANDSHAKES
+        assert await client.call("fast", 2) == 3
+        for _, writer in idle:
+            writer.close()
+        await client.aclose()
+        server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_connection_that_sends_no_token_is_closed_at_the_handshake_deadline() -> None:
+    async def main() -> None:
+        server = WireServer(Target(), handshake_timeout=0.2)
+        await server.serve()
+        reader, writer = await asyncio.open_unix_connection(server.address)
+        writer.write(struct.pack("!IQ", len(server.token), 0) + b"ab")  # a part, then nothing
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert server.dropped == 1 and server.connections == 0
+        writer.close()
+        server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_an_oversized_frame_before_the_token_is_refused_unread() -> None:
+    """A first frame claiming 512 MiB (a frame could claim 1 GiB, and the journal went from
+    164 MB to 2.2 GB): the server closes the connection without reading it."""
+    chunk = b"\0" * (1 << 20)
+
+    async def main() -> None:
+        server = WireServer(Target())
+        await server.serve()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(server.address)
+
+        def flood() -> int:
+            sent = 0
+            try:
+                sock.sendall(struct.pack("!IQ", 512 << 20, 0))
+                for _ in range(64):
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return sent
+
+        tracemalloc.start()
+        try:
+            sent = await asyncio.to_thread(flood)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            sock.close()
+        assert sent < 64 * len(chunk)  # refused, not read
+        assert peak < 8 << 20
+        client = WireClient(server.address, server.token)
+        assert await client.call("fast", 1) == 2
+        await client.aclose()
+        server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_connections_beyond_the_cap_are_refused_with_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        server, first = await _served(max_connections=3)
+        clients = [first, *(WireClient(server.address, server.token) for _ in range(2))]
+        for c in clients:
+            assert await c.call("fast", 1) == 2
+        for _ in range(30):
+            reader, writer = await asyncio.open_unix_connection(server.address)
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+        assert server.refused == 30
+        assert len(_warnings(caplog)) == 1
+        for c in clients:  # the real clients go on
+            assert await c.call("fast", 2) == 3
+            await c.aclose()
+        server.close()
+
+    with caplog.at_level(logging.WARNING, logger="raystate.wire"):
+        asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_accept_errors_are_retried_and_logged_rarely(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of file descriptors, accept fails while the connection waits: the journal logged
+    368,053 such errors in 2.5 minutes. One warning, and the connection is served after."""
+    monkeypatch.setattr(wire, "ACCEPT_RETRY_S", 0.001)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        real_accept = loop.sock_accept
+        failures = 0
+
+        async def sock_accept(sock: socket.socket) -> Any:
+            nonlocal failures
+            if failures < 50:
+                failures += 1
+                raise OSError(errno.EMFILE, "Too many open files")
+            return await real_accept(sock)
+
+        monkeypatch.setattr(loop, "sock_accept", sock_accept)
+        server, client = await _served()
+        assert await client.call("fast", 1) == 2
+        assert failures == 50
+        assert len(_warnings(caplog)) == 1
+        await client.aclose()
+        server.close()
+
+    with caplog.at_level(logging.WARNING, logger="raystate.wire"):
+        asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_the_socket_is_a_file_in_an_owner_only_directory() -> None:
+    """Not Linux's abstract namespace, which every process of every user can reach."""
+    async def main() -> None:
+        server = WireServer(Target())
+        await server.serve()
+        path = Path(server.address)
+        assert not server.address.startswith("\0") and path.is_socket()
+        directory = path.parent.lstat()
+        assert stat.S_ISDIR(directory.st_mode) and directory.st_uid == os.getuid()
+        assert stat.S_IMODE(directory.st_mode) == 0o700
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert len(os.fsencode(server.address)) <= 107
+        server.close()
+        assert not path.exists()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_socket_left_by_a_dead_process_is_removed() -> None:
+    directory = private.socket_dir(private.SOCKET_NAME_MAX)
+    pid = os.fork()
+    if pid == 0:  # a process that makes a socket and dies without removing it
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(str(directory / f"wire-{os.getpid()}-deadbeefdeadbeef.sock"))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    path = directory / f"wire-{pid}-deadbeefdeadbeef.sock"
+    assert path.exists()
+    private._swept.discard(directory)
+    private.sweep_stale(directory)
+    assert not path.exists()
+
+
+# -- replies (and requests) the socket cannot carry -----------------------------------------
+
+def test_a_reply_too_big_fails_only_its_own_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the frame limit (1 GiB; 4 GiB and more raised ``struct.error`` in the server and
+    the caller waited forever): that call gets a clear error; the calls beside it on the same
+    connection, and the connection, go on."""
+    monkeypatch.setattr(wire, "MAX_FRAME", 1 << 20)
+
+    async def main() -> None:
+        target = Target()
+        server, client = await _served(target)
+        slow = asyncio.create_task(client.call("slow", 21))
+        with pytest.raises(Unsendable, match="frame limit"):
+            await client.call("big", 2 << 20)
+        with pytest.raises(Unsendable, match="does not pickle"):
+            await client.call("unpicklable")
+        assert await client.call("big", 10) == b"x" * 10
+        target.gate.set()
+        assert await slow == 42 and not client.closed
+        with pytest.raises(Unsendable, match="arguments"):  # nor a request too big to send
+            await client.call("fast", b"x" * (2 << 20))
+        assert await client.call("fast", 1) == 2
+        await client.aclose()
+        server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_reply_too_big_is_not_sent_again_through_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1 GiB SQL result broke the frame limit, the call was made again through Ray, and the
+    query ran twice: now its caller gets the error, and it ran once."""
+    from journal.remote import RemoteActor
+
+    monkeypatch.setattr(wire, "MAX_FRAME", 1 << 20)
+
+    async def main() -> None:
+        target = Target()
+        server = WireServer(target)
+        await server.serve()
+        remote = RemoteActor("journal", "ns")
+        remote._wire = WireRoute(node=lambda: "node-a")
+        handle = Endpoint(server, "node-a")
+        monkeypatch.setattr(remote, "_actor", lambda: handle)
+
+        async def through_ray(*args: Any, **kwargs: Any) -> Any:
+            target.calls.append("through ray")
+            return b""
+
+        monkeypatch.setattr(remote, "_ray_call", through_ray)
+        with pytest.raises(Unsendable):
+            await remote.call("big", 2 << 20)
+        assert target.calls == ["big"]
+        await remote.close_wire()
+        server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
