@@ -83,7 +83,7 @@ from journal.records import (
 )
 from journal.retention import PruneStats
 from journal.schema import migrate
-from journal.sqlguard import check_read_only
+from journal.usersql import MAX_RESULT_BYTES, run_read_only
 from journal.wal import Row, WriteAheadLog
 
 DB_FILE = "journal.duckdb"
@@ -649,15 +649,16 @@ class JournalStore:
         prefix = len(service) + 1
         return KeyFilter.of((i[prefix:] for (i,) in ids), len(ids)).to_bytes()
 
-    def sql(self, query: str) -> pa.Table:
-        """Run one read-only query (see ``journal.sqlguard``) and return an Arrow table."""
-        check_read_only(query)
+    def user_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own for a user's query (``journal.usersql``), seeing every
+        acknowledged row."""
+        return self._reader()
+
+    def sql(self, query: str, max_bytes: int = MAX_RESULT_BYTES) -> pa.Table:
+        """Run one read-only query (see ``journal.sqlguard``) and return an Arrow table, here
+        and now (the journal actor runs users' queries through ``journal.usersql`` instead)."""
         with self._reader() as cur:
-            cur.execute("BEGIN TRANSACTION")
-            try:
-                return cur.sql(query).to_arrow_table()
-            finally:
-                cur.execute("ROLLBACK")
+            return run_read_only(cur, query, max_bytes)
 
 
 def _timers(rows: list[tuple[Any, ...]]) -> list[Timer]:

@@ -89,6 +89,8 @@ class WireServer:
             pass
         finally:
             writer.close()
+            for task in tasks:  # nobody waits for their answers (a user's query stops)
+                task.cancel()
 
     async def _answer(self, writer: asyncio.StreamWriter, request_id: int,
                       payload: bytes) -> None:
