@@ -8,8 +8,7 @@ import asyncio
 import pytest
 import ray
 
-from actors import Runtime, SqlRefused
-from journal.usersql import SqlResultTooLarge, SqlTimeout
+from actors import Runtime, SqlRefused, SqlResultTooLarge, SqlTimeout
 from tests.conftest import assert_eventually
 from tests.integration.apps import add, counter
 from tests.integration.helpers import journal_of
