@@ -16,6 +16,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import astuple
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow
 from actors.errors import TerminalError
+from actors.registry import service_rows
 from actors.remote import UNAVAILABLE, RemoteJournal
 from actors.router import SYSTEM_ACTOR, Router, Target, preferred_node
 from actors.routing import JOURNAL, SCHEDULER, default_pool_size
@@ -175,13 +177,16 @@ class Runtime:
         config = {"data_dir": data_dir, "pool_size": pool_size, "suspend_after_s": suspend_s,
                   "retention_s": retention_s, "sql_timeout_s": sql_timeout_s,
                   "definitions": cloudpickle.dumps(list(services))}
+        registered: list[ServiceDefinition] = list(services)
         existing = ray.get(journal.config.remote())
         if existing:  # attach: the running runtime's layout wins
             config["pool_size"] = existing["pool_size"]
             merged = {d.name: d for d in cloudpickle.loads(existing["definitions"])}
             merged.update({d.name: d for d in services})
-            config["definitions"] = cloudpickle.dumps(list(merged.values()))
+            registered = list(merged.values())
+            config["definitions"] = cloudpickle.dumps(registered)
         ray.get(journal.set_config.remote(config))
+        ray.get(journal.set_services.remote([astuple(r) for r in service_rows(registered)]))
         config = ray.get(journal.config.remote())  # with the data dir's secret
         ray.remote(SchedulerActor).options(
             name=SCHEDULER, namespace=namespace, get_if_exists=True, **SYSTEM_ACTOR

@@ -228,7 +228,7 @@ class GroupCommitJournal:
         except duckdb.Error as e:
             return SqlRefused(str(e))
 
-    def cancel_sql(self, query_id: str) -> bool:
+    async def cancel_sql(self, query_id: str) -> bool:
         """Interrupt the user's query sent with ``query_id`` (its caller gave up)."""
         return self.user_queries.cancel(query_id)
 
@@ -284,6 +284,14 @@ class GroupCommitJournal:
         tmp.write_bytes(pickle.dumps(config))
         os.replace(tmp, self._config_file)
         self._config = config
+
+    async def set_services(self, rows: list[tuple[str | None, ...]]) -> None:
+        """Replace the registry of services and handlers ``sys_service`` shows (rows of plain
+        strings, the options as JSON: nothing here is unpickled into user classes)."""
+        checked = [tuple(None if v is None else str(v) for v in row) for row in rows]
+        if any(len(row) != 5 for row in checked):
+            raise ValueError("set_services: each row is (name, ty, handler, kind, options)")
+        await asyncio.to_thread(self.store.set_services, checked)
 
     def config(self) -> dict[str, object]:
         """The runtime config, with the data dir's secret under ``SECRET`` (empty until a

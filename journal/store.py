@@ -649,6 +649,22 @@ class JournalStore:
         prefix = len(service) + 1
         return KeyFilter.of((i[prefix:] for (i,) in ids), len(ids)).to_bytes()
 
+    def set_services(self, rows: Sequence[Sequence[str | None]]) -> None:
+        """Replace the registry ``sys_service`` shows: (name, ty, handler, kind, options JSON)
+        per handler (kind None for a service's). A table of its own, replaced in one
+        transaction beside the log's writes."""
+        with self._con.cursor() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                cur.execute("DELETE FROM service_registry")
+                if rows:
+                    cur.executemany("INSERT INTO service_registry VALUES (?, ?, ?, ?, ?)",
+                                    [list(r) for r in rows])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
     def user_cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own for a user's query (``journal.usersql``), seeing every
         acknowledged row."""

@@ -74,6 +74,8 @@ def run_read_only(cur: duckdb.DuckDBPyConnection, query: str,
     check_read_only(query)
     cur.execute("BEGIN TRANSACTION READ ONLY")
     try:
+        if job is not None and job.stopped:
+            raise SqlCancelled("the query was interrupted: its caller gave up")
         reader = cur.sql(query).to_arrow_reader(BATCH_ROWS)
         try:
             batches, size = [], 0
@@ -103,7 +105,8 @@ class UserQueries:
         self._cursor = cursor
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="journal-user-sql")
         self._admit = workers + waiting
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, tuple[_Job, asyncio.Future[pa.Table]]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
         self.admitted = 0
 
     def _execute(self, job: _Job, query: str, max_bytes: int) -> pa.Table:
@@ -126,14 +129,14 @@ class UserQueries:
                           f"{self._admit}); try again later")
         job = _Job()
         key = query_id if query_id is not None else f"_{id(job)}"
-        self._jobs[key] = job
         self.admitted += 1
         fut = asyncio.get_running_loop().run_in_executor(
             self._pool, self._execute, job, query, max_bytes)
+        self._jobs[key] = (job, fut)
 
         def done(_: object) -> None:
             self.admitted -= 1
-            if self._jobs.get(key) is job:
+            if self._jobs.get(key, (None,))[0] is job:
                 del self._jobs[key]
 
         fut.add_done_callback(done)
@@ -151,10 +154,12 @@ class UserQueries:
 
     def cancel(self, query_id: str) -> bool:
         """Interrupt the query run under ``query_id``; False if none runs."""
-        job = self._jobs.get(query_id)
-        if job is None:
+        found = self._jobs.get(query_id)
+        if found is None:
             return False
-        job.stop()
+        stopping = asyncio.ensure_future(self._stop(*found))
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
         return True
 
     @staticmethod

@@ -20,7 +20,8 @@ SLOW = "SELECT count(*) FROM range(10000000000000)"  # runs for hours unless int
 
 async def running(journal: GroupCommitJournal, count: int) -> None:
     """Wait until ``count`` user queries have their cursors (they run in DuckDB)."""
-    while sum(job.cursor is not None for job in journal.user_queries._jobs.values()) < count:
+    jobs = journal.user_queries._jobs.values()
+    while sum(job.cursor is not None for job, _ in jobs) < count:
         await asyncio.sleep(0.01)
 
 
@@ -52,7 +53,7 @@ def test_commits_and_reads_go_on_while_queries_run(journal: GroupCommitJournal) 
         assert await journal.pending(["Svc"]) == []
         assert await journal.load_states("Obj", ["k"]) == {"k": {}}
         assert not any(q.done() for q in slow)  # all that while, the queries still ran
-        assert journal.cancel_sql("q0") and journal.cancel_sql("q1")
+        assert await journal.cancel_sql("q0") and await journal.cancel_sql("q1")
         for q in slow:
             with pytest.raises(SqlCancelled):
                 await q
@@ -69,7 +70,7 @@ def test_beyond_the_queue_a_query_is_refused_as_busy(journal: GroupCommitJournal
         with pytest.raises(SqlBusy, match="try again later"):
             await journal.sql("SELECT 1")
         for n in range(limit):
-            journal.cancel_sql(f"q{n}")
+            await journal.cancel_sql(f"q{n}")
         await asyncio.gather(*slow, return_exceptions=True)
         await idle(journal)
         assert (await journal.sql("SELECT 1")).num_rows == 1
