@@ -79,3 +79,11 @@ def test_invocations_and_results_go_on_while_slow_queries_run(shared_rt: Runtime
     for f in slow:  # the callers give up: the journal interrupts their queries
         f.cancel()
     assert_eventually(lambda: _user_queries(rt) == 0, message="the given-up queries stopped")
+
+
+def test_a_cancelled_ray_call_stops_its_query(shared_rt: Runtime) -> None:
+    journal = journal_of(shared_rt)
+    ref = journal.sql.remote(SLOW)
+    assert_eventually(lambda: _user_queries(shared_rt) == 1, message="the query runs")
+    ray.cancel(ref)
+    assert_eventually(lambda: _user_queries(shared_rt) == 0, message="the query stopped")
