@@ -178,6 +178,9 @@ def _check_pivot(query: str) -> None:
             name = text.strip('"').lower()
             if name in _table_function_names() and name not in TABLE_FUNCTIONS:
                 raise SqlRefused(f"table function {name}() is not allowed in queries")
+            if name in SCALAR_DENIED:
+                raise SqlRefused(f"function {name}() changes the database; not allowed in "
+                                 "queries")
 
 
 _table_functions: frozenset[str] | None = None

@@ -31,7 +31,7 @@ DEFAULT_SQL_TIMEOUT_S = 30.0
 MAX_RESULT_BYTES = 64 << 20  # of Arrow data
 SQL_WORKERS = 2
 SQL_WAITING = 8
-BATCH_ROWS = 16_384
+BATCH_ROWS = 4_096  # rows per Arrow batch: how finely the cap is checked
 INTERRUPT_EVERY_S = 0.05  # how often an interrupt is repeated until the query has stopped
 
 

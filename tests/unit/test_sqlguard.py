@@ -105,6 +105,7 @@ def test_read_only_statements_are_accepted(query: str) -> None:
         "SELECT setseed(0.5)",
         "PIVOT (FROM checkpoint()) ON x",
         "PIVOT (SELECT * FROM query('SELECT 1')) ON x",
+        "PIVOT (SELECT nextval('s') AS x) ON x",
         "UPDATE EXTENSIONS",
         "UPDATE EXTENSIONS (httpfs)",
     ],
