@@ -25,6 +25,7 @@ from actors.errors import (
 )
 from journal.sqlguard import SqlRefused
 from journal.store import DataDirError
+from journal.usersql import SqlBusy, SqlResultTooLarge, SqlTimeout
 
 if TYPE_CHECKING:
     from actors.client import InvocationHandle, Runtime
@@ -54,7 +55,10 @@ __all__ = [
     "RetryPolicy",
     "Runtime",
     "Service",
+    "SqlBusy",
     "SqlRefused",
+    "SqlResultTooLarge",
+    "SqlTimeout",
     "TerminalError",
     "VirtualObject",
     "Workflow",

@@ -11,8 +11,8 @@ Every command reaches a running runtime through Ray (``--address``, ``--namespac
 reading ones can instead, with ``--db DATA_DIR``, open a stopped runtime's journal file directly,
 read-only (rows a journal that died left only in its write-ahead log are replayed into the
 file first; the acting ones refuse ``--db`` with a message: they need the runtime). Either way
-the query passes ``journal.sqlguard.check_read_only`` and runs with file and network access
-switched off.
+the query passes ``journal.sqlguard.check_read_only`` and runs in a read-only transaction with
+file and network access switched off, under a time limit and a result cap (``journal.usersql``).
 Exit codes: 0 done, 1 refused or failed query / unknown id, 2 nothing to read from.
 
 The SQL entry point takes one string, so the commands that filter build their queries with
@@ -26,6 +26,7 @@ import json
 import logging
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -38,8 +39,9 @@ import typer
 from actors.errors import TerminalError
 from actors.tables import Format, console, records, rich_table, write
 from journal.private import owner_only_files
-from journal.sqlguard import SqlRefused, check_read_only
+from journal.sqlguard import SqlRefused
 from journal.store import DB_FILE, DataDirError, JournalStore
+from journal.usersql import DEFAULT_SQL_TIMEOUT_S, SqlTimeout, run_read_only
 from journal.wal import WriteAheadLog
 
 app = typer.Typer(
@@ -111,9 +113,17 @@ class OfflineJournal:
             raise Unreachable(f"cannot open {path}: {_first_line(e)}") from None
 
     def sql(self, query: str) -> pa.Table:
-        check_read_only(query)
+        """As the journal runs users' queries: checked, read-only, capped, time-limited."""
         with self._con.cursor() as cur:
-            return cur.sql(query).to_arrow_table()
+            timer = threading.Timer(DEFAULT_SQL_TIMEOUT_S, cur.interrupt)
+            timer.start()
+            try:
+                return run_read_only(cur, query)
+            except duckdb.InterruptException:
+                raise SqlTimeout(f"the query ran past its time limit of "
+                                 f"{DEFAULT_SQL_TIMEOUT_S:g} s and was interrupted") from None
+            finally:
+                timer.cancel()
 
     def close(self) -> None:
         self._con.close()

@@ -13,8 +13,10 @@ import os
 import sys
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import astuple
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
@@ -34,6 +36,7 @@ from actors.definitions import (
     Workflow,
 )
 from actors.errors import TerminalError
+from actors.registry import service_rows
 from actors.remote import UNAVAILABLE, RemoteJournal
 from actors.router import SYSTEM_ACTOR, Router, Target, preferred_node
 from actors.routing import JOURNAL, SCHEDULER, default_pool_size
@@ -43,9 +46,11 @@ from journal.records import Outcome
 from journal.retention import DEFAULT_RETENTION, retention_seconds
 from journal.sqlguard import SqlRefused
 from journal.store import DataDirError
+from journal.usersql import DEFAULT_SQL_TIMEOUT_S
 from scheduler.actor import SchedulerActor
 
 T = TypeVar("T")
+_background: set[asyncio.Future[Any]] = set()  # fire-and-forget calls, kept until done
 
 
 
@@ -136,6 +141,7 @@ class Runtime:
         pool_size: int | None = None,
         suspend_after: timedelta | float = timedelta(seconds=30),
         retention: timedelta | float | None = DEFAULT_RETENTION,
+        sql_timeout: timedelta | float | None = DEFAULT_SQL_TIMEOUT_S,
     ) -> Runtime:
         """Start the runtime's actors (or attach to the ones running in ``namespace``).
 
@@ -151,8 +157,14 @@ class Runtime:
         journal, output and idempotency result stay in the journal before they are pruned
         (the state of objects always stays); None keeps them forever. See "Retention" in the
         README.
+        ``sql_timeout`` (timedelta or seconds; default 30 s): ``sql`` queries still running
+        after this long are interrupted with ``SqlTimeout``; None: no limit.
         """
         retention_s = retention_seconds(retention)
+        sql_timeout_s = sql_timeout.total_seconds() if isinstance(sql_timeout, timedelta) \
+            else sql_timeout
+        if sql_timeout_s is not None and not sql_timeout_s > 0:
+            raise ValueError(f"Runtime.start: sql_timeout must be positive, not {sql_timeout!r}")
         problems = [f"{s!r} is not a Service or VirtualObject" for s in services
                     if not isinstance(s, ServiceDefinition)]
         names = [s.name for s in services if isinstance(s, ServiceDefinition)]
@@ -173,14 +185,18 @@ class Runtime:
         if os.environ.get("RAYSTATE_ALWAYS_REPLAY") == "1":
             suspend_s = 0.0
         config = {"data_dir": data_dir, "pool_size": pool_size, "suspend_after_s": suspend_s,
-                  "retention_s": retention_s, "definitions": cloudpickle.dumps(list(services))}
+                  "retention_s": retention_s, "sql_timeout_s": sql_timeout_s,
+                  "definitions": cloudpickle.dumps(list(services))}
+        registered: list[ServiceDefinition] = list(services)
         existing = ray.get(journal.config.remote())
         if existing:  # attach: the running runtime's layout wins
             config["pool_size"] = existing["pool_size"]
             merged = {d.name: d for d in cloudpickle.loads(existing["definitions"])}
             merged.update({d.name: d for d in services})
-            config["definitions"] = cloudpickle.dumps(list(merged.values()))
+            registered = list(merged.values())
+            config["definitions"] = cloudpickle.dumps(registered)
         ray.get(journal.set_config.remote(config))
+        ray.get(journal.set_services.remote([astuple(r) for r in service_rows(registered)]))
         config = ray.get(journal.config.remote())  # with the data dir's secret
         ray.remote(SchedulerActor).options(
             name=SCHEDULER, namespace=namespace, get_if_exists=True, **SYSTEM_ACTOR
@@ -398,14 +414,31 @@ class Runtime:
     # -- introspection and lifecycle ---------------------------------------------------------
 
     async def sql_async(self, query: str) -> pa.Table:
-        result = await self._journal.call("sql_or_error", query)
+        query_id = uuid.uuid4().hex
+        try:
+            result = await self._journal.call("sql_or_error", query, query_id)
+        except asyncio.CancelledError:  # the caller gave up: stop the query in the journal
+            stop = asyncio.ensure_future(self._journal.call("cancel_sql", query_id))
+            _background.add(stop)
+            stop.add_done_callback(_background.discard)
+            raise
+        if isinstance(result, SqlRefused):
+            raise result
         if isinstance(result, str):
             raise SqlRefused(result)
         return result
 
     def sql(self, query: str) -> pa.Table:
-        """Run a read-only query over the journal's views (``sys_invocation`` ...)."""
-        return self._loop.run(self.sql_async(query))
+        """Run a read-only query over the journal's views (``sys_invocation`` ...). It runs
+        under the runtime's time limit (``Runtime.start(..., sql_timeout=30)``) and result cap;
+        a refusal or failure raises ``SqlRefused`` (``SqlTimeout``, ``SqlResultTooLarge`` and
+        ``SqlBusy`` are kinds of it). Interrupting this call (Ctrl-C) stops the query."""
+        fut = asyncio.run_coroutine_threadsafe(self.sql_async(query), self._loop.loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()
+            raise
 
     def close(self) -> None:
         """Release this driver's client (its event-loop thread); the runtime keeps running."""

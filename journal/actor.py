@@ -35,6 +35,7 @@ from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats,
 from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
 from journal.store import JournalStore, now_ms
+from journal.usersql import DEFAULT_SQL_TIMEOUT_S, MAX_RESULT_BYTES, UserQueries
 from journal.wire import WireServed
 
 CONFIG_FILE = "runtime-config.pickle"
@@ -67,6 +68,8 @@ class GroupCommitJournal:
         self._pruner: asyncio.Task[None] | None = None
         self.prunes = 0
         self.last_prune: PruneStats | None = None
+        self.user_queries = UserQueries(self.store.user_cursor)
+        self.sql_max_bytes = MAX_RESULT_BYTES
 
     async def commit(self, batch: Batch) -> None:
         """Return once ``batch`` is durable (with whatever else arrived meanwhile)."""
@@ -204,16 +207,31 @@ class GroupCommitJournal:
         await self._settled()
         return await asyncio.to_thread(self.store.state_key_filter, service)
 
-    async def sql(self, query: str) -> pa.Table:
-        return await asyncio.to_thread(self.store.sql, query)
+    def sql_timeout_s(self) -> float | None:
+        """Users' queries' time limit (``Runtime.start(..., sql_timeout=...)``)."""
+        value = self._config.get("sql_timeout_s", DEFAULT_SQL_TIMEOUT_S)
+        return None if value is None else float(value)  # type: ignore[arg-type]
 
-    async def sql_or_error(self, query: str) -> pa.Table | str:
-        """Like ``sql``, with a refusal or SQL error returned as its message (errors cross
-        the Ray boundary as data)."""
+    async def sql(self, query: str, query_id: str | None = None) -> pa.Table:
+        """A user's read-only query, on threads of its own, under the time limit and the
+        result cap (``journal.usersql``)."""
+        await self._settled()
+        return await self.user_queries.run(query, timeout_s=self.sql_timeout_s(),
+                                           max_bytes=self.sql_max_bytes, query_id=query_id)
+
+    async def sql_or_error(self, query: str, query_id: str | None = None) -> pa.Table | SqlRefused:
+        """Like ``sql``, with a refusal or SQL error returned as a ``SqlRefused`` (errors
+        cross the Ray boundary as data)."""
         try:
-            return await self.sql(query)
-        except (SqlRefused, duckdb.Error) as e:
-            return str(e)
+            return await self.sql(query, query_id)
+        except SqlRefused as e:
+            return e
+        except duckdb.Error as e:
+            return SqlRefused(str(e))
+
+    async def cancel_sql(self, query_id: str) -> bool:
+        """Interrupt the user's query sent with ``query_id`` (its caller gave up)."""
+        return self.user_queries.cancel(query_id)
 
     async def fired_open_timers(self) -> list[Timer]:
         await self._settled()
@@ -270,6 +288,14 @@ class GroupCommitJournal:
         os.replace(tmp, self._config_file)
         self._config = config
 
+    async def set_services(self, rows: list[tuple[str | None, ...]]) -> None:
+        """Replace the registry of services and handlers ``sys_service`` shows (rows of plain
+        strings, the options as JSON: nothing here is unpickled into user classes)."""
+        checked = [tuple(None if v is None else str(v) for v in row) for row in rows]
+        if any(len(row) != 5 for row in checked):
+            raise ValueError("set_services: each row is (name, ty, handler, kind, options)")
+        await asyncio.to_thread(self.store.set_services, checked)
+
     def config(self) -> dict[str, object]:
         """The runtime config, with the data dir's secret under ``SECRET`` (empty until a
         ``Runtime.start`` set it)."""
@@ -280,6 +306,7 @@ class GroupCommitJournal:
         return {"data_dir": str(self.store.data_dir.resolve()), "pid": os.getpid(),
                 "transactions": self.transactions, "drains": self.drains,
                 "reads": self.store.reads,
+                "user_queries": self.user_queries.admitted,
                 "retention_s": self.retention_s(),
                 "prunes": self.prunes,
                 "last_prune": None if last is None else {

@@ -52,6 +52,100 @@ from __future__ import annotations
 
 import duckdb
 
+MIGRATION_VIEWS_3 = """
+    CREATE TABLE service_registry(
+        name VARCHAR NOT NULL, ty VARCHAR NOT NULL, handler VARCHAR NOT NULL,
+        kind VARCHAR, options VARCHAR);
+    COMMENT ON TABLE service_registry IS
+        'raystate: the registered services and handlers (Runtime.start); query sys_service';
+
+    CREATE VIEW sys_service AS
+    SELECT name, ty, handler, kind, options::JSON AS options FROM service_registry;
+
+    CREATE OR REPLACE VIEW sys_journal AS
+    WITH entries AS (
+        SELECT id, name, data, meta, (meta->>'idx')::INTEGER AS idx
+        FROM log WHERE kind = 'entry' OR id IS NULL),
+    completions AS (
+        SELECT id, (meta->>'idx')::INTEGER AS idx,
+               arg_min_null(data, seq) AS data,
+               arg_min_null(meta->>'failure', seq) AS failure,
+               arg_min_null((meta->>'failure_code')::INTEGER, seq) AS failure_code
+        FROM log WHERE kind = 'completion' OR id IS NULL
+        GROUP BY id, (meta->>'idx')::INTEGER)
+    SELECT e.id AS invocation_id,
+           e.idx AS "index",
+           e.meta->>'entry_type' AS entry_type,
+           e.name,
+           coalesce((e.meta->>'completed')::BOOLEAN, false) OR c.id IS NOT NULL AS completed,
+           CASE WHEN e.meta->>'failure' IS NOT NULL
+                THEN json_object('failure', e.meta->>'failure',
+                                 'code', (e.meta->>'failure_code')::INTEGER)::JSON
+                WHEN c.failure IS NOT NULL
+                THEN json_object('failure', c.failure, 'code', c.failure_code)::JSON
+                ELSE coalesce(c.data, e.data)::JSON END AS result,
+           make_timestamp((e.meta->>'created_at_ms')::BIGINT * 1000) AS created_at
+    FROM entries e
+    LEFT JOIN completions c ON c.id = e.id AND c.idx = e.idx;
+
+    CREATE OR REPLACE VIEW sys_promise AS
+    SELECT service_name, service_key, substr(key, 10) AS key,
+           true AS completed,
+           CASE WHEN value->>'failure' IS NULL THEN value->'value' END AS completion_success_value,
+           value->>'failure' AS completion_failure
+    FROM state_current WHERE starts_with(key, '$promise:')
+    UNION ALL
+    SELECT DISTINCT split_part(a.name, '/', 1) AS service_name,
+           substr(a.name, strpos(a.name, '/') + 1) AS service_key,
+           w.name AS key,
+           false AS completed,
+           NULL::JSON AS completion_success_value,
+           NULL::VARCHAR AS completion_failure
+    FROM (SELECT invocation_id AS id, name FROM sys_journal
+          WHERE entry_type = 'promise' AND NOT completed) w
+    JOIN (SELECT id, name FROM log WHERE kind = 'accept') a ON a.id = w.id
+    WHERE NOT EXISTS (
+        SELECT 1 FROM state_current s
+        WHERE s.service_name = split_part(a.name, '/', 1)
+          AND s.service_key = substr(a.name, strpos(a.name, '/') + 1)
+          AND s.key = '$promise:' || w.name);
+
+    CREATE VIEW key_queue AS
+    WITH open AS (
+        SELECT a.id, a.seq,
+               split_part(a.name, '/', 1) AS service_name,
+               substr(a.name, strpos(a.name, '/') + 1) AS service_key,
+               (a.meta->>'host_order')::BIGINT AS host_order,
+               (a.meta->>'created_at_ms')::BIGINT AS created_at_ms
+        FROM log a
+        LEFT JOIN service_registry r
+               ON r.name = split_part(a.name, '/', 1) AND r.handler = a.meta->>'handler'
+        WHERE a.kind = 'accept' AND contains(a.name, '/')
+          AND coalesce(r.kind, 'exclusive') <> 'shared'
+          AND a.id NOT IN (SELECT id FROM log WHERE kind = 'output')
+          AND a.id NOT IN (
+              SELECT t.id FROM log t WHERE t.kind = 'timer' AND t.meta->>'timer_kind' = 'start'
+              AND t.name NOT IN (SELECT name FROM log WHERE kind = 'fired'))),
+    started AS (
+        SELECT DISTINCT id FROM log
+        WHERE (kind = 'entry' OR (kind = 'status' AND name <> 'scheduled'))
+          AND id IN (SELECT id FROM open))
+    SELECT o.service_name, o.service_key, o.id, o.created_at_ms,
+           row_number() OVER (PARTITION BY o.service_name, o.service_key
+                              ORDER BY s.id IS NOT NULL DESC, o.host_order, o.seq) - 1
+               AS position
+    FROM open o LEFT JOIN started s ON s.id = o.id;
+
+    CREATE VIEW sys_keyed_service_status AS
+    SELECT service_name, service_key, id AS invocation_id
+    FROM key_queue WHERE position = 0;
+
+    CREATE VIEW sys_inbox AS
+    SELECT service_name, service_key, id, position AS sequence_number,
+           make_timestamp(created_at_ms * 1000) AS created_at
+    FROM key_queue WHERE position > 0;
+"""
+
 MIGRATIONS: list[str] = [
     # 1: the log table and the views
     """
@@ -179,6 +273,14 @@ MIGRATIONS: list[str] = [
            value->>'failure' AS completion_failure
     FROM state_current WHERE starts_with(key, '$promise:');
     """,
+    # 3: what the journal knows, shown. The registry of services and handlers (written by
+    # Runtime.start, replaced whole each time); sys_journal shows an entry's completion (an
+    # awakeable's value or rejection, a call's result), which is a row of its own, in place of
+    # what the entry held until then (a call's callee id; a sleep keeps its time); sys_promise
+    # lists promises a workflow waits for that nobody completed yet; a key's queue of exclusive
+    # invocations (key_queue, internal) gives sys_keyed_service_status (position 0, the one
+    # holding the key) and sys_inbox (the ones waiting, in order).
+    MIGRATION_VIEWS_3,
 ]
 
 

@@ -85,7 +85,7 @@ from journal.records import (
 from journal.retention import PruneStats
 from journal.schema import migrate
 from journal.secret import SECRET_FILE
-from journal.sqlguard import check_read_only
+from journal.usersql import MAX_RESULT_BYTES, run_read_only
 from journal.wal import WAL_DIR, Row, WriteAheadLog
 
 DB_FILE = "journal.duckdb"
@@ -657,15 +657,32 @@ class JournalStore:
         prefix = len(service) + 1
         return KeyFilter.of((i[prefix:] for (i,) in ids), len(ids)).to_bytes()
 
-    def sql(self, query: str) -> pa.Table:
-        """Run one read-only query (see ``journal.sqlguard``) and return an Arrow table."""
-        check_read_only(query)
-        with self._reader() as cur:
+    def set_services(self, rows: Sequence[Sequence[str | None]]) -> None:
+        """Replace the registry ``sys_service`` shows: (name, ty, handler, kind, options JSON)
+        per handler (kind None for a service's). A table of its own, replaced in one
+        transaction beside the log's writes."""
+        with self._con.cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             try:
-                return cur.sql(query).to_arrow_table()
-            finally:
+                cur.execute("DELETE FROM service_registry")
+                if rows:
+                    cur.executemany("INSERT INTO service_registry VALUES (?, ?, ?, ?, ?)",
+                                    [list(r) for r in rows])
+                cur.execute("COMMIT")
+            except BaseException:
                 cur.execute("ROLLBACK")
+                raise
+
+    def user_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own for a user's query (``journal.usersql``), seeing every
+        acknowledged row."""
+        return self._reader()
+
+    def sql(self, query: str, max_bytes: int = MAX_RESULT_BYTES) -> pa.Table:
+        """Run one read-only query (see ``journal.sqlguard``) and return an Arrow table, here
+        and now (the journal actor runs users' queries through ``journal.usersql`` instead)."""
+        with self._reader() as cur:
+            return run_read_only(cur, query, max_bytes)
 
 
 def _timers(rows: list[tuple[Any, ...]]) -> list[Timer]:

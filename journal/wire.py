@@ -257,11 +257,15 @@ class WireServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         tasks: set[asyncio.Task[None]] = set()
-        while True:
-            request_id, payload = await _read_frame(reader)
-            task = asyncio.create_task(self._answer(writer, request_id, payload))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        try:
+            while True:
+                request_id, payload = await _read_frame(reader)
+                task = asyncio.create_task(self._answer(writer, request_id, payload))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            for task in tasks:  # nobody waits for their answers (a user's query stops)
+                task.cancel()
 
     async def _answer(self, writer: asyncio.StreamWriter, request_id: int,
                       payload: bytes) -> None:

@@ -11,6 +11,7 @@ import pytest
 from journal.actor import GroupCommitJournal
 from journal.records import Accept, Batch, Entry, Outcome, Output, StateWrite
 from journal.secret import SECRET
+from journal.sqlguard import SqlRefused
 
 
 @pytest.fixture
@@ -95,7 +96,7 @@ def test_a_failed_write_fails_its_callers_and_the_next_one_works(
     assert journal.store.load_state("Obj", "k") == {"x": "1"}
 
 
-def test_sql_or_error_returns_refusals_as_text(journal: GroupCommitJournal) -> None:
+def test_sql_or_error_returns_refusals_as_data(journal: GroupCommitJournal) -> None:
     async def body() -> tuple[object, object, object]:
         return (
             await journal.sql_or_error("SELECT 1 AS one"),
@@ -105,8 +106,8 @@ def test_sql_or_error_returns_refusals_as_text(journal: GroupCommitJournal) -> N
 
     table, refused, denied = run(body())
     assert table.to_pylist() == [{"one": 1}]  # type: ignore[attr-defined]
-    assert isinstance(refused, str) and "not DROP" in refused
-    assert isinstance(denied, str) and "Permission" in denied
+    assert isinstance(refused, SqlRefused) and "not DROP" in str(refused)
+    assert isinstance(denied, SqlRefused) and "read_csv() is not allowed" in str(denied)
 
 
 def test_info_and_config(journal: GroupCommitJournal, data_dir: Path) -> None:

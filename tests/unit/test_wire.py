@@ -436,3 +436,34 @@ def test_a_reply_too_big_is_not_sent_again_through_ray(monkeypatch: pytest.Monke
         server.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_closed_connection_cancels_its_calls_at_the_server() -> None:
+    # a caller that gives up (its process died, its socket closed) leaves no work behind:
+    # a user's SQL query, for one, is interrupted when its call is cancelled
+    async def main() -> None:
+        class Waiting:
+            def __init__(self) -> None:
+                self.started = asyncio.Event()
+                self.cancelled = asyncio.Event()
+
+            async def wait(self) -> None:
+                self.started.set()
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    self.cancelled.set()
+                    raise
+
+        target = Waiting()
+        server = WireServer(target)
+        await server.serve()
+        client = WireClient(server.address, server.token)
+        call = asyncio.create_task(client.call("wait"))
+        await target.started.wait()
+        await client.aclose()
+        with pytest.raises(WireClosed):
+            await call
+        await target.cancelled.wait()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
