@@ -32,6 +32,7 @@ def test_sys_service_lists_every_registered_handler(shared_rt: Runtime) -> None:
         ("Counter", "get"): ("virtual_object", "shared"),
         ("Counter", "sneaky_set"): ("virtual_object", "shared"),
         ("Counter", "reset"): ("virtual_object", "exclusive"),
+        ("Counter", "remember"): ("virtual_object", "exclusive"),
         ("Signup", "signup_run"): ("workflow", "workflow"),
         ("Signup", "confirm"): ("workflow", "shared"),
         ("Signup", "refuse"): ("workflow", "shared"),
