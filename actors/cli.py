@@ -342,6 +342,14 @@ INVOCATION_COLUMNS = ("id, target, status, completion_result, retry_count, last_
 # Unfinished invocations first (what needs a look), then the most recently changed.
 INVOCATION_ORDER = "status = 'completed', modified_at DESC, id"
 FAILURE_WIDTH = 60  # characters of last_failure the table shows (json and csv: all of it)
+WIDE = 140  # a terminal this wide also gets the invocations' times in the table
+
+
+def _table_columns(width: int) -> list[str]:
+    """The columns ``invocations`` shows as a table: a whole id and what needs a look first
+    (json and csv have every column; ``describe`` has the rest)."""
+    columns = ["id", "target", "status", "retry_count", "last_failure"]
+    return columns + (["modified_at"] if width >= WIDE else [])
 TOTAL = "total_rows"
 
 
@@ -383,6 +391,10 @@ def invocations(
         table = source.sql(query)
         total = table.column(TOTAL)[0].as_py() if table.num_rows else 0
         table = table.drop_columns([TOTAL])
+        if Format(fmt) is Format.table:
+            columns = _table_columns(console().width)
+            table = table.select(columns).rename_columns(
+                ["retries" if c == "retry_count" else c for c in columns])
         write(table, fmt, widths={"last_failure": FAILURE_WIDTH})
         if total > table.num_rows:
             typer.echo(f"({total - table.num_rows} more not shown: --limit {total} or --all "

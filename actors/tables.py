@@ -94,14 +94,14 @@ def is_id_column(name: str) -> bool:
 
 def rich_table(table: pa.Table, title: str | None = None,
                widths: Mapping[str, int] | None = None) -> Table:
-    """``table`` for a terminal. Id columns keep their full width (other columns fold
-    first); ``widths`` cuts the named columns' text to that many characters."""
+    """``table`` for a terminal. Id and timestamp columns keep their full width (other
+    columns fold first); ``widths`` cuts the named columns' text to that many characters."""
     out = Table(title=title, title_justify="left", header_style="bold")
     rows = [[_cell(v, (widths or {}).get(name)) for name, v in row.items()]
             for row in table.to_pylist()]
     for i, field in enumerate(table.schema):
         numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
-        if is_id_column(field.name):
+        if is_id_column(field.name) or pa.types.is_timestamp(field.type):
             longest = max((len(r[i]) for r in rows), default=0)
             out.add_column(field.name, no_wrap=True, min_width=max(longest, len(field.name)))
         else:
