@@ -1,7 +1,7 @@
 """The ``raystate`` command line: thin commands over ``Runtime.sql`` and the SQL views.
 
     raystate sql "SELECT status, count(*) FROM sys_invocation GROUP BY 1" [--format json]
-    raystate invocations [--status S] [--service S] [--key K] [--limit N]
+    raystate invocations [--status S] [--service S] [--key K] [--limit N] [--all]
     raystate describe ID
     raystate state SERVICE KEY
     raystate cancel ID | raystate kill ID
@@ -13,7 +13,18 @@ read-only (rows a journal that died left only in its write-ahead log are replaye
 file first; the acting ones refuse ``--db`` with a message: they need the runtime). Either way
 the query passes ``journal.sqlguard.check_read_only`` and runs in a read-only transaction with
 file and network access switched off, under a time limit and a result cap (``journal.usersql``).
-Exit codes: 0 done, 1 refused or failed query / unknown id, 2 nothing to read from.
+Exit codes: 0 done, 1 refused or failed query / unknown id, service or key, 2 nothing to read
+from or a bad command line (an unknown ``--status``, say).
+
+Output: ``--format table`` (default) for people: ids never wrap; ``json`` (one object a line,
+JSON columns embedded as JSON, numbers as numbers) and ``csv`` for programs. Timestamps are UTC,
+ISO 8601 with milliseconds and a ``Z``.
+
+Speed: a read attaches to the running cluster and makes one Ray call to the journal actor (no
+``Runtime``, no handler modules loaded). When the command line attached to Ray itself (run as
+``raystate``, not in-process), the process ends with ``os._exit`` once its output is flushed:
+Ray's exit hook waits 0.5 s and ``ray.shutdown`` 0.25 s more, and a driver's exit is how Ray
+learns it is gone either way (nothing of the command's is left in flight by then).
 
 The SQL entry point takes one string, so the commands that filter build their queries with
 ``sql_literal`` (single quotes doubled), never by pasting raw values.
@@ -22,8 +33,11 @@ The SQL entry point takes one string, so the commands that filter build their qu
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import enum
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -36,29 +50,58 @@ import duckdb
 import pyarrow as pa
 import typer
 
+from actors.clihelp import RaystateCommand, RaystateGroup
 from actors.errors import TerminalError
-from actors.tables import Format, console, records, rich_table, write
+from actors.tables import Format, console, records, rich_table, timestamp, write
 from journal.private import owner_only_files
 from journal.sqlguard import SqlRefused
 from journal.store import DB_FILE, DataDirError, JournalStore
 from journal.usersql import DEFAULT_SQL_TIMEOUT_S, SqlTimeout, run_read_only
 from journal.wal import WriteAheadLog
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """The ``raystate`` console script: ``app()`` ends the process at once when the command
+    attached to Ray itself (see the module's docstring)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit as e:
+            if _ATTACHED:
+                _exit_now(e.code)
+            raise
+
+
+_ATTACHED: list[bool] = []  # the command line itself attached this process to Ray
+
+
+def _exit_now(code: object) -> None:
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # (a closed pipe: nothing to flush into)
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
+app = _App(
     name="raystate",
     help="Inspect a raystate runtime: its invocations, journals and state, with SQL.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=RaystateGroup,
 )
 
 AddressOpt = Annotated[
     str | None,
-    typer.Option("--address", envvar="RAY_ADDRESS",
+    typer.Option("--address", envvar="RAY_ADDRESS", metavar="ADDRESS",
                  help="Ray cluster address (default: auto, the running local cluster)."),
 ]
 NamespaceOpt = Annotated[
-    str, typer.Option("--namespace", envvar="RAYSTATE_NAMESPACE", help="The runtime's namespace.")
+    str, typer.Option("--namespace", envvar="RAYSTATE_NAMESPACE", metavar="NAMESPACE",
+                      help="The runtime's namespace.")
 ]
 DbOpt = Annotated[
     Path | None,
@@ -86,6 +129,39 @@ class Source(Protocol):
     def sql(self, query: str) -> pa.Table: ...
 
     def close(self) -> None: ...
+
+
+class LiveJournal:
+    """The journal actor of the runtime running in ``namespace``, for reads: one Ray call a
+    query (what ``Runtime.sql`` does, without building a whole client)."""
+
+    def __init__(self, namespace: str, hint: str) -> None:
+        import ray
+
+        from journal.remote import JOURNAL_ACTOR
+
+        try:
+            self._journal = ray.get_actor(JOURNAL_ACTOR, namespace=namespace)
+        except ValueError:
+            raise Unreachable(f"no raystate runtime runs in namespace {namespace!r}; "
+                              f"{hint}") from None
+
+    def sql(self, query: str) -> pa.Table:
+        import ray
+
+        from journal.remote import UNAVAILABLE
+
+        try:
+            result: Any = ray.get(self._journal.sql_or_error.remote(query))
+        except UNAVAILABLE as e:
+            raise Unreachable(f"the journal actor is not available ({_first_line(e)}); "
+                              "try again once it has restarted") from None
+        if isinstance(result, str):
+            raise SqlRefused(result)
+        return result
+
+    def close(self) -> None:
+        pass
 
 
 class OfflineJournal:
@@ -147,33 +223,48 @@ def _in_use(path: Path) -> Unreachable:
                        "(and --address) instead of --db")
 
 
+HINT = "start one, pass --namespace/--address, or read a stopped data dir with --db DATA_DIR"
+
+
 @contextlib.contextmanager
 def open_source(db: Path | None, address: str | None, namespace: str) -> Iterator[Source]:
     """The journal to query: the data dir at ``db``, else the runtime running in ``namespace``."""
-    source: Source = OfflineJournal(db) if db is not None else _connect(address, namespace)
-    try:
-        yield source
-    finally:
-        source.close()
+    if db is not None:
+        source: Source = OfflineJournal(db)
+        try:
+            yield source
+        finally:
+            source.close()
+        return
+    with _ray(address, namespace):
+        yield LiveJournal(namespace, HINT)
 
 
-def _connect(address: str | None, namespace: str) -> Source:
+@contextlib.contextmanager
+def _ray(address: str | None, namespace: str) -> Iterator[None]:
+    """Ray, attached to the running cluster if this process is not attached yet (it stays
+    attached until the process ends: see ``_App``)."""
     import ray
 
-    from actors.client import Runtime
-
-    hint = "start one, pass --namespace/--address, or read a stopped data dir with --db DATA_DIR"
-    if not ray.is_initialized():
+    if not ray.is_initialized():  # (in-process, as in tests and notebooks, it is)
         _probe(address)
         try:
             ray.init(address=address or "auto", namespace=namespace, include_dashboard=False,
                      log_to_driver=False, logging_level=logging.ERROR)
         except (ConnectionError, RuntimeError) as e:
-            raise Unreachable(f"no Ray cluster reachable ({_first_line(e)}); {hint}") from None
+            raise Unreachable(f"no Ray cluster reachable ({_first_line(e)}); {HINT}") from None
+        _ATTACHED.append(True)
+    yield
+
+
+def _connect(address: str | None, namespace: str) -> Any:
+    """A ``Runtime`` client of the runtime in ``namespace`` (Ray attached already)."""
+    from actors.client import Runtime
+
     try:
         return Runtime.connect(namespace=namespace, address=address)
     except RuntimeError as e:
-        raise Unreachable(f"{e}; {hint}") from None
+        raise Unreachable(f"{e}; {HINT}") from None
 
 
 def _probe(address: str | None) -> None:
@@ -232,7 +323,7 @@ def main() -> None:
     """Inspect a raystate runtime: its invocations, journals and state, with SQL."""
 
 
-@app.command()
+@app.command(cls=RaystateCommand)
 def sql(
     query: Annotated[str, typer.Argument(help="One read-only query; '-' reads it from stdin.")],
     fmt: FormatOpt = Format.table,
@@ -247,38 +338,82 @@ def sql(
         write(source.sql(query), fmt)
 
 
-INVOCATION_COLUMNS = "id, target, status, completion_result, retry_count, created_at, modified_at"
+class Status(enum.StrEnum):
+    """The statuses of ``sys_invocation``."""
+
+    pending = "pending"
+    scheduled = "scheduled"
+    running = "running"
+    suspended = "suspended"
+    backing_off = "backing-off"
+    completed = "completed"
+
+
+INVOCATION_COLUMNS = ("id, target, status, completion_result, retry_count, last_failure,"
+                      " created_at, modified_at")
+# Unfinished invocations first (what needs a look), then the most recently changed.
+INVOCATION_ORDER = "status = 'completed', modified_at DESC, id"
+FAILURE_WIDTH = 60  # characters of last_failure the table shows (json and csv: all of it)
+WIDE = 140  # a terminal this wide also gets the invocations' times in the table
+
+
+def _table_columns(width: int) -> list[str]:
+    """The columns ``invocations`` shows as a table: a whole id and what needs a look first
+    (json and csv have every column; ``describe`` has the rest)."""
+    columns = ["id", "target", "status", "retry_count", "last_failure"]
+    return columns + (["modified_at"] if width >= WIDE else [])
+TOTAL = "total_rows"
 
 
 def invocations_query(status: str | None = None, service: str | None = None,
-                      key: str | None = None, limit: int = 50) -> str:
-    """The ``raystate invocations`` query, newest first."""
+                      key: str | None = None, limit: int | None = 50) -> str:
+    """The ``raystate invocations`` query: unfinished first, then the most recently changed;
+    the column ``total_rows`` counts every row that matches, also those past ``limit``
+    (None: no limit)."""
     where = [f"{column} = {sql_literal(value)}" for column, value in
              (("status", status), ("target_service_name", service),
               ("target_service_key", key)) if value is not None]
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return (f"SELECT {INVOCATION_COLUMNS} FROM sys_invocation{clause}"
-            f" ORDER BY created_at DESC, id LIMIT {int(limit)}")
+    cut = "" if limit is None else f" LIMIT {int(limit)}"
+    return (f"SELECT {INVOCATION_COLUMNS}, count(*) OVER () AS {TOTAL}"
+            f" FROM sys_invocation{clause} ORDER BY {INVOCATION_ORDER}{cut}")
 
 
-@app.command()
+@app.command(cls=RaystateCommand)
 def invocations(
-    status: Annotated[str | None, typer.Option(
-        help="pending, scheduled, running, suspended, backing-off or completed.")] = None,
-    service: Annotated[str | None, typer.Option(help="Target service name.")] = None,
-    key: Annotated[str | None, typer.Option(help="Target virtual-object key.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    status: Annotated[Status | None, typer.Option(
+        help="Only invocations in this status.", case_sensitive=False)] = None,
+    service: Annotated[str | None, typer.Option(metavar="SERVICE",
+                                                help="Target service name.")] = None,
+    key: Annotated[str | None, typer.Option(metavar="KEY",
+                                            help="Target virtual-object key.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, metavar="N",
+                                       help="Show at most N invocations.")] = 50,
+    every: Annotated[bool, typer.Option("--all", help="Show all of them (no --limit).")] = False,
     fmt: FormatOpt = Format.table,
     address: AddressOpt = None,
     namespace: NamespaceOpt = "raystate",
     db: DbOpt = None,
 ) -> None:
-    """List invocations, newest first."""
+    """List invocations: unfinished first, then the most recently changed. Says on stderr how
+    many more there are."""
+    query = invocations_query(status.value if status else None, service, key,
+                              None if every else limit)
     with _errors(), open_source(db, address, namespace) as source:
-        write(source.sql(invocations_query(status, service, key, limit)), fmt)
+        table = source.sql(query)
+        total = table.column(TOTAL)[0].as_py() if table.num_rows else 0
+        table = table.drop_columns([TOTAL])
+        if Format(fmt) is Format.table:
+            columns = _table_columns(console().width)
+            table = table.select(columns).rename_columns(
+                ["retries" if c == "retry_count" else c for c in columns])
+        write(table, fmt, widths={"last_failure": FAILURE_WIDTH})
+        if total > table.num_rows:
+            typer.echo(f"({total - table.num_rows} more not shown: --limit {total} or --all "
+                       "shows them)", err=True)
 
 
-@app.command()
+@app.command(cls=RaystateCommand)
 def describe(
     invocation_id: Annotated[str, typer.Argument(metavar="ID", help="An invocation id.")],
     fmt: FormatOpt = Format.table,
@@ -287,7 +422,7 @@ def describe(
     db: DbOpt = None,
 ) -> None:
     """Show one invocation, then its journal entries in order (at_ms: milliseconds after the
-    invocation was accepted)."""
+    invocation was accepted; a sleep's result: when it is due)."""
     inv = sql_literal(invocation_id)
     with _errors(), open_source(db, address, namespace) as source:
         row = source.sql(f"SELECT * FROM sys_invocation WHERE id = {inv}")
@@ -299,12 +434,25 @@ def describe(
             f" FROM sys_journal j, (SELECT created_at FROM sys_invocation WHERE id = {inv}) i"
             f' WHERE j.invocation_id = {inv} ORDER BY "index"'
         )
-        _write_description(row, entries, Format(fmt))
+        _write_description(row, _sleeps_as_times(entries), Format(fmt))
+
+
+def _sleeps_as_times(entries: pa.Table) -> pa.Table:
+    """A sleep's result is its due time in epoch milliseconds: show it as a timestamp (JSON
+    text, like every result)."""
+    kinds = entries.column("entry_type").to_pylist()
+    results = entries.column("result").to_pylist()
+    shown = [json.dumps(timestamp(dt.datetime.fromtimestamp(int(r) / 1000, dt.UTC)))
+             if kind == "sleep" and isinstance(r, str) and r.isdigit() else r
+             for kind, r in zip(kinds, results, strict=True)]
+    column = entries.schema.get_field_index("result")
+    return entries.set_column(column, "result", pa.array(shown, pa.string()))
 
 
 def _write_description(row: pa.Table, entries: pa.Table, fmt: Format) -> None:
     if fmt is Format.json:
-        doc = {"invocation": next(records(row)), "journal": list(records(entries))}
+        doc = {"invocation": next(records(row, embed_json=True)),
+               "journal": list(records(entries, embed_json=True))}
         typer.echo(json.dumps(doc, default=str, ensure_ascii=False))
     elif fmt is Format.csv:
         write(row, fmt)
@@ -319,7 +467,7 @@ def _write_description(row: pa.Table, entries: pa.Table, fmt: Format) -> None:
         out.print(rich_table(entries, title=f"journal ({entries.num_rows} entries)"))
 
 
-@app.command()
+@app.command(cls=RaystateCommand)
 def state(
     service: Annotated[str, typer.Argument(help="Virtual object (or workflow) name.")],
     key: Annotated[str, typer.Argument(help="Its key.")],
@@ -328,11 +476,26 @@ def state(
     namespace: NamespaceOpt = "raystate",
     db: DbOpt = None,
 ) -> None:
-    """Show the committed state of one object key."""
+    """Show the committed state of one object key (an unknown service, or a key without
+    state, is an error: exit code 1)."""
     with _errors(), open_source(db, address, namespace) as source:
-        write(source.sql(
+        table = source.sql(
             f"SELECT key, value FROM state WHERE service_name = {sql_literal(service)}"
-            f" AND service_key = {sql_literal(key)} ORDER BY key"), fmt)
+            f" AND service_key = {sql_literal(key)} ORDER BY key")
+        if table.num_rows == 0:
+            raise NotFound(_no_state(source, service, key))
+        write(table, fmt)
+
+
+def _no_state(source: Source, service: str, key: str) -> str:
+    """Why ``state`` found nothing: the service is unknown, or this key has no state."""
+    known = source.sql(
+        "SELECT DISTINCT target_service_name AS name FROM sys_invocation"
+        " UNION SELECT DISTINCT service_name FROM state ORDER BY name").column(0).to_pylist()
+    if service not in known:
+        return (f"unknown service {service!r} (services with invocations or state: "
+                f"{', '.join(known) or 'none'})")
+    return f"{service} has no state for key {key!r}"
 
 
 # -- acting on invocations (live runtime only) -----------------------------------------------
@@ -344,14 +507,15 @@ def _live(address: str | None, namespace: str, db: Path | None) -> Iterator[Any]
         raise Unreachable(
             "this command acts on a running runtime; reach it with --namespace (and --address),"
             " or start the runtime on the data dir first: Runtime.start(..., data_dir=...)")
-    runtime: Any = _connect(address, namespace)
-    try:
-        yield runtime
-    finally:
-        runtime.close()
+    with _ray(address, namespace):
+        runtime: Any = _connect(address, namespace)
+        try:
+            yield runtime
+        finally:
+            runtime.close()
 
 
-@app.command()
+@app.command(cls=RaystateCommand)
 def cancel(
     invocation_id: Annotated[str, typer.Argument(metavar="ID", help="An invocation id.")],
     address: AddressOpt = None,
@@ -364,7 +528,7 @@ def cancel(
         typer.echo(f"{invocation_id}: {rt.cancel(invocation_id)}")
 
 
-@app.command()
+@app.command(cls=RaystateCommand)
 def kill(
     invocation_id: Annotated[str, typer.Argument(metavar="ID", help="An invocation id.")],
     address: AddressOpt = None,
@@ -376,7 +540,7 @@ def kill(
         typer.echo(f"{invocation_id}: {rt.kill(invocation_id)}")
 
 
-@app.command()
+@app.command(cls=RaystateCommand)
 def resolve(
     awakeable_id: Annotated[str, typer.Argument(metavar="AWAKEABLE_ID")],
     value: Annotated[str, typer.Argument(metavar="JSON", help="The value, as JSON.")] = "null",
@@ -394,7 +558,7 @@ def resolve(
         typer.echo(f"{awakeable_id}: resolved")
 
 
-@app.command()
+@app.command(cls=RaystateCommand)
 def reject(
     awakeable_id: Annotated[str, typer.Argument(metavar="AWAKEABLE_ID")],
     reason: Annotated[str, typer.Argument(help="Raised as TerminalError in the handler.")],

@@ -8,6 +8,7 @@ rebuilt as ``TerminalError`` on this side.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import sys
@@ -41,6 +42,7 @@ from actors.remote import UNAVAILABLE, RemoteJournal
 from actors.router import SYSTEM_ACTOR, Router, Target, preferred_node
 from actors.routing import JOURNAL, SCHEDULER, default_pool_size
 from actors.serde import ANY, check_size, check_text
+from actors.waiting import within
 from journal.actor import JournalActor
 from journal.records import Outcome
 from journal.retention import DEFAULT_RETENTION, retention_seconds
@@ -54,17 +56,49 @@ _background: set[asyncio.Future[Any]] = set()  # fire-and-forget calls, kept unt
 
 
 
+CLOSED = ("this raystate Runtime client is closed (close() or shutdown() was called); "
+          "Runtime.connect() gives a new one")
+
+
 class _LoopThread:
     """A private event loop in a daemon thread, so sync methods can reuse the async ones."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.stopped = False
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
                                         name="raystate-client")
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        if self.stopped:
+            coro.close()
+            raise RuntimeError(CLOSED)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.CancelledError:
+            if self.stopped:  # cancelled by ``stop``: the wait ends with the client
+                raise RuntimeError(CLOSED) from None
+            raise
+        except BaseException:  # Ctrl-C or a timeout: stop the work (a user's query stops too)
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        """Stop the loop; whatever waits on it (a call in another thread) gets RuntimeError."""
+        self.stopped = True
+
+        async def cancel_all() -> None:
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
+                task.cancel()
+            if tasks:  # let the cancellations reach the threads that wait on them
+                await asyncio.wait(tasks, timeout=5)
+            self.loop.stop()
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed already
+            asyncio.run_coroutine_threadsafe(cancel_all(), self.loop)
 
 
 def decode(spec: HandlerSpec | None, out: Outcome) -> Any:
@@ -84,12 +118,17 @@ class InvocationHandle(Generic[Out]):
         self.id = invocation_id
         self._spec = spec
 
-    async def result_async(self) -> Out:
-        return decode(self._spec, await self.runtime._journal.await_output(self.id))  # type: ignore[no-any-return]
+    async def result_async(self, timeout: float | None = None) -> Out:
+        rt = self.runtime
+        rt._check_open()
+        return decode(self._spec, await within(  # type: ignore[no-any-return]
+            timeout, self.id, rt._journal.await_output(self.id), rt.sql_async))
 
     def result(self, timeout: float | None = None) -> Out:
-        """Wait for the outcome: the handler's return value, or its ``TerminalError``."""
-        return self.runtime._loop.run(self.result_async(), timeout)
+        """Wait for the outcome: the handler's return value, or its ``TerminalError``. After
+        ``timeout`` seconds (None: no limit) ``actors.waiting.InvocationTimeoutError`` (a
+        ``TimeoutError``) names the invocation and its last failure; it goes on running."""
+        return self.runtime._loop.run(self.result_async(timeout))
 
     def __repr__(self) -> str:
         return f"InvocationHandle({self.id!r})"
@@ -127,6 +166,12 @@ class Runtime:
         self.definitions = self.router.definitions
         self._journal = RemoteJournal(namespace)
         self._loop = _LoopThread()
+        self._closed = False
+        self._shut_down = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(CLOSED)
 
     # -- starting and connecting -------------------------------------------------------------
 
@@ -277,44 +322,52 @@ class Runtime:
 
     def resolve(self, target: Target) -> HandlerSpec:
         """The handler behind a function reference or a ``"Service/handler"`` string."""
+        self._check_open()
         return self.router.resolve(target)
 
     @overload
     async def call_async(self, target: HandlerNoArg[Out], key: str | None = None,
-                         arg: None = None, *, idempotency_key: str | None = None) -> Out: ...
+                         arg: None = None, *, idempotency_key: str | None = None,
+                         timeout: float | None = None) -> Out: ...
 
     @overload
     async def call_async(self, target: HandlerWithArg[In, Out], key: str | None = None,
-                         arg: In = ..., *, idempotency_key: str | None = None) -> Out: ...
+                         arg: In = ..., *, idempotency_key: str | None = None,
+                         timeout: float | None = None) -> Out: ...
 
     @overload
     async def call_async(self, target: str, key: str | None = None, arg: Any = None, *,
-                         idempotency_key: str | None = None) -> Any: ...
+                         idempotency_key: str | None = None,
+                         timeout: float | None = None) -> Any: ...
 
     async def call_async(self, target: Target, key: str | None = None, arg: Any = None, *,
-                         idempotency_key: str | None = None) -> Any:
+                         idempotency_key: str | None = None, timeout: float | None = None) -> Any:
+        self._check_open()
         _check_names(key, idempotency_key)
         spec, req = self.router.request(target, key, arg, "call", idempotency_key=idempotency_key)
-        out = await self.router.submit(spec, req)
+        out = await within(timeout, req.id, self.router.submit(spec, req), self.sql_async)
         assert out is not None
         return decode(spec, out)
 
     @overload
     def call(self, target: HandlerNoArg[Out], key: str | None = None, arg: None = None, *,
-             idempotency_key: str | None = None) -> Out: ...
+             idempotency_key: str | None = None, timeout: float | None = None) -> Out: ...
 
     @overload
     def call(self, target: HandlerWithArg[In, Out], key: str | None = None, arg: In = ..., *,
-             idempotency_key: str | None = None) -> Out: ...
+             idempotency_key: str | None = None, timeout: float | None = None) -> Out: ...
 
     @overload
     def call(self, target: str, key: str | None = None, arg: Any = None, *,
-             idempotency_key: str | None = None) -> Any: ...
+             idempotency_key: str | None = None, timeout: float | None = None) -> Any: ...
 
     def call(self, target: Target, key: str | None = None, arg: Any = None, *,
-             idempotency_key: str | None = None) -> Any:
-        """Invoke a handler and wait for its result (``TerminalError`` if it failed)."""
-        return self._loop.run(self.call_async(target, key, arg, idempotency_key=idempotency_key))
+             idempotency_key: str | None = None, timeout: float | None = None) -> Any:
+        """Invoke a handler and wait for its result (``TerminalError`` if it failed). After
+        ``timeout`` seconds (None: no limit) ``actors.waiting.InvocationTimeoutError`` (a
+        ``TimeoutError``) names the invocation and its last failure; it goes on running."""
+        return self._loop.run(self.call_async(target, key, arg, idempotency_key=idempotency_key,
+                                              timeout=timeout))
 
     @overload
     async def send_async(self, target: HandlerNoArg[Out], key: str | None = None,
@@ -334,6 +387,7 @@ class Runtime:
     async def send_async(self, target: Target, key: str | None = None, arg: Any = None, *,
                          idempotency_key: str | None = None,
                          delay: timedelta | float | None = None) -> InvocationHandle[Any]:
+        self._check_open()
         _check_names(key, idempotency_key)
         spec, req = self.router.request(target, key, arg, "send",
                                         idempotency_key=idempotency_key, delay=delay)
@@ -365,6 +419,7 @@ class Runtime:
 
     def attach(self, invocation_id: str) -> InvocationHandle[Any]:
         """A handle on an invocation submitted earlier (by any driver)."""
+        self._check_open()
         accept = self._loop.run(self._journal.accepted(invocation_id))
         if accept is None:
             raise TerminalError(f"unknown invocation {invocation_id!r}", 404)
@@ -372,6 +427,7 @@ class Runtime:
         return InvocationHandle(self, invocation_id, d.handlers.get(accept.handler) if d else None)
 
     async def resolve_awakeable_async(self, awakeable_id: str, value: Any = None) -> None:
+        self._check_open()
         await self.router.resolve_awakeable(awakeable_id, _json_value(value), None)
 
     def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
@@ -382,6 +438,7 @@ class Runtime:
         self._loop.run(self.resolve_awakeable_async(awakeable_id, value))
 
     async def reject_awakeable_async(self, awakeable_id: str, reason: str) -> None:
+        self._check_open()
         await self.router.resolve_awakeable(awakeable_id, None, str(reason))
 
     def reject_awakeable(self, awakeable_id: str, reason: str) -> None:
@@ -389,6 +446,7 @@ class Runtime:
         self._loop.run(self.reject_awakeable_async(awakeable_id, reason))
 
     async def cancel_async(self, invocation_id: str) -> str:
+        self._check_open()
         return await self.router.cancel(invocation_id)
 
     def cancel(self, invocation_id: str) -> str:
@@ -399,6 +457,7 @@ class Runtime:
         return self._loop.run(self.cancel_async(invocation_id))
 
     async def kill_async(self, invocation_id: str) -> str:
+        self._check_open()
         return await self.router.cancel(invocation_id, kill=True)
 
     def kill(self, invocation_id: str) -> str:
@@ -408,12 +467,14 @@ class Runtime:
         return self._loop.run(self.kill_async(invocation_id))
 
     def object(self, obj: VirtualObject | str, key: str) -> ObjectProxy:
+        self._check_open()
         name = obj if isinstance(obj, str) else obj.name
         return ObjectProxy(self, name, key)
 
     # -- introspection and lifecycle ---------------------------------------------------------
 
     async def sql_async(self, query: str) -> pa.Table:
+        self._check_open()
         query_id = uuid.uuid4().hex
         try:
             result = await self._journal.call("sql_or_error", query, query_id)
@@ -433,18 +494,18 @@ class Runtime:
         under the runtime's time limit (``Runtime.start(..., sql_timeout=30)``) and result cap;
         a refusal or failure raises ``SqlRefused`` (``SqlTimeout``, ``SqlResultTooLarge`` and
         ``SqlBusy`` are kinds of it). Interrupting this call (Ctrl-C) stops the query."""
-        fut = asyncio.run_coroutine_threadsafe(self.sql_async(query), self._loop.loop)
-        try:
-            return fut.result()
-        except BaseException:
-            fut.cancel()
-            raise
+        return self._loop.run(self.sql_async(query))
 
     def close(self) -> None:
-        """Release this driver's client (its event-loop thread); the runtime keeps running."""
+        """Release this driver's client (its event-loop thread); the runtime keeps running.
+        Every method of this client (and of its handles and proxies) raises RuntimeError
+        from now on, also a call another thread is waiting in. Closing twice does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self._close_wires()
         self.router.clear()
-        self._loop.loop.call_soon_threadsafe(self._loop.loop.stop)
+        self._loop.stop()
 
     def _close_wires(self) -> None:
         """Close this client's sockets to hosts and the journal (``journal.wire``)."""
@@ -466,7 +527,12 @@ class Runtime:
         """Stop this runtime's actors (journal, scheduler, hosts). The data stays on disk:
         the journal is stopped last, once it has moved its write-ahead log into DuckDB, so the
         DuckDB file alone holds everything (a journal that dies first loses nothing either:
-        its next start replays the log)."""
+        its next start replays the log). A second shutdown does nothing; after ``close()``
+        it raises RuntimeError (connect again to stop the runtime)."""
+        if self._shut_down:
+            return
+        self._check_open()
+        self._shut_down = True
         self._close_wires()
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a["namespace"] == self.namespace]

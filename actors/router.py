@@ -19,9 +19,9 @@ from actors.channel import HOST_DOWN, HostChannel
 from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
 from actors.engine import now_ms
 from actors.errors import AlreadyCompletedError, TerminalError
-from actors.serde import check_text
 from actors.host import InvokeRequest
 from actors.routing import host_name, idempotent_invocation_id, new_invocation_id, route_hash
+from actors.serde import check_text
 from journal.records import Outcome
 from journal.remote import RemoteJournal
 from journal.secret import SECRET

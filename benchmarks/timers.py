@@ -28,7 +28,6 @@ import pyarrow as pa
 import ray
 
 from actors import Runtime
-from actors.routing import host_name
 from actors.tables import write
 from benchmarks import apps
 
@@ -96,8 +95,8 @@ def run(n: int, spread: float, suspend_after: float) -> dict:
     rt = Runtime.start([apps.sleepy], data_dir=data, namespace=f"bench-timers-{n}-{suspend_after}",
                        suspend_after=suspend_after)
     try:
-        hosts = [ray.get_actor(host_name("BenchSleepy", i), namespace=rt.namespace)
-                 for i in range(rt.pool_size)]
+        # pooled hosts start on their first use: start them now, to read their idle RSS
+        hosts = [rt.router.pooled(apps.sleepy, i) for i in range(rt.pool_size)]
         pids: list[int] = ray.get([h.pid.remote() for h in hosts])
         base = sum(rss_mb(p) for p in pids)
         t0 = time.time()

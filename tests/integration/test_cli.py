@@ -8,23 +8,35 @@ import csv
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from actors import Runtime
+from actors import Context, RetryPolicy, Runtime, Service
 from actors.cli import app, invocations_query, sql_literal
 from journal.store import DB_FILE
 from tests.conftest import assert_eventually
 from tests.integration import apps
 
 runner = CliRunner()
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+cli_buggy = Service("CliBuggy")
+
+
+@cli_buggy.handler(retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200),
+                                            max_interval=timedelta(seconds=1)))
+async def broken(ctx: Context) -> None:
+    """A bug: retried for ever, with a long failure of several lines."""
+    raise ValueError("bad state " + "x" * 200 + "\nsecond line")
 
 
 def cli(*args: str, code: int = 0):
@@ -65,13 +77,18 @@ def test_literals_are_quoted() -> None:
 @pytest.fixture(scope="module")
 def live(ray_session, tmp_path_factory) -> Iterator[tuple[Runtime, list[str]]]:
     """One runtime for the read-only tests of this module (each start costs seconds)."""
-    rt = Runtime.start(apps.ALL, data_dir=tmp_path_factory.mktemp("live"),
-                       namespace=f"cli-{os.getpid()}")
+    data = tmp_path_factory.mktemp("live")
+    rt = Runtime.start([*apps.ALL, cli_buggy], data_dir=data, namespace=f"cli-{os.getpid()}")
     try:
         rt.call(apps.add, key="alice", arg=2)
         rt.call(apps.add, key="alice", arg=3)
         rt.call(apps.add, key="o'brien", arg=7)
         assert rt.call(apps.three_steps, arg=4) == 9
+        rt.call(apps.nap, key="cli", arg=apps.Nap(ledger=str(data / "naps"), seconds=0.05))
+        h = rt.send(broken)
+        assert_eventually(lambda: rt.sql(f"SELECT last_failure FROM sys_invocation WHERE id ="
+                                         f" '{h.id}'").column(0)[0].as_py(),
+                          message="the bug's first failure is journaled")
         yield rt, ["--namespace", rt.namespace]
     finally:
         rt.shutdown()
@@ -79,7 +96,8 @@ def live(ray_session, tmp_path_factory) -> Iterator[tuple[Runtime, list[str]]]:
 
 def test_sql_formats(live) -> None:
     _, ns = live
-    query = "SELECT target, status FROM sys_invocation ORDER BY target, id"
+    query = ("SELECT target, status FROM sys_invocation"
+             " WHERE target_service_name IN ('Counter', 'Pipeline') ORDER BY target, id")
     expected = [
         {"target": "Counter/alice/add", "status": "completed"},
         {"target": "Counter/alice/add", "status": "completed"},
@@ -96,14 +114,15 @@ def test_sql_formats(live) -> None:
 def test_invocations_filters(live) -> None:
     _, ns = live
     rows = json_rows(cli("invocations", "-f", "json", *ns).stdout)
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
+    assert len(rows) == 6 and rows[0]["target"] == "CliBuggy/broken"  # unfinished first
+    assert {r["status"] for r in rows[1:]} == {"completed"}
     assert [r["target"] for r in json_rows(cli(
         "invocations", "--service", "Counter", "--key", "o'brien", "-f", "json", *ns).stdout)] \
         == ["Counter/o'brien/add"]
     assert len(json_rows(cli("invocations", "--service", "Counter", "--status", "completed",
                              "--limit", "2", "-f", "json", *ns).stdout)) == 2
     assert json_rows(cli("invocations", "--key", "x' OR '1'='1", "-f", "json", *ns).stdout) == []
-    assert json_rows(cli("invocations", "--status", "running", "-f", "json", *ns).stdout) == []
+    assert json_rows(cli("invocations", "--status", "suspended", "-f", "json", *ns).stdout) == []
     assert "Pipeline/three_steps" in cli("invocations", *ns).stdout
 
 
@@ -112,10 +131,10 @@ def test_describe_timeline(live) -> None:
     inv = invocation_id(rt, "target_service_name = 'Pipeline'")
     doc = json.loads(cli("describe", inv, "-f", "json", *ns).stdout)
     assert doc["invocation"]["id"] == inv
-    assert doc["invocation"]["output"] == "9"
+    assert doc["invocation"]["output"] == 9 and doc["invocation"]["input"] == 4
     assert [(e["index"], e["name"], e["completed"]) for e in doc["journal"]] == \
         [(0, "one", True), (1, "two", True), (2, "three", True)]
-    assert [e["result"] for e in doc["journal"]] == ["5", "10", "9"]
+    assert [e["result"] for e in doc["journal"]] == [5, 10, 9]
     assert all(e["at_ms"] >= 0 for e in doc["journal"])
     table = cli("describe", inv, *ns).stdout
     assert inv in table and "journal (3 entries)" in table and "three" in table
@@ -128,10 +147,14 @@ def test_describe_timeline(live) -> None:
 def test_state(live) -> None:
     _, ns = live
     assert json_rows(cli("state", "Counter", "alice", "-f", "json", *ns).stdout) == \
-        [{"key": "count", "value": "5"}]
+        [{"key": "count", "value": 5}]
     assert json_rows(cli("state", "Counter", "o'brien", "-f", "json", *ns).stdout) == \
-        [{"key": "count", "value": "7"}]
-    assert json_rows(cli("state", "Counter", "nobody", "-f", "json", *ns).stdout) == []
+        [{"key": "count", "value": 7}]
+    nobody = cli("state", "Counter", "nobody", "-f", "json", *ns, code=1)
+    assert only_line(nobody.stderr) == "raystate: Counter has no state for key 'nobody'"
+    assert nobody.stdout == ""
+    unknown = only_line(cli("state", "Nope", "nokey", *ns, code=1).stderr)
+    assert unknown.startswith("raystate: unknown service 'Nope'") and "Counter" in unknown
 
 
 def test_bad_sql_write_and_unknown_id(live) -> None:
@@ -184,6 +207,99 @@ def test_resolve_reject_cancel_kill(live, tmp_path) -> None:
         assert only_line(unknown.stderr) == "raystate: unknown invocation 'inv_doesnotexist'"
 
 
+def test_invocations_reads_well(live) -> None:
+    rt, ns = live
+    bug = invocation_id(rt, "target_service_name = 'CliBuggy'")
+    table = cli("invocations", *ns).stdout
+    assert "last_failure" in table and "ValueError: bad state xxx" in table
+    assert "second line" not in table and "x" * 100 not in table  # shortened
+    rows = json_rows(cli("invocations", "-f", "json", *ns).stdout)
+    assert rows[0]["id"] == bug and rows[0]["last_failure"].endswith("second line")  # all of it
+    assert all(TIMESTAMP.match(r["created_at"]) and TIMESTAMP.match(r["modified_at"])
+               for r in rows)
+    assert isinstance(rows[0]["retry_count"], int)
+
+    total = rt.sql("SELECT count(*) FROM sys_invocation").column(0)[0].as_py()
+    limited = cli("invocations", "-n", "2", "-f", "json", *ns)
+    assert len(json_rows(limited.stdout)) == 2
+    assert only_line(limited.stderr) == \
+        f"({total - 2} more not shown: --limit {total} or --all shows them)"
+    everything = cli("invocations", "--all", "-n", "2", "-f", "json", *ns)
+    assert len(json_rows(everything.stdout)) == total and everything.stderr == ""
+
+    bogus = cli("invocations", "--status", "bogus", *ns, code=2)
+    assert "'bogus' is not one of" in bogus.stderr
+    assert all(s in bogus.stderr for s in ("'pending'", "'backing-off'", "'completed'"))
+
+
+def test_ids_do_not_wrap_in_a_narrow_terminal(live) -> None:
+    from rich.console import Console
+
+    from actors.tables import rich_table
+
+    rt, _ = live
+    table = rt.sql(invocations_query()).drop_columns(["total_rows"])
+    out = io.StringIO()
+    Console(file=out, width=80).print(rich_table(table, widths={"last_failure": 60}))
+    text = out.getvalue()
+    assert all(i in text for i in table.column("id").to_pylist()), text
+
+
+def test_json_is_json_and_numbers_are_numbers(live) -> None:
+    rt, ns = live
+    total = rt.sql("SELECT count(*) FROM sys_invocation").column(0)[0].as_py()
+    rows = json_rows(cli("sql", "SELECT sum(retry_count) AS retries, count(*) AS n,"
+                                " max(created_at) AS newest FROM sys_invocation",
+                         "-f", "json", *ns).stdout)
+    assert isinstance(rows[0]["retries"], int) and rows[0]["n"] == total
+    assert TIMESTAMP.match(rows[0]["newest"])
+    state = json_rows(cli("sql", "SELECT value, 'not json' AS name FROM state"
+                                 " WHERE service_key = 'alice'", "-f", "json", *ns).stdout)
+    assert state == [{"value": 5, "name": "not json"}]
+    csv_rows = list(csv.DictReader(io.StringIO(cli(
+        "state", "Counter", "alice", "-f", "csv", *ns).stdout)))
+    assert csv_rows == [{"key": "count", "value": "5"}]  # CSV keeps the JSON text
+
+
+def test_describe_shows_a_sleep_as_a_time(live) -> None:
+    rt, ns = live
+    inv = invocation_id(rt, "target_service_name = 'Sleeper'")
+    doc = json.loads(cli("describe", inv, "-f", "json", *ns).stdout)
+    sleeps = [e for e in doc["journal"] if e["entry_type"] == "sleep"]
+    assert len(sleeps) == 1 and TIMESTAMP.match(sleeps[0]["result"])
+    assert sleeps[0]["result"] >= sleeps[0]["created_at"]
+    assert doc["invocation"]["input"]["seconds"] == 0.05
+    assert sleeps[0]["result"][:4] in cli("describe", inv, *ns).stdout
+
+
+@pytest.mark.parametrize("command", [[], ["invocations"], ["describe"], ["state"], ["sql"],
+                                     ["resolve"]])
+def test_help_shows_no_placeholders(command: list[str]) -> None:
+    text = cli(*command, "--help").stdout
+    assert "<bool>" not in text and "{" not in text and "<str>" not in text, text
+
+
+def test_a_shell_command_attaches_and_leaves(live, tmp_path) -> None:
+    """As a shell runs it: the process attaches to Ray, prints, and ends with its exit code
+    (without waiting in Ray's exit hook)."""
+    import ray
+
+    rt, ns = live
+    where = ["--address", ray.get_runtime_context().gcs_address, *ns]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "actors.cli", *args, *where],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    listed = run("invocations", "--all", "-f", "json")
+    assert listed.returncode == 0, listed
+    assert len(json_rows(listed.stdout)) == \
+        rt.sql("SELECT count(*) FROM sys_invocation").column(0)[0].as_py()
+    unknown = run("state", "Nope", "nokey")
+    assert unknown.returncode == 1 and unknown.stdout == ""
+    assert only_line(unknown.stderr).startswith("raystate: unknown service 'Nope'")
+
+
 def test_db_of_a_running_runtime_is_refused(live) -> None:
     rt, _ = live
     result = cli("sql", "SELECT 1", "--db", rt.data_dir, code=2)
@@ -215,15 +331,15 @@ def test_offline_db(start_runtime, tmp_path) -> None:
     db = ["--db", str(data)]
     rows = json_rows(cli("sql", "SELECT target, output FROM sys_invocation ORDER BY created_at, id",
                          "-f", "json", *db).stdout)
-    assert rows == [{"target": "Counter/bob/add", "output": "4"},
-                    {"target": "Counter/bob/add", "output": "5"},
-                    {"target": "Pipeline/three_steps", "output": "3"}]
+    assert rows == [{"target": "Counter/bob/add", "output": 4},
+                    {"target": "Counter/bob/add", "output": 5},
+                    {"target": "Pipeline/three_steps", "output": 3}]
     assert len(list(csv.DictReader(io.StringIO(
         cli("invocations", "--service", "Counter", "-f", "csv", *db).stdout)))) == 2
     doc = json.loads(cli("describe", inv, "-f", "json", *db).stdout)
     assert [e["name"] for e in doc["journal"]] == ["one", "two", "three"]
     assert json_rows(cli("state", "Counter", "bob", "-f", "json", *db).stdout) == \
-        [{"key": "count", "value": "5"}]
+        [{"key": "count", "value": 5}]
     assert "Counter/bob/add" in cli("invocations", *db).stdout
 
     assert "query failed" in only_line(cli("sql", "SELEC 1", *db, code=1).stderr)

@@ -244,5 +244,5 @@ def test_two_nodes_two_drivers_and_the_cli(cluster: str, tmp_path: Path) -> None
         sorted(f"Counter/{k}/{h}" for k in KEYS for h in ("add", "add", "get"))
     assert {r["status"] for r in rows} == {"completed"}
     assert totals == [{"key": k, "n": 2, "total": 2 * (i + 1) + 100} for i, k in enumerate(KEYS)]
-    assert kept == [{"key": "count", "value": "101"}], kept  # k0: add 1, then add 100
+    assert kept == [{"key": "count", "value": 101}], kept  # k0: add 1, then add 100
     assert described["invocation"]["id"] == rows[0]["id"]

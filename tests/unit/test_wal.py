@@ -166,4 +166,4 @@ def test_the_cli_reads_rows_a_killed_journal_left_only_in_its_log(tmp_path: Path
                                       "-f", "json", "--db", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stdout.splitlines()] == \
-        [{"id": "inv_1", "output": "1"}]
+        [{"id": "inv_1", "output": 1}]
