@@ -151,11 +151,17 @@ class LiveJournal:
 
         from journal.remote import UNAVAILABLE
 
+        ref = self._journal.sql_or_error.remote(query)
         try:
-            result: Any = ray.get(self._journal.sql_or_error.remote(query))
+            result: Any = ray.get(ref)
         except UNAVAILABLE as e:
             raise Unreachable(f"the journal actor is not available ({_first_line(e)}); "
                               "try again once it has restarted") from None
+        except KeyboardInterrupt:  # Ctrl-C: the journal interrupts the query
+            ray.cancel(ref)
+            raise
+        if isinstance(result, SqlRefused):
+            raise result
         if isinstance(result, str):
             raise SqlRefused(result)
         return result
