@@ -3,10 +3,12 @@
 An attempt walks the journal from index 0. While recorded entries remain, every operation must
 match the entry at its index (kind and name, and the value for state writes) and takes its
 result from there; past the end, operations run for real and are recorded into a buffer that
-the host makes durable. Durability points: before a ``ctx.run`` action executes, every earlier
-``run`` result -- and every state change this action could have observed from an earlier
-invocation of the key -- is committed, so no side effect runs ahead of what it depends on; the
-output is queued with whatever is still buffered and reaches the caller once committed. Pure
+the host makes durable. Durability points: ``await ctx.run(...)`` returns once its result (with
+everything recorded before it) is committed, so a finished action never runs again; before an
+action executes, every state change it could have observed from an earlier invocation of the
+key (and a completion it was resumed with) is committed, so no side effect runs ahead of what
+it depends on; the output is queued with whatever is still buffered and reaches the caller once
+committed. Pure
 code and state access between steps run ahead; state writes commit atomically with the entries
 around them. Every recorded entry is eventually committed (a failed attempt's records too), which
 is why writes go straight into the key's working state.
@@ -339,6 +341,7 @@ class InvocationContext(WorkflowContext):
                 break
             except TerminalError as e:
                 self._cursor.record("run", name, failure=e)
+                await self._durable()
                 raise
             except Exception as e:
                 if retry_policy is None:
@@ -349,6 +352,7 @@ class InvocationContext(WorkflowContext):
                         f"ctx.run({name!r}) failed {failures} times: {type(e).__name__}: {e}"
                     )
                     self._cursor.record("run", name, failure=err)
+                    await self._durable()
                     raise err from e
                 await asyncio.sleep(retry_policy.delay(failures))
         try:
@@ -360,7 +364,14 @@ class InvocationContext(WorkflowContext):
             ) from None
         check_size(data, f"the result of ctx.run({name!r})")
         self._cursor.record("run", name, result=data)
+        await self._durable()
         return serde.load(data)
+
+    async def _durable(self) -> None:
+        """Guarantee 1: a ``ctx.run`` returns (or raises its journaled ``TerminalError``) only
+        once its entry, and everything recorded before it, is committed. Through the host's group
+        commit: the flusher batches it with every other invocation's records."""
+        await self._host.submit(self._inv, self._cursor.take())
 
     async def sleep(self, delay: timedelta | float) -> None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
