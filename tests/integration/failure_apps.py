@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -57,3 +58,9 @@ async def dose(ctx: ObjectContext, d: Dose) -> int:
 @poison.handler(kind="shared")
 async def pid(ctx: ObjectSharedContext) -> int:
     return os.getpid()
+
+
+@poison.handler()
+async def hold_loop(ctx: ObjectContext, seconds: float) -> None:
+    """What a careless handler does: blocks its host's event loop."""
+    time.sleep(seconds)

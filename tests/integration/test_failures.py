@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable
 
 import pytest
 import ray
@@ -61,13 +62,9 @@ def test_a_poisoned_invocation_is_killed(poison_rt: Runtime, ledger: str) -> Non
     assert rt.call(fa.dose, key="q", arg=fa.Dose(ledger=ledger, kind="handler:none")) == 1
 
 
-def test_a_failed_attempt_is_in_the_hosts_stderr_with_its_traceback(
-        poison_rt: Runtime, ledger: str) -> None:
-    """What Ray forwards to the driver's terminal: the worker's stderr file."""
-    rt = poison_rt
-    pid = rt.call(fa.pid, key="log")
-    h = rt.send(fa.dose, key="log", arg=fa.Dose(ledger=ledger, kind="handler:value"))
-    assert h.result(timeout=60) == 2
+def _stderr_of(pid: int, needle: str) -> Callable[[], str]:
+    """A probe for ``assert_eventually``: the stderr of worker ``pid`` (what Ray forwards to
+    the driver's terminal) once it holds ``needle``."""
     logs = ray._private.worker._global_node.get_logs_dir_path()  # this session's
 
     def logged() -> str:
@@ -75,9 +72,28 @@ def test_a_failed_attempt_is_in_the_hosts_stderr_with_its_traceback(
         for path in glob.glob(os.path.join(logs, f"worker-*-{pid}.err")):
             with open(path, errors="replace") as f:
                 text += f.read()
-        return text if h.id in text else ""
+        return text if needle in text else ""
 
-    text = assert_eventually(logged, message="the failure in the host's stderr")
+    return logged
+
+
+def test_a_failed_attempt_is_in_the_hosts_stderr_with_its_traceback(
+        poison_rt: Runtime, ledger: str) -> None:
+    rt = poison_rt
+    pid = rt.call(fa.pid, key="log")
+    h = rt.send(fa.dose, key="log", arg=fa.Dose(ledger=ledger, kind="handler:value"))
+    assert h.result(timeout=60) == 2
+    text = assert_eventually(_stderr_of(pid, h.id), message="the failure in the host's stderr")
     assert text.count(f"invocation {h.id} (Poison/dose) failed (attempt 1)") == 1
     assert "Traceback (most recent call last)" in text
     assert "ValueError: a bug in a handler" in text
+
+
+def test_a_handler_holding_the_loop_is_logged_by_its_host(poison_rt: Runtime) -> None:
+    rt = poison_rt
+    pid = rt.call(fa.pid, key="hold")
+    rt.call(fa.hold_loop, key="hold", arg=2.0)
+    text = assert_eventually(_stderr_of(pid, "the event loop was held for"),
+                             message="the stall in the host's stderr")
+    assert "a handler has held the event loop" in text and "in hold_loop" in text
+    assert rt.call(fa.pid, key="after") == pid, "the host lives on"
