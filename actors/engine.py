@@ -365,7 +365,7 @@ class InvocationContext(WorkflowContext):
                 failures += 1
                 if retry_policy.exhausted(failures):
                     err = TerminalError(
-                        f"ctx.run({name!r}) failed {failures} times: {type(e).__name__}: {e}"
+                        f"ctx.run({name!r}) failed {failures} times: {describe(e)}"
                     )
                     self._cursor.record("run", name, failure=err)
                     self._at = None

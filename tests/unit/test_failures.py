@@ -71,6 +71,12 @@ async def always_exits(ctx: ObjectContext) -> None:
     sys.exit(1)
 
 
+@poison.handler()
+async def exits_in_a_retried_step(ctx: ObjectContext) -> None:
+    await ctx.run("x", sys.exit, 3,
+                  retry_policy=RetryPolicy(initial_interval=timedelta(0), max_attempts=2))
+
+
 @pytest.fixture
 def world(data_dir: Path) -> Iterator[World]:
     ATTEMPTS.clear()
@@ -174,3 +180,10 @@ def test_ctx_logger_is_silent_while_replaying(world: World,
     assert all(getattr(r, "invocation_id", None) == req.id for r in caplog.records
                if r.name.startswith("raystate.handler"))
     assert caplog.records[0].name == "raystate.handler.Poison.first_attempt_fails"
+
+
+def test_a_base_exception_in_a_step_with_a_retry_policy_is_retried_in_place(
+        world: World) -> None:
+    host = world.host(poison)
+    out = world.run(lambda: host.invoke(request("Poison", "exits_in_a_retried_step", "k")))
+    assert out == Outcome(False, None, "ctx.run('x') failed 2 times: SystemExit: 3", 500)
