@@ -151,7 +151,7 @@ class LiveJournal:
 
         from journal.remote import UNAVAILABLE
 
-        ref = self._journal.sql_or_error.remote(query)
+        ref: Any = self._journal.sql_or_error.remote(query)
         try:
             result: Any = ray.get(ref)
         except UNAVAILABLE as e:

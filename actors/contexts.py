@@ -7,6 +7,7 @@ handler's author which operations its kind allows, and the runtime refuses the o
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from abc import ABC, abstractmethod
@@ -33,6 +34,11 @@ class Context(ABC):
     """Operations every handler has: journaled actions, time, randomness."""
 
     rand: DeterministicRandom
+    logger: logging.Logger
+    """Log through this in handlers: it stays silent while the handler replays its journal, so
+    a line appears once per execution, not again on every retry or resumption. Records go to
+    the logger ``raystate.handler.<Service>.<handler>`` (configure that one, or ``raystate``)
+    and carry ``invocation_id``."""
 
     @abstractmethod
     async def run(

@@ -3,10 +3,12 @@
 An attempt walks the journal from index 0. While recorded entries remain, every operation must
 match the entry at its index (kind and name, and the value for state writes) and takes its
 result from there; past the end, operations run for real and are recorded into a buffer that
-the host makes durable. Durability points: before a ``ctx.run`` action executes, every earlier
-``run`` result -- and every state change this action could have observed from an earlier
-invocation of the key -- is committed, so no side effect runs ahead of what it depends on; the
-output is queued with whatever is still buffered and reaches the caller once committed. Pure
+the host makes durable. Durability points: ``await ctx.run(...)`` returns once its result (with
+everything recorded before it) is committed, so a finished action never runs again; before an
+action executes, every state change it could have observed from an earlier invocation of the
+key (and a completion it was resumed with) is committed, so no side effect runs ahead of what
+it depends on; the output is queued with whatever is still buffered and reaches the caller once
+committed. Pure
 code and state access between steps run ahead; state writes commit atomically with the entries
 around them. Every recorded entry is eventually committed (a failed attempt's records too), which
 is why writes go straight into the key's working state.
@@ -19,6 +21,7 @@ import functools
 import hashlib
 import inspect
 import json
+import logging
 import time
 import typing
 from collections.abc import Awaitable, Callable
@@ -31,10 +34,18 @@ from actors.awakeables import AwakeableIds
 from actors.contexts import Awakeable, DeterministicRandom, DurablePromise, WorkflowContext
 from actors.definitions import HandlerSpec, Workflow
 from actors.errors import AlreadyCompletedError, JournalMismatch, RetryPolicy, TerminalError
+from actors.failures import (
+    ReplayAwareLogger,
+    UserBaseException,
+    describe,
+    report,
+    stacktrace,
+)
 from actors.serde import ANY, Serde, check_size, check_text
 from actors.statereads import StateReads
 from journal.records import (
     Accept,
+    AttemptFailed,
     Completion,
     Entry,
     Outcome,
@@ -297,6 +308,8 @@ class InvocationContext(WorkflowContext):
         self._state = state
         self._reads = StateReads()  # where this journal holds each state value already
         self._deliveries: list[asyncio.Future[None]] = []
+        self._at: tuple[int, str, str | None] | None = None  # the action running: idx, type, name
+        self._logger: logging.Logger | None = None
         self._journaled = len(invocation.entries)  # entries durable before this attempt
         seed = int.from_bytes(hashlib.sha256(invocation.id.encode()).digest()[:8], "big")
         self.rand = DeterministicRandom(seed)
@@ -310,6 +323,14 @@ class InvocationContext(WorkflowContext):
         self._require_keyed("key")
         assert self._inv.accept.key is not None
         return self._inv.accept.key
+
+    @property
+    def logger(self) -> logging.Logger:  # type: ignore[override]
+        """Silent while the handler replays (see ``Context.logger``); made on first use."""
+        if self._logger is None:
+            name = f"raystate.handler.{self._spec.definition.name}.{self._spec.name}"
+            self._logger = ReplayAwareLogger(name, self._inv.id, lambda: self._cursor.replaying)
+        return self._logger
 
     def take_records(self) -> list[Record]:
         return self._cursor.take()
@@ -330,17 +351,15 @@ class InvocationContext(WorkflowContext):
         if self._cursor.unflushed_run or self._host.depends_on_uncommitted(self._inv):
             await self._host.submit(self._inv, self._cursor.take())
         failures = 0
+        self._at = (self._cursor.index, "run", name)
         while True:
             try:
-                if inspect.iscoroutinefunction(fn):
-                    result = await fn(*args, **kwargs)
-                else:
-                    result = await self._host.actions.run(fn, *args, **kwargs)
-                    if inspect.isawaitable(result):
-                        result = await result
+                result = await self._action(fn, args, kwargs)
                 break
             except TerminalError as e:
                 self._cursor.record("run", name, failure=e)
+                self._at = None
+                await self._durable()
                 raise
             except Exception as e:
                 if retry_policy is None:
@@ -348,9 +367,11 @@ class InvocationContext(WorkflowContext):
                 failures += 1
                 if retry_policy.exhausted(failures):
                     err = TerminalError(
-                        f"ctx.run({name!r}) failed {failures} times: {type(e).__name__}: {e}"
+                        f"ctx.run({name!r}) failed {failures} times: {describe(e)}"
                     )
                     self._cursor.record("run", name, failure=err)
+                    self._at = None
+                    await self._durable()
                     raise err from e
                 await asyncio.sleep(retry_policy.delay(failures))
         try:
@@ -362,7 +383,46 @@ class InvocationContext(WorkflowContext):
             ) from None
         check_size(data, f"the result of ctx.run({name!r})")
         self._cursor.record("run", name, result=data)
+        self._at = None
+        await self._durable()
         return serde.load(data)
+
+    async def _action(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Any:
+        """Run a ``ctx.run`` action; a ``BaseException`` it raises that is not raystate's
+        own signal comes out as ``UserBaseException`` (see ``actors.failures``)."""
+        try:
+            if inspect.iscoroutinefunction(fn):
+                return await fn(*args, **kwargs)
+            result = await self._host.actions.run(fn, *args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except (Exception, Suspended, JournalMismatch, asyncio.CancelledError):
+            raise
+        except BaseException as e:
+            raise UserBaseException(e) from e
+
+    def failure_event(self, e: BaseException, retry_count: int,
+                      next_retry_at_ms: int | None) -> AttemptFailed:
+        """The record of this failed attempt: the journal entry it was at is the action that
+        raised, the entry a replay diverged at, else the last entry it reached."""
+        at: tuple[int, str, str | None] | None = self._at
+        if isinstance(e, JournalMismatch) and e.index < len(self._inv.entries):
+            entry = self._inv.entries[e.index]
+            at = (e.index, entry.entry_type, entry.name)
+        elif at is None and self._cursor.index > 0:
+            entry = self._inv.entries[self._cursor.index - 1]
+            at = (entry.idx, entry.entry_type, entry.name)
+        return AttemptFailed(self._inv.id, retry_count, describe(e), stacktrace(e),
+                             at[0] if at else None, at[2] if at else None,
+                             at[1] if at else None, next_retry_at_ms, now_ms())
+
+    async def _durable(self) -> None:
+        """Guarantee 1: a ``ctx.run`` returns (or raises its journaled ``TerminalError``) only
+        once its entry, and everything recorded before it, is committed. Through the host's group
+        commit: the flusher batches it with every other invocation's records."""
+        await self._host.submit(self._inv, self._cursor.take())
 
     async def sleep(self, delay: timedelta | float) -> None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
@@ -814,10 +874,11 @@ async def execute(
     which is a durable timer too: a restart neither loses a retry nor fires it early).
     """
     spec = inv.spec
-    policy = spec.policy
     while True:
         inv.attempts += 1
         ctx = InvocationContext(host, inv, state)
+        out: Outcome | None
+        failed: list[Record] = []
         try:
             try:
                 args = (spec.input.load(inv.accept.input),) if spec.takes_arg else ()
@@ -834,29 +895,51 @@ async def execute(
             await host.submit(inv, [*ctx.take_records(), StatusChange(
                 inv.id, "suspended", inv.retry_count, None, now_ms())])
             raise
-        except asyncio.CancelledError:
-            if not inv.killed:
-                raise
-            out = Outcome(False, None, KILLED, CANCELLED_CODE)  # what it recorded still commits
+        except asyncio.CancelledError as e:
+            me = asyncio.current_task()
+            if inv.killed:
+                out = Outcome(False, None, KILLED, CANCELLED_CODE)  # its records still commit
+            elif me is None or me.cancelling():
+                raise  # the host is closing
+            else:  # raised by user code, not by a cancellation of this task: a failure
+                out, failed = _attempt_failed(host, inv, ctx, e)
         except TerminalError as e:
             out = Outcome(False, None, e.message, e.status_code)
-        except (Exception, JournalMismatch) as e:
-            inv.retry_count += 1
-            failure = f"{type(e).__name__}: {e}"
-            if policy.exhausted(inv.retry_count):
-                out = Outcome(False, None, f"gave up after {inv.retry_count} attempts: {failure}")
-            elif inv.cancel_pending:  # it failed before it could see the cancellation
-                out = Outcome(False, None, f"{CANCELLED} (its last attempt failed: {failure})",
-                              CANCELLED_CODE)
-            else:
-                idx = retry_index(inv.retry_count)
-                fire_at = now_ms() + round(policy.delay(inv.retry_count) * 1000)
-                timer = Timer(f"{inv.id}:retry:{inv.retry_count}", inv.id, idx, "retry",
-                              fire_at, host.name)
-                status = StatusChange(inv.id, "backing-off", inv.retry_count, failure, now_ms())
-                # a cancellation request ends the back-off early: the next attempt meets it
-                await host.await_completion(inv, idx, [*ctx.take_records(), status, timer])
-                continue
-        records = ctx.take_records()
-        records.append(Output(inv.id, out.ok, out.output, out.failure, out.failure_code, now_ms()))
+        except BaseException as e:  # Exception, JournalMismatch, SystemExit ... of user code
+            out, failed = _attempt_failed(host, inv, ctx, e)
+        if out is None:  # back off; a cancellation request ends that early: the next attempt
+            # meets it
+            await host.await_completion(inv, retry_index(inv.retry_count),
+                                        [*ctx.take_records(), *failed])
+            continue
+        records = [*ctx.take_records(), *failed,
+                   Output(inv.id, out.ok, out.output, out.failure, out.failure_code, now_ms())]
         return out, host.submit(inv, records)
+
+
+def _attempt_failed(host: HostPort, inv: Invocation, ctx: InvocationContext,
+                    e: BaseException) -> tuple[Outcome | None, list[Record]]:
+    """Count a failed attempt, log it (once, with its traceback) and say what follows: the
+    outcome if it ends the invocation, else None and the records of its retry back-off (a
+    durable timer) to commit while waiting. Either way the attempt's ``AttemptFailed``."""
+    policy = inv.spec.policy
+    inv.retry_count += 1
+    failure = describe(e)
+    out = None
+    if policy.exhausted(inv.retry_count):
+        out = Outcome(False, None, f"gave up after {inv.retry_count} attempts: {failure}")
+    elif inv.cancel_pending:  # it failed before it could see the cancellation
+        out = Outcome(False, None, f"{CANCELLED} (its last attempt failed: {failure})",
+                      CANCELLED_CODE)
+    if out is not None:
+        event = ctx.failure_event(e, inv.retry_count, None)
+        report(event, inv.spec.target, e, None)
+        return out, [event]
+    delay = policy.delay(inv.retry_count)
+    fire_at = now_ms() + round(delay * 1000)
+    event = ctx.failure_event(e, inv.retry_count, fire_at)
+    report(event, inv.spec.target, e, delay)
+    timer = Timer(f"{inv.id}:retry:{inv.retry_count}", inv.id, retry_index(inv.retry_count),
+                  "retry", fire_at, host.name)
+    status = StatusChange(inv.id, "backing-off", inv.retry_count, failure, now_ms())
+    return None, [event, status, timer]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 import ray
@@ -20,6 +21,7 @@ from actors.mailbox import Mailboxes, Result
 from actors.remote import RemoteJournal, RemoteScheduler
 from actors.router import Router
 from actors.routing import host_name
+from actors.watchdog import LoopWatchdog
 from journal.gctune import tune_gc
 from journal.records import Completion, Outcome
 from journal.wire import WireServed
@@ -82,6 +84,9 @@ class HostActor(WireServed):
                                scheduler=RemoteScheduler(namespace),
                                suspend_after=suspend_after_s, outbox=LazyRouter(journal))
         self.idle_timeout_s = idle_timeout_s
+        # a handler holding the loop is logged; a loop that died ends the process (Ray restarts)
+        self.watchdog = LoopWatchdog(asyncio.get_running_loop(), threading.current_thread(),
+                                     name=self.host.name).start()
         self.mailboxes = Mailboxes()
         self._starter = asyncio.get_running_loop().create_task(self._start())
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
@@ -235,8 +236,11 @@ class Router:
                                 failure: str | None, by: str | None = None) -> str:
         """Complete an awakeable on its invocation's host; ``TerminalError`` if that is
         refused (``AlreadyCompletedError`` when it was completed before). ``by``: the
-        resolving handler's entry, when a handler resolves it (``ObjectHost``)."""
+        resolving handler's entry, when a handler resolves it (``ObjectHost``); else a token
+        of this call, so that the host recognises this resolution when a host failure makes
+        ``_on_host`` send it again after it got through (instead of refusing it as a second)."""
         inv_id, _ = self.awakeables.parse(awakeable_id)
+        by = by or f"client:{uuid.uuid4().hex}"
         ok, message, code = await self._on_host_of(
             inv_id, f"unknown awakeable {awakeable_id} (no such invocation)",
             "resolve_awakeable", awakeable_id, result, failure, by)

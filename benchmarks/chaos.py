@@ -10,9 +10,11 @@ a separate client driver process doing idempotent increments. Faults, on a sched
 the seed alone (``chaos_checks.make_schedule``; the report prints its start): ``ray.kill`` of
 host actors, ``os._exit`` inside handlers at crash points (crash tokens), ``os._exit`` while a
 handler awaits a sleep or a call, the journal and scheduler actors killed, the client driver
-killed (and started again), and in the long mode the whole runtime stopped and started again on
-the same data dir. The schedule opens with every kind once, so even a short run meets each. The
-first quarter of the run is fault-free, for a throughput baseline.
+killed (and started again), poison (handlers raising ``SystemExit``, ``KeyboardInterrupt``, a
+bare ``BaseException`` on some attempts, and one on every attempt, killed), and in the long mode
+the whole runtime stopped and started again on the same data dir. The schedule opens with every
+kind once, so even a short run meets each. The first quarter of the run is fault-free, for a
+throughput baseline.
 
 A hostile neighbour (``benchmarks.neighbour``) is a fault too: a local process that floods the
 journal's and a host's sockets for a few seconds with connections that never send the token,
@@ -45,8 +47,9 @@ from benchmarks import chaos_apps as apps
 from benchmarks import chaos_checks as checks
 
 FAULTS = ("host_kill", "handler_exit", "await_exit", "journal_kill", "scheduler_kill",
-          "driver_kill", "hostile_neighbour")
+          "driver_kill", "hostile_neighbour", "poison")
 NEIGHBOUR_S = 4.0  # how long one hostile neighbour floods
+POISON_KILL_AFTER = 2  # attempts a never-healing poisoned invocation fails before it is killed
 DRIVER_INCREMENTS = 60
 TOKEN_GRACE_S = 20.0  # how long the load goes on past the end for crash tokens to be taken
 SYSTEM_ACTORS = (JOURNAL, SCHEDULER, *(host_name(s, i) for s, i in product(
@@ -114,6 +117,8 @@ class Chaos:
         self.restarts_seen: collections.Counter[str] = collections.Counter()
         self.paused = False
         self.load_until = 0.0  # clients stop then (the injector may extend it)
+        self.poisoned: dict[str, int] = {}  # poisoned invocation -> attempts that fail
+        self.killed: list[str] = []  # poisoned invocations that never heal, killed on purpose
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -224,6 +229,8 @@ class Chaos:
             for i in range(int(fault.target)):
                 (self.crash_dir / f"{prefix}{time.time_ns()}-{i}").touch()
             return False
+        if kind == "poison":
+            return self._poison(fault)
         if kind in ("journal_kill", "scheduler_kill"):
             return _kill(JOURNAL if kind == "journal_kill" else SCHEDULER, ns)
         if kind == "hostile_neighbour":
@@ -278,6 +285,43 @@ class Chaos:
             self.report.faults["hostile_neighbour"] += stats.get("connected", 0) > 0
         if flooded:
             self.report.stats["neighbour"] = dict(flooded)
+
+    def _poison(self, fault: checks.Fault) -> bool:
+        """Poisoned invocations on the ChaosSteps hosts (every other workload shares them):
+        one per kind of poison failing its first one or two attempts, and one failing every
+        attempt, killed with ``rt.kill`` once it failed ``POISON_KILL_AFTER`` times."""
+        rt = self.rt
+        assert rt is not None
+        tag = f"poison-{fault.at}"
+        for i, what in enumerate(apps.POISON_KINDS):
+            dose = apps.Dose(work_dir=str(self.dir), kind=what, failing=1 + i % 2)
+            h = self._sync_retrying(lambda d=dose, i=i: rt.send(  # type: ignore[misc]
+                apps.poisoned, None, d, idempotency_key=f"{tag}-{i}"))
+            self.poisoned[h.id] = dose.failing
+        dose = apps.Dose(work_dir=str(self.dir), kind=apps.POISON_KINDS[int(fault.at * 1000) % 4],
+                         failing=10**9)
+        h = self._sync_retrying(lambda: rt.send(apps.poisoned, None, dose,
+                                                idempotency_key=f"{tag}-forever"))
+        self.killed.append(h.id)
+        deadline = time.monotonic() + 60
+        while apps.poison_attempts(str(self.dir), h.id) < POISON_KILL_AFTER and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self._sync_retrying(lambda: rt.kill(h.id)) == "killed"
+
+    def _sync_retrying(self, fn: Any) -> Any:
+        """``fn()`` until it answers (faults land meanwhile); TerminalError is an answer."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return fn()
+            except TerminalError:
+                raise
+            except Exception:
+                self.report.client_retries += 1
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _kill_host(self, name: str) -> bool:
         """Kill a host and, once its process is gone, say so in the ledger (the checks let
@@ -399,10 +443,12 @@ def check(chaos: Chaos, rt: Runtime) -> None:
                         "WHERE status <> 'completed' LIMIT 3").to_pylist()
     r.checks["every accepted invocation finished"] = "ok" if not open_count else \
         f"{open_count} unfinished, e.g. {unfinished}"
+    killed = ", ".join(f"'{i}'" for i in chaos.killed) or "''"  # invocation ids: hex
     failed = rt.sql("SELECT target_handler_name AS h, completion_failure AS f, count(*) AS n "
-                    "FROM sys_invocation WHERE completion_result = 'failure' GROUP BY ALL"
-                    ).to_pylist()
+                    "FROM sys_invocation WHERE completion_result = 'failure' "
+                    f"AND id NOT IN ({killed}) GROUP BY ALL").to_pylist()
     r.checks["no invocation failed"] = "ok" if not failed else str(failed)
+    _check_poisoned(chaos, rt)
     status = {row["id"]: row["status"] for row in rt.sql(
         "SELECT id, status FROM sys_invocation WHERE target_service_name = 'ChaosSteps'"
     ).to_pylist()}
@@ -441,6 +487,27 @@ def check(chaos: Chaos, rt: Runtime) -> None:
     taken = [n for n in os.listdir(chaos.crash_dir) if n.startswith("taken-")]
     r.faults["handler_exit"] = sum(n.startswith(f"taken-{apps.CRASH_TOKEN}") for n in taken)
     r.faults["await_exit"] = sum(n.startswith(f"taken-{apps.AWAIT_TOKEN}") for n in taken)
+
+
+def _check_poisoned(chaos: Chaos, rt: Runtime) -> None:
+    """Poisoned invocations (their handler raised ``SystemExit``, ``KeyboardInterrupt``, a bare
+    ``BaseException``) each failed as attempts, recorded, then completed once the poison wore
+    off; the never-healing ones were killed (the host served on throughout: the other checks)."""
+    r = chaos.report
+    ids = [*chaos.poisoned, *chaos.killed]
+    rows = {row["id"]: row for row in rt.sql(
+        "SELECT id, completion_result AS res, completion_failure AS f, retry_count AS n, "
+        "last_failure AS lf FROM sys_invocation WHERE id IN ("
+        + (", ".join(f"'{i}'" for i in ids) or "''") + ")").to_pylist()}
+    known = ("SystemExit: 3", "KeyboardInterrupt: ", "Poison: poisoned")
+    bad = [(i, rows.get(i)) for i, failing in chaos.poisoned.items()
+           if (rows.get(i) or {}).get("res") != "success" or rows[i]["n"] < failing
+           or rows[i]["lf"] not in known]
+    bad += [(i, rows.get(i)) for i in chaos.killed
+            if (rows.get(i) or {}).get("f") != "killed" or rows[i]["lf"] not in known]
+    r.checks["poisoned invocations failed as attempts, then healed or were killed"] = \
+        "ok" if not bad else f"{len(bad)} of {len(ids)}, e.g. {bad[:2]}"
+    r.stats["poisoned"] = {"healed": len(chaos.poisoned), "killed": len(chaos.killed)}
 
 
 def _check_sleeps(r: Report, rt: Runtime) -> None:

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import ray
 from pydantic import BaseModel
 
-from actors import Context, ObjectContext, ObjectSharedContext, Service, VirtualObject
+from actors import (
+    Context,
+    ObjectContext,
+    ObjectSharedContext,
+    RetryPolicy,
+    Service,
+    VirtualObject,
+)
 
 RESOLVER = "chaos-resolver"
 
@@ -222,6 +231,47 @@ class Resolver:
 
     def counts(self) -> dict[str, int]:
         return {"resolved": self.resolved, "refused_second": self.refused}
+
+
+# -- poison: handlers whose user code raises what is not an Exception ---------------------------
+
+POISON_KINDS = ("exit", "interrupt", "bare", "run-exit")
+
+
+class Poison(BaseException):
+    """A bare ``BaseException`` subclass, as a careless library might raise one."""
+
+
+class Dose(BaseModel):
+    work_dir: str
+    kind: str  # one of POISON_KINDS
+    failing: int  # attempts that fail; a huge number: every one (the injector kills it)
+
+
+@steps.handler(retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10),
+                                        max_interval=timedelta(milliseconds=200)))
+async def poisoned(ctx: Context, dose: Dose) -> int:
+    """Fails its first ``dose.failing`` attempts with ``SystemExit``, ``KeyboardInterrupt``, a
+    bare ``BaseException`` or ``sys.exit()`` in a ``ctx.run``'s thread; each must be a failed
+    attempt (retried) while the host serves on. Returns the attempts it took (counted in a
+    file of its own, outside the processes)."""
+    attempts_file = Path(dose.work_dir) / f"poison-{ctx.invocation_id()}"
+    append(str(attempts_file), "attempt")
+    attempts = len(attempts_file.read_text().splitlines())
+    if attempts <= dose.failing:
+        if dose.kind == "run-exit":
+            await ctx.run("poison", sys.exit, 3)
+        elif dose.kind == "exit":
+            raise SystemExit(3)
+        elif dose.kind == "interrupt":
+            raise KeyboardInterrupt
+        raise Poison("poisoned")
+    return attempts
+
+
+def poison_attempts(work_dir: str, invocation_id: str) -> int:
+    path = Path(work_dir) / f"poison-{invocation_id}"
+    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 ALL = [counter, steps]

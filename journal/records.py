@@ -83,6 +83,23 @@ class Output:
 
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptFailed:
+    """An attempt of an invocation failed (one per failed attempt: ``sys_journal_events``).
+
+    ``related_entry_*``: the journal entry the attempt was at (the ``ctx.run`` that raised,
+    say); ``next_retry_at_ms``: when the back-off ends (None: no retry follows)."""
+
+    invocation_id: str
+    retry_count: int
+    failure: str
+    stacktrace: str
+    related_entry_index: int | None = None
+    related_entry_name: str | None = None
+    related_entry_type: str | None = None
+    next_retry_at_ms: int | None = None
+    at_ms: int = 0
+
 
 @dataclass(slots=True)
 class Batch:
@@ -159,4 +176,5 @@ class Completion:
     by: str | None = None
 
 
-Record = Accept | Entry | StateWrite | StatusChange | Output | Timer | TimerFired | Completion
+Record = (Accept | Entry | StateWrite | StatusChange | Output | Timer | TimerFired | Completion
+          | AttemptFailed)

@@ -79,7 +79,8 @@ CHECKPOINT_TRIES = 5
 
 # Row kinds whose ``id`` is an invocation id (see journal.schema). A kind not listed here is
 # never pruned with its invocation.
-INVOCATION_KINDS = ("accept", "entry", "status", "output", "timer", "fired", "completion")
+INVOCATION_KINDS = ("accept", "entry", "status", "output", "timer", "fired", "completion",
+                    "event")
 
 
 def retention_seconds(retention: timedelta | float | None) -> float | None:

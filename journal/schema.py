@@ -27,6 +27,11 @@ Columns, by ``kind``:
     fired   invocation id           timer id              NULL              at_ms
     completion invocation id        NULL                  result            idx, at_ms, failure?,
                                                                             failure_code?, by?
+    event   invocation id           event type            event JSON        at_ms
+            ('TransientError': a    (failure, stacktrace,
+            failed attempt)         retry_count,
+                                    related_entry_*,
+                                    next_retry_at_ms)
     batch   batch id                NULL                  NULL              NULL
     mark    journal clock, epoch    NULL                  NULL              NULL
             ms as text (retention)
@@ -281,6 +286,86 @@ MIGRATIONS: list[str] = [
     # invocations (key_queue, internal) gives sys_keyed_service_status (position 0, the one
     # holding the key) and sys_inbox (the ones waiting, in order).
     MIGRATION_VIEWS_3,
+    # 4: failed attempts ('event' rows): sys_journal_events lists them, sys_invocation shows
+    # the last one's stacktrace and journal entry, and when its back-off ends
+    """
+    CREATE OR REPLACE VIEW sys_invocation AS
+    WITH accepts AS (
+        SELECT id,
+               split_part(name, '/', 1) AS service,
+               CASE WHEN contains(name, '/') THEN substr(name, strpos(name, '/') + 1) END AS key,
+               meta->>'handler' AS handler,
+               data AS input,
+               meta->>'idempotency_key' AS idempotency_key,
+               meta->>'invoked_by' AS invoked_by,
+               (meta->>'created_at_ms')::BIGINT AS created_at_ms
+        FROM log WHERE kind = 'accept' OR id IS NULL),
+    ev AS (
+        SELECT id,
+               arg_max(status, seq) AS status,
+               max(retry_count) AS retry_count,
+               arg_max(failure, seq) FILTER (WHERE failure IS NOT NULL) AS last_failure,
+               max(at_ms) AS at_ms
+        FROM (SELECT id, seq, name AS status,
+                     (meta->>'retry_count')::INTEGER AS retry_count,
+                     meta->>'failure' AS failure,
+                     (meta->>'at_ms')::BIGINT AS at_ms
+              FROM log WHERE kind = 'status' OR id IS NULL)
+        GROUP BY id),
+    outputs AS (
+        SELECT id,
+               (meta->>'ok')::BOOLEAN AS ok,
+               data AS output,
+               meta->>'failure' AS failure,
+               (meta->>'completed_at_ms')::BIGINT AS completed_at_ms
+        FROM log WHERE kind = 'output' OR id IS NULL),
+    jn AS (SELECT DISTINCT id FROM log WHERE kind = 'entry' OR id IS NULL),
+    fail AS (
+        SELECT id, arg_max(data, seq) AS event
+        FROM log WHERE kind = 'event' OR id IS NULL GROUP BY id)
+    SELECT i.id,
+           CASE WHEN i.key IS NULL THEN i.service || '/' || i.handler
+                ELSE i.service || '/' || i.key || '/' || i.handler END AS target,
+           i.service AS target_service_name,
+           i.key AS target_service_key,
+           i.handler AS target_handler_name,
+           CASE WHEN o.id IS NOT NULL THEN 'completed'
+                WHEN ev.status IS NOT NULL THEN ev.status
+                WHEN jn.id IS NOT NULL THEN 'running'
+                ELSE 'pending' END AS status,
+           CASE WHEN o.id IS NULL THEN NULL WHEN o.ok THEN 'success' ELSE 'failure' END
+               AS completion_result,
+           o.failure AS completion_failure,
+           coalesce(ev.retry_count, 0) AS retry_count,
+           ev.last_failure,
+           fail.event->>'stacktrace' AS last_failure_stacktrace,
+           (fail.event->>'related_entry_index')::INTEGER AS last_failure_related_entry_index,
+           fail.event->>'related_entry_name' AS last_failure_related_entry_name,
+           CASE WHEN o.id IS NULL AND ev.status = 'backing-off'
+                THEN make_timestamp((fail.event->>'next_retry_at_ms')::BIGINT * 1000)
+                END AS next_retry_at,
+           i.idempotency_key,
+           i.invoked_by AS invoked_by_id,
+           i.input::JSON AS input,
+           o.output::JSON AS output,
+           make_timestamp(i.created_at_ms * 1000) AS created_at,
+           make_timestamp(greatest(i.created_at_ms, coalesce(ev.at_ms, 0),
+                                   coalesce(o.completed_at_ms, 0)) * 1000) AS modified_at,
+           make_timestamp(o.completed_at_ms * 1000) AS completed_at
+    FROM accepts i
+    LEFT JOIN outputs o ON o.id = i.id
+    LEFT JOIN ev ON ev.id = i.id
+    LEFT JOIN jn ON jn.id = i.id
+    LEFT JOIN fail ON fail.id = i.id;
+
+
+    CREATE VIEW sys_journal_events AS
+    SELECT id AS invocation_id,
+           make_timestamp((meta->>'at_ms')::BIGINT * 1000) AS appended_at,
+           name AS event_type,
+           data::JSON AS event_json
+    FROM log WHERE kind = 'event' OR id IS NULL;
+    """,
 ]
 
 

@@ -71,6 +71,7 @@ from journal.keyfilter import KeyFilter
 from journal.private import private_data_dir, tighten
 from journal.records import (
     Accept,
+    AttemptFailed,
     Batch,
     Completion,
     Entry,
@@ -92,6 +93,7 @@ DB_FILE = "journal.duckdb"
 # The runtime's files in a data dir, and the start of their names: DuckDB's .wal beside the
 # journal, and ``journal.actor.CONFIG_FILE`` (runtime-config.pickle) with its .tmp.
 DATA_FILES = [DB_FILE, SECRET_FILE, "runtime-config"]
+EVENT_TRANSIENT_ERROR = "TransientError"  # sys_journal_events.event_type of a failed attempt
 RECENT_BATCHES = 100_000
 INDEX_LOOKUP_MAX_IDS = 128  # up to this many ids, look them up in the index; else scan + join
 FOLD_IN_SQL_ROWS = 1_000  # load_state folds a key's history in Python up to this many rows
@@ -202,6 +204,16 @@ def _completion_row(seq: int, r: Completion) -> Row:
     return (seq, "completion", r.invocation_id, None, r.result, meta + "}")
 
 
+def _event_row(seq: int, r: AttemptFailed) -> Row:
+    event = {"failure": r.failure, "stacktrace": r.stacktrace, "retry_count": r.retry_count,
+             "related_entry_index": r.related_entry_index,
+             "related_entry_name": r.related_entry_name,
+             "related_entry_type": r.related_entry_type,
+             "next_retry_at_ms": r.next_retry_at_ms}
+    return (seq, "event", r.invocation_id, EVENT_TRANSIENT_ERROR, json.dumps(event),
+            f'{{"at_ms":{r.at_ms:d}}}')
+
+
 _ENCODERS: dict[type, Callable[[int, Any], Row]] = {
     Accept: _accept_row,
     Entry: _entry_row,
@@ -211,6 +223,7 @@ _ENCODERS: dict[type, Callable[[int, Any], Row]] = {
     Timer: _timer_row,
     TimerFired: _fired_row,
     Completion: _completion_row,
+    AttemptFailed: _event_row,
 }
 
 

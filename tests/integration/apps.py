@@ -128,6 +128,21 @@ async def two_steps(ctx: ObjectContext, job: Job) -> int:
 
 
 @steps.handler()
+async def step_then_exit(ctx: ObjectContext, job: Job) -> int:
+    """Guarantee 1: step a returned, then the process exits in plain code (once, armed by the
+    marker) before anything else is journaled; step a must not run again. Tag "sleep-first":
+    a durable sleep before step a, so that under ``RAYSTATE_ALWAYS_REPLAY`` step a runs in a
+    replayed attempt."""
+    if job.tag == "sleep-first":
+        await ctx.sleep(0)
+    await ctx.run("a", append, job.ledger, f"a:{ctx.key()}")
+    if job.marker:
+        crash_once(job.marker)
+    await ctx.run("b", append, job.ledger, f"b:{ctx.key()}")
+    return count(job.ledger, f"a:{ctx.key()}")
+
+
+@steps.handler()
 async def gated(ctx: ObjectContext, job: Job) -> str:
     """Step a is journaled, then step b waits at a gate; used to kill hosts mid-handler."""
     await ctx.run("a", append, job.ledger, f"a:{ctx.key()}:{job.tag}")

@@ -31,6 +31,25 @@ def test_journaled_run_never_runs_again_after_os_exit(rt: Runtime, ledger: str, 
     assert lines.count("body:k1") == 2
 
 
+@pytest.mark.parametrize("always_replay", [False, True], ids=["default", "always-replay"])
+def test_run_is_durable_when_its_await_returns(start_runtime, ledger: str, tmp_path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               always_replay: bool) -> None:
+    """Guarantee 1: the host process exits in plain code right after ``await ctx.run("a")``
+    returned, before the handler's next action; after recovery step a has run once. With
+    ``RAYSTATE_ALWAYS_REPLAY=1`` (every wait evicts) step a runs after a replayed sleep."""
+    if always_replay:
+        monkeypatch.setenv("RAYSTATE_ALWAYS_REPLAY", "1")
+    rt = start_runtime()
+    job = apps.Job(ledger=ledger, marker=str(tmp_path / "crashed"),
+                   tag="sleep-first" if always_replay else "")
+    assert rt.send(apps.step_then_exit, key="g1", arg=job).result(timeout=60) == 1
+    assert Path(job.marker).exists(), "the crash point was never reached"
+    lines = ledger_lines(ledger)
+    assert lines.count("a:g1") == 1
+    assert lines.count("b:g1") == 1
+
+
 def test_journaled_run_survives_ray_kill_mid_handler(rt: Runtime, ledger: str, tmp_path) -> None:
     """Guarantee 1 with ray.kill: the host is killed while step b waits at a gate."""
     gate = tmp_path / "gate"

@@ -48,7 +48,7 @@ def test_send_to_unknown_target_fails_the_sender(shared_rt: Runtime) -> None:
 
 def test_send_to_a_key_that_is_not_text_fails_the_sender_at_once(shared_rt: Runtime) -> None:
     """A lone surrogate cannot be hashed or journaled: 400 inside the handler, not retried."""
-    with pytest.raises(TerminalError, match="key .* is not valid text") as e:
+    with pytest.raises(TerminalError, match=r"key .* is not valid text") as e:
         shared_rt.call("Steps/bad_key_send", key="bad-key-send")
     assert e.value.status_code == 400
     row = shared_rt.sql("SELECT retry_count FROM sys_invocation "
