@@ -6,7 +6,7 @@ imports Ray) loads on first use, so definitions and the replay engine import wit
 
 from typing import TYPE_CHECKING, Any
 
-from actors.contexts import (
+from actors.sdk.contexts import (
     Awakeable,
     Context,
     DurablePromise,
@@ -15,8 +15,8 @@ from actors.contexts import (
     WorkflowContext,
     WorkflowSharedContext,
 )
-from actors.definitions import Service, VirtualObject, Workflow
-from actors.errors import (
+from actors.sdk.definitions import Service, VirtualObject, Workflow
+from actors.sdk.errors import (
     AlreadyCompletedError,
     DefinitionError,
     JournalMismatch,
@@ -28,16 +28,16 @@ from journal.store import DataDirError
 from journal.usersql import SqlBusy, SqlResultTooLarge, SqlTimeout
 
 if TYPE_CHECKING:
-    from actors.client import InvocationHandle, Runtime
+    from actors.client.runtime import InvocationHandle, Runtime
 
 _LAZY = {"Runtime", "InvocationHandle"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from actors import client
+        from actors.client import runtime
 
-        return getattr(client, name)
+        return getattr(runtime, name)
     raise AttributeError(f"module 'actors' has no attribute {name!r}")
 
 

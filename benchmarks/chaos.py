@@ -42,7 +42,7 @@ from typing import Any
 import ray
 
 from actors import Runtime, TerminalError
-from actors.routing import JOURNAL, SCHEDULER, host_name
+from actors.cluster.names import JOURNAL, SCHEDULER, host_name
 from benchmarks import chaos_apps as apps
 from benchmarks import chaos_checks as checks
 
@@ -255,8 +255,9 @@ class Chaos:
         return True
 
     def _neighbour(self) -> bool:
-        """Start a process that floods the journal's socket and a host's (``journal.wire``);
-        False (it lands when it reached a socket: counted at the end, ``_neighbours_landed``).
+        """Start a process that floods the journal's socket and a host's
+        (``journal.transport.wire``); False (it lands when it reached a socket: counted at the
+        end, ``_neighbours_landed``).
         """
         host = next((a for a in map(self._socket, SYSTEM_ACTORS[2:]) if a), None)
         addresses = [a for a in (self._socket(JOURNAL), host) if a]

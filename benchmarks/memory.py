@@ -27,7 +27,7 @@ import pyarrow as pa
 import ray
 
 from actors import Runtime, VirtualObject
-from actors.tables import write
+from actors.client.tables import write
 from benchmarks import apps
 from benchmarks.runner import drive
 from benchmarks.timers import rss_mb

@@ -1,5 +1,6 @@
-"""A hostile neighbour: a local process that floods actors' Unix sockets (``journal.wire``)
-without their token, as a careless or malicious process of the same user could.
+"""A hostile neighbour: a local process that floods actors' Unix sockets
+(``journal.transport.wire``) without their token, as a careless or malicious process of the
+same user could.
 
     python -m benchmarks.neighbour --seconds 4 --out flood.json ADDRESS [ADDRESS ...]
 

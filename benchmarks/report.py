@@ -9,7 +9,7 @@ from typing import IO, Any
 
 from rich.table import Table
 
-from actors.tables import console
+from actors.client.tables import console
 from benchmarks.procs import Snapshot, cpu_between
 from benchmarks.workloads import Workload
 

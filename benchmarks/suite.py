@@ -62,7 +62,7 @@ import duckdb
 import ray
 
 from actors import Runtime
-from actors.routing import JOURNAL
+from actors.cluster.names import JOURNAL
 from benchmarks import procs, report
 from benchmarks.restate_peer import baseline, bench, install
 from benchmarks.restate_peer import table as peer_table

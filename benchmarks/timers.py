@@ -28,7 +28,7 @@ import pyarrow as pa
 import ray
 
 from actors import Runtime
-from actors.tables import write
+from actors.client.tables import write
 from benchmarks import apps
 
 

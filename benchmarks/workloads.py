@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import ray
 
 from actors import Runtime
-from actors.definitions import ServiceDefinition
-from actors.routing import host_name
+from actors.cluster.names import host_name
+from actors.sdk.definitions import ServiceDefinition
 from benchmarks import apps, timers
 from benchmarks.runner import Samples, drive
 
@@ -253,7 +253,7 @@ async def timers_cell(rt: Runtime, cell: Cell, sync: Sync) -> dict[str, Any]:
 
 
 def _food_missing() -> str | None:
-    from actors.engine import InvocationContext
+    from actors.engine.context import InvocationContext
 
     absent = [m for m in ("awakeable", "resolve_awakeable", "object_call")
               if not hasattr(InvocationContext, m)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from actors import ObjectContext, ObjectSharedContext, Runtime, VirtualObject
-from actors.tables import write
+from actors.client.tables import write
 
 counter = VirtualObject("Counter")
 

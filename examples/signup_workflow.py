@@ -22,7 +22,7 @@ from actors import (
     WorkflowContext,
     WorkflowSharedContext,
 )
-from actors.tables import write
+from actors.client.tables import write
 
 signup = Workflow("Signup")
 

@@ -28,15 +28,15 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from journal.gctune import tune_gc
 from journal.private import FILE_MODE, owner_only_umask
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats, prune_period
 from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
 from journal.store import JournalStore, now_ms
+from journal.transport.gctune import tune_gc
+from journal.transport.wire import WireServed
 from journal.usersql import DEFAULT_SQL_TIMEOUT_S, MAX_RESULT_BYTES, UserQueries
-from journal.wire import WireServed
 
 CONFIG_FILE = "runtime-config.pickle"
 # How long acknowledged rows may wait for DuckDB: longer means fewer, larger DuckDB

@@ -1,8 +1,9 @@
 """The runtime's secret: random bytes made once per data dir, kept beside ``journal.duckdb``.
 
-Awakeable ids carry an HMAC under it (``actors.awakeables``), so they cannot be forged from an
-invocation id. The journal actor reads (or makes) it at start and hands it out with the runtime
-config, which every host and driver loads; it stays the same across restarts on the data dir.
+Awakeable ids carry an HMAC under it (``actors.engine.awakeable_ids``), so they cannot be
+forged from an invocation id. The journal actor reads (or makes) it at start and hands it out
+with the runtime config, which every host and driver loads; it stays the same across restarts
+on the data dir.
 """
 
 from __future__ import annotations

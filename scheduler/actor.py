@@ -8,9 +8,9 @@ from typing import Any
 
 import ray
 
-from journal.gctune import tune_gc
-from journal.remote import UNAVAILABLE, RemoteJournal
-from journal.wire import WireClosed, WireRoute, WireServed
+from journal.transport.gctune import tune_gc
+from journal.transport.remote import UNAVAILABLE, RemoteJournal
+from journal.transport.wire import WireClosed, WireRoute, WireServed
 from scheduler.service import TimerScheduler, Wake
 
 SCHEDULER_ACTOR = "scheduler"

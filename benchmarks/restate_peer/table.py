@@ -8,7 +8,7 @@ from typing import IO, Any
 
 from rich.table import Table
 
-from actors.tables import console
+from actors.client.tables import console
 from benchmarks.restate_peer.install import VERSION
 from benchmarks.restate_peer.procstat import Usage
 

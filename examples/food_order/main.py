@@ -39,7 +39,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from actors import Runtime, tables
+from actors import Runtime
+from actors.client import tables
 from examples.food_order import app
 
 MENU = {"margherita": 1150, "pad thai": 1390, "ramen": 1450, "falafel wrap": 890,

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import ray
 
 from actors import Runtime
-from actors.routing import JOURNAL, host_name
+from actors.cluster.names import JOURNAL, host_name
 from tests.integration import apps
 
 SERVICES = [apps.counter]

@@ -7,7 +7,7 @@ from typing import Any
 import ray
 
 from actors import Runtime
-from actors.routing import JOURNAL, host_name, route_hash
+from actors.cluster.names import JOURNAL, host_name, route_hash
 
 
 def host_of(rt: Runtime, service: str, key: str) -> Any:
@@ -34,7 +34,7 @@ def wait_serving(actor: Any, timeout: float = 60.0) -> None:
     hits a serving actor instead of one still restarting."""
     import time
 
-    from actors.remote import UNAVAILABLE
+    from actors.cluster.remote import UNAVAILABLE
 
     deadline = time.monotonic() + timeout
     while True:

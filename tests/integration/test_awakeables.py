@@ -13,7 +13,7 @@ import pytest
 import ray
 
 from actors import AlreadyCompletedError, Runtime, TerminalError
-from actors.awakeables import AwakeableIds
+from actors.engine.awakeable_ids import AwakeableIds
 from tests.conftest import assert_eventually, ledger_lines
 from tests.integration import apps
 from tests.integration.helpers import host_of

@@ -33,7 +33,7 @@ def test_wrong_argument_type_is_400_and_not_journaled(shared_rt: Runtime, arg) -
 
 
 def test_oversize_payloads_are_413_and_not_journaled(shared_rt: Runtime) -> None:
-    from actors.serde import MAX_PAYLOAD_BYTES
+    from actors.sdk.serde import MAX_PAYLOAD_BYTES
 
     big = "x" * (MAX_PAYLOAD_BYTES + 1)
     job = apps.Job(ledger="/dev/null", tag=big)

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from actors import Context, RetryPolicy, Runtime, Service
-from actors.cli import app, invocations_query, sql_literal
+from actors.client.cli import app, invocations_query, sql_literal
 from journal.store import DB_FILE
 from tests.conftest import assert_eventually
 from tests.integration import apps
@@ -235,7 +235,7 @@ def test_invocations_reads_well(live) -> None:
 def test_ids_do_not_wrap_in_a_narrow_terminal(live) -> None:
     from rich.console import Console
 
-    from actors.tables import rich_table
+    from actors.client.tables import rich_table
 
     rt, _ = live
     table = rt.sql(invocations_query()).drop_columns(["total_rows"])
@@ -288,7 +288,7 @@ def test_a_shell_command_attaches_and_leaves(live, tmp_path) -> None:
     where = ["--address", ray.get_runtime_context().gcs_address, *ns]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "actors.cli", *args, *where],
+        return subprocess.run([sys.executable, "-m", "actors.client.cli", *args, *where],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
     listed = run("invocations", "--all", "-f", "json")
@@ -375,7 +375,8 @@ def test_nothing_reachable_from_a_shell(tmp_path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "actors.cli", "sql", "SELECT 1", "--address", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "actors.client.cli", "sql", "SELECT 1",
+         "--address", f"127.0.0.1:{port}"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert proc.returncode == 2, proc

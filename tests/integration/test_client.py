@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from actors import Context, RetryPolicy, Runtime, Service
-from actors.waiting import InvocationTimeoutError
+from actors.client.waiting import InvocationTimeoutError
 from tests.conftest import assert_eventually
 from tests.integration import apps
 

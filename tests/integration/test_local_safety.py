@@ -13,7 +13,7 @@ import ray
 
 from actors import Runtime
 from benchmarks.neighbour import oversized
-from journal.wire import MAX_HANDSHAKES
+from journal.transport.wire import MAX_HANDSHAKES
 from tests.conftest import assert_eventually, loose_paths, loosen
 from tests.integration import apps
 from tests.integration.helpers import host_of, journal_of

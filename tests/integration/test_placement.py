@@ -65,7 +65,7 @@ def test_idle_dedicated_host_exits_and_reactivates(rt: Runtime) -> None:
 
 
 def test_pool_hosts_are_named_per_service(rt: Runtime) -> None:
-    from actors.routing import route_hash
+    from actors.cluster.names import route_hash
 
     assert named_hosts(rt, "Counter") == set(), "hosts without work to resume start on demand"
     slots: dict[int, str] = {}

@@ -8,7 +8,7 @@ import pytest
 import ray
 
 from actors import TerminalError
-from actors.routing import JOURNAL
+from actors.cluster.names import JOURNAL
 from tests.conftest import assert_eventually
 from tests.integration import apps
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from actors import Runtime, TerminalError
-from actors.routing import route_hash
+from actors.cluster.names import route_hash
 from tests.conftest import ledger_lines
 from tests.integration import apps
 

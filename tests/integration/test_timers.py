@@ -8,7 +8,7 @@ import time
 import ray
 
 from actors import Runtime
-from actors.routing import SCHEDULER
+from actors.cluster.names import SCHEDULER
 from tests.conftest import assert_eventually, ledger_lines
 from tests.integration import apps
 from tests.integration.helpers import host_of, journal_of, kill_and_restart

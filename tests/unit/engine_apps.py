@@ -15,11 +15,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from actors.contexts import Context, ObjectContext, ObjectSharedContext
-from actors.definitions import Service, VirtualObject, spec_of
-from actors.errors import RetryPolicy, TerminalError
-from actors.host import InvokeRequest, JournalPort, ObjectHost
-from actors.routing import new_invocation_id, route_hash
+from actors.cluster.names import new_invocation_id, route_hash
+from actors.host.object_host import InvokeRequest, JournalPort, ObjectHost
+from actors.sdk.contexts import Context, ObjectContext, ObjectSharedContext
+from actors.sdk.definitions import Service, VirtualObject, spec_of
+from actors.sdk.errors import RetryPolicy, TerminalError
 from journal.actor import GroupCommitJournal
 from journal.records import Accept, Batch, Outcome, PendingInvocation, Timer
 

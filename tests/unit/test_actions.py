@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from actors.actions import SyncActions
-from actors.flusher import Flusher
+from actors.host.actions import SyncActions
+from actors.host.flusher import Flusher
 from journal.records import Batch, Record, StatusChange
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.awakeables import AwakeableIds
-from actors.errors import TerminalError
+from actors.engine.awakeable_ids import AwakeableIds
+from actors.sdk.errors import TerminalError
 from journal.actor import CONFIG_FILE, GroupCommitJournal
 from journal.records import Entry
 from journal.secret import SECRET, SECRET_FILE, runtime_secret

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from actors.contexts import ObjectContext
-from actors.definitions import VirtualObject
-from actors.errors import TerminalError
-from actors.host import InvokeRequest, ObjectHost
+from actors.host.object_host import InvokeRequest, ObjectHost
+from actors.sdk.contexts import ObjectContext
+from actors.sdk.definitions import VirtualObject
+from actors.sdk.errors import TerminalError
 from journal.records import Outcome
 from tests.unit.engine_apps import CALLS, EVENTS, FAST, World, book, outbox_request, request, saga
 

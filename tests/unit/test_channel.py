@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from ray.exceptions import ActorDiedError
 
-from actors.channel import HostChannel
-from actors.mailbox import Mailboxes
+from actors.cluster.channel import HostChannel
+from actors.host.mailbox import Mailboxes
 from journal.records import Outcome
-from journal.wire import WireClosed
+from journal.transport.wire import WireClosed
 from tests.unit.engine_apps import request
 
 
@@ -99,7 +99,7 @@ def test_a_dead_hosts_unanswered_requests_go_to_its_successor_marked_resubmitted
     async def main() -> None:
         outcomes = {i: Outcome(True, f'"{i}"') for i in ("x", "y")}
         first, second = FakeHost("first", outcomes), FakeHost("second", outcomes)
-        first.death = death  # Ray's error, or the socket's (``journal.wire``)
+        first.death = death  # Ray's error, or the socket's (``journal.transport.wire``)
         current = [first]
         idle: list[HostChannel] = []
         channel = HostChannel(calling(lambda: current[0]), lambda: current.append(second) or

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from actors.contexts import (
+from actors.sdk.contexts import (
     Context,
     ObjectContext,
     ObjectSharedContext,
     WorkflowContext,
     WorkflowSharedContext,
 )
-from actors.definitions import HandlerSpec, Service, VirtualObject, Workflow, spec_of
-from actors.errors import DefinitionError, RetryPolicy, TerminalError
-from actors.serde import Serde
+from actors.sdk.definitions import HandlerSpec, Service, VirtualObject, Workflow, spec_of
+from actors.sdk.errors import DefinitionError, RetryPolicy, TerminalError
+from actors.sdk.serde import Serde
 
 
 class Order(BaseModel):

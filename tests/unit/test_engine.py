@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.engine import JournalCursor
-from actors.errors import JournalMismatch, TerminalError
+from actors.engine.context import JournalCursor
+from actors.sdk.errors import JournalMismatch, TerminalError
 from journal.records import Entry, Outcome, StateWrite
 from tests.unit.engine_apps import (
     BLOCKING,

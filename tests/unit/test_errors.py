@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from actors.errors import DefinitionError, JournalMismatch, RetryPolicy, TerminalError
+from actors.sdk.errors import DefinitionError, JournalMismatch, RetryPolicy, TerminalError
 from journal.sqlguard import SqlRefused
 from journal.store import DataDirError
-from journal.wire import Unsendable, WireClosed
+from journal.transport.wire import Unsendable, WireClosed
 
 ERRORS = [
     pytest.param(

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.contexts import ObjectContext
-from actors.definitions import VirtualObject
-from actors.errors import RetryPolicy
+from actors.sdk.contexts import ObjectContext
+from actors.sdk.definitions import VirtualObject
+from actors.sdk.errors import RetryPolicy
 from journal.records import Outcome
 from tests.unit.engine_apps import World, request
 

@@ -14,9 +14,9 @@ import json, sys
 result = {}
 import journal.store, journal.actor, journal.records, journal.schema, journal.sqlguard
 result["journal"] = "ray" in sys.modules
-import actors.errors
-result["actors.errors"] = "ray" in sys.modules
-import actors.engine, actors.host, actors.definitions, actors.serde
+import actors.sdk.errors
+result["actors.sdk.errors"] = "ray" in sys.modules
+import actors.engine.context, actors.host.object_host, actors.sdk.definitions, actors.sdk.serde
 result["actors core"] = "ray" in sys.modules
 print(json.dumps(result))
 """
@@ -42,5 +42,5 @@ def test_journal_imports_without_ray(ray_imported: dict[str, bool]) -> None:
 
 
 def test_actors_core_imports_without_ray(ray_imported: dict[str, bool]) -> None:
-    assert ray_imported["actors.errors"] is False
+    assert ray_imported["actors.sdk.errors"] is False
     assert ray_imported["actors core"] is False

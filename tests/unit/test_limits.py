@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from actors.awakeables import AwakeableIds
-from actors.contexts import ObjectContext, WorkflowContext, WorkflowSharedContext
-from actors.definitions import VirtualObject, Workflow, spec_of
-from actors.errors import JournalMismatch, TerminalError
-from actors.serde import MAX_PAYLOAD_BYTES, NonFiniteFloat, Serde, check_text
-from actors.statereads import REF_PREFIX, StateReads
+from actors.engine.awakeable_ids import AwakeableIds
+from actors.engine.statereads import REF_PREFIX, StateReads
+from actors.sdk.contexts import ObjectContext, WorkflowContext, WorkflowSharedContext
+from actors.sdk.definitions import VirtualObject, Workflow, spec_of
+from actors.sdk.errors import JournalMismatch, TerminalError
+from actors.sdk.serde import MAX_PAYLOAD_BYTES, NonFiniteFloat, Serde, check_text
 from journal.records import Entry
 from tests.unit.engine_apps import FAST, World, request
 

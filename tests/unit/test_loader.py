@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from actors.loader import State, StateLoader
+from actors.host.loader import State, StateLoader
 from journal.keyfilter import MIN_CAPACITY, KeyFilter
 
 

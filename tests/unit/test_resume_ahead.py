@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from actors.contexts import Context, ObjectContext
-from actors.definitions import Service, VirtualObject
-from actors.host import InvokeRequest, ObjectHost
+from actors.host.object_host import InvokeRequest, ObjectHost
+from actors.sdk.contexts import Context, ObjectContext
+from actors.sdk.definitions import Service, VirtualObject
 from journal.actor import GroupCommitJournal
 from journal.records import Batch, Completion, Entry, Outcome
 from tests.unit.engine_apps import EVENTS, World, outbox_request, request

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from actors.client import Runtime
+from actors.client.runtime import Runtime
 from journal import retention
 from journal.actor import GroupCommitJournal
 from journal.records import (

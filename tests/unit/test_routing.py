@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.routing import default_pool_size, route_hash
+from actors.cluster.names import default_pool_size, route_hash
 
 
 def test_route_hash_is_stable_and_keys_calls_by_service_and_key() -> None:

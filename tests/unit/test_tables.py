@@ -10,8 +10,8 @@ import json
 
 import pyarrow as pa
 
-from actors.tables import Format, plain, records, rich_table, write
-from actors.waiting import InvocationTimeoutError
+from actors.client.tables import Format, plain, records, rich_table, write
+from actors.client.waiting import InvocationTimeoutError
 
 
 def test_timestamps_are_utc_with_milliseconds_and_a_zone() -> None:

@@ -43,7 +43,7 @@ def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.mark.parametrize(("line", "revealed"), [
     ("reveal_type(add)",
-     "def (ctx: actors.contexts.ObjectContext, delta: int) -> typing.Coroutine[Any, Any, int]"),
+     "def (ctx: actors.sdk.contexts.ObjectContext, delta: int) -> typing.Coroutine[Any, Any, int]"),
     ('reveal_type(rt.call(add, key="alice", arg=5))', "int"),
     ('reveal_type(rt.call(reset, key="alice"))', "None"),
     ('reveal_type(rt.call(greet, arg="bob"))', "str"),

@@ -158,7 +158,7 @@ def test_the_cli_reads_rows_a_killed_journal_left_only_in_its_log(tmp_path: Path
 
     from typer.testing import CliRunner
 
-    from actors.cli import app
+    from actors.client.cli import app
 
     run_and_die(tmp_path, "store.write([invocation(1)])")
     assert WriteAheadLog(tmp_path).segments(), "the rows are only in the write-ahead log"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from actors.watchdog import LoopWatchdog
+from actors.host.watchdog import LoopWatchdog
 from tests.conftest import assert_eventually
 
 

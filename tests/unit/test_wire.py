@@ -1,4 +1,5 @@
-"""The Unix-socket fast path (``journal.wire``) without Ray: calls, errors, refusals, breaks."""
+"""The Unix-socket fast path (``journal.transport.wire``) without Ray: calls, errors, refusals,
+breaks."""
 
 from __future__ import annotations
 
@@ -15,8 +16,16 @@ from typing import Any
 
 import pytest
 
-from journal import private, wire
-from journal.wire import MAX_HANDSHAKES, Unsendable, WireClient, WireClosed, WireRoute, WireServer
+from journal import private
+from journal.transport import wire
+from journal.transport.wire import (
+    MAX_HANDSHAKES,
+    Unsendable,
+    WireClient,
+    WireClosed,
+    WireRoute,
+    WireServer,
+)
 
 
 class Target:
@@ -411,7 +420,7 @@ def test_a_reply_too_big_fails_only_its_own_call(monkeypatch: pytest.MonkeyPatch
 def test_a_reply_too_big_is_not_sent_again_through_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 1 GiB SQL result broke the frame limit, the call was made again through Ray, and the
     query ran twice: now its caller gets the error, and it ran once."""
-    from journal.remote import RemoteActor
+    from journal.transport.remote import RemoteActor
 
     monkeypatch.setattr(wire, "MAX_FRAME", 1 << 20)
 

@@ -4,7 +4,7 @@ tests): handlers keep their signatures, and the client is typed by them."""
 from typing import reveal_type
 
 from actors import ObjectContext, Runtime, Service, VirtualObject, Workflow, WorkflowContext
-from actors.contexts import Context
+from actors.sdk.contexts import Context
 
 counter = VirtualObject("Counter")
 greeter = Service("Greeter")

@@ -16,7 +16,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
-from journal.wire import WireClosed, WireRoute
+from journal.transport.wire import WireClosed, WireRoute
 
 UNAVAILABLE = (ActorDiedError, ActorUnavailableError, RayActorError)
 JOURNAL_ACTOR = "journal"
@@ -24,8 +24,8 @@ JOURNAL_ACTOR = "journal"
 
 class RemoteActor:
     """A named actor in a namespace, called with retries across its restarts. On the actor's
-    node, calls go over its Unix socket (``journal.wire``: a tenth of a Ray call's cost); a
-    call the socket fails is made again through Ray, as after any failure of the actor."""
+    node, calls go over its Unix socket (``journal.transport.wire``: a tenth of a Ray call's
+    cost); a call the socket fails is made again through Ray, as after any failure of the actor."""
 
     def __init__(self, name: str, namespace: str, patience: float = 120.0) -> None:
         self.name = name

@@ -2,7 +2,7 @@
 
 Requests queue while a ``submit_many`` call is in flight and go together in the next; one
 long-polling ``poll`` call at a time brings back every result that arrived meanwhile (see
-``actors.mailbox``). Under load one Ray call carries many invocations each way; alone, a
+``actors.host.mailbox``). Under load one Ray call carries many invocations each way; alone, a
 request costs two concurrent calls instead of one.
 
 When the host dies, every request not answered yet is sent again to its successor, marked as
@@ -17,11 +17,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors.host import InvokeRequest
-from actors.mailbox import request_tag
+from actors.host.mailbox import request_tag
+from actors.host.object_host import InvokeRequest
 from journal.records import Outcome
-from journal.remote import UNAVAILABLE
-from journal.wire import WireClosed
+from journal.transport.remote import UNAVAILABLE
+from journal.transport.wire import WireClosed
 
 POLL_TIMEOUT_S = 10.0
 HOST_DOWN = (*UNAVAILABLE, WireClosed)

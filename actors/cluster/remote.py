@@ -1,9 +1,10 @@
-"""Ray handles the hosts use: the journal (see ``journal.remote``) and the timer scheduler."""
+"""Ray handles the hosts use: the journal (see ``journal.transport.remote``) and the timer
+scheduler."""
 
 from __future__ import annotations
 
 from journal.records import Timer
-from journal.remote import UNAVAILABLE, RemoteActor, RemoteJournal
+from journal.transport.remote import UNAVAILABLE, RemoteActor, RemoteJournal
 from scheduler.actor import SCHEDULER_ACTOR
 
 __all__ = ["UNAVAILABLE", "RemoteJournal", "RemoteScheduler"]

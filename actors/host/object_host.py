@@ -5,7 +5,8 @@ and service handlers run beside them. Everything an invocation records goes thro
 ``Flusher``. An invocation waiting on a timer longer than ``suspend_after`` is *parked*: it
 leaves memory (a small stub keeps its key's place in line) and is replayed from the journal
 when the scheduler wakes it; a delayed send stays parked until its start timer fires. No Ray
-import here: the actor wrapper (``actors.host_actor``) supplies the journal and scheduler ports.
+import here: the actor wrapper (``actors.cluster.host_actor``) supplies the journal and
+scheduler ports.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
 
-from actors.actions import SyncActions
-from actors.awakeables import AwakeableIds
-from actors.definitions import ServiceDefinition
-from actors.engine import (
+from actors.engine.awakeable_ids import AwakeableIds
+from actors.engine.context import (
     CANCEL_INDEX,
     CANCELLED,
     CANCELLED_CODE,
@@ -36,10 +35,12 @@ from actors.engine import (
     execute,
     now_ms,
 )
-from actors.errors import AlreadyCompletedError, TerminalError
-from actors.flusher import Flusher
-from actors.loader import StateLoader
-from actors.serde import Serde
+from actors.host.actions import SyncActions
+from actors.host.flusher import Flusher
+from actors.host.loader import StateLoader
+from actors.sdk.definitions import ServiceDefinition
+from actors.sdk.errors import AlreadyCompletedError, TerminalError
+from actors.sdk.serde import Serde
 from journal.records import (
     Accept,
     Batch,

@@ -15,18 +15,18 @@ import ray
 from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.awakeables import AwakeableIds
-from actors.channel import HOST_DOWN, HostChannel
-from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
-from actors.engine import now_ms
-from actors.errors import AlreadyCompletedError, TerminalError
-from actors.host import InvokeRequest
-from actors.routing import host_name, idempotent_invocation_id, new_invocation_id, route_hash
-from actors.serde import check_text
+from actors.cluster.channel import HOST_DOWN, HostChannel
+from actors.cluster.names import host_name, idempotent_invocation_id, new_invocation_id, route_hash
+from actors.engine.awakeable_ids import AwakeableIds
+from actors.engine.context import now_ms
+from actors.host.object_host import InvokeRequest
+from actors.sdk.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
+from actors.sdk.errors import AlreadyCompletedError, TerminalError
+from actors.sdk.serde import check_text
 from journal.records import Outcome
-from journal.remote import RemoteJournal
 from journal.secret import SECRET
-from journal.wire import WireRoute
+from journal.transport.remote import RemoteJournal
+from journal.transport.wire import WireRoute
 
 Target = Callable[..., Any] | str
 SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 0,
@@ -66,7 +66,7 @@ class Router:
         self._journal: RemoteJournal | None = None
 
     def pooled(self, d: ServiceDefinition, index: int) -> Any:
-        from actors.host_actor import HostActor
+        from actors.cluster.host_actor import HostActor
 
         name = host_name(d.name, index)
         handle = self._hosts.get(name)
@@ -99,7 +99,7 @@ class Router:
         return self.pooled(d, index)
 
     def dedicated(self, d: VirtualObject, key: str) -> Any:
-        from actors.host_actor import HostActor
+        from actors.cluster.host_actor import HostActor
 
         name = host_name(d.name, key)
         handle = self._hosts.get(name)
@@ -214,7 +214,7 @@ class Router:
     async def _call_host(self, name: str, host: Callable[[], Any], method: str,
                          *args: Any) -> Any:
         """``method(*args)`` on the host: over its socket when it runs on this node
-        (``journal.wire``), else through Ray. Raises ``HOST_DOWN`` if the host died."""
+        (``journal.transport.wire``), else through Ray. Raises ``HOST_DOWN`` if the host died."""
         handle = host()
         wire = await self._wire_route(name).client(handle)
         if wire is None:

@@ -29,20 +29,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-from actors.actions import SyncActions
-from actors.awakeables import AwakeableIds
-from actors.contexts import Awakeable, DeterministicRandom, DurablePromise, WorkflowContext
-from actors.definitions import HandlerSpec, Workflow
-from actors.errors import AlreadyCompletedError, JournalMismatch, RetryPolicy, TerminalError
-from actors.failures import (
+from actors.engine.awakeable_ids import AwakeableIds
+from actors.engine.failures import (
     ReplayAwareLogger,
     UserBaseException,
     describe,
     report,
     stacktrace,
 )
-from actors.serde import ANY, Serde, check_size, check_text
-from actors.statereads import StateReads
+from actors.engine.statereads import StateReads
+from actors.host.actions import SyncActions
+from actors.sdk.contexts import Awakeable, DeterministicRandom, DurablePromise, WorkflowContext
+from actors.sdk.definitions import HandlerSpec, Workflow
+from actors.sdk.errors import AlreadyCompletedError, JournalMismatch, RetryPolicy, TerminalError
+from actors.sdk.serde import ANY, Serde, check_size, check_text
 from journal.records import (
     Accept,
     AttemptFailed,
@@ -390,7 +390,7 @@ class InvocationContext(WorkflowContext):
     async def _action(self, fn: Callable[..., Any], args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> Any:
         """Run a ``ctx.run`` action; a ``BaseException`` it raises that is not raystate's
-        own signal comes out as ``UserBaseException`` (see ``actors.failures``)."""
+        own signal comes out as ``UserBaseException`` (see ``actors.engine.failures``)."""
         try:
             if inspect.iscoroutinefunction(fn):
                 return await fn(*args, **kwargs)

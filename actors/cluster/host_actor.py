@@ -13,18 +13,18 @@ from typing import Any
 
 import ray
 
-from actors.awakeables import AwakeableIds
-from actors.definitions import ServiceDefinition
-from actors.errors import TerminalError
-from actors.host import InvokeRequest, ObjectHost
-from actors.mailbox import Mailboxes, Result
-from actors.remote import RemoteJournal, RemoteScheduler
-from actors.router import Router
-from actors.routing import host_name
-from actors.watchdog import LoopWatchdog
-from journal.gctune import tune_gc
+from actors.cluster.names import host_name
+from actors.cluster.remote import RemoteJournal, RemoteScheduler
+from actors.cluster.router import Router
+from actors.engine.awakeable_ids import AwakeableIds
+from actors.host.mailbox import Mailboxes, Result
+from actors.host.object_host import InvokeRequest, ObjectHost
+from actors.host.watchdog import LoopWatchdog
+from actors.sdk.definitions import ServiceDefinition
+from actors.sdk.errors import TerminalError
 from journal.records import Completion, Outcome
-from journal.wire import WireServed
+from journal.transport.gctune import tune_gc
+from journal.transport.wire import WireServed
 
 log = logging.getLogger("raystate.host")
 
@@ -117,8 +117,8 @@ class HostActor(WireServed):
         return await self.host.invoke(req)
 
     def submit_many(self, token: str, requests: list[InvokeRequest]) -> None:
-        """Accept requests of one caller (``actors.channel``); their results wait in the
-        caller's mailbox (``actors.mailbox``) for ``poll``."""
+        """Accept requests of one caller (``actors.cluster.channel``); their results wait in the
+        caller's mailbox (``actors.host.mailbox``) for ``poll``."""
         self.mailboxes.submit(token, requests, self.invoke)  # each waits for the start
 
     async def poll(self, token: str, timeout: float = 10.0) -> dict[str, Result]:

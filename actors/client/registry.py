@@ -13,8 +13,8 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
 
-from actors.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow
-from actors.errors import RetryPolicy
+from actors.sdk.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow
+from actors.sdk.errors import RetryPolicy
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from actors.errors import TerminalError
+from actors.sdk.errors import TerminalError
 
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # inputs, outputs, action results, awakeable values
 

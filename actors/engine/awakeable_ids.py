@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 
-from actors.errors import TerminalError
+from actors.sdk.errors import TerminalError
 
 CHECK_CHARS = 16  # hex digits of the HMAC kept in an id (64 bits)
 MAX_ID_CHARS = 256  # far above any id we make (about 60 characters)

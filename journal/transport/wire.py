@@ -4,8 +4,8 @@ A Ray call into an async actor costs about 2 ms of CPU at the receiver on this k
 (the request crosses Ray's threads into the actor's event loop); the same request over a Unix
 socket costs about 0.1 ms at each end and 0.2 ms round trip. The journal serves its methods
 both ways, and a host on its node sends its commits (and reads) over the socket: see
-``journal.remote.RemoteJournal``. Ray still places, names and restarts the actors; the socket
-is only the fast path, and any failure on it falls back to a Ray call.
+``journal.transport.remote.RemoteJournal``. Ray still places, names and restarts the actors;
+the socket is only the fast path, and any failure on it falls back to a Ray call.
 
 Frames: a 12-byte header (payload length, request id) and a pickled payload. The first frame a
 client sends is the server's token, compared before anything is unpickled: only a process that

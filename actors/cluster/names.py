@@ -9,7 +9,7 @@ import hashlib
 import uuid
 import zlib
 
-from journal.remote import JOURNAL_ACTOR as JOURNAL
+from journal.transport.remote import JOURNAL_ACTOR as JOURNAL
 from scheduler.actor import SCHEDULER_ACTOR as SCHEDULER
 
 __all__ = ["JOURNAL", "SCHEDULER", "host_name", "idempotent_invocation_id", "new_invocation_id",

@@ -17,7 +17,7 @@ journaled as ``{"$raystate_ref":null,"value":<json>}``, so the two never mix.
 
 from __future__ import annotations
 
-from actors.errors import JournalMismatch
+from actors.sdk.errors import JournalMismatch
 from journal.records import Entry
 
 REF_PREFIX = '{"$raystate_ref":'

@@ -50,9 +50,9 @@ import duckdb
 import pyarrow as pa
 import typer
 
-from actors.clihelp import RaystateCommand, RaystateGroup
-from actors.errors import TerminalError
-from actors.tables import Format, console, records, rich_table, timestamp, write
+from actors.client.clihelp import RaystateCommand, RaystateGroup
+from actors.client.tables import Format, console, records, rich_table, timestamp, write
+from actors.sdk.errors import TerminalError
 from journal.private import owner_only_files
 from journal.sqlguard import SqlRefused
 from journal.store import DB_FILE, DataDirError, JournalStore
@@ -138,7 +138,7 @@ class LiveJournal:
     def __init__(self, namespace: str, hint: str) -> None:
         import ray
 
-        from journal.remote import JOURNAL_ACTOR
+        from journal.transport.remote import JOURNAL_ACTOR
 
         try:
             self._journal = ray.get_actor(JOURNAL_ACTOR, namespace=namespace)
@@ -149,7 +149,7 @@ class LiveJournal:
     def sql(self, query: str) -> pa.Table:
         import ray
 
-        from journal.remote import UNAVAILABLE
+        from journal.transport.remote import UNAVAILABLE
 
         ref: Any = self._journal.sql_or_error.remote(query)
         try:
@@ -265,7 +265,7 @@ def _ray(address: str | None, namespace: str) -> Iterator[None]:
 
 def _connect(address: str | None, namespace: str) -> Any:
     """A ``Runtime`` client of the runtime in ``namespace`` (Ray attached already)."""
-    from actors.client import Runtime
+    from actors.client.runtime import Runtime
 
     try:
         return Runtime.connect(namespace=namespace, address=address)

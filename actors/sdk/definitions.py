@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, TypeAlias, TypeVar, overload
 
-from actors.contexts import (
+from actors.sdk.contexts import (
     Context,
     ObjectContext,
     ObjectSharedContext,
     WorkflowContext,
     WorkflowSharedContext,
 )
-from actors.errors import DefinitionError, RetryPolicy
-from actors.serde import Serde
+from actors.sdk.errors import DefinitionError, RetryPolicy
+from actors.sdk.serde import Serde
 
 HandlerKind = Literal["exclusive", "shared"]
 Placement = Literal["pooled", "dedicated"]
@@ -35,7 +35,7 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 # Typed handler references, as Restate's Python SDK spells them: a decorated handler is its own
 # reference, so ``rt.call(add, key=..., arg=...)`` is checked against ``add``'s input and typed
-# as its output (``actors.client`` overloads ``call``/``send`` on these).
+# as its output (``actors.client.runtime`` overloads ``call``/``send`` on these).
 HandlerWithArg: TypeAlias = Callable[[Any, In], Awaitable[Out]]
 """A handler taking ``(ctx, arg: In)`` and returning ``Out``."""
 HandlerNoArg: TypeAlias = Callable[[Any], Awaitable[Out]]

@@ -1,4 +1,4 @@
-"""Mailboxes: a host's side of batched submission (see ``actors.channel`` for the caller's).
+"""Mailboxes: a host's side of batched submission (see ``actors.cluster.channel`` for the caller's).
 
 A caller (a driver, or another host) hands a host many requests in one call and collects their
 results in one long-polling call: per Ray call this costs about as much as a single request

@@ -1,8 +1,8 @@
 """What a handler may do, by kind: the context interfaces handlers are annotated with.
 
 ``Context`` (services) < ``ObjectSharedContext`` (read state) < ``ObjectContext`` (write state).
-One concrete class implements them all (``actors.engine.InvocationContext``); the types tell a
-handler's author which operations its kind allows, and the runtime refuses the others.
+One concrete class implements them all (``actors.engine.context.InvocationContext``); the
+types tell a handler's author which operations its kind allows, and the runtime refuses the others.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from actors.errors import RetryPolicy
+from actors.sdk.errors import RetryPolicy
 
 if TYPE_CHECKING:
-    from actors.definitions import HandlerNoArg, HandlerWithArg, In, Out
+    from actors.sdk.definitions import HandlerNoArg, HandlerWithArg, In, Out
 
 T = TypeVar("T")
 

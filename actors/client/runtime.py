@@ -26,7 +26,12 @@ import ray
 from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.definitions import (
+from actors.client.registry import service_rows
+from actors.client.waiting import within
+from actors.cluster.names import JOURNAL, SCHEDULER, default_pool_size
+from actors.cluster.remote import UNAVAILABLE, RemoteJournal
+from actors.cluster.router import SYSTEM_ACTOR, Router, Target, preferred_node
+from actors.sdk.definitions import (
     HandlerNoArg,
     HandlerSpec,
     HandlerWithArg,
@@ -36,13 +41,8 @@ from actors.definitions import (
     VirtualObject,
     Workflow,
 )
-from actors.errors import TerminalError
-from actors.registry import service_rows
-from actors.remote import UNAVAILABLE, RemoteJournal
-from actors.router import SYSTEM_ACTOR, Router, Target, preferred_node
-from actors.routing import JOURNAL, SCHEDULER, default_pool_size
-from actors.serde import ANY, check_size, check_text
-from actors.waiting import within
+from actors.sdk.errors import TerminalError
+from actors.sdk.serde import ANY, check_size, check_text
 from journal.actor import JournalActor
 from journal.records import Outcome
 from journal.retention import DEFAULT_RETENTION, retention_seconds
@@ -126,7 +126,7 @@ class InvocationHandle(Generic[Out]):
 
     def result(self, timeout: float | None = None) -> Out:
         """Wait for the outcome: the handler's return value, or its ``TerminalError``. After
-        ``timeout`` seconds (None: no limit) ``actors.waiting.InvocationTimeoutError`` (a
+        ``timeout`` seconds (None: no limit) ``actors.client.waiting.InvocationTimeoutError`` (a
         ``TimeoutError``) names the invocation and its last failure; it goes on running."""
         return self.runtime._loop.run(self.result_async(timeout))
 
@@ -364,7 +364,7 @@ class Runtime:
     def call(self, target: Target, key: str | None = None, arg: Any = None, *,
              idempotency_key: str | None = None, timeout: float | None = None) -> Any:
         """Invoke a handler and wait for its result (``TerminalError`` if it failed). After
-        ``timeout`` seconds (None: no limit) ``actors.waiting.InvocationTimeoutError`` (a
+        ``timeout`` seconds (None: no limit) ``actors.client.waiting.InvocationTimeoutError`` (a
         ``TimeoutError``) names the invocation and its last failure; it goes on running."""
         return self._loop.run(self.call_async(target, key, arg, idempotency_key=idempotency_key,
                                               timeout=timeout))
@@ -508,7 +508,7 @@ class Runtime:
         self._loop.stop()
 
     def _close_wires(self) -> None:
-        """Close this client's sockets to hosts and the journal (``journal.wire``)."""
+        """Close this client's sockets to hosts and the journal (``journal.transport.wire``)."""
         async def close() -> None:
             await self.router.close_wires()
             await self._journal.close_wire()

@@ -1,0 +1,1 @@
+"""actors.client.runtime: see docs/architecture.md."""

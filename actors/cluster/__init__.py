@@ -1,0 +1,1 @@
+"""actors.cluster: see docs/architecture.md."""

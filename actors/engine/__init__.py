@@ -1,0 +1,1 @@
+"""actors.engine.context: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""actors.host.object_host: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""actors.sdk: see docs/architecture.md."""

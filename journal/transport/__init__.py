@@ -1,0 +1,1 @@
+"""journal.transport: see docs/architecture.md."""
