@@ -28,6 +28,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from journal.errors import StatusCode
 from journal.private import FILE_MODE, owner_only_umask
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats, prune_period
@@ -177,7 +178,7 @@ class GroupCommitJournal:
         done = await self.outcome(invocation_id)
         if done is None and await self.accepted(invocation_id) is None and not fut.done():
             done = Outcome(False, None, f"unknown invocation {invocation_id} (never accepted, "
-                           "or pruned after the journal's retention)", 404)
+                           "or pruned after the journal's retention)", StatusCode.NOT_FOUND)
         if done is not None:
             waiters = self._waiters.get(invocation_id, [])
             if fut in waiters:  # a commit may have resolved and dropped it meanwhile

@@ -22,6 +22,7 @@ from actors.host.object_host import InvokeRequest, ObjectHost
 from actors.host.watchdog import LoopWatchdog
 from actors.sdk.definitions import ServiceDefinition
 from actors.sdk.errors import TerminalError
+from journal.errors import StatusCode
 from journal.records import Completion, Outcome
 from journal.transport.gctune import tune_gc
 from journal.transport.wire import WireServed
@@ -49,7 +50,8 @@ class LazyRouter:
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         if self._router is None:
-            raise TerminalError("the runtime's configuration is not loaded yet", 503)
+            raise TerminalError("the runtime's configuration is not loaded yet",
+                                StatusCode.UNAVAILABLE)
         return self._router.request(*args, **kwargs)
 
     async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None:

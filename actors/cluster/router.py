@@ -23,6 +23,7 @@ from actors.host.object_host import InvokeRequest
 from actors.sdk.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
 from actors.sdk.errors import AlreadyCompletedError, TerminalError
 from actors.sdk.serde import check_text
+from journal.errors import StatusCode
 from journal.records import Outcome
 from journal.secret import SECRET
 from journal.transport.remote import RemoteJournal
@@ -140,18 +141,19 @@ class Router:
             d = self.definitions.get(service)
             if d is None:
                 raise TerminalError(f"unknown service {service!r} (known: "
-                                    f"{', '.join(sorted(self.definitions)) or 'none'})", 404)
+                                    f"{', '.join(sorted(self.definitions)) or 'none'})",
+                                    StatusCode.NOT_FOUND)
             spec = d.handlers.get(handler)
             if spec is None:
                 raise TerminalError(f"unknown handler {target!r} (known: "
-                                    f"{', '.join(sorted(d.handlers))})", 404)
+                                    f"{', '.join(sorted(d.handlers))})", StatusCode.NOT_FOUND)
             return spec
         spec = spec_of(target)
         if spec is None:
-            raise TerminalError(f"{target!r} is not a raystate handler", 404)
+            raise TerminalError(f"{target!r} is not a raystate handler", StatusCode.NOT_FOUND)
         if spec.definition.name not in self.definitions:
             raise TerminalError(f"service {spec.definition.name!r} is not part of this runtime",
-                                404)
+                                StatusCode.NOT_FOUND)
         return self.definitions[spec.definition.name].handlers[spec.name]
 
     def request(self, target: Target, key: str | None, arg: Any, mode: str, *,
@@ -162,9 +164,11 @@ class Router:
         spec = self.resolve(target)
         keyed = spec.definition.keyed
         if keyed and not isinstance(key, str):
-            raise TerminalError(f"{spec.target} is a virtual-object handler: pass key=<str>", 400)
+            raise TerminalError(f"{spec.target} is a virtual-object handler: pass key=<str>",
+                                StatusCode.BAD_REQUEST)
         if not keyed and key is not None:
-            raise TerminalError(f"{spec.target} is a service handler: it takes no key", 400)
+            raise TerminalError(f"{spec.target} is a service handler: it takes no key",
+                                StatusCode.BAD_REQUEST)
         if key is not None:
             check_text(key, "key")
         if idempotency_key is not None:
@@ -172,7 +176,8 @@ class Router:
         if spec.takes_arg:
             data = spec.input.to_json(arg, f"input of {spec.target}")
         elif arg is not None:
-            raise TerminalError(f"{spec.target} takes no input, got {type(arg).__name__}", 400)
+            raise TerminalError(f"{spec.target} takes no input, got {type(arg).__name__}",
+                                StatusCode.BAD_REQUEST)
         else:
             data = "null"
         run_once = isinstance(spec.definition, Workflow) and spec.definition.is_main(spec.name)
@@ -183,7 +188,8 @@ class Router:
                 idempotent_invocation_id(spec.target, key, idempotency_key)
         delay_s = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
         if delay_s < 0:
-            raise TerminalError(f"delay must not be negative, got {delay!r}", 400)
+            raise TerminalError(f"delay must not be negative, got {delay!r}",
+                                StatusCode.BAD_REQUEST)
         req = InvokeRequest(invocation_id, spec.definition.name, spec.name, key, data,
                             mode,  # type: ignore[arg-type]
                             route_hash(spec.definition.name, key, invocation_id),
@@ -245,7 +251,8 @@ class Router:
             inv_id, f"unknown awakeable {awakeable_id} (no such invocation)",
             "resolve_awakeable", awakeable_id, result, failure, by)
         if not ok:
-            raise (AlreadyCompletedError if code == 409 else TerminalError)(message, code)
+            error = AlreadyCompletedError if code == StatusCode.CONFLICT else TerminalError
+            raise error(message, code)
         return str(message)
 
     async def _on_host_of(self, invocation_id: str, unknown: str, method: str,
@@ -255,12 +262,13 @@ class Router:
             self._journal = RemoteJournal(self.namespace)
         route = await self._journal.route(invocation_id)
         if route is None:
-            raise TerminalError(unknown, 404)
+            raise TerminalError(unknown, StatusCode.NOT_FOUND)
         service, key, route_hash = route
         d = self.definitions.get(service)
         if d is None:
             raise TerminalError(f"invocation {invocation_id!r} belongs to service "
-                                f"{service!r}, which this runtime does not know", 404)
+                                f"{service!r}, which this runtime does not know",
+                                StatusCode.NOT_FOUND)
         return await self._on_host(d, key, route_hash, method, *args)
 
     async def _on_host(self, d: ServiceDefinition, key: str | None, route_hash: int,
