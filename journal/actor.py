@@ -28,13 +28,14 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from journal.clock import now_ms
 from journal.errors import StatusCode
 from journal.private import FILE_MODE, owner_only_umask
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats, prune_period
 from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
-from journal.store import JournalStore, now_ms
+from journal.store import JournalStore
 from journal.transport.gctune import tune_gc
 from journal.transport.wire import WireServed
 from journal.usersql import DEFAULT_SQL_TIMEOUT_S, MAX_RESULT_BYTES, UserQueries

@@ -19,8 +19,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Protocol
 
+from journal.clock import now_ms
 from journal.records import Batch, Completion, Record, StatusChange, Timer, TimerFired
-from scheduler.timers import TimerQueue, wall_clock_ms
+from scheduler.timers import TimerQueue
 
 log = logging.getLogger("raystate.scheduler")
 
@@ -84,7 +85,7 @@ class TimerScheduler:
                 await self._fire(due)
                 continue
             nxt = self.queue.next_due_ms()
-            timeout = None if nxt is None else max(nxt - wall_clock_ms(), 1) / 1000
+            timeout = None if nxt is None else max(nxt - now_ms(), 1) / 1000
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):  # the next timer is due
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
@@ -100,7 +101,7 @@ class TimerScheduler:
             self.notify(host, items)
 
     async def _fire(self, timers: list[Timer]) -> None:
-        at = wall_clock_ms()
+        at = now_ms()
         records: list[Record] = []
         wakes: dict[str, list[Wake]] = defaultdict(list)
         for t in timers:

@@ -18,11 +18,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.cluster.channel import HOST_DOWN, HostChannel
 from actors.cluster.names import host_name, idempotent_invocation_id, new_invocation_id, route_hash
 from actors.engine.awakeable_ids import AwakeableIds
-from actors.engine.context import now_ms
 from actors.host.object_host import InvokeRequest
 from actors.sdk.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
 from actors.sdk.errors import AlreadyCompletedError, TerminalError
 from actors.sdk.serde import check_text
+from journal.clock import now_ms
 from journal.errors import StatusCode
 from journal.records import Outcome
 from journal.secret import SECRET
