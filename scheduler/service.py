@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from journal.clock import now_ms
+from journal.kinds import InvocationStatus, TimerKind
 from journal.records import Batch, Completion, Record, StatusChange, Timer, TimerFired
 from scheduler.timers import TimerQueue
 
@@ -95,7 +96,7 @@ class TimerScheduler:
         may have died between the durable firing and the message)."""
         wakes: dict[str, list[Wake]] = defaultdict(list)
         for t in timers:
-            completion = Completion(t.invocation_id, t.idx) if t.kind == "sleep" else None
+            completion = Completion(t.invocation_id, t.idx) if t.kind == TimerKind.SLEEP else None
             wakes[t.host].append((t.invocation_id, t.idx, completion))
         for host, items in wakes.items():
             self.notify(host, items)
@@ -107,11 +108,11 @@ class TimerScheduler:
         for t in timers:
             records.append(TimerFired(t.timer_id, t.invocation_id, at))
             completion = None
-            if t.kind == "sleep":
+            if t.kind == TimerKind.SLEEP:
                 completion = Completion(t.invocation_id, t.idx, None, None, None, at)
                 records.append(completion)
-            elif t.kind == "start":
-                records.append(StatusChange(t.invocation_id, "pending", 0, None, at))
+            elif t.kind == TimerKind.START:
+                records.append(StatusChange(t.invocation_id, InvocationStatus.PENDING, 0, None, at))
             wakes[t.host].append((t.invocation_id, t.idx, completion))
         batch = Batch(f"{self._prefix}:{next(self._batch_ids)}", records)
         while True:
