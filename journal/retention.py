@@ -67,9 +67,9 @@ from datetime import timedelta
 
 import duckdb
 
+from journal.config import DEFAULT_RETENTION  # noqa: F401 (re-exported: its home before)
 from journal.kinds import LogKind
 
-DEFAULT_RETENTION = timedelta(hours=24)
 BATCH_ID_RETENTION_MS = 3_600_000  # batch ids (and marks) live at least this long
 MARK_INTERVAL_MS = 1_000  # at most one clock mark per this many ms of writes
 MIN_PRUNE_PERIOD_S = 2.0

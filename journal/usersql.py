@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import duckdb
 import pyarrow as pa
 
+from journal.config import DEFAULT_SQL_TIMEOUT_S
 from journal.errors import (  # noqa: F401 (SqlRefused: re-exported where it was)
     SqlBusy,
     SqlCancelled,
@@ -34,7 +35,6 @@ from journal.errors import (  # noqa: F401 (SqlRefused: re-exported where it was
 )
 from journal.sqlguard import check_read_only
 
-DEFAULT_SQL_TIMEOUT_S = 30.0
 MAX_RESULT_BYTES = 64 << 20  # of Arrow data
 SQL_WORKERS = 2
 SQL_WAITING = 8

@@ -22,6 +22,7 @@ from actors.host.object_host import InvokeRequest, ObjectHost
 from actors.host.watchdog import LoopWatchdog
 from actors.sdk.definitions import ServiceDefinition
 from actors.sdk.errors import TerminalError
+from journal.config import RuntimeConfig
 from journal.errors import StatusCode
 from journal.records import Completion, Outcome
 from journal.transport.gctune import tune_gc
@@ -37,10 +38,10 @@ class LazyRouter:
     def __init__(self, journal: RemoteJournal) -> None:
         self._journal = journal
         self._router: Router | None = None
-        self._config: dict | None = None
+        self._config: RuntimeConfig | None = None
 
     async def refresh(self) -> None:
-        self._config = await self._journal.call("config")
+        self._config = RuntimeConfig.from_dict(await self._journal.call("config"))
         self._router = Router(self._journal.namespace, self._config)
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -23,9 +23,9 @@ from actors.sdk.definitions import HandlerSpec, ServiceDefinition, VirtualObject
 from actors.sdk.errors import AlreadyCompletedError, TerminalError
 from actors.sdk.serde import check_text
 from journal.clock import now_ms
+from journal.config import RuntimeConfig
 from journal.errors import StatusCode
 from journal.records import Outcome
-from journal.secret import SECRET
 from journal.transport.remote import RemoteJournal
 from journal.transport.wire import WireRoute
 
@@ -54,13 +54,17 @@ def preferred_node(index: int) -> str | None:
 class Router:
     """Routes requests of one runtime (its namespace and config) to host actors."""
 
-    def __init__(self, namespace: str, config: dict[str, Any]) -> None:
+    def __init__(self, namespace: str, config: RuntimeConfig | Mapping[str, Any]) -> None:
+        typed = RuntimeConfig.of(config)
+        if typed.secret is None:
+            raise ValueError("Router: the runtime config carries no secret (it comes from "
+                             "the journal actor's config())")
         self.namespace = namespace
-        self.pool_size: int = config["pool_size"]
-        self.suspend_after_s: float = config.get("suspend_after_s", 30.0)
-        definitions: list[ServiceDefinition] = cloudpickle.loads(config["definitions"])
+        self.pool_size = typed.pool_size
+        self.suspend_after_s = typed.suspend_after_s
+        definitions: list[ServiceDefinition] = cloudpickle.loads(typed.definitions)
         self.definitions = {d.name: d for d in definitions}
-        self.awakeables = AwakeableIds(config[SECRET])
+        self.awakeables = AwakeableIds(typed.secret)
         self._hosts: dict[str, Any] = {}
         self._channels: dict[tuple[asyncio.AbstractEventLoop, str], HostChannel] = {}
         self._wires: dict[str, WireRoute] = {}
