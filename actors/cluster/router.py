@@ -26,6 +26,7 @@ from journal.clock import now_ms
 from journal.config import RuntimeConfig
 from journal.errors import StatusCode
 from journal.records import Outcome
+from journal.retry import retry
 from journal.transport.remote import RemoteJournal
 from journal.transport.wire import WireRoute
 
@@ -279,12 +280,8 @@ class Router:
                        method: str, *args: Any) -> Any:
         """Call ``method(*args)`` on the host of (d, key), again after a host failure."""
         name = host_name(d.name, self._slot(d, key, route_hash))
-        delay = 0.05
-        while True:
-            try:
-                return await self._call_host(name, lambda: self.host_for(d, key, route_hash),
-                                             method, *args)
-            except HOST_DOWN:  # (a broken socket is closed: the route asks the successor)
-                self._hosts.pop(name, None)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        # (a broken socket is closed: the route asks the successor)
+        return await retry(
+            lambda: self._call_host(name, lambda: self.host_for(d, key, route_hash), method,
+                                    *args),
+            retry_on=HOST_DOWN, on_retry=lambda _: self._hosts.pop(name, None))
