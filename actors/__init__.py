@@ -1,7 +1,8 @@
 """raystate: durable building blocks (in the style of Restate) on Ray.
 
 Public API: service definitions, contexts, errors and the ``Runtime`` client. The client (which
-imports Ray) loads on first use, so definitions and the replay engine import without Ray.
+imports Ray) loads on first use, so definitions and the replay engine import without Ray, and
+the errors come from ``journal.errors``, so ``import actors`` does not load DuckDB.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -23,12 +24,19 @@ from actors.sdk.errors import (
     RetryPolicy,
     TerminalError,
 )
-from journal.sqlguard import SqlRefused
-from journal.store import DataDirError
-from journal.usersql import SqlBusy, SqlResultTooLarge, SqlTimeout
+from journal.errors import (
+    RaystateError,
+    SqlBusy,
+    SqlCancelled,
+    SqlRefused,
+    SqlResultTooLarge,
+    SqlTimeout,
+    StatusCode,
+)
 
 if TYPE_CHECKING:
     from actors.client.runtime import InvocationHandle, Runtime
+    from journal.store import DataDirError
 
 _LAZY = {"Runtime", "InvocationHandle"}
 
@@ -38,6 +46,13 @@ def __getattr__(name: str) -> Any:
         from actors.client import runtime
 
         return getattr(runtime, name)
+    if name == "DataDirError":
+        # Bridge until journal/store.py imports DataDirError from journal.errors (it defines
+        # its own class today): the class store.py raises, loaded on first use only. Then
+        # this becomes a plain ``from journal.errors import DataDirError`` above.
+        from journal import store
+
+        return store.DataDirError
     raise AttributeError(f"module 'actors' has no attribute {name!r}")
 
 
@@ -52,13 +67,16 @@ __all__ = [
     "JournalMismatch",
     "ObjectContext",
     "ObjectSharedContext",
+    "RaystateError",
     "RetryPolicy",
     "Runtime",
     "Service",
     "SqlBusy",
+    "SqlCancelled",
     "SqlRefused",
     "SqlResultTooLarge",
     "SqlTimeout",
+    "StatusCode",
     "TerminalError",
     "VirtualObject",
     "Workflow",

@@ -45,6 +45,7 @@ from actors import Runtime, TerminalError
 from actors.cluster.names import JOURNAL, SCHEDULER, host_name
 from benchmarks import chaos_apps as apps
 from benchmarks import chaos_checks as checks
+from journal.retry import Backoff, retry, retry_sync
 
 FAULTS = ("host_kill", "handler_exit", "await_exit", "journal_kill", "scheduler_kill",
           "driver_kill", "hostile_neighbour", "poison")
@@ -141,18 +142,17 @@ class Chaos:
     async def retrying(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """Call until acknowledged (idempotency keys make retries safe); TerminalError is an
         answer, not a failure."""
-        delay = 0.1
-        while True:
+
+        async def once() -> Any:
             while self.paused:
                 await asyncio.sleep(0.1)
-            try:
-                return await fn(*args, **kw)
-            except TerminalError:
-                raise
-            except Exception:
-                self.report.client_retries += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            return await fn(*args, **kw)
+
+        return await retry(once, when=_not_terminal, backoff=Backoff(0.1, 2.0, 2.0),
+                           on_retry=self._count_retry)
+
+    def _count_retry(self, _: BaseException) -> None:
+        self.report.client_retries += 1
 
     async def client(self, n: int) -> None:
         rng = random.Random(f"{self.seed}:client:{n}")  # its own: no other coroutine draws
@@ -312,17 +312,8 @@ class Chaos:
 
     def _sync_retrying(self, fn: Any) -> Any:
         """``fn()`` until it answers (faults land meanwhile); TerminalError is an answer."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                return fn()
-            except TerminalError:
-                raise
-            except Exception:
-                self.report.client_retries += 1
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        return retry_sync(fn, when=_not_terminal, backoff=Backoff(0.2, 1.0, 0.2), deadline_s=60,
+                          on_retry=self._count_retry)
 
     def _kill_host(self, name: str) -> bool:
         """Kill a host and, once its process is gone, say so in the ledger (the checks let
@@ -409,6 +400,11 @@ class Chaos:
         self._neighbours_landed()
         check(self, rt)
         return self.report
+
+
+def _not_terminal(e: BaseException) -> bool:
+    """A TerminalError is an answer, not a failure to try again."""
+    return not isinstance(e, TerminalError)
 
 
 def _kill(name: str, namespace: str) -> bool:

@@ -213,21 +213,19 @@ class Resolver:
 
     async def _resolve(self, awakeable_id: str) -> None:
         from actors import AlreadyCompletedError, Runtime
+        from journal.retry import Backoff, retry
 
         if self._rt is None:
             self._rt = Runtime.connect(namespace=self.namespace)
-        delay = 0.1
-        while True:
-            try:
-                await self._rt.resolve_awakeable_async(awakeable_id, f"ok:{awakeable_id}")
-                self.resolved += 1
-                return
-            except AlreadyCompletedError:
-                self.refused += 1
-                return
-            except Exception:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        rt = self._rt
+        try:
+            await retry(lambda: rt.resolve_awakeable_async(awakeable_id, f"ok:{awakeable_id}"),
+                        when=lambda e: not isinstance(e, AlreadyCompletedError),
+                        backoff=Backoff(0.1, 2.0, 2.0))
+        except AlreadyCompletedError:
+            self.refused += 1
+            return
+        self.resolved += 1
 
     def counts(self) -> dict[str, int]:
         return {"resolved": self.resolved, "refused_second": self.refused}

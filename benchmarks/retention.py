@@ -37,9 +37,10 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from journal.clock import now_ms
 from journal.records import Accept, Batch, Entry, Output, StateWrite
 from journal.retention import prune_period
-from journal.store import DB_FILE, JournalStore, now_ms
+from journal.store import DB_FILE, JournalStore
 
 SERVICE = "Counter"
 

@@ -27,6 +27,7 @@ from actors.cluster.names import host_name
 from actors.sdk.definitions import ServiceDefinition
 from benchmarks import apps, timers
 from benchmarks.runner import Samples, drive
+from journal.clock import now_ms
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,6 @@ class Load(Protocol):
     async def check(self) -> list[str]: ...
 
     def notes(self) -> dict[str, Any]: ...
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _quote(text: str) -> str:

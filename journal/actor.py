@@ -17,6 +17,7 @@ wait only for the commits of its DELETE chunks. It starts with the first commit.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import pickle
@@ -28,15 +29,18 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from journal.clock import now_ms
+from journal.config import RuntimeConfig
+from journal.errors import StatusCode
 from journal.private import FILE_MODE, owner_only_umask
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
-from journal.retention import DEFAULT_RETENTION, MAX_PRUNE_PERIOD_S, PruneStats, prune_period
+from journal.retention import MAX_PRUNE_PERIOD_S, PruneStats, prune_period
 from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
-from journal.store import JournalStore, now_ms
+from journal.store import JournalStore
 from journal.transport.gctune import tune_gc
 from journal.transport.wire import WireServed
-from journal.usersql import DEFAULT_SQL_TIMEOUT_S, MAX_RESULT_BYTES, UserQueries
+from journal.usersql import MAX_RESULT_BYTES, UserQueries
 
 CONFIG_FILE = "runtime-config.pickle"
 # How long acknowledged rows may wait for DuckDB: longer means fewer, larger DuckDB
@@ -177,7 +181,7 @@ class GroupCommitJournal:
         done = await self.outcome(invocation_id)
         if done is None and await self.accepted(invocation_id) is None and not fut.done():
             done = Outcome(False, None, f"unknown invocation {invocation_id} (never accepted, "
-                           "or pruned after the journal's retention)", 404)
+                           "or pruned after the journal's retention)", StatusCode.NOT_FOUND)
         if done is not None:
             waiters = self._waiters.get(invocation_id, [])
             if fut in waiters:  # a commit may have resolved and dropped it meanwhile
@@ -209,8 +213,8 @@ class GroupCommitJournal:
 
     def sql_timeout_s(self) -> float | None:
         """Users' queries' time limit (``Runtime.start(..., sql_timeout=...)``)."""
-        value = self._config.get("sql_timeout_s", DEFAULT_SQL_TIMEOUT_S)
-        return None if value is None else float(value)  # type: ignore[arg-type]
+        value = self.runtime_config().sql_timeout_s
+        return None if value is None else float(value)
 
     async def sql(self, query: str, query_id: str | None = None) -> pa.Table:
         """A user's read-only query, on threads of its own, under the time limit and the
@@ -249,8 +253,8 @@ class GroupCommitJournal:
     def retention_s(self) -> float | None:
         """The configured retention in seconds (None: keep everything); a runtime config
         written before retention existed gets the default."""
-        value = self._config.get("retention_s", DEFAULT_RETENTION.total_seconds())
-        return None if value is None else float(value)  # type: ignore[arg-type]
+        value = self.runtime_config().retention_s
+        return None if value is None else float(value)
 
     async def prune(self) -> PruneStats | None:
         """Prune with the configured retention now; None if retention is off."""
@@ -276,10 +280,13 @@ class GroupCommitJournal:
                 log.exception("pruning the journal failed; trying again next period")
 
     # Runtime configuration: what Runtime.connect and hosts need to route calls.
-    def set_config(self, config: dict[str, object]) -> None:
+    def set_config(self, config: RuntimeConfig | dict[str, object]) -> None:
         """Keep the runtime's layout and definitions (what hosts and ``Runtime.connect`` route
         by) next to the journal, so a restarted journal actor still has them. This file holds
-        the operator's own code and settings; journal payloads are never unpickled."""
+        the operator's own code and settings; journal payloads are never unpickled. It holds
+        a plain dict (``RuntimeConfig.to_dict``), as every version wrote it."""
+        if isinstance(config, RuntimeConfig):
+            config = config.to_dict()
         config = {k: v for k, v in config.items() if k != SECRET}  # it has a file of its own
         tmp = self._config_file.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
@@ -300,6 +307,11 @@ class GroupCommitJournal:
         """The runtime config, with the data dir's secret under ``SECRET`` (empty until a
         ``Runtime.start`` set it)."""
         return {**self._config, SECRET: self.secret} if self._config else {}
+
+    def runtime_config(self) -> RuntimeConfig:
+        """The runtime config, typed (defaults where a file of an older version is silent or
+        no ``Runtime.start`` set one yet), with the data dir's secret."""
+        return dataclasses.replace(RuntimeConfig.from_dict(self._config), secret=self.secret)
 
     def info(self) -> dict[str, object]:
         last = self.last_prune

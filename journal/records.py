@@ -40,7 +40,7 @@ class Entry:
 
     invocation_id: str
     idx: int
-    entry_type: str
+    entry_type: str  # a journal.kinds.EntryType (plain str when read back)
     name: str | None
     result: str | None = None
     failure: str | None = None
@@ -64,7 +64,7 @@ class StatusChange:
     """A status an invocation entered (running, backing-off, ...), with its last failure."""
 
     invocation_id: str
-    status: str
+    status: str  # a journal.kinds.InvocationStatus
     retry_count: int = 0
     failure: str | None = None
     at_ms: int = 0
@@ -134,7 +134,7 @@ class PendingInvocation:
     entries: list[Entry]
     retry_count: int = 0
     completions: dict[int, Completion] = field(default_factory=dict)
-    waiting_for: str | None = None  # "start" or "retry": an unfired timer it must wait for
+    waiting_for: str | None = None  # TimerKind START or RETRY: an unfired timer to wait for
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +145,7 @@ class Timer:
     timer_id: str
     invocation_id: str
     idx: int
-    kind: str
+    kind: str  # a journal.kinds.TimerKind
     fire_at_ms: int
     host: str
 

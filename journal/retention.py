@@ -67,7 +67,9 @@ from datetime import timedelta
 
 import duckdb
 
-DEFAULT_RETENTION = timedelta(hours=24)
+from journal.config import DEFAULT_RETENTION  # noqa: F401 (re-exported: its home before)
+from journal.kinds import LogKind
+
 BATCH_ID_RETENTION_MS = 3_600_000  # batch ids (and marks) live at least this long
 MARK_INTERVAL_MS = 1_000  # at most one clock mark per this many ms of writes
 MIN_PRUNE_PERIOD_S = 2.0
@@ -79,8 +81,8 @@ CHECKPOINT_TRIES = 5
 
 # Row kinds whose ``id`` is an invocation id (see journal.schema). A kind not listed here is
 # never pruned with its invocation.
-INVOCATION_KINDS = ("accept", "entry", "status", "output", "timer", "fired", "completion",
-                    "event")
+INVOCATION_KINDS = (LogKind.ACCEPT, LogKind.ENTRY, LogKind.STATUS, LogKind.OUTPUT, LogKind.TIMER,
+                    LogKind.FIRED, LogKind.COMPLETION, LogKind.EVENT)
 
 
 def retention_seconds(retention: timedelta | float | None) -> float | None:

@@ -25,6 +25,8 @@ from typing import Any
 
 import duckdb
 
+from journal.errors import SqlRefused
+
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # Query nodes a read may contain; anything else (INSERT_QUERY_NODE, DELETE_QUERY_NODE, ...) writes.
 READ_NODES = {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"}
@@ -47,10 +49,6 @@ WRITE_KEYWORDS = frozenset({
     "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "ATTACH", "DETACH", "CREATE", "DROP",
     "ALTER", "INSTALL", "LOAD", "SET", "RESET", "PRAGMA", "CALL", "CHECKPOINT", "EXPORT",
     "IMPORT", "VACUUM", "TRUNCATE", "ANALYZE", "ANALYSE", "BEGIN", "COMMIT", "ROLLBACK"})
-
-
-class SqlRefused(ValueError):
-    """The SQL entry point accepts one read-only query; this was something else."""
 
 
 _parser_lock = threading.Lock()

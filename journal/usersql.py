@@ -25,30 +25,21 @@ from concurrent.futures import ThreadPoolExecutor
 import duckdb
 import pyarrow as pa
 
-from journal.sqlguard import SqlRefused, check_read_only
+from journal.config import DEFAULT_SQL_TIMEOUT_S
+from journal.errors import (  # noqa: F401 (SqlRefused: re-exported where it was)
+    SqlBusy,
+    SqlCancelled,
+    SqlRefused,
+    SqlResultTooLarge,
+    SqlTimeout,
+)
+from journal.sqlguard import check_read_only
 
-DEFAULT_SQL_TIMEOUT_S = 30.0
 MAX_RESULT_BYTES = 64 << 20  # of Arrow data
 SQL_WORKERS = 2
 SQL_WAITING = 8
 BATCH_ROWS = 4_096  # rows per Arrow batch: how finely the cap is checked
 INTERRUPT_EVERY_S = 0.05  # how often an interrupt is repeated until the query has stopped
-
-
-class SqlTimeout(SqlRefused):
-    """A user query ran past its time limit and was interrupted."""
-
-
-class SqlResultTooLarge(SqlRefused):
-    """A user query's result grew past the cap; nothing of it is returned."""
-
-
-class SqlBusy(SqlRefused):
-    """Too many user queries run or wait already; try again later."""
-
-
-class SqlCancelled(SqlRefused):
-    """The query was interrupted because its caller gave up."""
 
 
 class _Job:

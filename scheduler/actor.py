@@ -4,10 +4,12 @@ that reaches the journal and the hosts through Ray."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import ray
 
+from journal.retry import retry
 from journal.transport.gctune import tune_gc
 from journal.transport.remote import UNAVAILABLE, RemoteJournal
 from journal.transport.wire import WireClosed, WireRoute, WireServed
@@ -35,25 +37,19 @@ class SchedulerActor(TimerScheduler, WireServed):
         """Tell a host its timers fired (over its socket on this node, else Ray), again while
         it restarts: a host that read the journal before these fired learns of them only
         here. A host that no longer exists finds them in the journal when it starts."""
-        delay = 0.05
-        deadline = asyncio.get_running_loop().time() + WAKE_PATIENCE_S
-        while True:
+
+        async def once() -> None:
             try:
                 handle = self._hosts.get(host) or ray.get_actor(host, namespace=self.namespace)
             except ValueError:  # no such host now: it resumes from the journal when it starts
                 return
             self._hosts[host] = handle
-            route = self._routes.setdefault(host, WireRoute())
-            try:
-                wire = await route.client(handle)
-                if wire is not None:
-                    await wire.call("wake", items)
-                else:
-                    await handle.wake.remote(items)
-                return
-            except (*UNAVAILABLE, WireClosed):
-                self._hosts.pop(host, None)
-                if asyncio.get_running_loop().time() > deadline:
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+            wire = await self._routes.setdefault(host, WireRoute()).client(handle)
+            if wire is not None:
+                await wire.call("wake", items)
+            else:
+                await handle.wake.remote(items)
+
+        with contextlib.suppress(*UNAVAILABLE, WireClosed):  # still down: it reads the journal
+            await retry(once, retry_on=(*UNAVAILABLE, WireClosed), deadline_s=WAKE_PATIENCE_S,
+                        on_retry=lambda _: self._hosts.pop(host, None))

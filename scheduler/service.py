@@ -19,13 +19,18 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Protocol
 
+from journal.clock import now_ms
+from journal.kinds import InvocationStatus, TimerKind
 from journal.records import Batch, Completion, Record, StatusChange, Timer, TimerFired
-from scheduler.timers import TimerQueue, wall_clock_ms
+from journal.retry import Backoff, retry
+from scheduler.timers import TimerQueue
 
 log = logging.getLogger("raystate.scheduler")
 
 FIRE_BATCH = 2_000
 RECENTLY_FIRED = 100_000  # fired timer ids remembered, so a timer handed over again is ignored
+LOAD_BACKOFF = Backoff(1.0, 1.0, 1.0)  # a fixed second between tries to load the timers
+COMMIT_BACKOFF = Backoff(0.5, 1.0, 0.5)  # and between tries to commit fired ones
 Wake = tuple[str, int, Completion | None]
 
 
@@ -68,14 +73,8 @@ class TimerScheduler:
         self._task.cancel()
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.add(await self.journal.pending_timers())
-                fired = await self.journal.fired_open_timers()
-                break
-            except Exception:
-                log.exception("cannot load timers from the journal; trying again")
-                await asyncio.sleep(1.0)
+        fired = await retry(self._load, backoff=LOAD_BACKOFF, on_retry=lambda _: log.exception(
+            "cannot load timers from the journal; trying again"))
         self.loaded.set()
         self._renotify(fired)
         while True:
@@ -84,43 +83,46 @@ class TimerScheduler:
                 await self._fire(due)
                 continue
             nxt = self.queue.next_due_ms()
-            timeout = None if nxt is None else max(nxt - wall_clock_ms(), 1) / 1000
+            timeout = None if nxt is None else max(nxt - now_ms(), 1) / 1000
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):  # the next timer is due
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def _load(self) -> list[Timer]:
+        """Queue the journal's pending timers; return those that fired but are still open."""
+        await self.add(await self.journal.pending_timers())
+        return await self.journal.fired_open_timers()
 
     def _renotify(self, timers: list[Timer]) -> None:
         """Wake the hosts of timers that fired before this scheduler started (a previous one
         may have died between the durable firing and the message)."""
         wakes: dict[str, list[Wake]] = defaultdict(list)
         for t in timers:
-            completion = Completion(t.invocation_id, t.idx) if t.kind == "sleep" else None
+            completion = Completion(t.invocation_id, t.idx) if t.kind == TimerKind.SLEEP else None
             wakes[t.host].append((t.invocation_id, t.idx, completion))
         for host, items in wakes.items():
             self.notify(host, items)
 
     async def _fire(self, timers: list[Timer]) -> None:
-        at = wall_clock_ms()
+        at = now_ms()
         records: list[Record] = []
         wakes: dict[str, list[Wake]] = defaultdict(list)
         for t in timers:
             records.append(TimerFired(t.timer_id, t.invocation_id, at))
             completion = None
-            if t.kind == "sleep":
+            if t.kind == TimerKind.SLEEP:
                 completion = Completion(t.invocation_id, t.idx, None, None, None, at)
                 records.append(completion)
-            elif t.kind == "start":
-                records.append(StatusChange(t.invocation_id, "pending", 0, None, at))
+            elif t.kind == TimerKind.START:
+                records.append(StatusChange(t.invocation_id, InvocationStatus.PENDING, 0, None, at))
             wakes[t.host].append((t.invocation_id, t.idx, completion))
         batch = Batch(f"{self._prefix}:{next(self._batch_ids)}", records)
-        while True:
-            try:
-                await self.journal.commit(batch)
-                break
-            except Exception:
-                log.exception("cannot commit fired timers; trying again")
-                batch.resent = True
-                await asyncio.sleep(0.5)
+
+        def resend(_: BaseException) -> None:
+            log.exception("cannot commit fired timers; trying again")
+            batch.resent = True
+
+        await retry(lambda: self.journal.commit(batch), backoff=COMMIT_BACKOFF, on_retry=resend)
         self.fired += len(timers)
         for t in timers:
             self._recently_fired[t.timer_id] = None

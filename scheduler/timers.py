@@ -8,21 +8,18 @@ fires each once.
 from __future__ import annotations
 
 import heapq
-import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from journal.clock import now_ms
+
 T = TypeVar("T")
-
-
-def wall_clock_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class TimerQueue(Generic[T]):
     """Timers ordered by due time (epoch ms); ``pop_due`` hands out those whose time has come."""
 
-    def __init__(self, clock: Callable[[], int] = wall_clock_ms) -> None:
+    def __init__(self, clock: Callable[[], int] = now_ms) -> None:
         self.clock = clock
         self._heap: list[tuple[int, int, str]] = []
         self._items: dict[str, T] = {}

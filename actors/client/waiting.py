@@ -11,19 +11,23 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from journal.errors import RaystateError, StatusCode
+
 T = TypeVar("T")
 # How long the timed-out caller waits for the journal to say where the invocation stands.
 STATUS_READ_S = 5.0
 FAILURE_SHOWN = 500  # characters of the last failure put in the message
 
 
-class InvocationTimeoutError(TimeoutError):
+class InvocationTimeoutError(RaystateError, TimeoutError):
     """A ``timeout=`` ran out before the invocation finished. The invocation is not cancelled:
     ``rt.attach(e.invocation_id).result()`` waits again, ``rt.cancel`` stops it.
 
     Attributes: ``invocation_id``; ``status``, ``retry_count`` and ``last_failure`` as
     ``sys_invocation`` had them when the wait gave up (None where unknown).
     """
+
+    code = StatusCode.REQUEST_TIMEOUT
 
     def __init__(self, invocation_id: str, timeout: float, status: str | None = None,
                  retry_count: int | None = None, last_failure: str | None = None) -> None:

@@ -22,6 +22,8 @@ from actors.host.object_host import InvokeRequest, ObjectHost
 from actors.host.watchdog import LoopWatchdog
 from actors.sdk.definitions import ServiceDefinition
 from actors.sdk.errors import TerminalError
+from journal.config import RuntimeConfig
+from journal.errors import StatusCode
 from journal.records import Completion, Outcome
 from journal.transport.gctune import tune_gc
 from journal.transport.wire import WireServed
@@ -36,10 +38,10 @@ class LazyRouter:
     def __init__(self, journal: RemoteJournal) -> None:
         self._journal = journal
         self._router: Router | None = None
-        self._config: dict | None = None
+        self._config: RuntimeConfig | None = None
 
     async def refresh(self) -> None:
-        self._config = await self._journal.call("config")
+        self._config = RuntimeConfig.from_dict(await self._journal.call("config"))
         self._router = Router(self._journal.namespace, self._config)
 
     @property
@@ -49,7 +51,8 @@ class LazyRouter:
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         if self._router is None:
-            raise TerminalError("the runtime's configuration is not loaded yet", 503)
+            raise TerminalError("the runtime's configuration is not loaded yet",
+                                StatusCode.UNAVAILABLE)
         return self._router.request(*args, **kwargs)
 
     async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -18,13 +18,15 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.cluster.channel import HOST_DOWN, HostChannel
 from actors.cluster.names import host_name, idempotent_invocation_id, new_invocation_id, route_hash
 from actors.engine.awakeable_ids import AwakeableIds
-from actors.engine.context import now_ms
 from actors.host.object_host import InvokeRequest
 from actors.sdk.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
 from actors.sdk.errors import AlreadyCompletedError, TerminalError
 from actors.sdk.serde import check_text
+from journal.clock import now_ms
+from journal.config import RuntimeConfig
+from journal.errors import StatusCode
 from journal.records import Outcome
-from journal.secret import SECRET
+from journal.retry import retry
 from journal.transport.remote import RemoteJournal
 from journal.transport.wire import WireRoute
 
@@ -53,13 +55,17 @@ def preferred_node(index: int) -> str | None:
 class Router:
     """Routes requests of one runtime (its namespace and config) to host actors."""
 
-    def __init__(self, namespace: str, config: dict[str, Any]) -> None:
+    def __init__(self, namespace: str, config: RuntimeConfig | Mapping[str, Any]) -> None:
+        typed = RuntimeConfig.of(config)
+        if typed.secret is None:
+            raise ValueError("Router: the runtime config carries no secret (it comes from "
+                             "the journal actor's config())")
         self.namespace = namespace
-        self.pool_size: int = config["pool_size"]
-        self.suspend_after_s: float = config.get("suspend_after_s", 30.0)
-        definitions: list[ServiceDefinition] = cloudpickle.loads(config["definitions"])
+        self.pool_size = typed.pool_size
+        self.suspend_after_s = typed.suspend_after_s
+        definitions: list[ServiceDefinition] = cloudpickle.loads(typed.definitions)
         self.definitions = {d.name: d for d in definitions}
-        self.awakeables = AwakeableIds(config[SECRET])
+        self.awakeables = AwakeableIds(typed.secret)
         self._hosts: dict[str, Any] = {}
         self._channels: dict[tuple[asyncio.AbstractEventLoop, str], HostChannel] = {}
         self._wires: dict[str, WireRoute] = {}
@@ -140,18 +146,19 @@ class Router:
             d = self.definitions.get(service)
             if d is None:
                 raise TerminalError(f"unknown service {service!r} (known: "
-                                    f"{', '.join(sorted(self.definitions)) or 'none'})", 404)
+                                    f"{', '.join(sorted(self.definitions)) or 'none'})",
+                                    StatusCode.NOT_FOUND)
             spec = d.handlers.get(handler)
             if spec is None:
                 raise TerminalError(f"unknown handler {target!r} (known: "
-                                    f"{', '.join(sorted(d.handlers))})", 404)
+                                    f"{', '.join(sorted(d.handlers))})", StatusCode.NOT_FOUND)
             return spec
         spec = spec_of(target)
         if spec is None:
-            raise TerminalError(f"{target!r} is not a raystate handler", 404)
+            raise TerminalError(f"{target!r} is not a raystate handler", StatusCode.NOT_FOUND)
         if spec.definition.name not in self.definitions:
             raise TerminalError(f"service {spec.definition.name!r} is not part of this runtime",
-                                404)
+                                StatusCode.NOT_FOUND)
         return self.definitions[spec.definition.name].handlers[spec.name]
 
     def request(self, target: Target, key: str | None, arg: Any, mode: str, *,
@@ -162,9 +169,11 @@ class Router:
         spec = self.resolve(target)
         keyed = spec.definition.keyed
         if keyed and not isinstance(key, str):
-            raise TerminalError(f"{spec.target} is a virtual-object handler: pass key=<str>", 400)
+            raise TerminalError(f"{spec.target} is a virtual-object handler: pass key=<str>",
+                                StatusCode.BAD_REQUEST)
         if not keyed and key is not None:
-            raise TerminalError(f"{spec.target} is a service handler: it takes no key", 400)
+            raise TerminalError(f"{spec.target} is a service handler: it takes no key",
+                                StatusCode.BAD_REQUEST)
         if key is not None:
             check_text(key, "key")
         if idempotency_key is not None:
@@ -172,7 +181,8 @@ class Router:
         if spec.takes_arg:
             data = spec.input.to_json(arg, f"input of {spec.target}")
         elif arg is not None:
-            raise TerminalError(f"{spec.target} takes no input, got {type(arg).__name__}", 400)
+            raise TerminalError(f"{spec.target} takes no input, got {type(arg).__name__}",
+                                StatusCode.BAD_REQUEST)
         else:
             data = "null"
         run_once = isinstance(spec.definition, Workflow) and spec.definition.is_main(spec.name)
@@ -183,7 +193,8 @@ class Router:
                 idempotent_invocation_id(spec.target, key, idempotency_key)
         delay_s = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
         if delay_s < 0:
-            raise TerminalError(f"delay must not be negative, got {delay!r}", 400)
+            raise TerminalError(f"delay must not be negative, got {delay!r}",
+                                StatusCode.BAD_REQUEST)
         req = InvokeRequest(invocation_id, spec.definition.name, spec.name, key, data,
                             mode,  # type: ignore[arg-type]
                             route_hash(spec.definition.name, key, invocation_id),
@@ -245,7 +256,8 @@ class Router:
             inv_id, f"unknown awakeable {awakeable_id} (no such invocation)",
             "resolve_awakeable", awakeable_id, result, failure, by)
         if not ok:
-            raise (AlreadyCompletedError if code == 409 else TerminalError)(message, code)
+            error = AlreadyCompletedError if code == StatusCode.CONFLICT else TerminalError
+            raise error(message, code)
         return str(message)
 
     async def _on_host_of(self, invocation_id: str, unknown: str, method: str,
@@ -255,24 +267,21 @@ class Router:
             self._journal = RemoteJournal(self.namespace)
         route = await self._journal.route(invocation_id)
         if route is None:
-            raise TerminalError(unknown, 404)
+            raise TerminalError(unknown, StatusCode.NOT_FOUND)
         service, key, route_hash = route
         d = self.definitions.get(service)
         if d is None:
             raise TerminalError(f"invocation {invocation_id!r} belongs to service "
-                                f"{service!r}, which this runtime does not know", 404)
+                                f"{service!r}, which this runtime does not know",
+                                StatusCode.NOT_FOUND)
         return await self._on_host(d, key, route_hash, method, *args)
 
     async def _on_host(self, d: ServiceDefinition, key: str | None, route_hash: int,
                        method: str, *args: Any) -> Any:
         """Call ``method(*args)`` on the host of (d, key), again after a host failure."""
         name = host_name(d.name, self._slot(d, key, route_hash))
-        delay = 0.05
-        while True:
-            try:
-                return await self._call_host(name, lambda: self.host_for(d, key, route_hash),
-                                             method, *args)
-            except HOST_DOWN:  # (a broken socket is closed: the route asks the successor)
-                self._hosts.pop(name, None)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        # (a broken socket is closed: the route asks the successor)
+        return await retry(
+            lambda: self._call_host(name, lambda: self.host_for(d, key, route_hash), method,
+                                    *args),
+            retry_on=HOST_DOWN, on_retry=lambda _: self._hosts.pop(name, None))

@@ -14,6 +14,7 @@ import hmac
 import re
 
 from actors.sdk.errors import TerminalError
+from journal.errors import StatusCode
 
 CHECK_CHARS = 16  # hex digits of the HMAC kept in an id (64 bits)
 MAX_ID_CHARS = 256  # far above any id we make (about 60 characters)
@@ -54,4 +55,4 @@ class AwakeableIds:
             else f"of type {type(text).__name__}"
         raise TerminalError(f"malformed awakeable id {shown} (expected an id that "
                             "ctx.awakeable() of this runtime returned: "
-                            "awk_<invocation>_<index>_<check>)", 400)
+                            "awk_<invocation>_<index>_<check>)", StatusCode.BAD_REQUEST)

@@ -18,12 +18,13 @@ journaled as ``{"$raystate_ref":null,"value":<json>}``, so the two never mix.
 from __future__ import annotations
 
 from actors.sdk.errors import JournalMismatch
+from journal.kinds import EntryType
 from journal.records import Entry
 
 REF_PREFIX = '{"$raystate_ref":'
 ESCAPED_PREFIX = REF_PREFIX + 'null,"value":'
 MIN_REF_CHARS = 64
-HOLDERS = ("set_state", "get_state")
+HOLDERS = (EntryType.SET_STATE, EntryType.GET_STATE)
 
 
 class StateReads:
@@ -75,7 +76,7 @@ class StateReads:
                                           f"get_state({entry.name!r}) -> entry {idx}",
                                           f"a replay where entry {idx} is {_describe(target)}")
                 data = target.result
-                if target.entry_type == "get_state" and data.startswith(ESCAPED_PREFIX):
+                if target.entry_type == EntryType.GET_STATE and data.startswith(ESCAPED_PREFIX):
                     data = data[len(ESCAPED_PREFIX):-1]
         self._held[entry.name] = (idx, data)
         return data

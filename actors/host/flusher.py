@@ -13,6 +13,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from journal.records import Batch, Record
+from journal.retry import Backoff, retry
+
+RECOMMIT = Backoff(0.1, 2.0, 5.0)  # waits before a failed batch is sent again
 
 log = logging.getLogger("raystate.host")
 
@@ -62,13 +65,9 @@ class Flusher:
     async def _commit_until_done(self, batch: Batch) -> None:
         """Nothing may go on until the batch is durable, and its records are already part of
         invocations' in-memory journals: so send the same batch again until it commits."""
-        delay = 0.1
-        while True:
-            try:
-                await self._commit(batch)
-                return
-            except Exception:
-                log.exception("commit of batch %s failed; sending it again", batch.batch_id)
-                batch.resent = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+        def resend(_: BaseException) -> None:
+            log.exception("commit of batch %s failed; sending it again", batch.batch_id)
+            batch.resent = True
+
+        await retry(lambda: self._commit(batch), backoff=RECOMMIT, on_retry=resend)

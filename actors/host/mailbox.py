@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from journal.kinds import InvokeMode
+
 Result = tuple[bool, Any]  # (True, Outcome | None) or (False, exception)
 LINGER_TURNS = 3
 EXPIRE_S = 120.0  # a mailbox nobody polled for this long belongs to a caller that is gone
@@ -26,7 +28,7 @@ def request_tag(req: Any) -> str:
     """What a request's result is filed under: its invocation id, and its mode for a send.
     A call and a send can name the same invocation (every submission of a workflow's main
     does): the call waits for the outcome, the send only until it is durable."""
-    return req.id if req.mode == "call" else f"send:{req.id}"
+    return req.id if req.mode == InvokeMode.CALL else f"send:{req.id}"
 
 
 @dataclass

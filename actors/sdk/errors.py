@@ -1,12 +1,17 @@
-"""Errors users see, and the retry policy. Every class survives pickle with its attributes."""
+"""Errors users see, and the retry policy. Every class survives pickle with its attributes.
+
+All but ``JournalMismatch`` derive from ``journal.errors.RaystateError`` (the family's base,
+with a ``code``); ``JournalMismatch`` stays outside ``Exception`` on purpose."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
 
+from journal.errors import RaystateError, StatusCode
 
-class TerminalError(Exception):
+
+class TerminalError(RaystateError):
     """A failure that is never retried: journaled as the outcome and re-raised at the caller.
 
     Args:
@@ -14,10 +19,19 @@ class TerminalError(Exception):
         status_code: an HTTP-like code (400 bad input, 404 unknown target, 500 default).
     """
 
-    def __init__(self, message: str, status_code: int = 500) -> None:
+    def __init__(self, message: str, status_code: int = StatusCode.INTERNAL) -> None:
         super().__init__(message)
         self.message = message
-        self.status_code = status_code
+        self.code = int(status_code)  # plain int: it is journaled and crosses Ray
+
+    @property
+    def status_code(self) -> int:
+        """The family's ``code``, under the name Restate's SDK gives it."""
+        return self.code
+
+    @status_code.setter
+    def status_code(self, value: int) -> None:
+        self.code = int(value)
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.message, self.status_code))
@@ -47,7 +61,7 @@ class JournalMismatch(BaseException):
         return (type(self), (self.invocation_id, self.index, self.journaled, self.actual))
 
 
-class DefinitionError(TypeError):
+class DefinitionError(RaystateError, TypeError):
     """A service definition or handler is malformed; lists every problem found at once."""
 
     def __init__(self, where: str, issues: list[str]) -> None:
@@ -105,5 +119,5 @@ class RetryPolicy:
 class AlreadyCompletedError(TerminalError):
     """An awakeable or workflow promise was resolved or rejected before: the first one wins."""
 
-    def __init__(self, message: str, status_code: int = 409) -> None:
+    def __init__(self, message: str, status_code: int = StatusCode.CONFLICT) -> None:
         super().__init__(message, status_code)

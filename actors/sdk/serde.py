@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from actors.sdk.errors import TerminalError
+from journal.errors import StatusCode
 
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # inputs, outputs, action results, awakeable values
 
@@ -27,7 +28,7 @@ def check_size(data: str, what: str) -> str:
     journaled: every byte of it would be written to DuckDB and shipped between actors."""
     if len(data) > MAX_PAYLOAD_BYTES // 4 and len(data.encode()) > MAX_PAYLOAD_BYTES:
         raise TerminalError(f"{what} is {len(data.encode()):,} bytes of JSON; the limit is "
-                            f"{MAX_PAYLOAD_BYTES:,}", 413)
+                            f"{MAX_PAYLOAD_BYTES:,}", StatusCode.PAYLOAD_TOO_LARGE)
     return data
 
 
@@ -43,7 +44,8 @@ def check_text(text: str, what: str) -> str:
             text.encode()
         except UnicodeEncodeError as e:
             raise TerminalError(f"{what} {text[:40]!r} is not valid text: "
-                                f"{e.reason} at position {e.start}", 400) from None
+                                f"{e.reason} at position {e.start}",
+                                StatusCode.BAD_REQUEST) from None
     return text
 
 
@@ -110,7 +112,7 @@ class Serde:
         try:
             data = self._validated_dump(value)
         except (ValidationError, ValueError, TypeError) as e:
-            raise TerminalError(f"{what}: {_short(e)}", 400) from None
+            raise TerminalError(f"{what}: {_short(e)}", StatusCode.BAD_REQUEST) from None
         return check_size(data, what)
 
     def output_json(self, value: Any, target: str) -> str:
@@ -122,11 +124,12 @@ class Serde:
         except ValidationError as e:
             raise TerminalError(
                 f"the output of {target} does not match its return annotation "
-                f"{_type_name(self.type)} (got {type(value).__name__}): {_short(e)}", 500
+                f"{_type_name(self.type)} (got {type(value).__name__}): {_short(e)}",
+                StatusCode.INTERNAL
             ) from None
         except (ValueError, TypeError) as e:
             raise TerminalError(f"the output of {target} is not JSON-serializable "
-                                f"({type(value).__name__}): {e}", 500) from None
+                                f"({type(value).__name__}): {e}", StatusCode.INTERNAL) from None
         return check_size(data, f"the output of {target}")
 
     def __reduce__(self):  # type: ignore[no-untyped-def]

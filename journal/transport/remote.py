@@ -7,8 +7,6 @@ commits carry a batch id the journal de-duplicates, invocations and timers carry
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +14,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
+from journal.retry import retry
 from journal.transport.wire import WireClosed, WireRoute
 
 UNAVAILABLE = (ActorDiedError, ActorUnavailableError, RayActorError)
@@ -58,21 +57,19 @@ class RemoteActor:
 
     async def _ray_call(self, method: str, *args: Any,
                         on_retry: Callable[[], None] | None = None) -> Any:
-        deadline = time.monotonic() + self.patience
-        delay = 0.05
-        while True:
-            try:
-                return await getattr(self._actor(), method).remote(*args)
-            except (*UNAVAILABLE, ValueError) as e:  # ValueError: name not registered (yet)
-                if isinstance(e, ValueError) and "Failed to look up actor" not in str(e):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                self._handle = None
-                if on_retry is not None:
-                    on_retry()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        def forget(_: BaseException) -> None:
+            self._handle = None
+            if on_retry is not None:
+                on_retry()
+
+        return await retry(lambda: getattr(self._actor(), method).remote(*args),
+                           retry_on=(*UNAVAILABLE, ValueError), when=_down,
+                           deadline_s=self.patience, on_retry=forget)
+
+
+def _down(e: BaseException) -> bool:
+    """A dead or restarting actor, or its name not registered (yet)."""
+    return not isinstance(e, ValueError) or "Failed to look up actor" in str(e)
 
 
 class RemoteJournal(RemoteActor):

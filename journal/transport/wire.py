@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from journal.errors import RaystateError
 from journal.private import FILE_MODE, new_socket_path, remove_socket
 
 HEADER = struct.Struct("!IQ")  # payload bytes, request id
@@ -54,11 +55,11 @@ def _ray_node() -> str:
     return str(ray.get_runtime_context().get_node_id())
 
 
-class WireClosed(ConnectionError):
+class WireClosed(RaystateError, ConnectionError):
     """The connection broke: the call may or may not have been carried out."""
 
 
-class Unsendable(RuntimeError):
+class Unsendable(RaystateError, RuntimeError):
     """A request or reply the socket cannot carry (over ``MAX_FRAME`` bytes, or not picklable).
     Only its own call fails, and it is not sent again through Ray as after ``WireClosed``:
     when the reply could not be sent, the method has run."""

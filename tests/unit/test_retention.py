@@ -14,6 +14,7 @@ import pytest
 from actors.client.runtime import Runtime
 from journal import retention
 from journal.actor import GroupCommitJournal
+from journal.clock import now_ms
 from journal.records import (
     Accept,
     Batch,
@@ -26,7 +27,7 @@ from journal.records import (
     Timer,
     TimerFired,
 )
-from journal.store import JournalStore, now_ms
+from journal.store import JournalStore
 from tests.unit.engine_apps import CALLS, World, request, svc
 
 T0 = 1_700_000_000_000

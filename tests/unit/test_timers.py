@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from actors.engine.context import now_ms
 from actors.host.object_host import ObjectHost
+from journal.clock import now_ms
 from journal.records import Completion, Entry, Outcome, Timer
 from scheduler.service import TimerScheduler, Wake
 from scheduler.timers import TimerQueue
