@@ -28,6 +28,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.client.registry import service_rows
 from actors.client.waiting import within
+from actors.cluster.host_actor import HostActor
 from actors.cluster.names import JOURNAL, SCHEDULER, default_pool_size
 from actors.cluster.remote import UNAVAILABLE, RemoteJournal
 from actors.cluster.router import SYSTEM_ACTOR, Router, Target, preferred_node
@@ -161,7 +162,7 @@ class Runtime:
     def __init__(self, namespace: str, config: dict[str, Any]) -> None:
         self.namespace = namespace
         self.data_dir: str = config["data_dir"]
-        self.router = Router(namespace, config)
+        self.router = Router(namespace, config, HostActor)
         self.pool_size = self.router.pool_size
         self.definitions = self.router.definitions
         self._journal = RemoteJournal(namespace)

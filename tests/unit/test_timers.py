@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from actors.engine.context import now_ms
+from actors.engine.invocation import now_ms
 from actors.host.object_host import ObjectHost
 from journal.records import Completion, Entry, Outcome, Timer
 from scheduler.service import TimerScheduler, Wake
