@@ -8,10 +8,7 @@ import contextlib
 import logging
 from typing import Any
 
-from actors.engine.invocation import (
-    Invocation,
-    now_ms,
-)
+from actors.engine.invocation import Invocation, now_ms
 from actors.host.base import RECENT_OUTCOMES, HostBase
 from actors.sdk.errors import AlreadyCompletedError, TerminalError
 from actors.sdk.serde import Serde

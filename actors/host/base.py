@@ -53,6 +53,9 @@ class HostBase:
         self.suspend_after = suspend_after
         self.outbox = outbox
         self.actions = SyncActions()
+        # the engine's ``ctx.run`` of a sync function: on a thread, counted by ``actions``
+        # (bound once: no extra call on the hot path)
+        self.run_sync: Callable[..., Awaitable[Any]] = self.actions.run
         self.flusher = Flusher(journal.commit, self._apply_committed, self.actions.settle)
         self.loader = StateLoader(  # a dedicated host loads its one key once: no filter
             partial(journal.load_states, definition.name),
@@ -81,10 +84,6 @@ class HostBase:
     @property
     def name(self) -> str:
         return self._name
-
-    def run_sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Awaitable[Any]:
-        """The engine's ``ctx.run`` of a sync function: on a thread, counted by ``actions``."""
-        return self.actions.run(fn, *args, **kwargs)
 
     def _outcome(self, inv_id: str) -> asyncio.Future[Outcome]:
         fut = self._outcomes.get(inv_id)

@@ -6,8 +6,14 @@ and service handlers run beside them. Everything an invocation records goes thro
 leaves memory (a small stub keeps its key's place in line) and is replayed from the journal
 when the scheduler wakes it; a delayed send stays parked until its start timer fires. No Ray
 import here: the actor wrapper (``actors.cluster.host_actor``) supplies the journal and
-scheduler ports.
+scheduler ports (``actors.host.ports``).
+
+This module holds the path every invocation takes: accept, schedule, run, suspend and wake,
+make durable. The host's state is ``actors.host.base.HostBase``; what only some invocations
+need lives in parts mixed in over it: outbound sends and calls (``outbound``), awakeables
+(``awakeables``), workflow promises (``promises``), cancel, kill and idleness (``lifecycle``).
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -7,10 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from actors.engine.invocation import (
-    Invocation,
-    now_ms,
-)
+from actors.engine.invocation import Invocation, now_ms
 from actors.host.base import HostBase
 from actors.host.requests import InvokeRequest
 from actors.sdk.errors import TerminalError

@@ -3,15 +3,9 @@ entries."""
 
 from __future__ import annotations
 
-import logging
-
-from actors.engine.invocation import (
-    Invocation,
-)
+from actors.engine.invocation import Invocation
 from actors.host.base import HostBase
 from journal.records import Completion
-
-log = logging.getLogger("raystate.host")
 
 
 class Promises(HostBase):
