@@ -244,7 +244,7 @@ class _Path:
         self.name = name
 
     def write(self, batches: list[Any]) -> None:
-        from journal.store import log_rows
+        from journal.rows import log_rows
 
         encode = _wide_rows if self.wide else log_rows
         rows: list[tuple[Any, ...]] = []

@@ -3,11 +3,12 @@
 ``write`` makes many hosts' batches durable together; re-sent batches are recognised by id and
 skipped, so a host that lost the reply to a commit may safely send again.
 
-Write path (the table is described in ``journal.schema``). ``write`` makes a group commit's rows
-durable in the write-ahead log (``journal.wal``: one frame, one ``fdatasync``, ~0.3 ms) and
-returns; ``drain`` moves every row written since the last drain into DuckDB as below, in one
-transaction, and every read drains first. So DuckDB's fixed cost per transaction is paid once
-per drain, not once per group commit, and is off the path a caller waits on.
+Write path (the table is described in ``journal.schema``, its rows in ``journal.rows``).
+``write`` makes a group commit's rows durable in the write-ahead log (``journal.wal``: one
+frame, one ``fdatasync``) and returns; ``drain`` moves every row written since the last drain
+into DuckDB as below, in one transaction, and every read drains first. So DuckDB's fixed cost
+per transaction is paid once per drain, not once per group commit, and is off the path a caller
+waits on.
 
 Every record of a group commit, plus one row per batch id (and at most once a second a clock
 mark, which retention counts time by: ``journal.retention``), is one row of the append-only
@@ -16,76 +17,46 @@ mode a flush is one statement, so one transaction and one WAL fsync. (A drain of
 ``ONE_STATEMENT_MAX_ROWS`` rows gets an explicit transaction around the flush, should the
 appender ever flush in parts.)
 
-Measured with ``python -m benchmarks.journal_write --paths`` (2 cores, DuckDB 2.0.1, ext4;
-each path on a fresh table of its own, all interleaved; median ms per group commit; a batch is
-one typical invocation: batch id, Accept, two Entry, StateWrite, Output = 6 rows):
-
-                                               1 batch   20 batches   100 batches
-    appender, auto-commit (chosen)               2.8        4.9          9.0
-    appender inside BEGIN/COMMIT                 3.5        5.6          9.9
-    appender, no index on id                     2.8        4.7          8.3
-    appender, data/meta typed JSON               2.8        5.1          9.7
-    appender, 17 columns (one per field)         4.3        6.4         10.8
-    Arrow table, register + INSERT ... SELECT    5.7        7.3          9.9
-    Arrow, con.from_arrow(t).insert_into(...)    4.9        6.6          9.3
-    multi-row INSERT ... VALUES (?, ...)         3.9       23          111
-    INSERT ... SELECT unnest($n) per column      4.0        6.4         13.3
-
-Alone (``python -m benchmarks.journal_write``, no interleaving) a write of 1 / 20 / 100
-batches takes 1.8 / 4.3 / 9.0 ms on a fresh data dir and 2.8 / 4.7 / 8.2 ms with 200k
-invocations in it; the store before this one (six tables, one appender flush per table inside
-BEGIN/COMMIT) took 8.8 / 12.6 / 13.0 and 9.7 / 13.2 / 16.9 ms.
-
-What costs is fixed CPU per statement and per column (the 2.0 appender plans an INSERT at
-every flush, ~0.1 ms a column), then per value; the fsync is ~0.5 ms. Hence one statement, six
+Why this shape: what costs is fixed CPU per statement and per column (the appender plans an
+INSERT at every flush), then per value; the fsync is small beside it. Hence one statement, six
 columns (the fields no look-up filters on travel as one small JSON object, ``meta``, formatted
-here, which also type-checks the integers), and no JSON validation on the way in: a JSON-typed
-column parses every value (600 rows: 4.0 + 8.8 ms to append and flush instead of 1.3 + 6.4),
-so payloads are stored as text and the views cast them. Arrow lost on small groups
-(registering the table and planning the INSERT cost ~3 ms) and only ties at 600 rows;
-``executemany`` was no candidate (0.5 ms a row). The index on ``id`` costs ~0.1 ms a write
-(~0.7 ms at 600 rows) and turns a scan of the log (~17 ms at 1.2M rows) into ~1 ms for
-``outcome``, ``accepted``, ``load_state`` and re-sent batch ids. A second index (on the object
-of accept rows, for a dedicated host's ``pending(key=...)``) measured +0.1-0.3 ms a write and
-was left out: that look-up scans two columns instead (~17 ms at 200k invocations, next to the
-0.2-0.5 s it takes to start a dedicated host's actor).
+in ``journal.rows``, which also type-checks the integers), and no JSON validation on the way
+in: a JSON-typed column parses every value, so payloads are stored as text and the views cast
+them. Arrow tables and multi-row INSERTs lost on the small groups that are the common case. The
+index on ``id`` turns a scan of the log into a look-up for ``outcome``, ``accepted``,
+``load_state`` and re-sent batch ids; a second index (on the object of accept rows, for a
+dedicated host's ``pending(key=...)``) costs every write and was left out: that look-up scans
+two columns instead, rarely, while a dedicated host's actor starts anyway. The candidates are
+compared by ``python -m benchmarks.journal_write --paths`` (figures: docs/performance.md).
+
+Reads are mixed in by aggregate: invocations and timers (``journal.invocations``), object state
+(``journal.states``); users' SQL runs through ``journal.usersql``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
-from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Collection, Sequence
-from json.encoder import encode_basestring as _q  # type: ignore[attr-defined]
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from journal import retention
-from journal.keyfilter import KeyFilter
+from journal.invocations import InvocationReads
 from journal.private import private_data_dir, tighten
 from journal.records import (
-    Accept,
-    AttemptFailed,
     Batch,
-    Completion,
-    Entry,
-    Outcome,
     Output,
-    PendingInvocation,
-    StateWrite,
-    StatusChange,
-    Timer,
-    TimerFired,
 )
 from journal.retention import PruneStats
+from journal.rows import log_rows, rows_of
 from journal.schema import migrate
 from journal.secret import SECRET_FILE
+from journal.states import StateReads
 from journal.usersql import MAX_RESULT_BYTES, run_read_only
 from journal.wal import WAL_DIR, Row, WriteAheadLog
 
@@ -93,10 +64,7 @@ DB_FILE = "journal.duckdb"
 # The runtime's files in a data dir, and the start of their names: DuckDB's .wal beside the
 # journal, and ``journal.actor.CONFIG_FILE`` (runtime-config.pickle) with its .tmp.
 DATA_FILES = [DB_FILE, SECRET_FILE, "runtime-config"]
-EVENT_TRANSIENT_ERROR = "TransientError"  # sys_journal_events.event_type of a failed attempt
 RECENT_BATCHES = 100_000
-INDEX_LOOKUP_MAX_IDS = 128  # up to this many ids, look them up in the index; else scan + join
-FOLD_IN_SQL_ROWS = 1_000  # load_state folds a key's history in Python up to this many rows
 ONE_STATEMENT_MAX_ROWS = 10_000  # larger writes get an explicit transaction around the flush
 
 
@@ -128,146 +96,7 @@ def open_database(data_dir: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection
     return con
 
 
-# -- encoding records as log rows (seq, kind, id, name, data, meta) -----------------------------
-# ``meta`` is built by string formatting: ``:d`` refuses anything but an int (or bool) and ``_q``
-# (the C JSON string encoder) anything but a str, so a malformed record fails the write up front.
-
-_BOOL = {True: "true", False: "false", None: "null"}
-_ROUTE = "CASE WHEN kind = 'accept' THEN (meta->>'route_hash')::UBIGINT END"
-
-
-def _object(service: str, key: str | None) -> str:
-    """'service/key' ('service' without a key): the object an accept or state row belongs to."""
-    if "/" in service:
-        raise ValueError(f"service name {service!r} contains '/'")
-    return service if key is None else f"{service}/{key}"
-
-
-def _accept_row(seq: int, r: Accept) -> Row:
-    meta = (f'{{"handler":{_q(r.handler)},"route_hash":{r.route_hash:d}'
-            f',"created_at_ms":{r.created_at_ms:d},"host_order":{r.host_order:d}')
-    if r.idempotency_key is not None:
-        meta += ',"idempotency_key":' + _q(r.idempotency_key)
-    if r.invoked_by is not None:
-        meta += ',"invoked_by":' + _q(r.invoked_by)
-    return (seq, "accept", r.id, _object(r.service, r.key), r.input, meta + "}")
-
-
-def _entry_row(seq: int, r: Entry) -> Row:
-    meta = (f'{{"idx":{r.idx:d},"entry_type":{_q(r.entry_type)}'
-            f',"created_at_ms":{r.created_at_ms:d},"completed":{_BOOL[r.completed]}')
-    if r.failure is not None:
-        meta += ',"failure":' + _q(r.failure)
-    if r.failure_code is not None:
-        meta += f',"failure_code":{r.failure_code:d}'
-    return (seq, "entry", r.invocation_id, r.name, r.result, meta + "}")
-
-
-def _state_row(seq: int, r: StateWrite) -> Row:
-    return (seq, "state", _object(r.service, r.key), r.name, r.value, None)
-
-
-def _status_row(seq: int, r: StatusChange) -> Row:
-    meta = f'{{"retry_count":{r.retry_count:d},"at_ms":{r.at_ms:d}'
-    if r.failure is not None:
-        meta += ',"failure":' + _q(r.failure)
-    return (seq, "status", r.invocation_id, r.status, None, meta + "}")
-
-
-def _output_row(seq: int, r: Output) -> Row:
-    meta = f'{{"ok":{_BOOL[r.ok]},"completed_at_ms":{r.completed_at_ms:d}'
-    if r.failure is not None:
-        meta += ',"failure":' + _q(r.failure)
-    if r.failure_code is not None:
-        meta += f',"failure_code":{r.failure_code:d}'
-    return (seq, "output", r.invocation_id, None, r.output, meta + "}")
-
-
-def _timer_row(seq: int, r: Timer) -> Row:
-    meta = (f'{{"idx":{r.idx:d},"timer_kind":{_q(r.kind)},"fire_at_ms":{r.fire_at_ms:d}'
-            f',"host":{_q(r.host)}}}')
-    return (seq, "timer", r.invocation_id, r.timer_id, None, meta)
-
-
-def _fired_row(seq: int, r: TimerFired) -> Row:
-    return (seq, "fired", r.invocation_id, r.timer_id, None, f'{{"at_ms":{r.at_ms:d}}}')
-
-
-def _completion_row(seq: int, r: Completion) -> Row:
-    meta = f'{{"idx":{r.idx:d},"at_ms":{r.at_ms:d}'
-    if r.failure is not None:
-        meta += ',"failure":' + _q(r.failure)
-    if r.failure_code is not None:
-        meta += f',"failure_code":{r.failure_code:d}'
-    if r.by is not None:
-        meta += ',"by":' + _q(r.by)
-    return (seq, "completion", r.invocation_id, None, r.result, meta + "}")
-
-
-def _event_row(seq: int, r: AttemptFailed) -> Row:
-    event = {"failure": r.failure, "stacktrace": r.stacktrace, "retry_count": r.retry_count,
-             "related_entry_index": r.related_entry_index,
-             "related_entry_name": r.related_entry_name,
-             "related_entry_type": r.related_entry_type,
-             "next_retry_at_ms": r.next_retry_at_ms}
-    return (seq, "event", r.invocation_id, EVENT_TRANSIENT_ERROR, json.dumps(event),
-            f'{{"at_ms":{r.at_ms:d}}}')
-
-
-_ENCODERS: dict[type, Callable[[int, Any], Row]] = {
-    Accept: _accept_row,
-    Entry: _entry_row,
-    StateWrite: _state_row,
-    StatusChange: _status_row,
-    Output: _output_row,
-    Timer: _timer_row,
-    TimerFired: _fired_row,
-    Completion: _completion_row,
-    AttemptFailed: _event_row,
-}
-
-
-def log_rows(batch: Batch, seq: int) -> list[Row]:
-    """The log rows of one batch, numbered from ``seq``: its batch-id row, then its records."""
-    rows: list[Row] = [(seq, "batch", batch.batch_id, None, None, None)]
-    for r in batch.records:
-        seq += 1
-        encode = _ENCODERS.get(type(r))
-        if encode is None:  # pragma: no cover - a programming error, not user input
-            raise TypeError(f"unknown journal record {r!r}")
-        rows.append(encode(seq, r))
-    return rows
-
-
-# -- decoding ------------------------------------------------------------------------------------
-
-
-def _accept(id: str, name: str, data: str, meta: str) -> Accept:
-    m = json.loads(meta)
-    service, slash, key = name.partition("/")
-    return Accept(id, service, m["handler"], key if slash else None, m["route_hash"], data,
-                  m.get("idempotency_key"), m.get("invoked_by"), m["created_at_ms"],
-                  m["host_order"])
-
-
-def _entry(id: str, name: str | None, data: str | None, meta: str) -> Entry:
-    m = json.loads(meta)
-    return Entry(id, m["idx"], m["entry_type"], name, data, m.get("failure"),
-                 m.get("failure_code"), m["created_at_ms"], m["completed"])
-
-
-def _completion(id: str, data: str | None, meta: str) -> Completion:
-    m = json.loads(meta)
-    return Completion(id, m["idx"], data, m.get("failure"), m.get("failure_code"), m["at_ms"],
-                      m.get("by"))
-
-
-def _outcome(data: str | None, meta: str) -> Outcome:
-    m = json.loads(meta)
-    return Outcome(m["ok"], data, m.get("failure"), m.get("failure_code"))
-
-
-class JournalStore:
+class JournalStore(InvocationReads, StateReads):
     """Durable facts of one runtime in one DuckDB file.
 
     ``clock`` (epoch ms) stamps the marks retention counts time by (see ``prune``); tests
@@ -466,7 +295,7 @@ class JournalStore:
         if not batch_ids:
             return set()
         with self._con.cursor() as cur:
-            return {r[1] for r in _rows_of(cur, ["id"], batch_ids, ("batch",))}
+            return {r[1] for r in rows_of(cur, ["id"], batch_ids, ("batch",))}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -476,200 +305,6 @@ class JournalStore:
         self.reads += 1
         self.drain()
         return self._con.cursor()
-
-    def outcome(self, invocation_id: str) -> Outcome | None:
-        with self._reader() as cur:
-            rows = _rows_of(cur, ["data", "meta"], [invocation_id], ("output",))
-        return _outcome(*rows[0][1:]) if rows else None
-
-    def accepted(self, invocation_id: str) -> Accept | None:
-        with self._reader() as cur:
-            rows = _rows_of(cur, ["id", "name", "data", "meta"], [invocation_id], ("accept",))
-        return _accept(*rows[0][1:]) if rows else None
-
-    def completion(self, invocation_id: str, idx: int) -> Completion | None:
-        """The first completion of entry ``idx`` of an invocation (finished or not)."""
-        with self._reader() as cur:
-            rows = _rows_of(cur, ["data", "meta", "seq"], [invocation_id], ("completion",))
-        found = sorted((seq, data, meta) for _, data, meta, seq in rows
-                       if json.loads(meta)["idx"] == idx)
-        return _completion(invocation_id, found[0][1], found[0][2]) if found else None
-
-    def pending(
-        self,
-        services: list[str],
-        *,
-        partition: tuple[int, int] | None = None,
-        key: str | None = None,
-        ids: list[str] | None = None,
-    ) -> list[PendingInvocation]:
-        """Accepted invocations without output, in acceptance order, with their journals,
-        completions and the unfired start or retry timer each waits for.
-
-        ``partition=(index, count)`` selects the pooled host ``index`` of ``count``;
-        ``key`` selects one key (a dedicated host); ``ids`` selects invocations by id.
-        """
-        services = [s for s in services if "/" not in s]
-        objects = None if key is None else {f"{s}/{key}" for s in services}
-        with self._reader() as cur:
-            open_ids = None
-            if ids is not None:
-                done = {r[1] for r in _rows_of(cur, ["id"], ids, ("output",))}
-                open_ids = [i for i in ids if i not in done]
-            elif objects:  # a key's invocations by name (a scan of two columns), then by id
-                ids = [r[0] for r in cur.execute(
-                    f"SELECT id FROM log WHERE kind = 'accept' AND name IN ({_marks(objects)})",
-                    list(objects)).fetchall()]
-                if len(ids) <= INDEX_LOOKUP_MAX_IDS:
-                    done = {r[1] for r in _rows_of(cur, ["id"], ids, ("output",))}
-                    open_ids = [i for i in ids if i not in done]
-            if open_ids is None and services:
-                open_ids = self._open_ids(cur)
-            rows = _rows_of(cur, ["id", "name", "data", "meta", "seq", _ROUTE], open_ids or [],
-                            ("accept", "entry", "status", "timer", "fired", "completion"))
-        wanted = set(services)
-        accepts: list[tuple[Accept, int]] = []
-        for kind, id, name, data, meta, seq, route in rows:
-            if (kind == "accept"
-                    and (partition is None or route % partition[1] == partition[0])
-                    and (name in objects if objects is not None
-                         else name.partition("/")[0] in wanted)):
-                accepts.append((_accept(id, name, data, meta), seq))
-        if not accepts:
-            return []
-        mine = {a.id for a, _ in accepts}
-        entries: dict[str, list[tuple[int, Entry]]] = defaultdict(list)
-        retries: dict[str, int] = {}
-        completions: dict[str, dict[int, Completion]] = defaultdict(dict)
-        timers: dict[str, dict[str, str]] = defaultdict(dict)  # id -> timer id -> kind
-        fired: set[str] = set()
-        for kind, id, name, data, meta, seq, _ in rows:
-            if id not in mine:
-                continue
-            if kind == "entry":
-                entries[id].append((seq, _entry(id, name, data, meta)))
-            elif kind == "status":
-                retry = json.loads(meta)["retry_count"]
-                retries[id] = max(retries.get(id, retry), retry)
-            elif kind == "completion":
-                c = _completion(id, data, meta)
-                completions[id].setdefault(c.idx, c)
-            elif kind == "timer":
-                timers[id][name] = json.loads(meta)["timer_kind"]
-            elif kind == "fired":
-                fired.add(name)
-        accepts.sort(key=lambda a: (a[0].host_order, a[1]))
-        return [
-            PendingInvocation(
-                a, _dedup(sorted(entries.get(a.id, []), key=_by_idx)), retries.get(a.id, 0),
-                completions.get(a.id, {}),
-                next((k for t, k in timers.get(a.id, {}).items()
-                      if k in ("start", "retry") and t not in fired), None))
-            for a, _ in accepts
-        ]
-
-    def pending_timers(self, host: str | None = None) -> list[Timer]:
-        """Every timer that has not fired, or those of one host (the scheduler reloads them
-        when it starts; a host hands its own over again when it starts, since it may have died
-        between committing a timer and handing it over)."""
-        query = ("SELECT id, name, meta FROM log WHERE kind = 'timer' AND name NOT IN"
-                 " (SELECT name FROM log WHERE kind = 'fired')")
-        params: list[str] = []
-        if host is not None:
-            query += " AND meta->>'host' = ?"
-            params.append(host)
-        with self._reader() as cur:
-            rows = cur.execute(query, params).fetchall()
-        return _timers(rows)
-
-    def fired_open_timers(self) -> list[Timer]:
-        """Timers that fired for invocations still unfinished: a scheduler that starts wakes
-        their hosts again, in case it died between making a firing durable and telling the
-        host (hosts ignore a wake they already had)."""
-        with self._reader() as cur:
-            rows = cur.execute(
-                "SELECT id, name, meta FROM log WHERE kind = 'timer'"
-                " AND name IN (SELECT name FROM log WHERE kind = 'fired')"
-                " AND id NOT IN (SELECT id FROM log WHERE kind = 'output')").fetchall()
-        return _timers(rows)
-
-    @staticmethod
-    def _open_ids(cur: duckdb.DuckDBPyConnection) -> list[str]:
-        """Ids of all unfinished invocations: one scan of accepts and outputs grouped by id
-        (~45 ms at 200k invocations; an anti-join of accepts with outputs took ~70-80 ms, and
-        filtering on the service in the same scan ~20 ms more than filtering the few open
-        invocations afterwards)."""
-        return [r[0] for r in cur.execute(
-            "SELECT id FROM log WHERE kind IN ('accept', 'output')"
-            " GROUP BY id HAVING bool_and(kind = 'accept')").fetchall()]
-
-    def pending_services(self) -> list[str]:
-        """Names of the services (and objects) with accepted, unfinished invocations."""
-        with self._reader() as cur:
-            rows = cur.execute(
-                "SELECT DISTINCT split_part(any_value(name), '/', 1) FROM log"
-                " WHERE kind IN ('accept', 'output') GROUP BY id HAVING bool_and(kind = 'accept')"
-            ).fetchall()
-        return sorted(r[0] for r in rows)
-
-    def pending_keys(self, service: str) -> list[str]:
-        """Keys of ``service`` with accepted, unfinished invocations."""
-        if "/" in service:
-            return []
-        with self._reader() as cur:
-            rows = cur.execute(
-                "SELECT DISTINCT substr(any_value(name), length($prefix) + 1) FROM log"
-                " WHERE kind = 'output' OR (kind = 'accept' AND starts_with(name, $prefix))"
-                " GROUP BY id HAVING bool_and(kind = 'accept')",
-                {"prefix": service + "/"},
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def load_state(self, service: str, key: str) -> dict[str, str]:
-        """The committed state of one object key: name -> JSON value."""
-        return self.load_states(service, [key])[key]
-
-    def load_states(self, service: str, keys: Sequence[str]) -> dict[str, dict[str, str]]:
-        """The committed state of each of ``keys`` of one object: key -> name -> JSON value
-        (hosts ask for the keys that became active together in one call)."""
-        out: dict[str, dict[str, str]] = {k: {} for k in keys}
-        if "/" in service or not keys:
-            return out
-        prefix = len(service) + 1
-        state = "(kind = 'state' OR id IS NULL)"  # keeps the index usable, see _rows_of
-        rows: list[tuple[Any, ...]] = []
-        with self._reader() as cur:
-            for i in range(0, len(keys), INDEX_LOOKUP_MAX_IDS):
-                objs = [f"{service}/{k}" for k in keys[i:i + INDEX_LOOKUP_MAX_IDS]]
-                where = f"id IN ({_marks(objs)}) AND {state}"
-                # Usually a few rows per key, folded here (an aggregate in SQL costs about twice
-                # as much); a long history (a hot key's) is folded by DuckDB instead.
-                chunk = cur.execute(f"SELECT id, name, data, seq FROM log WHERE {where}"
-                                    f" LIMIT {FOLD_IN_SQL_ROWS + 1}", objs).fetchall()
-                if len(chunk) > FOLD_IN_SQL_ROWS:
-                    chunk = cur.execute("SELECT id, name, arg_max_null(data, seq), max(seq)"
-                                        f" FROM log WHERE {where} GROUP BY id, name",
-                                        objs).fetchall()
-                rows += chunk
-        latest: dict[tuple[str, str], tuple[int, str | None]] = {}
-        for obj, name, data, seq in rows:
-            at = (obj, name)
-            if at not in latest or seq > latest[at][0]:
-                latest[at] = (seq, data)
-        for (obj, name), (_, value) in latest.items():
-            if value is not None:
-                out[obj[prefix:]][name] = value
-        return out
-
-    def state_key_filter(self, service: str) -> bytes:
-        """A ``KeyFilter`` (as bytes) of the keys of ``service`` that have state rows: a host
-        loads nothing for a key outside it."""
-        with self._reader() as cur:
-            ids = cur.execute("SELECT DISTINCT id FROM log WHERE kind = 'state'"
-                              " AND starts_with(id, ?)", [f"{service}/"]).fetchall()
-        prefix = len(service) + 1
-        return KeyFilter.of((i[prefix:] for (i,) in ids), len(ids)).to_bytes()
-
     def set_services(self, rows: Sequence[Sequence[str | None]]) -> None:
         """Replace the registry ``sys_service`` shows: (name, ty, handler, kind, options JSON)
         per handler (kind None for a service's). A table of its own, replaced in one
@@ -696,54 +331,3 @@ class JournalStore:
         and now (the journal actor runs users' queries through ``journal.usersql`` instead)."""
         with self._reader() as cur:
             return run_read_only(cur, query, max_bytes)
-
-
-def _timers(rows: list[tuple[Any, ...]]) -> list[Timer]:
-    """Timers from (id, name, meta) rows of kind 'timer'."""
-    out = []
-    for inv_id, timer_id, meta in rows:
-        m = json.loads(meta)
-        out.append(Timer(timer_id, inv_id, m["idx"], m["timer_kind"], m["fire_at_ms"], m["host"]))
-    return out
-
-
-def _marks(values: Collection[object]) -> str:
-    return ", ".join("?" * len(values))
-
-
-def _rows_of(
-    cur: duckdb.DuckDBPyConnection, columns: list[str], ids: Sequence[str], kinds: Sequence[str]
-) -> list[tuple[Any, ...]]:
-    """``(kind, *columns)`` of the rows of ``kinds`` whose id is one of ``ids``.
-
-    A few ids go through the index. DuckDB uses it only when the id test is the scan's one
-    filter (``id = ? AND kind = ?`` is a full scan, ~17 ms at 1.2M rows), hence the kind test
-    written as ``(kind IN (...) OR id IS NULL)`` (see ``journal.schema``), which stays above
-    the scan. Many ids (each costs ~0.3 ms through the index, a scan ~80 ms): one scan.
-    """
-    if not ids:
-        return []
-    select = ", ".join(["kind", *columns])
-    if len(ids) <= INDEX_LOOKUP_MAX_IDS:
-        return cur.execute(
-            f"SELECT {select} FROM log WHERE id IN ({_marks(ids)})"
-            f" AND (kind IN ({_marks(kinds)}) OR id IS NULL)",
-            [*ids, *kinds],
-        ).fetchall()
-    return cur.execute(
-        f"SELECT {select} FROM log WHERE kind IN ({_marks(kinds)}) AND id IN (SELECT unnest(?))",
-        [*kinds, list(ids)],
-    ).fetchall()
-
-
-def _by_idx(seq_entry: tuple[int, Entry]) -> tuple[int, int]:
-    return seq_entry[1].idx, seq_entry[0]
-
-
-def _dedup(entries: list[tuple[int, Entry]]) -> list[Entry]:
-    """Keep the first entry per index (a re-sent batch can never add a second, but be safe)."""
-    out: list[Entry] = []
-    for _, e in entries:
-        if e.idx == len(out):
-            out.append(e)
-    return out

@@ -23,7 +23,7 @@ ISO 8601 with milliseconds and a ``Z``.
 Speed: a read attaches to the running cluster and makes one Ray call to the journal actor (no
 ``Runtime``, no handler modules loaded). When the command line attached to Ray itself (run as
 ``raystate``, not in-process), the process ends with ``os._exit`` once its output is flushed:
-Ray's exit hook waits 0.5 s and ``ray.shutdown`` 0.25 s more, and a driver's exit is how Ray
+Ray's exit hook and ``ray.shutdown`` would wait for nothing, and a driver's exit is how Ray
 learns it is gone either way (nothing of the command's is left in flight by then).
 
 The SQL entry point takes one string, so the commands that filter build their queries with
@@ -36,14 +36,11 @@ import contextlib
 import datetime as dt
 import enum
 import json
-import logging
 import os
-import socket
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import click
 import duckdb
@@ -51,13 +48,19 @@ import pyarrow as pa
 import typer
 
 from actors.client.clihelp import RaystateCommand, RaystateGroup
+from actors.client.sources import (
+    ATTACHED,
+    NotFound,
+    Source,
+    Unreachable,
+    attach_ray,
+    connect,
+    first_line,
+    open_source,
+)
 from actors.client.tables import Format, console, records, rich_table, timestamp, write
 from actors.sdk.errors import TerminalError
-from journal.private import owner_only_files
 from journal.sqlguard import SqlRefused
-from journal.store import DB_FILE, DataDirError, JournalStore
-from journal.usersql import DEFAULT_SQL_TIMEOUT_S, SqlTimeout, run_read_only
-from journal.wal import WriteAheadLog
 
 
 class _App(typer.Typer):
@@ -68,12 +71,9 @@ class _App(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except SystemExit as e:
-            if _ATTACHED:
+            if ATTACHED:
                 _exit_now(e.code)
             raise
-
-
-_ATTACHED: list[bool] = []  # the command line itself attached this process to Ray
 
 
 def _exit_now(code: object) -> None:
@@ -117,185 +117,9 @@ LiveDbOpt = Annotated[
 ]
 
 
-class Unreachable(Exception):
-    """Nothing to read from: no runtime reachable, no journal at --db (exit code 2)."""
-
-
-class NotFound(Exception):
-    """The thing asked for does not exist (exit code 1)."""
-
-
-class Source(Protocol):
-    def sql(self, query: str) -> pa.Table: ...
-
-    def close(self) -> None: ...
-
-
-class LiveJournal:
-    """The journal actor of the runtime running in ``namespace``, for reads: one Ray call a
-    query (what ``Runtime.sql`` does, without building a whole client)."""
-
-    def __init__(self, namespace: str, hint: str) -> None:
-        import ray
-
-        from journal.transport.remote import JOURNAL_ACTOR
-
-        try:
-            self._journal = ray.get_actor(JOURNAL_ACTOR, namespace=namespace)
-        except ValueError:
-            raise Unreachable(f"no raystate runtime runs in namespace {namespace!r}; "
-                              f"{hint}") from None
-
-    def sql(self, query: str) -> pa.Table:
-        import ray
-
-        from journal.transport.remote import UNAVAILABLE
-
-        ref: Any = self._journal.sql_or_error.remote(query)
-        try:
-            result: Any = ray.get(ref)
-        except UNAVAILABLE as e:
-            raise Unreachable(f"the journal actor is not available ({_first_line(e)}); "
-                              "try again once it has restarted") from None
-        except KeyboardInterrupt:  # Ctrl-C: the journal interrupts the query
-            ray.cancel(ref)
-            raise
-        if isinstance(result, SqlRefused):
-            raise result
-        if isinstance(result, str):
-            raise SqlRefused(result)
-        return result
-
-    def close(self) -> None:
-        pass
-
-
-class OfflineJournal:
-    """A stopped runtime's journal, opened read-only in this process, with file and network
-    access off and the configuration locked (as in ``JournalStore``).
-
-    DuckDB allows one process per file, so this fails while a runtime has the file open; the
-    message then says to query the runtime live instead.
-    """
-
-    def __init__(self, data_dir: str | Path) -> None:
-        path = Path(data_dir)
-        if not path.is_file():  # a data dir, or the journal file itself
-            path = path / DB_FILE
-        if not path.is_file():
-            raise Unreachable(f"no raystate journal at {path}")
-        if WriteAheadLog(path.parent).segments():
-            _recover(path.parent)
-        try:
-            self._con = duckdb.connect(str(path), read_only=True, config={
-                "enable_external_access": False, "lock_configuration": True})
-        except duckdb.IOException as e:
-            if "lock" in str(e).lower():
-                raise _in_use(path) from None
-            raise Unreachable(f"cannot open {path}: {_first_line(e)}") from None
-
-    def sql(self, query: str) -> pa.Table:
-        """As the journal runs users' queries: checked, read-only, capped, time-limited."""
-        with self._con.cursor() as cur:
-            timer = threading.Timer(DEFAULT_SQL_TIMEOUT_S, cur.interrupt)
-            timer.start()
-            try:
-                return run_read_only(cur, query)
-            except duckdb.InterruptException:
-                raise SqlTimeout(f"the query ran past its time limit of "
-                                 f"{DEFAULT_SQL_TIMEOUT_S:g} s and was interrupted") from None
-            finally:
-                timer.cancel()
-
-    def close(self) -> None:
-        self._con.close()
-
-
-def _recover(data_dir: Path) -> None:
-    """A journal that died before it moved its write-ahead log into DuckDB (``journal.wal``)
-    left rows only there: opening the store once replays them into the file."""
-    try:
-        with owner_only_files():
-            JournalStore(data_dir).close()
-    except DataDirError as e:
-        if "in use" in str(e):
-            raise _in_use(data_dir / DB_FILE) from None
-        raise Unreachable(f"{e}; query it live with --namespace (and --address) instead of "
-                          "--db") from None
-
-
-def _in_use(path: Path) -> Unreachable:
-    return Unreachable(f"{path} is in use by a running runtime; query it live with --namespace "
-                       "(and --address) instead of --db")
-
-
-HINT = "start one, pass --namespace/--address, or read a stopped data dir with --db DATA_DIR"
-
-
-@contextlib.contextmanager
-def open_source(db: Path | None, address: str | None, namespace: str) -> Iterator[Source]:
-    """The journal to query: the data dir at ``db``, else the runtime running in ``namespace``."""
-    if db is not None:
-        source: Source = OfflineJournal(db)
-        try:
-            yield source
-        finally:
-            source.close()
-        return
-    with _ray(address, namespace):
-        yield LiveJournal(namespace, HINT)
-
-
-@contextlib.contextmanager
-def _ray(address: str | None, namespace: str) -> Iterator[None]:
-    """Ray, attached to the running cluster if this process is not attached yet (it stays
-    attached until the process ends: see ``_App``)."""
-    import ray
-
-    if not ray.is_initialized():  # (in-process, as in tests and notebooks, it is)
-        _probe(address)
-        try:
-            ray.init(address=address or "auto", namespace=namespace, include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.ERROR)
-        except (ConnectionError, RuntimeError) as e:
-            raise Unreachable(f"no Ray cluster reachable ({_first_line(e)}); {HINT}") from None
-        _ATTACHED.append(True)
-    yield
-
-
-def _connect(address: str | None, namespace: str) -> Any:
-    """A ``Runtime`` client of the runtime in ``namespace`` (Ray attached already)."""
-    from actors.client.runtime import Runtime
-
-    try:
-        return Runtime.connect(namespace=namespace, address=address)
-    except RuntimeError as e:
-        raise Unreachable(f"{e}; {HINT}") from None
-
-
-def _probe(address: str | None) -> None:
-    """Fail fast on an explicit ``host:port`` nobody listens on (``ray.init`` would retry for
-    minutes)."""
-    if not address or address in ("auto", "local") or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
-    except OSError as e:
-        raise Unreachable(f"no Ray cluster at {address} ({e.strerror or e})") from None
-
-
 def sql_literal(value: str) -> str:
     """``value`` as a SQL string literal: quoted, with single quotes doubled."""
     return "'" + value.replace("'", "''") + "'"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
 
 def _fail(message: str, code: int) -> None:
     typer.echo(f"raystate: {message}", err=True)
@@ -312,13 +136,13 @@ def _errors() -> Iterator[None]:
     except Unreachable as e:
         _fail(str(e), 2)
     except (SqlRefused, duckdb.Error) as e:
-        _fail(f"query failed: {_first_line(e)}", 1)
+        _fail(f"query failed: {first_line(e)}", 1)
     except NotFound as e:
         _fail(str(e), 1)
     except TerminalError as e:
         _fail(e.message, 1)
     except Exception as e:  # a CLI reports in one line, it does not dump tracebacks
-        _fail(f"{type(e).__name__}: {_first_line(e)}", 1)
+        _fail(f"{type(e).__name__}: {first_line(e)}", 1)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -513,8 +337,8 @@ def _live(address: str | None, namespace: str, db: Path | None) -> Iterator[Any]
         raise Unreachable(
             "this command acts on a running runtime; reach it with --namespace (and --address),"
             " or start the runtime on the data dir first: Runtime.start(..., data_dir=...)")
-    with _ray(address, namespace):
-        runtime: Any = _connect(address, namespace)
+    with attach_ray(address, namespace):
+        runtime: Any = connect(address, namespace)
         try:
             yield runtime
         finally:

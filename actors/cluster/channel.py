@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.host.mailbox import request_tag
-from actors.host.object_host import InvokeRequest
+from actors.host.requests import InvokeRequest
 from journal.records import Outcome
 from journal.transport.remote import UNAVAILABLE
 from journal.transport.wire import WireClosed

@@ -18,7 +18,8 @@ from actors.cluster.remote import RemoteJournal, RemoteScheduler
 from actors.cluster.router import Router
 from actors.engine.awakeable_ids import AwakeableIds
 from actors.host.mailbox import Mailboxes, Result
-from actors.host.object_host import InvokeRequest, ObjectHost
+from actors.host.object_host import ObjectHost
+from actors.host.requests import InvokeRequest
 from actors.host.watchdog import LoopWatchdog
 from actors.sdk.definitions import ServiceDefinition
 from actors.sdk.errors import TerminalError
@@ -42,7 +43,7 @@ class LazyRouter:
 
     async def refresh(self) -> None:
         self._config = RuntimeConfig.from_dict(await self._journal.call("config"))
-        self._router = Router(self._journal.namespace, self._config)
+        self._router = Router(self._journal.namespace, self._config, HostActor)
 
     @property
     def awakeables(self) -> AwakeableIds:

@@ -18,7 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.cluster.channel import HOST_DOWN, HostChannel
 from actors.cluster.names import host_name, idempotent_invocation_id, new_invocation_id, route_hash
 from actors.engine.awakeable_ids import AwakeableIds
-from actors.host.object_host import InvokeRequest
+from actors.host.requests import InvokeRequest
 from actors.sdk.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
 from actors.sdk.errors import AlreadyCompletedError, TerminalError
 from actors.sdk.serde import check_text
@@ -55,12 +55,16 @@ def preferred_node(index: int) -> str | None:
 class Router:
     """Routes requests of one runtime (its namespace and config) to host actors."""
 
-    def __init__(self, namespace: str, config: RuntimeConfig | Mapping[str, Any]) -> None:
+    def __init__(self, namespace: str, config: RuntimeConfig | Mapping[str, Any],
+                 host_actor: type) -> None:
+        """``host_actor``: the class of the host actors it creates (``HostActor``; passed in,
+        since that actor holds a router itself and this module stays below it)."""
         typed = RuntimeConfig.of(config)
         if typed.secret is None:
             raise ValueError("Router: the runtime config carries no secret (it comes from "
                              "the journal actor's config())")
         self.namespace = namespace
+        self.host_actor = host_actor
         self.pool_size = typed.pool_size
         self.suspend_after_s = typed.suspend_after_s
         definitions: list[ServiceDefinition] = cloudpickle.loads(typed.definitions)
@@ -72,8 +76,6 @@ class Router:
         self._journal: RemoteJournal | None = None
 
     def pooled(self, d: ServiceDefinition, index: int) -> Any:
-        from actors.cluster.host_actor import HostActor
-
         name = host_name(d.name, index)
         handle = self._hosts.get(name)
         if handle is None:
@@ -81,7 +83,7 @@ class Router:
             node = preferred_node(index)
             if node is not None:  # SPREAD is best effort: it once put a whole pool on one node
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
-            handle = self._hosts[name] = ray.remote(HostActor).options(
+            handle = self._hosts[name] = ray.remote(self.host_actor).options(
                 name=name, namespace=self.namespace, get_if_exists=True, **options
             ).remote(d, self.namespace, (index, self.pool_size), None, idle_timeout_s(d),
                      self.suspend_after_s)
@@ -105,13 +107,11 @@ class Router:
         return self.pooled(d, index)
 
     def dedicated(self, d: VirtualObject, key: str) -> Any:
-        from actors.cluster.host_actor import HostActor
-
         name = host_name(d.name, key)
         handle = self._hosts.get(name)
         if handle is None:
             options = {**HOST_ACTOR, **d.actor_options}
-            handle = self._hosts[name] = ray.remote(HostActor).options(
+            handle = self._hosts[name] = ray.remote(self.host_actor).options(
                 name=name, namespace=self.namespace, get_if_exists=True, **options
             ).remote(d, self.namespace, None, key, idle_timeout_s(d),
                      self.suspend_after_s)

@@ -8,10 +8,9 @@ everything recorded before it) is committed, so a finished action never runs aga
 action executes, every state change it could have observed from an earlier invocation of the
 key (and a completion it was resumed with) is committed, so no side effect runs ahead of what
 it depends on; the output is queued with whatever is still buffered and reaches the caller once
-committed. Pure
-code and state access between steps run ahead; state writes commit atomically with the entries
-around them. Every recorded entry is eventually committed (a failed attempt's records too), which
-is why writes go straight into the key's working state.
+committed. Pure code and state access between steps run ahead; state writes commit atomically
+with the entries around them. Every recorded entry is eventually committed (a failed attempt's
+records too), which is why writes go straight into the key's working state.
 """
 
 from __future__ import annotations
@@ -22,273 +21,31 @@ import hashlib
 import inspect
 import json
 import logging
-import time
 import typing
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from actors.engine.awakeable_ids import AwakeableIds
-from actors.engine.failures import (
-    ReplayAwareLogger,
-    UserBaseException,
-    describe,
-    report,
-    stacktrace,
+from actors.engine.cursor import JournalCursor
+from actors.engine.failures import ReplayAwareLogger, UserBaseException, describe, stacktrace
+from actors.engine.invocation import (
+    PROMISE_STATE,
+    Invocation,
+    Suspended,
+    callee_id,
+    cancelled,
+    now_ms,
 )
+from actors.engine.ports import HostPort
+from actors.engine.promises import AwakeablesAndPromises
 from actors.engine.statereads import StateReads
-from actors.host.actions import SyncActions
-from actors.sdk.contexts import Awakeable, DeterministicRandom, DurablePromise, WorkflowContext
-from actors.sdk.definitions import HandlerSpec, Workflow
-from actors.sdk.errors import AlreadyCompletedError, JournalMismatch, RetryPolicy, TerminalError
+from actors.sdk.contexts import DeterministicRandom, WorkflowContext
+from actors.sdk.errors import JournalMismatch, RetryPolicy, TerminalError
 from actors.sdk.serde import ANY, Serde, check_size, check_text
-from journal.records import (
-    Accept,
-    AttemptFailed,
-    Completion,
-    Entry,
-    Outcome,
-    Output,
-    Record,
-    StateWrite,
-    StatusChange,
-    Timer,
-)
+from journal.records import AttemptFailed, Completion, Entry, Record, StateWrite, Timer
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass(eq=False)
-class Invocation:
-    """An accepted invocation as its host holds it in memory."""
-
-    accept: Accept
-    spec: HandlerSpec
-    entries: list[Entry] = field(default_factory=list)
-    retry_count: int = 0
-    accept_durable: bool = False
-    durable: asyncio.Future[None] = field(default_factory=asyncio.Future)
-    # entries completed later (sleeps ...; negative indexes are retry timers) and their waiters
-    completions: dict[int, Completion] = field(default_factory=dict)
-    waiters: dict[int, asyncio.Future[None]] = field(default_factory=dict)
-    awaiting: int | None = None  # the completion index it waits for, if it waits
-    cancel_delivered: bool = False  # a requested cancellation was raised in the handler
-    killed: bool = False
-    task: asyncio.Future[Any] | None = None  # the running attempt(s), cancelled by a kill
-    fresh: bool = False  # accepted by this host just now (not recovered, parked or replayed)
-    attempts: int = 0  # attempts started in this host
-    ahead: int = 0  # completions it was resumed with whose commit is still under way
-    resumed_ahead: bool = False  # resumed so (``SyncActions.begin``), not yet running on
-
-    @property
-    def first_run(self) -> bool:
-        """In its very first attempt: no earlier attempt can have delivered a send or call of
-        it, so the callee's host need not ask the journal whether it saw the request before."""
-        return self.fresh and self.attempts == 1
-
-    @property
-    def id(self) -> str:
-        return self.accept.id
-
-    @property
-    def cancel_pending(self) -> bool:
-        """A cancellation was requested and not yet raised in the handler."""
-        return CANCEL_INDEX in self.completions and not self.cancel_delivered
-
-
-class Suspended(BaseException):
-    """The invocation waits for a completion and leaves memory; its host replays it from the
-    journal when the completion arrives. A ``BaseException``, so ``except Exception`` in a
-    handler cannot swallow it."""
-
-
-CANCEL_INDEX = -(2**31) + 1  # the completion index of a cancellation request
-CANCELLED = "cancelled"
-CANCELLED_CODE = 409
-KILLED = "killed"
-
-
-def cancelled() -> TerminalError:
-    return TerminalError(CANCELLED, CANCELLED_CODE)
-
-
-def callee_id(caller_id: str, idx: int) -> str:
-    """The invocation id of the call or send at journal index ``idx``: a replaying caller
-    derives the same id, so the callee's host recognises the request and runs it once. (A
-    workflow's main replaces it by its run id, itself derived from workflow and key.)"""
-    return "inv_" + hashlib.sha256(f"{caller_id}:{idx}".encode()).hexdigest()[:32]
-
-
-PROMISE_STATE = "$promise:"  # workflow promises are kept as state entries with this prefix
-
-
-def retry_index(retry_count: int) -> int:
-    """The completion index a retry back-off timer wakes (negative: never an entry's)."""
-    return -retry_count
-
-
-class JournalCursor:
-    """Walks recorded entries, then records new ones (pure: no I/O, unit-tested alone)."""
-
-    def __init__(self, invocation_id: str, entries: list[Entry]) -> None:
-        self.invocation_id = invocation_id
-        self.entries = entries
-        self.index = 0
-        self.buffer: list[Record] = []
-        self.unflushed_run = False
-        # set once the attempt is leaving (suspended, killed): ``finally`` blocks and
-        # ``except BaseException`` in handlers then get it again from every operation
-        self.closed: type[BaseException] | None = None
-        self.killed: Callable[[], bool] | None = None
-
-    def _check_open(self) -> None:
-        if self.closed is not None:
-            raise self.closed
-        if self.killed is not None and self.killed():
-            self.closed = asyncio.CancelledError
-            raise self.closed
-
-    @property
-    def replaying(self) -> bool:
-        return self.index < len(self.entries)
-
-    def replay_cancel(self) -> bool:
-        """Consume a journaled cancellation at this position, if there is one."""
-        if self.replaying and self.entries[self.index].entry_type == "cancel":
-            self.index += 1
-            return True
-        return False
-
-    def replay(self, entry_type: str, name: str | None) -> Entry | None:
-        """The recorded entry for this operation, or None once past the journal's end."""
-        self._check_open()
-        if self.index >= len(self.entries):
-            return None
-        entry = self.entries[self.index]
-        if entry.entry_type != entry_type or entry.name != name:
-            raise JournalMismatch(
-                self.invocation_id, self.index,
-                _describe(entry.entry_type, entry.name), _describe(entry_type, name),
-            )
-        self.index += 1
-        return entry
-
-    def record(self, entry_type: str, name: str | None, *, result: str | None = None,
-               failure: TerminalError | None = None, extra: tuple[Record, ...] = (),
-               completed: bool = True) -> Entry:
-        self._check_open()
-        entry = Entry(
-            self.invocation_id, self.index, entry_type, name, result,
-            failure.message if failure else None, failure.status_code if failure else None,
-            now_ms(), completed,
-        )
-        self.entries.append(entry)
-        self.buffer.append(entry)
-        self.buffer.extend(extra)
-        self.index += 1
-        self.unflushed_run |= entry_type == "run"
-        return entry
-
-    def take(self) -> list[Record]:
-        """Hand over the buffered records (the caller makes them durable)."""
-        out, self.buffer = self.buffer, []
-        self.unflushed_run = False
-        return out
-
-
-def _describe(entry_type: str, name: str | None) -> str:
-    return f"{entry_type}({name!r})" if name is not None else entry_type
-
-
-class HostPort(Protocol):
-    """What an invocation needs from its host."""
-
-    def submit(self, invocation: Invocation, records: list[Record]) -> asyncio.Future[None]:
-        """Queue records for commit (after everything queued before); the future resolves
-        once they are durable."""
-        ...
-
-    def depends_on_uncommitted(self, invocation: Invocation) -> bool:
-        """Whether state this invocation can read, or a completion it was resumed with, is
-        not yet committed: then its next action waits for that commit."""
-        ...
-
-    @property
-    def actions(self) -> SyncActions:
-        """Runs ``ctx.run``'s sync functions on threads."""
-        ...
-
-    @property
-    def name(self) -> str:
-        """The host's actor name: timers carry it, so the scheduler knows whom to wake."""
-        ...
-
-    async def await_completion(self, invocation: Invocation, idx: int,
-                               records: list[Record]) -> Completion | None:
-        """Make ``records`` durable, then wait for the completion of entry ``idx``; raise
-        ``Suspended`` when that takes longer than the host keeps invocations in memory.
-        None: the wait was interrupted by a cancellation request."""
-        ...
-
-    def send(self, target: Any, key: str | None, arg: Any, delay: timedelta | float | None,
-             invocation_id: str, sender: Invocation
-             ) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
-        """Validate a one-way request to another handler (``TerminalError`` on bad input);
-        returns the target's name, the callee's invocation id and a function that starts
-        delivering it (its future is done once the callee's invocation is durable). The id is
-        ``invocation_id`` unless the target names its own (a workflow's main: its run id)."""
-        ...
-
-    def pass_on(self, callee: str, kill: bool) -> None:
-        """Cancel (or kill) the callee of a call this invocation stops waiting for."""
-        ...
-
-    @property
-    def awakeables(self) -> AwakeableIds:
-        """Makes and checks awakeable ids (signed with the runtime's secret)."""
-        ...
-
-    def expect_awakeable(self, invocation: Invocation, idx: int, serde: Serde) -> None:
-        """The invocation created an awakeable at ``idx``: resolutions are checked against
-        ``serde`` while this host remembers it."""
-        ...
-
-    def complete_awakeable(self, invocation: Invocation, idx: int, awakeable_id: str,
-                           result: str | None, failure: str | None,
-                           after: asyncio.Future[None]) -> asyncio.Future[None]:
-        """Deliver the resolution journaled at entry ``idx`` of ``invocation`` once ``after``
-        is done (the entry is durable); the verdict (delivered, or refused: 409, 404 ...)
-        becomes the entry's completion. Done once that completion is durable; one delivery
-        per entry at a time."""
-        ...
-
-    def promise_of(self, invocation: Invocation, name: str) -> str | None:
-        """The completion JSON of the workflow promise ``name`` if completed (or claimed)."""
-        ...
-
-    def claim_promise(self, invocation: Invocation, name: str, data: str) -> bool:
-        """Complete the workflow promise ``name`` in memory; False if it was completed before.
-        The caller queues the durable write at once."""
-        ...
-
-    def watch_promise(self, invocation: Invocation, idx: int, name: str) -> None:
-        """Complete entry ``idx`` of ``invocation`` when the promise ``name`` is completed."""
-        ...
-
-    def call(self, target: Any, key: str | None, arg: Any, invocation_id: str,
-             caller: Invocation) -> tuple[str, str, Serde, Callable[[int], None]]:
-        """Validate a call to another handler (``TerminalError`` on bad input, or when it would
-        wait for its own key); returns the target's name, the callee's invocation id (as for
-        ``send``), its output serde and a function that starts the call for journal entry
-        ``idx`` (once that entry is durable). The callee's outcome arrives as the entry's
-        completion."""
-        ...
-
-
-class InvocationContext(WorkflowContext):
+class InvocationContext(AwakeablesAndPromises, WorkflowContext):
     """The one concrete context; operations a handler's kind does not allow are refused."""
 
     def __init__(
@@ -394,7 +151,7 @@ class InvocationContext(WorkflowContext):
         try:
             if inspect.iscoroutinefunction(fn):
                 return await fn(*args, **kwargs)
-            result = await self._host.actions.run(fn, *args, **kwargs)
+            result = await self._host.run_sync(fn, *args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
             return result
@@ -545,105 +302,6 @@ class InvocationContext(WorkflowContext):
             raise TerminalError(done.failure, done.failure_code or 500)
         return output.load(done.result) if done.result is not None else None
 
-    # -- awakeables and workflow promises ----------------------------------------------------
-
-    def awakeable(self, type_hint: Any = None) -> tuple[str, Awakeable]:
-        serde = Serde(type_hint) if type_hint is not None else ANY
-        entry = self._cursor.replay("awakeable", None)
-        if entry is None:
-            entry = self._cursor.record("awakeable", None, completed=False)
-            self._cursor.unflushed_run = True  # durable before the next action hands it out
-        self._host.expect_awakeable(self._inv, entry.idx, serde)
-        return self._host.awakeables.make(self._inv.id, entry.idx), _Awakeable(self, entry, serde)
-
-    async def _await_awakeable(self, entry: Entry, serde: Serde) -> Any:
-        done = await self._await_entry(entry)
-        if done.failure is not None:
-            raise TerminalError(done.failure, done.failure_code or 500)
-        return _decode(serde, done.result, "awakeable value")
-
-    def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> Awaitable[None]:
-        return self._complete_awakeable(awakeable_id, _json(value, "awakeable value"), None)
-
-    def reject_awakeable(self, awakeable_id: str, reason: str) -> Awaitable[None]:
-        return self._complete_awakeable(awakeable_id, None, str(reason))
-
-    def _complete_awakeable(self, awk_id: str, result: str | None,
-                            failure: str | None) -> _Resolution:
-        """Journal the resolution (an entry that completes later, like a call), deliver it
-        once the entry is durable, and hand back the verdict to await. The handler's output
-        waits for the delivery either way (``settle``)."""
-        self._host.awakeables.parse(awk_id)
-        data = json.dumps({"value": json.loads(result) if result is not None else None}
-                          if failure is None else {"failure": failure})
-        entry = self._cursor.replay("complete_awakeable", awk_id)
-        if entry is None:
-            entry = self._cursor.record("complete_awakeable", awk_id, result=data,
-                                        completed=False)
-        elif entry.result != data:
-            raise JournalMismatch(self._inv.id, entry.idx,
-                                  f"complete_awakeable({awk_id!r}, {entry.result})",
-                                  f"complete_awakeable({awk_id!r}, {data})")
-        # journaled as completed (before resolutions had a verdict), or delivered before
-        if not entry.completed and entry.idx not in self._inv.completions:
-            durable = self._host.submit(self._inv, self._cursor.take())
-            self._deliveries.append(self._host.complete_awakeable(
-                self._inv, entry.idx, awk_id, result, failure, durable))
-        return _Resolution(self, entry)
-
-    async def _await_resolution(self, entry: Entry) -> None:
-        if entry.completed:
-            return
-        done = await self._await_entry(entry)
-        if done.failure is not None:
-            code = done.failure_code or 500
-            raise (AlreadyCompletedError if code == 409 else TerminalError)(done.failure, code)
-
-    def promise(self, name: str, type_hint: Any = None) -> DurablePromise:
-        if not isinstance(self._spec.definition, Workflow):
-            raise TerminalError(f"ctx.promise: {self._spec.target} is not a workflow handler")
-        if not isinstance(name, str) or not name:
-            raise TypeError("ctx.promise(name): name must be a non-empty string")
-        return _Promise(self, name, Serde(type_hint) if type_hint is not None else ANY)
-
-    async def _promise_value(self, name: str, serde: Serde) -> Any:
-        self._cancel_point()
-        entry = self._cursor.replay("promise", name)
-        if entry is None:
-            data = self._host.promise_of(self._inv, name)
-            entry = self._cursor.record("promise", name, result=data, completed=data is not None)
-        data = entry.result
-        if not entry.completed:
-            inv, idx = self._inv, entry.idx
-            done = await self._await_entry(
-                entry, lambda _: self._host.watch_promise(inv, idx, name))
-            data = done.result
-        return _promise_result(name, data, serde)
-
-    async def _promise_peek(self, name: str, serde: Serde) -> Any:
-        entry = self._cursor.replay("peek_promise", name)
-        if entry is None:
-            entry = self._cursor.record("peek_promise", name,
-                                        result=self._host.promise_of(self._inv, name))
-        return None if entry.result is None else _promise_result(name, entry.result, serde)
-
-    def _complete_promise(self, name: str, data: str) -> None:
-        entry = self._cursor.replay("complete_promise", name)
-        if entry is not None:
-            if entry.failure is not None:
-                raise AlreadyCompletedError(entry.failure, entry.failure_code or 409)
-            return
-        if not self._host.claim_promise(self._inv, name, data):
-            err = AlreadyCompletedError(
-                f"promise {name!r} of workflow {self._inv.accept.key!r} is already completed")
-            self._cursor.record("complete_promise", name, failure=err)
-            raise err
-        assert self._inv.accept.key is not None
-        write = StateWrite(self._spec.definition.name, self._inv.accept.key,
-                           PROMISE_STATE + name, data)
-        self._cursor.record("complete_promise", name, result=data, extra=(write,))
-        self._host.submit(self._inv, self._cursor.take())  # queued before anyone sees it
-
     async def settle(self) -> None:
         """Wait until every send of this attempt reached its callee durably. Without a pause
         when they all have (``gather`` would take a loop turn even then, and let the flusher cut
@@ -762,66 +420,6 @@ class InvocationContext(WorkflowContext):
             self._apply(w.name, None)
 
 
-class _Awakeable(Awakeable):
-    def __init__(self, ctx: InvocationContext, entry: Entry, serde: Serde) -> None:
-        self._ctx, self._entry, self._serde = ctx, entry, serde
-
-    def __await__(self) -> Any:
-        return self._ctx._await_awakeable(self._entry, self._serde).__await__()
-
-
-class _Resolution:
-    """What ``ctx.resolve_awakeable`` / ``ctx.reject_awakeable`` return: delivered without
-    being awaited; awaiting it waits for the delivery and raises its refusal."""
-
-    def __init__(self, ctx: InvocationContext, entry: Entry) -> None:
-        self._ctx, self._entry = ctx, entry
-
-    def __await__(self) -> Any:
-        return self._ctx._await_resolution(self._entry).__await__()
-
-
-class _Promise(DurablePromise):
-    def __init__(self, ctx: InvocationContext, name: str, serde: Serde) -> None:
-        self._ctx, self._name, self._serde = ctx, name, serde
-
-    async def value(self) -> Any:
-        return await self._ctx._promise_value(self._name, self._serde)
-
-    async def peek(self) -> Any:
-        return await self._ctx._promise_peek(self._name, self._serde)
-
-    def resolve(self, value: Any = None) -> None:
-        data = _json(value, f"value of promise {self._name!r}")
-        self._ctx._complete_promise(self._name, json.dumps({"value": json.loads(data)}))
-
-    def reject(self, message: str) -> None:
-        self._ctx._complete_promise(self._name, json.dumps({"failure": str(message)}))
-
-
-def _json(value: Any, what: str) -> str:
-    try:
-        data = ANY.dump(value)
-    except Exception as e:
-        raise TerminalError(f"{what} is not JSON-serializable: {e}", 400) from None
-    return check_size(data, what)
-
-
-def _decode(serde: Serde, data: str | None, what: str) -> Any:
-    try:
-        return serde.load(data) if data is not None else None
-    except Exception as e:
-        raise TerminalError(f"{what} does not validate: {e}", 400) from None
-
-
-def _promise_result(name: str, data: str | None, serde: Serde) -> Any:
-    """Decode a promise completion ({"value": v} or {"failure": message})."""
-    completion = json.loads(data) if data is not None else {"value": None}
-    if "failure" in completion:
-        raise TerminalError(str(completion["failure"]))
-    return _decode(serde, json.dumps(completion["value"]), f"value of promise {name!r}")
-
-
 class CallProxy:
     """Handlers of one service (and key) as awaitable methods: ``await proxy.add(1)``."""
 
@@ -862,84 +460,3 @@ def _return_serde(fn: Callable[..., Any]) -> Serde:
     except Exception:
         return ANY
 
-
-async def execute(
-    host: HostPort, inv: Invocation, state: dict[str, str] | None
-) -> tuple[Outcome, asyncio.Future[None]]:
-    """Run ``inv`` to its outcome, retrying failed attempts from the journal per policy.
-
-    Returns the outcome and the future of its commit: the outcome is queued behind every record
-    of the invocation, and must not be shown to anyone before that future resolves. Raises
-    ``Suspended`` when the invocation left memory to wait (for a sleep, or a retry back-off,
-    which is a durable timer too: a restart neither loses a retry nor fires it early).
-    """
-    spec = inv.spec
-    while True:
-        inv.attempts += 1
-        ctx = InvocationContext(host, inv, state)
-        out: Outcome | None
-        failed: list[Record] = []
-        try:
-            try:
-                args = (spec.input.load(inv.accept.input),) if spec.takes_arg else ()
-            except Exception as e:
-                raise TerminalError(f"input of {spec.target} does not validate: {e}", 400) from None
-            if inv.killed:
-                raise asyncio.CancelledError
-            if inv.cancel_pending and not inv.entries:  # cancelled before it started
-                raise cancelled()
-            result = await spec.fn(ctx, *args)
-            await ctx.settle()
-            out = Outcome(True, spec.output.output_json(result, spec.target))
-        except Suspended:
-            await host.submit(inv, [*ctx.take_records(), StatusChange(
-                inv.id, "suspended", inv.retry_count, None, now_ms())])
-            raise
-        except asyncio.CancelledError as e:
-            me = asyncio.current_task()
-            if inv.killed:
-                out = Outcome(False, None, KILLED, CANCELLED_CODE)  # its records still commit
-            elif me is None or me.cancelling():
-                raise  # the host is closing
-            else:  # raised by user code, not by a cancellation of this task: a failure
-                out, failed = _attempt_failed(host, inv, ctx, e)
-        except TerminalError as e:
-            out = Outcome(False, None, e.message, e.status_code)
-        except BaseException as e:  # Exception, JournalMismatch, SystemExit ... of user code
-            out, failed = _attempt_failed(host, inv, ctx, e)
-        if out is None:  # back off; a cancellation request ends that early: the next attempt
-            # meets it
-            await host.await_completion(inv, retry_index(inv.retry_count),
-                                        [*ctx.take_records(), *failed])
-            continue
-        records = [*ctx.take_records(), *failed,
-                   Output(inv.id, out.ok, out.output, out.failure, out.failure_code, now_ms())]
-        return out, host.submit(inv, records)
-
-
-def _attempt_failed(host: HostPort, inv: Invocation, ctx: InvocationContext,
-                    e: BaseException) -> tuple[Outcome | None, list[Record]]:
-    """Count a failed attempt, log it (once, with its traceback) and say what follows: the
-    outcome if it ends the invocation, else None and the records of its retry back-off (a
-    durable timer) to commit while waiting. Either way the attempt's ``AttemptFailed``."""
-    policy = inv.spec.policy
-    inv.retry_count += 1
-    failure = describe(e)
-    out = None
-    if policy.exhausted(inv.retry_count):
-        out = Outcome(False, None, f"gave up after {inv.retry_count} attempts: {failure}")
-    elif inv.cancel_pending:  # it failed before it could see the cancellation
-        out = Outcome(False, None, f"{CANCELLED} (its last attempt failed: {failure})",
-                      CANCELLED_CODE)
-    if out is not None:
-        event = ctx.failure_event(e, inv.retry_count, None)
-        report(event, inv.spec.target, e, None)
-        return out, [event]
-    delay = policy.delay(inv.retry_count)
-    fire_at = now_ms() + round(delay * 1000)
-    event = ctx.failure_event(e, inv.retry_count, fire_at)
-    report(event, inv.spec.target, e, delay)
-    timer = Timer(f"{inv.id}:retry:{inv.retry_count}", inv.id, retry_index(inv.retry_count),
-                  "retry", fire_at, host.name)
-    status = StatusChange(inv.id, "backing-off", inv.retry_count, failure, now_ms())
-    return None, [event, status, timer]

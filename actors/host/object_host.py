@@ -6,44 +6,39 @@ and service handlers run beside them. Everything an invocation records goes thro
 leaves memory (a small stub keeps its key's place in line) and is replayed from the journal
 when the scheduler wakes it; a delayed send stays parked until its start timer fires. No Ray
 import here: the actor wrapper (``actors.cluster.host_actor``) supplies the journal and
-scheduler ports.
+scheduler ports (``actors.host.ports``).
+
+This module holds the path every invocation takes: accept, schedule, run, suspend and wake,
+make durable. The host's state is ``actors.host.base.HostBase``; what only some invocations
+need lives in parts mixed in over it: outbound sends and calls (``outbound``), awakeables
+(``awakeables``), workflow promises (``promises``), cancel, kill and idleness (``lifecycle``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import secrets
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Literal, Protocol
 
-from actors.engine.awakeable_ids import AwakeableIds
-from actors.engine.context import (
-    CANCEL_INDEX,
-    CANCELLED,
+from actors.engine.execute import execute
+from actors.engine.invocation import (
     CANCELLED_CODE,
     KILLED,
     PROMISE_STATE,
     Invocation,
     Suspended,
-    execute,
     now_ms,
 )
-from actors.host.actions import SyncActions
-from actors.host.flusher import Flusher
-from actors.host.loader import StateLoader
-from actors.sdk.definitions import ServiceDefinition
-from actors.sdk.errors import AlreadyCompletedError, TerminalError
-from actors.sdk.serde import Serde
+from actors.host.awakeables import Awakeables
+from actors.host.base import RECENT_OUTCOMES
+from actors.host.lifecycle import Lifecycle
+from actors.host.outbound import Outbound
+from actors.host.promises import Promises
+from actors.host.requests import InvokeRequest
+from actors.host.slots import KeySlot, Parked
 from journal.records import (
     Accept,
-    Batch,
     Completion,
     Outcome,
     Output,
@@ -57,173 +52,12 @@ from scheduler.service import TimerScheduler
 
 log = logging.getLogger("raystate.host")
 
-RECENT_OUTCOMES = 10_000
-AWAKEABLE_TYPE_WAIT_S = 5.0  # see ``_awakeable_type``
 START_INDEX = -(2**31)  # the completion index a delayed start's timer wakes
 
 
-@dataclass(slots=True)
-class InvokeRequest:
-    """A client's (or handler's) request to run one handler. ``id`` is chosen by the caller, so
-    a request re-sent after a failure is recognised."""
-
-    id: str
-    service: str
-    handler: str
-    key: str | None
-    input: str
-    mode: Literal["call", "send"] = "call"
-    route_hash: int = 0
-    idempotency_key: str | None = None
-    invoked_by: str | None = None
-    resubmit: bool = False
-    created_at_ms: int = 0
-    delay_ms: int = 0
-
-
-class JournalPort(Protocol):
-    """The journal as a host sees it (the actor, or an in-process store in unit tests)."""
-
-    async def commit(self, batch: Batch) -> None: ...
-
-    async def outcome(self, invocation_id: str) -> Outcome | None: ...
-
-    async def completion(self, invocation_id: str, idx: int) -> Completion | None: ...
-
-    async def pending(self, services: list[str], partition: tuple[int, int] | None = None,
-                      key: str | None = None,
-                      ids: list[str] | None = None) -> list[PendingInvocation]: ...
-
-    async def load_states(self, service: str, keys: list[str]) -> dict[str, dict[str, str]]: ...
-
-    async def state_key_filter(self, service: str) -> bytes: ...
-
-    async def pending_timers(self, host: str | None = None) -> list[Timer]: ...
-
-    async def fired_open_timers(self) -> list[Timer]: ...
-
-
-class SchedulerPort(Protocol):
-    async def add(self, timers: list[Timer]) -> None: ...
-
-
-class OutboxPort(Protocol):
-    """How a host reaches other handlers (the runtime's ``Router`` in an actor)."""
-
-    def request(self, target: Any, key: str | None, arg: Any, mode: str, *,
-                delay: Any = None, invocation_id: str | None = None,
-                invoked_by: str | None = None) -> tuple[Any, InvokeRequest]: ...
-
-    async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None: ...
-
-    async def cancel(self, invocation_id: str, kill: bool = False) -> str: ...
-
-    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None, by: str | None = None) -> None: ...
-
-
-@dataclass(slots=True)
-class Parked:
-    """An invocation out of memory: suspended on a wait, or scheduled for a delayed start."""
-
-    id: str
-    key: str | None
-    reason: Literal["suspended", "start"]
-    reloading: bool = False  # being reloaded from the journal to resume
-    early: dict[int, Completion] = field(default_factory=dict)  # woken while reloading
-
-
-class KeySlot:
-    """One object key in memory: committed state, the FIFO inbox, who is using it."""
-
-    __slots__ = (
-        "committed",
-        "inbox",
-        "last_used",
-        "loading",
-        "promises",
-        "uncommitted",
-        "users",
-        "watchers",
-        "worker",
-        "working",
-    )
-
-    def __init__(self) -> None:
-        self.committed: dict[str, str] | None = None  # what shared handlers read
-        self.working: dict[str, str] = {}  # committed + queued changes; exclusive handlers
-        self.uncommitted = 0  # finished exclusive invocations whose output is not yet durable
-        self.loading: asyncio.Future[dict[str, str]] | None = None
-        self.inbox: deque[Invocation | Parked] = deque()
-        self.worker: asyncio.Task[None] | None = None
-        self.users = 0
-        self.last_used = time.monotonic()
-        # workflow promises: completed (or claimed) name -> completion JSON, and who waits
-        self.promises: dict[str, str] = {}
-        self.watchers: dict[str, list[tuple[str, int]]] = {}
-
-    @property
-    def idle(self) -> bool:
-        return not self.inbox and self.users == 0 and self.uncommitted == 0 and \
-            not self.watchers and \
-            (self.worker is None or self.worker.done())
-
-
-class ObjectHost:
-    """Hosts one service's invocations: a partition of its keys, or one dedicated key."""
-
-    def __init__(
-        self,
-        definition: ServiceDefinition,
-        journal: JournalPort,
-        *,
-        partition: tuple[int, int] | None = None,
-        key: str | None = None,
-        name: str = "host",
-        scheduler: SchedulerPort | None = None,
-        suspend_after: float = 30.0,
-        outbox: OutboxPort | None = None,
-        secret: str | None = None,
-    ) -> None:
-        """``secret``: the runtime's, which awakeable ids are signed with (a host actor sets
-        it from the runtime config before it starts); a random one by default."""
-        self.definition = definition
-        self.journal = journal
-        self.partition = partition
-        self.dedicated_key = key
-        self._name = name
-        self.scheduler = scheduler
-        self.suspend_after = suspend_after
-        self.outbox = outbox
-        self.actions = SyncActions()
-        self.flusher = Flusher(journal.commit, self._apply_committed, self.actions.settle)
-        self.loader = StateLoader(  # a dedicated host loads its one key once: no filter
-            partial(journal.load_states, definition.name),
-            None if key is not None else partial(journal.state_key_filter, definition.name))
-        self._active: dict[str, Invocation] = {}
-        self._parked: dict[str, Parked] = {}
-        self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
-        self._recent: OrderedDict[str, Outcome] = OrderedDict()
-        self._slots: dict[str, KeySlot] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._ready: asyncio.Future[None] | None = None
-        self._order = 0  # acceptance order, increasing across restarts (wall-clock based)
-        self._local_timers: TimerScheduler | None = None
-        self._calls: dict[tuple[str, int], asyncio.Task[None]] = {}  # (caller, idx) in flight
-        self._delivering: dict[str, int] = {}  # callee id -> its calls in flight (see _pass_on)
-        self.awakeables = AwakeableIds(secret or secrets.token_hex(32))
-        self._awakeables: dict[str, dict[int, Serde]] = {}  # types of open awakeables
-        # resolutions waiting for a recovered invocation's replay to declare an awakeable's type
-        self._types_due: dict[tuple[str, int], asyncio.Future[None]] = {}
-        # awakeables completed here (first one wins): done once durable, and who completed it
-        self._resolved: OrderedDict[tuple[str, int],
-                                    tuple[asyncio.Future[None], str | None]] = OrderedDict()
-        self._resolving: dict[tuple[str, int], asyncio.Future[None]] = {}  # handlers' deliveries
-        self.last_activity = time.monotonic()
-
-    @property
-    def name(self) -> str:
-        return self._name
+class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
+    """Hosts one service's invocations: a partition of its keys, or one dedicated key. Its
+    parts: ``HostBase`` (state), ``Outbound``, ``Awakeables``, ``Promises``, ``Lifecycle``."""
 
     # -- start and recovery ------------------------------------------------------------------
 
@@ -338,23 +172,6 @@ class ObjectHost:
         self._parked[accept.id] = Parked(accept.id, accept.key, "start")
         return self.flusher.submit(
             [accept, StatusChange(accept.id, "scheduled", 0, None, now_ms()), timer])
-
-    def _outcome(self, inv_id: str) -> asyncio.Future[Outcome]:
-        fut = self._outcomes.get(inv_id)
-        if fut is None:
-            fut = self._outcomes[inv_id] = asyncio.get_running_loop().create_future()
-        return fut
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _slot(self, key: str) -> KeySlot:
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = KeySlot()
-        return slot
 
     def _schedule(self, inv: Invocation) -> None:
         if inv.spec is None:
@@ -634,352 +451,6 @@ class ObjectHost:
         if not resumed:
             await self.wake([(completion.invocation_id, completion.idx, completion)])
 
-    def send(self, target: Any, key: str | None, arg: Any, delay: Any, invocation_id: str,
-             sender: Invocation) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
-        if self.outbox is None:
-            raise TerminalError("sending to other handlers needs a runtime (no outbox here)")
-        spec, req = self.outbox.request(target, key, arg, "send", delay=delay,
-                                        invocation_id=invocation_id, invoked_by=sender.id)
-        # a replay sends the same id again: then the callee's host checks the journal first
-        # (as it always does for a workflow's run, which ``request`` marks as a resubmission)
-        req.resubmit = req.resubmit or not sender.first_run
-        # A send goes out at once, before its entry is durable: a replay sends the same request
-        # again. Not while resumed ahead of a completion's commit: until that value is durable,
-        # a replay after a crash may resume with another one (``resume_ahead``).
-        committed = self.flusher.submit([]) if sender.ahead else None
-
-        async def deliver() -> None:
-            assert self.outbox is not None
-            if committed is not None:
-                await committed
-            await self.outbox.submit(spec, req)
-
-        return spec.target, req.id, lambda: asyncio.ensure_future(deliver())
-
-    def call(self, target: Any, key: str | None, arg: Any, invocation_id: str,
-             caller: Invocation) -> tuple[str, str, Any, Callable[[int], None]]:
-        if self.outbox is None:
-            raise TerminalError("calling other handlers needs a runtime (no outbox here)")
-        spec, req = self.outbox.request(target, key, arg, "call", invocation_id=invocation_id,
-                                        invoked_by=caller.id)
-        if caller.spec.kind == "exclusive" and spec.kind == "exclusive" and \
-                caller.accept.key is not None and key == caller.accept.key and \
-                spec.definition.name == caller.accept.service:
-            raise TerminalError(
-                f"{caller.spec.target} (exclusive) calls {spec.target} (exclusive) on its own "
-                f"key {key!r}: that call would wait for the caller to finish, forever. Use "
-                "object_send, a shared handler, or a plain function", 409)
-        req.resubmit = req.resubmit or not caller.first_run  # see ``send``
-
-        def start(idx: int) -> None:
-            if (caller.id, idx) not in self._calls:
-                self._delivering[req.id] = self._delivering.get(req.id, 0) + 1
-                self._calls[caller.id, idx] = asyncio.ensure_future(
-                    self._deliver_call(caller.id, idx, spec, req))
-
-        return spec.target, req.id, spec.output, start
-
-    async def _deliver_call(self, caller_id: str, idx: int, spec: Any,
-                            req: InvokeRequest) -> None:
-        """Wait for the callee's outcome, make it durable as the call entry's completion in
-        the caller's journal, then resume the caller (replayed if it left memory meanwhile)."""
-        assert self.outbox is not None
-        delay = 0.1
-        try:
-            while True:
-                try:
-                    out = await self.outbox.submit(spec, req)
-                    break
-                except Exception:
-                    log.exception("call %s from %s failed; trying again", req.id, caller_id)
-                    req.resubmit = True  # the first try may have got through
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-            assert out is not None
-            completion = Completion(caller_id, idx, out.output, None, None, now_ms()) if out.ok \
-                else Completion(caller_id, idx, None, out.failure or "failed",
-                                out.failure_code or 500, now_ms())
-            await self._complete(completion)
-        finally:
-            self._calls.pop((caller_id, idx), None)
-            left = self._delivering.pop(req.id, 1) - 1
-            if left:
-                self._delivering[req.id] = left
-
-    # -- awakeables ---------------------------------------------------------------------------
-
-    def expect_awakeable(self, invocation: Invocation, idx: int, serde: Serde) -> None:
-        self._awakeables.setdefault(invocation.id, {})[idx] = serde
-        due = self._types_due.pop((invocation.id, idx), None)
-        if due is not None and not due.done():
-            due.set_result(None)
-
-    async def _awakeable_type(self, inv: Invocation, idx: int) -> Serde | None:
-        """The type the awakeable was created with. A recovered invocation declares it again
-        when its replay passes ``ctx.awakeable``, moments after its host started: wait for
-        that (a bounded while), so a value of the wrong type is refused before it is written.
-        None if it never comes (the replay failed, say): the handler then checks at its
-        await."""
-        serde = self._awakeables.get(inv.id, {}).get(idx)
-        if serde is None and self._active.get(inv.id) is inv:
-            due = self._types_due.get((inv.id, idx))
-            if due is None:
-                due = self._types_due[inv.id, idx] = asyncio.get_running_loop().create_future()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(due), AWAKEABLE_TYPE_WAIT_S)
-            if self._types_due.get((inv.id, idx)) is due:
-                del self._types_due[inv.id, idx]
-            serde = self._awakeables.get(inv.id, {}).get(idx)
-        return serde
-
-    def complete_awakeable(self, invocation: Invocation, idx: int, awakeable_id: str,
-                           result: str | None, failure: str | None,
-                           after: asyncio.Future[None]) -> asyncio.Future[None]:
-        if self.outbox is None:
-            raise TerminalError("resolving awakeables needs a runtime (no outbox here)")
-        at = (invocation.id, idx)
-        delivery = self._resolving.get(at)
-        if delivery is None:
-            delivery = self._resolving[at] = asyncio.ensure_future(
-                self._deliver_resolution(invocation.id, idx, awakeable_id, result, failure, after))
-            delivery.add_done_callback(lambda _: self._resolving.pop(at, None))
-        return delivery
-
-    async def _deliver_resolution(self, caller_id: str, idx: int, awakeable_id: str,
-                                  result: str | None, failure: str | None,
-                                  after: asyncio.Future[None]) -> None:
-        """Deliver a handler's resolution (entry ``idx`` of ``caller_id``) once that entry is
-        durable; make the verdict durable as the entry's completion, then resume the caller.
-        The delivery names its entry (``by``), so one repeated after a crash counts as the
-        same resolution, not a second one: the verdict is the same on every replay."""
-        assert self.outbox is not None
-        await after
-        delay = 0.1
-        while True:
-            try:
-                await self.outbox.resolve_awakeable(awakeable_id, result, failure,
-                                                    f"{caller_id}:{idx}")
-                completion = Completion(caller_id, idx, None, None, None, now_ms())
-                break
-            except TerminalError as e:  # refused: already completed (409), unknown (404) ...
-                completion = Completion(caller_id, idx, None, e.message, e.status_code, now_ms())
-                break
-            except Exception:
-                log.exception("resolving %s from %s failed; trying again", awakeable_id,
-                              caller_id)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        await self._complete(completion)
-
-    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None,
-                                by: str | None = None) -> tuple[bool, str, int]:
-        """Complete an awakeable of an invocation on this host: durable first, then the
-        invocation resumes. Returns (ok, message, status) rather than raising, so the error
-        reaches any caller as data: unknown (404), already completed (409), bad value (400).
-        ``by`` names a handler's resolution (see ``_deliver_resolution``): the same one
-        delivered again is answered as delivered."""
-        try:
-            inv_id, idx = self.awakeables.parse(awakeable_id)
-            await self.start()
-            if await self._refuse_if_resolved(awakeable_id, inv_id, idx, by):
-                return True, "resolved before", 200
-            inv = self._active.get(inv_id)
-            serde = None
-            if inv is not None:
-                mine = self._check_awakeable(awakeable_id, inv.entries, inv.completions, idx,
-                                             by)
-                if not mine and result is not None:
-                    serde = await self._awakeable_type(inv, idx)
-            elif inv_id in self._parked:
-                found = await self.journal.pending([self.definition.name], ids=[inv_id])
-                if not found:
-                    mine = await self._finished(awakeable_id, inv_id, idx, by)
-                else:
-                    mine = self._check_awakeable(awakeable_id, found[0].entries,
-                                                 found[0].completions, idx, by)
-            elif inv_id in self._recent or await self.journal.outcome(inv_id) is not None:
-                mine = await self._finished(awakeable_id, inv_id, idx, by)
-            else:
-                raise TerminalError(f"unknown awakeable {awakeable_id}", 404)
-            if mine or await self._refuse_if_resolved(awakeable_id, inv_id, idx, by):
-                return True, "resolved before", 200  # (the second: someone else meanwhile)
-            serde = serde or self._awakeables.get(inv_id, {}).get(idx)  # parked: if still known
-            if serde is not None and result is not None:
-                try:
-                    serde.load(result)
-                except Exception as e:
-                    raise TerminalError(f"value for awakeable {awakeable_id} does not "
-                                        f"validate: {e}", 400) from None
-            completion = Completion(inv_id, idx, result, failure,
-                                    None if failure is None else 500, now_ms(), by)
-            durable, resumed = self.resume_ahead(completion)
-            self._resolved[inv_id, idx] = (durable, by)
-            if len(self._resolved) > RECENT_OUTCOMES:
-                self._resolved.popitem(last=False)
-        except TerminalError as e:
-            return False, e.message, e.status_code
-        await durable
-        if not resumed:
-            await self.wake([(inv_id, idx, completion)])
-        return True, "resolved" if failure is None else "rejected", 200
-
-    async def _refuse_if_resolved(self, awakeable_id: str, inv_id: str, idx: int,
-                                  by: str | None) -> bool:
-        """A second resolution is refused, but only once the first one is durable: if this
-        process dies first, the retry meets a new host and the journal decides. True: the
-        first one was this same resolution (``by``), delivered again."""
-        first = self._resolved.get((inv_id, idx))
-        if first is None:
-            return False
-        await asyncio.shield(first[0])
-        if by is not None and first[1] == by:
-            return True
-        raise AlreadyCompletedError(f"awakeable {awakeable_id} is already completed")
-
-    async def _finished(self, awakeable_id: str, inv_id: str, idx: int,
-                        by: str | None) -> bool:
-        """The awakeable's invocation has finished: True if ``by`` completed it before."""
-        if by is not None:
-            done = await self.journal.completion(inv_id, idx)
-            if done is not None and done.by == by:
-                return True
-        raise AlreadyCompletedError(f"the invocation of awakeable {awakeable_id} has finished")
-
-    @staticmethod
-    def _check_awakeable(awk_id: str, entries: list[Any], completions: dict[int, Completion],
-                         idx: int, by: str | None) -> bool:
-        """Refuse an unknown or completed awakeable; True if ``by`` completed it."""
-        if idx >= len(entries) or entries[idx].entry_type != "awakeable":
-            raise TerminalError(f"unknown awakeable {awk_id}: its invocation has no "
-                                "awakeable there", 404)
-        done = completions.get(idx)
-        if done is not None:
-            if by is not None and done.by == by:
-                return True
-            raise AlreadyCompletedError(f"awakeable {awk_id} is already completed")
-        return False
-
-    # -- workflow promises --------------------------------------------------------------------
-
-    def promise_of(self, invocation: Invocation, name: str) -> str | None:
-        assert invocation.accept.key is not None
-        return self._slot(invocation.accept.key).promises.get(name)
-
-    def claim_promise(self, invocation: Invocation, name: str, data: str) -> bool:
-        assert invocation.accept.key is not None
-        slot = self._slot(invocation.accept.key)
-        if name in slot.promises:
-            return False
-        slot.promises[name] = data
-        waiting = slot.watchers.pop(name, [])
-        if waiting:
-            self._spawn(self.wake([(i, idx, Completion(i, idx, data)) for i, idx in waiting]))
-        return True
-
-    def watch_promise(self, invocation: Invocation, idx: int, name: str) -> None:
-        assert invocation.accept.key is not None
-        slot = self._slot(invocation.accept.key)
-        data = slot.promises.get(name)
-        if data is not None:
-            self._spawn(self.wake([(invocation.id, idx, Completion(invocation.id, idx, data))]))
-        elif (invocation.id, idx) not in slot.watchers.get(name, []):
-            slot.watchers.setdefault(name, []).append((invocation.id, idx))
-
-    # -- cancel and kill ---------------------------------------------------------------------
-
-    async def cancel(self, inv_id: str, kill: bool = False) -> str:
-        """Cancel (``TerminalError("cancelled")`` at the handler's next await, so it can
-        compensate; passed on to the callee it waits for) or kill (stop now, free its key).
-        Returns "cancelled", "killed", "completed" (too late) or "unknown"."""
-        await self.start()
-        inv = self._active.get(inv_id)
-        parked = self._parked.get(inv_id)
-        if inv is None and parked is None:
-            known = inv_id in self._recent or await self.journal.outcome(inv_id) is not None
-            return "completed" if known else "unknown"
-        if kill:
-            await self._kill(inv_id, inv, parked)
-            return "killed"
-        signal = Completion(inv_id, CANCEL_INDEX, None, CANCELLED, CANCELLED_CODE, now_ms())
-        await self.flusher.submit([signal])
-        inv = self._active.get(inv_id)
-        if inv is not None:
-            inv.completions.setdefault(CANCEL_INDEX, signal)
-            self._interrupt(inv, kill=False)
-        elif inv_id in self._parked:  # replay it: the replay meets the request at its wait
-            await self.wake([(inv_id, CANCEL_INDEX, signal)])
-        return "cancelled"
-
-    def _interrupt(self, inv: Invocation, kill: bool) -> None:
-        """Wake ``inv`` from the wait it is in, and pass the request on to its callee."""
-        idx = inv.awaiting
-        if idx is None:
-            return
-        entry = inv.entries[idx] if 0 <= idx < len(inv.entries) else None
-        if kill and entry is not None and entry.entry_type == "call" and \
-                entry.result is not None and idx not in inv.completions:
-            self.pass_on(json.loads(entry.result), kill)  # (a cancel passes on in the engine)
-        waiter = inv.waiters.pop(idx, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def pass_on(self, callee: str, kill: bool) -> None:
-        if self.outbox is not None:
-            self._spawn(self._pass_on(callee, kill))
-
-    async def _pass_on(self, callee: str, kill: bool) -> None:
-        """Unknown (404) while this host is still delivering the call: its acceptance is not
-        durable yet, so try again (backing off) until it is, or the delivery is over."""
-        assert self.outbox is not None
-        delay = 0.02
-        while True:
-            try:
-                await self.outbox.cancel(callee, kill)
-                return
-            except Exception as e:
-                if isinstance(e, TerminalError) and e.status_code == 404 and \
-                        callee in self._delivering:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                # unknown (never delivered) or gone: the caller moves on anyway
-                log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
-                            exc_info=True)
-                return
-
-    async def _kill(self, inv_id: str, inv: Invocation | None, parked: Parked | None) -> None:
-        out = Outcome(False, None, KILLED, CANCELLED_CODE)
-        record = Output(inv_id, False, None, KILLED, CANCELLED_CODE, now_ms())
-        if inv is not None:
-            inv.killed = True
-            self._interrupt(inv, kill=True)
-            key = inv.accept.key
-            slot = self._slots.get(key) if key is not None else None
-            if slot is not None and inv in slot.inbox and slot.inbox[0] is not inv:
-                slot.inbox.remove(inv)  # queued behind others: it never ran
-                await self.submit(inv, [record])
-                self._finish(inv, out)
-                return
-            if inv.task is not None and not inv.task.done():
-                inv.task.cancel()  # ``execute`` commits what it recorded, then "killed"
-            # else it is about to start, and ``execute`` ends it at once
-            await asyncio.shield(self._outcome(inv_id))
-            return
-        assert parked is not None
-        self._parked.pop(inv_id, None)
-        await self.flusher.submit([record])
-        if parked.key is not None:
-            slot = self._slot(parked.key)
-            was_head = bool(slot.inbox) and slot.inbox[0].id == inv_id
-            slot.inbox = deque(i for i in slot.inbox if i.id != inv_id)
-            if was_head:
-                self._kick(parked.key, slot)
-        fut = self._outcomes.pop(inv_id, None)
-        if fut is not None and not fut.done():
-            fut.set_result(out)
-        self._recent[inv_id] = out
-
     def _apply_committed(self, records: list[Record]) -> None:
         """After a commit: state writes become visible to shared readers, and new timers are
         handed to the scheduler (which also reloads them from the journal when it restarts)."""
@@ -999,18 +470,6 @@ class ObjectHost:
             self._spawn(self.scheduler.add(timers))
 
     # -- memory ------------------------------------------------------------------------------
-
-    def evict_idle(self, idle_seconds: float) -> int:
-        """Drop keys idle longer than ``idle_seconds`` from memory; return how many."""
-        cutoff = time.monotonic() - idle_seconds
-        stale = [k for k, s in self._slots.items() if s.idle and s.last_used < cutoff]
-        for k in stale:
-            del self._slots[k]
-        return len(stale)
-
-    def is_idle(self, idle_seconds: float) -> bool:
-        return not self._active and not self._parked and not self._tasks and \
-            time.monotonic() - self.last_activity > idle_seconds
 
     def stats(self) -> dict[str, int]:
         return {"active": len(self._active), "parked": len(self._parked),

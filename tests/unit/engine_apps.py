@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from actors.cluster.names import new_invocation_id, route_hash
-from actors.host.object_host import InvokeRequest, JournalPort, ObjectHost
+from actors.host.object_host import ObjectHost
+from actors.host.ports import JournalPort
+from actors.host.requests import InvokeRequest
 from actors.sdk.contexts import Context, ObjectContext, ObjectSharedContext
 from actors.sdk.definitions import Service, VirtualObject, spec_of
 from actors.sdk.errors import RetryPolicy, TerminalError

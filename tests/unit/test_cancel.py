@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from actors.host.object_host import InvokeRequest, ObjectHost
+from actors.host.object_host import ObjectHost
+from actors.host.requests import InvokeRequest
 from actors.sdk.contexts import ObjectContext
 from actors.sdk.definitions import VirtualObject
 from actors.sdk.errors import TerminalError

@@ -61,7 +61,7 @@ def test_the_journal_reads_an_old_versions_config_file(data_dir: Path) -> None:
 def test_the_router_takes_either_form() -> None:
     raw = {**OLD, SECRET: "ab" * 16}
     for config in (raw, RuntimeConfig.from_dict(raw)):
-        router = Router("ns", config)
+        router = Router("ns", config, object)
         assert (router.pool_size, router.suspend_after_s, router.definitions) == (3, 5.0, {})
     with pytest.raises(ValueError, match="secret"):
-        Router("ns", OLD)
+        Router("ns", OLD, object)

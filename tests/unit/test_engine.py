@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.engine.context import JournalCursor
+from actors.engine.cursor import JournalCursor
 from actors.sdk.errors import JournalMismatch, TerminalError
 from journal.records import Entry, Outcome, StateWrite
 from tests.unit.engine_apps import (

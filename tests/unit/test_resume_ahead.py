@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from actors.host.object_host import InvokeRequest, ObjectHost
+from actors.host.object_host import ObjectHost
+from actors.host.requests import InvokeRequest
 from actors.sdk.contexts import Context, ObjectContext
 from actors.sdk.definitions import Service, VirtualObject
 from journal.actor import GroupCommitJournal
