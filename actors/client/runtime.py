@@ -8,12 +8,14 @@ rebuilt as ``TerminalError`` on this side.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
@@ -91,6 +93,12 @@ class _LoopThread:
             asyncio.run_coroutine_threadsafe(cancel_all(), self.loop)
 
 
+def _close_at_exit(ref: weakref.ref[Runtime]) -> None:
+    rt = ref()
+    if rt is not None:
+        rt.close()
+
+
 def decode(spec: HandlerSpec | None, out: Outcome) -> Any:
     if not out.ok:
         raise TerminalError(out.failure or "failed", out.failure_code or 500)
@@ -158,6 +166,9 @@ class Runtime:
         self._loop = _LoopThread()
         self._closed = False
         self._shut_down = False
+        # a script that ends without close() must not leave its sockets' tasks to be destroyed
+        # pending at exit (Python prints "Task was destroyed but it is pending!" for each)
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     def _check_open(self) -> None:
         if self._closed:

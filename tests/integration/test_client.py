@@ -159,3 +159,36 @@ def test_every_method_raises_after_shutdown(start_runtime) -> None:
     raises_closed(lambda: rt.call(apps.add, key="k", arg=1))
     raises_closed(lambda: rt.sql("SELECT 1"))
     raises_closed(lambda: rt.send(apps.add, key="k", arg=1))
+
+
+SCRIPT_WITHOUT_CLOSE = """
+import os, sys
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+import ray
+from actors import Runtime
+from tests.integration import apps
+rt = Runtime.start(apps.ALL, data_dir=sys.argv[1], namespace=sys.argv[2], pool_size=1,
+                   address=sys.argv[3])
+print(sum(rt.call(apps.add, key=f"k{i % 3}", arg=1) for i in range(20)), flush=True)
+"""
+
+
+def test_a_script_that_never_closes_its_client_exits_quietly(ray_session: None,
+                                                             tmp_path: Path) -> None:
+    """A driver that joins a cluster and ends without ``close()``: its client's socket tasks
+    are closed at exit, so Python prints no "Task was destroyed but it is pending!" (it did
+    before the client closed itself at exit)."""
+    import subprocess
+    import sys
+
+    import ray
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    address = ray.get_runtime_context().gcs_address
+    out = subprocess.run([sys.executable, "-c", SCRIPT_WITHOUT_CLOSE, str(tmp_path / "data"),
+                          f"no-close-{os.getpid()}", address],
+                         capture_output=True, text=True, timeout=240, cwd=root, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(sum(i // 3 + 1 for i in range(20)))
+    assert "Task was destroyed" not in out.stderr, out.stderr
