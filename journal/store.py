@@ -4,7 +4,7 @@
 skipped, so a host that lost the reply to a commit may safely send again.
 
 Write path (the table is described in ``journal.schema``). ``write`` makes a group commit's rows
-durable in the write-ahead log (``journal.wal``: one frame, one ``fdatasync``, ~0.3 ms) and
+durable in the write-ahead log (``journal.wal``: one frame, one ``fdatasync``) and
 returns; ``drain`` moves every row written since the last drain into DuckDB as below, in one
 transaction, and every read drains first. So DuckDB's fixed cost per transaction is paid once
 per drain, not once per group commit, and is off the path a caller waits on.
@@ -16,39 +16,17 @@ mode a flush is one statement, so one transaction and one WAL fsync. (A drain of
 ``ONE_STATEMENT_MAX_ROWS`` rows gets an explicit transaction around the flush, should the
 appender ever flush in parts.)
 
-Measured with ``python -m benchmarks.journal_write --paths`` (2 cores, DuckDB 2.0.1, ext4;
-each path on a fresh table of its own, all interleaved; median ms per group commit; a batch is
-one typical invocation: batch id, Accept, two Entry, StateWrite, Output = 6 rows):
-
-                                               1 batch   20 batches   100 batches
-    appender, auto-commit (chosen)               2.8        4.9          9.0
-    appender inside BEGIN/COMMIT                 3.5        5.6          9.9
-    appender, no index on id                     2.8        4.7          8.3
-    appender, data/meta typed JSON               2.8        5.1          9.7
-    appender, 17 columns (one per field)         4.3        6.4         10.8
-    Arrow table, register + INSERT ... SELECT    5.7        7.3          9.9
-    Arrow, con.from_arrow(t).insert_into(...)    4.9        6.6          9.3
-    multi-row INSERT ... VALUES (?, ...)         3.9       23          111
-    INSERT ... SELECT unnest($n) per column      4.0        6.4         13.3
-
-Alone (``python -m benchmarks.journal_write``, no interleaving) a write of 1 / 20 / 100
-batches takes 1.8 / 4.3 / 9.0 ms on a fresh data dir and 2.8 / 4.7 / 8.2 ms with 200k
-invocations in it; the store before this one (six tables, one appender flush per table inside
-BEGIN/COMMIT) took 8.8 / 12.6 / 13.0 and 9.7 / 13.2 / 16.9 ms.
-
-What costs is fixed CPU per statement and per column (the 2.0 appender plans an INSERT at
-every flush, ~0.1 ms a column), then per value; the fsync is ~0.5 ms. Hence one statement, six
+Why this shape (the figures are in docs/performance.md, reproduced with
+``python -m benchmarks.journal_write --paths``): what costs is fixed CPU per statement and per
+column (the appender plans an INSERT at every flush), then per value. Hence one statement, six
 columns (the fields no look-up filters on travel as one small JSON object, ``meta``, formatted
 here, which also type-checks the integers), and no JSON validation on the way in: a JSON-typed
-column parses every value (600 rows: 4.0 + 8.8 ms to append and flush instead of 1.3 + 6.4),
-so payloads are stored as text and the views cast them. Arrow lost on small groups
-(registering the table and planning the INSERT cost ~3 ms) and only ties at 600 rows;
-``executemany`` was no candidate (0.5 ms a row). The index on ``id`` costs ~0.1 ms a write
-(~0.7 ms at 600 rows) and turns a scan of the log (~17 ms at 1.2M rows) into ~1 ms for
+column parses every value, so payloads are stored as text and the views cast them. Arrow lost
+on small groups (registering the table and planning the INSERT) and ``executemany`` costs per
+row. The index on ``id`` costs little per write and turns a scan of the log into a look-up for
 ``outcome``, ``accepted``, ``load_state`` and re-sent batch ids. A second index (on the object
-of accept rows, for a dedicated host's ``pending(key=...)``) measured +0.1-0.3 ms a write and
-was left out: that look-up scans two columns instead (~17 ms at 200k invocations, next to the
-0.2-0.5 s it takes to start a dedicated host's actor).
+of accept rows, for a dedicated host's ``pending(key=...)``) was left out: that look-up scans
+two columns instead, small next to starting a dedicated host's actor.
 """
 
 from __future__ import annotations
@@ -67,7 +45,10 @@ import duckdb
 import pyarrow as pa
 
 from journal import retention
+from journal.clock import now_ms
+from journal.errors import DataDirError
 from journal.keyfilter import KeyFilter
+from journal.kinds import LogKind, TimerKind
 from journal.private import private_data_dir, tighten
 from journal.records import (
     Accept,
@@ -98,14 +79,6 @@ RECENT_BATCHES = 100_000
 INDEX_LOOKUP_MAX_IDS = 128  # up to this many ids, look them up in the index; else scan + join
 FOLD_IN_SQL_ROWS = 1_000  # load_state folds a key's history in Python up to this many rows
 ONE_STATEMENT_MAX_ROWS = 10_000  # larger writes get an explicit transaction around the flush
-
-
-class DataDirError(RuntimeError):
-    """The data dir cannot be used: not writable, or its journal is open in another process."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def open_database(data_dir: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
@@ -150,7 +123,7 @@ def _accept_row(seq: int, r: Accept) -> Row:
         meta += ',"idempotency_key":' + _q(r.idempotency_key)
     if r.invoked_by is not None:
         meta += ',"invoked_by":' + _q(r.invoked_by)
-    return (seq, "accept", r.id, _object(r.service, r.key), r.input, meta + "}")
+    return (seq, LogKind.ACCEPT, r.id, _object(r.service, r.key), r.input, meta + "}")
 
 
 def _entry_row(seq: int, r: Entry) -> Row:
@@ -160,18 +133,18 @@ def _entry_row(seq: int, r: Entry) -> Row:
         meta += ',"failure":' + _q(r.failure)
     if r.failure_code is not None:
         meta += f',"failure_code":{r.failure_code:d}'
-    return (seq, "entry", r.invocation_id, r.name, r.result, meta + "}")
+    return (seq, LogKind.ENTRY, r.invocation_id, r.name, r.result, meta + "}")
 
 
 def _state_row(seq: int, r: StateWrite) -> Row:
-    return (seq, "state", _object(r.service, r.key), r.name, r.value, None)
+    return (seq, LogKind.STATE, _object(r.service, r.key), r.name, r.value, None)
 
 
 def _status_row(seq: int, r: StatusChange) -> Row:
     meta = f'{{"retry_count":{r.retry_count:d},"at_ms":{r.at_ms:d}'
     if r.failure is not None:
         meta += ',"failure":' + _q(r.failure)
-    return (seq, "status", r.invocation_id, r.status, None, meta + "}")
+    return (seq, LogKind.STATUS, r.invocation_id, r.status, None, meta + "}")
 
 
 def _output_row(seq: int, r: Output) -> Row:
@@ -180,17 +153,17 @@ def _output_row(seq: int, r: Output) -> Row:
         meta += ',"failure":' + _q(r.failure)
     if r.failure_code is not None:
         meta += f',"failure_code":{r.failure_code:d}'
-    return (seq, "output", r.invocation_id, None, r.output, meta + "}")
+    return (seq, LogKind.OUTPUT, r.invocation_id, None, r.output, meta + "}")
 
 
 def _timer_row(seq: int, r: Timer) -> Row:
     meta = (f'{{"idx":{r.idx:d},"timer_kind":{_q(r.kind)},"fire_at_ms":{r.fire_at_ms:d}'
             f',"host":{_q(r.host)}}}')
-    return (seq, "timer", r.invocation_id, r.timer_id, None, meta)
+    return (seq, LogKind.TIMER, r.invocation_id, r.timer_id, None, meta)
 
 
 def _fired_row(seq: int, r: TimerFired) -> Row:
-    return (seq, "fired", r.invocation_id, r.timer_id, None, f'{{"at_ms":{r.at_ms:d}}}')
+    return (seq, LogKind.FIRED, r.invocation_id, r.timer_id, None, f'{{"at_ms":{r.at_ms:d}}}')
 
 
 def _completion_row(seq: int, r: Completion) -> Row:
@@ -201,7 +174,7 @@ def _completion_row(seq: int, r: Completion) -> Row:
         meta += f',"failure_code":{r.failure_code:d}'
     if r.by is not None:
         meta += ',"by":' + _q(r.by)
-    return (seq, "completion", r.invocation_id, None, r.result, meta + "}")
+    return (seq, LogKind.COMPLETION, r.invocation_id, None, r.result, meta + "}")
 
 
 def _event_row(seq: int, r: AttemptFailed) -> Row:
@@ -210,7 +183,7 @@ def _event_row(seq: int, r: AttemptFailed) -> Row:
              "related_entry_name": r.related_entry_name,
              "related_entry_type": r.related_entry_type,
              "next_retry_at_ms": r.next_retry_at_ms}
-    return (seq, "event", r.invocation_id, EVENT_TRANSIENT_ERROR, json.dumps(event),
+    return (seq, LogKind.EVENT, r.invocation_id, EVENT_TRANSIENT_ERROR, json.dumps(event),
             f'{{"at_ms":{r.at_ms:d}}}')
 
 
@@ -229,7 +202,7 @@ _ENCODERS: dict[type, Callable[[int, Any], Row]] = {
 
 def log_rows(batch: Batch, seq: int) -> list[Row]:
     """The log rows of one batch, numbered from ``seq``: its batch-id row, then its records."""
-    rows: list[Row] = [(seq, "batch", batch.batch_id, None, None, None)]
+    rows: list[Row] = [(seq, LogKind.BATCH, batch.batch_id, None, None, None)]
     for r in batch.records:
         seq += 1
         encode = _ENCODERS.get(type(r))
@@ -376,7 +349,7 @@ class JournalStore:
             at = self._clock()
             marked = at - self._last_mark_ms >= retention.MARK_INTERVAL_MS
             if marked:  # a clock mark after the rows: they were written by ``at``
-                rows.append((seq, "mark", str(at), None, None, None))
+                rows.append((seq, LogKind.MARK, str(at), None, None, None))
                 seq += 1
             self._log(rows)
             self._unmarked = not marked
@@ -412,7 +385,7 @@ class JournalStore:
             at = self._clock()
             if not self._unmarked or at < self._last_mark_ms:
                 return
-            self._log([(self._seq, "mark", str(at), None, None, None)])
+            self._log([(self._seq, LogKind.MARK, str(at), None, None, None)])
             self._seq += 1
             self._last_mark_ms = at
             self._unmarked = False
@@ -466,7 +439,7 @@ class JournalStore:
         if not batch_ids:
             return set()
         with self._con.cursor() as cur:
-            return {r[1] for r in _rows_of(cur, ["id"], batch_ids, ("batch",))}
+            return {r[1] for r in _rows_of(cur, ["id"], batch_ids, (LogKind.BATCH,))}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -479,18 +452,18 @@ class JournalStore:
 
     def outcome(self, invocation_id: str) -> Outcome | None:
         with self._reader() as cur:
-            rows = _rows_of(cur, ["data", "meta"], [invocation_id], ("output",))
+            rows = _rows_of(cur, ["data", "meta"], [invocation_id], (LogKind.OUTPUT,))
         return _outcome(*rows[0][1:]) if rows else None
 
     def accepted(self, invocation_id: str) -> Accept | None:
         with self._reader() as cur:
-            rows = _rows_of(cur, ["id", "name", "data", "meta"], [invocation_id], ("accept",))
+            rows = _rows_of(cur, ["id", "name", "data", "meta"], [invocation_id], (LogKind.ACCEPT,))
         return _accept(*rows[0][1:]) if rows else None
 
     def completion(self, invocation_id: str, idx: int) -> Completion | None:
         """The first completion of entry ``idx`` of an invocation (finished or not)."""
         with self._reader() as cur:
-            rows = _rows_of(cur, ["data", "meta", "seq"], [invocation_id], ("completion",))
+            rows = _rows_of(cur, ["data", "meta", "seq"], [invocation_id], (LogKind.COMPLETION,))
         found = sorted((seq, data, meta) for _, data, meta, seq in rows
                        if json.loads(meta)["idx"] == idx)
         return _completion(invocation_id, found[0][1], found[0][2]) if found else None
@@ -514,23 +487,24 @@ class JournalStore:
         with self._reader() as cur:
             open_ids = None
             if ids is not None:
-                done = {r[1] for r in _rows_of(cur, ["id"], ids, ("output",))}
+                done = {r[1] for r in _rows_of(cur, ["id"], ids, (LogKind.OUTPUT,))}
                 open_ids = [i for i in ids if i not in done]
             elif objects:  # a key's invocations by name (a scan of two columns), then by id
                 ids = [r[0] for r in cur.execute(
                     f"SELECT id FROM log WHERE kind = 'accept' AND name IN ({_marks(objects)})",
                     list(objects)).fetchall()]
                 if len(ids) <= INDEX_LOOKUP_MAX_IDS:
-                    done = {r[1] for r in _rows_of(cur, ["id"], ids, ("output",))}
+                    done = {r[1] for r in _rows_of(cur, ["id"], ids, (LogKind.OUTPUT,))}
                     open_ids = [i for i in ids if i not in done]
             if open_ids is None and services:
                 open_ids = self._open_ids(cur)
             rows = _rows_of(cur, ["id", "name", "data", "meta", "seq", _ROUTE], open_ids or [],
-                            ("accept", "entry", "status", "timer", "fired", "completion"))
+                            (LogKind.ACCEPT, LogKind.ENTRY, LogKind.STATUS, LogKind.TIMER,
+                             LogKind.FIRED, LogKind.COMPLETION))
         wanted = set(services)
         accepts: list[tuple[Accept, int]] = []
         for kind, id, name, data, meta, seq, route in rows:
-            if (kind == "accept"
+            if (kind == LogKind.ACCEPT
                     and (partition is None or route % partition[1] == partition[0])
                     and (name in objects if objects is not None
                          else name.partition("/")[0] in wanted)):
@@ -546,17 +520,17 @@ class JournalStore:
         for kind, id, name, data, meta, seq, _ in rows:
             if id not in mine:
                 continue
-            if kind == "entry":
+            if kind == LogKind.ENTRY:
                 entries[id].append((seq, _entry(id, name, data, meta)))
-            elif kind == "status":
+            elif kind == LogKind.STATUS:
                 retry = json.loads(meta)["retry_count"]
                 retries[id] = max(retries.get(id, retry), retry)
-            elif kind == "completion":
+            elif kind == LogKind.COMPLETION:
                 c = _completion(id, data, meta)
                 completions[id].setdefault(c.idx, c)
-            elif kind == "timer":
+            elif kind == LogKind.TIMER:
                 timers[id][name] = json.loads(meta)["timer_kind"]
-            elif kind == "fired":
+            elif kind == LogKind.FIRED:
                 fired.add(name)
         accepts.sort(key=lambda a: (a[0].host_order, a[1]))
         return [
@@ -564,7 +538,7 @@ class JournalStore:
                 a, _dedup(sorted(entries.get(a.id, []), key=_by_idx)), retries.get(a.id, 0),
                 completions.get(a.id, {}),
                 next((k for t, k in timers.get(a.id, {}).items()
-                      if k in ("start", "retry") and t not in fired), None))
+                      if k in (TimerKind.START, TimerKind.RETRY) and t not in fired), None))
             for a, _ in accepts
         ]
 

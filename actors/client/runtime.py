@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import os
 import sys
 import threading
@@ -44,10 +45,12 @@ from actors.sdk.definitions import (
 from actors.sdk.errors import TerminalError
 from actors.sdk.serde import ANY, check_size, check_text
 from journal.actor import JournalActor
+from journal.config import RuntimeConfig
+from journal.errors import DataDirError, StatusCode
+from journal.kinds import InvokeMode
 from journal.records import Outcome
 from journal.retention import DEFAULT_RETENTION, retention_seconds
 from journal.sqlguard import SqlRefused
-from journal.store import DataDirError
 from journal.usersql import DEFAULT_SQL_TIMEOUT_S
 from scheduler.actor import SchedulerActor
 
@@ -103,7 +106,7 @@ class _LoopThread:
 
 def decode(spec: HandlerSpec | None, out: Outcome) -> Any:
     if not out.ok:
-        raise TerminalError(out.failure or "failed", out.failure_code or 500)
+        raise TerminalError(out.failure or "failed", out.failure_code or StatusCode.INTERNAL)
     if out.output is None:
         return None
     return (spec.output if spec is not None else ANY).load(out.output)
@@ -158,9 +161,9 @@ class Runtime:
     5
     """
 
-    def __init__(self, namespace: str, config: dict[str, Any]) -> None:
+    def __init__(self, namespace: str, config: RuntimeConfig | dict[str, Any]) -> None:
         self.namespace = namespace
-        self.data_dir: str = config["data_dir"]
+        self.data_dir: str = RuntimeConfig.of(config).data_dir
         self.router = Router(namespace, config)
         self.pool_size = self.router.pool_size
         self.definitions = self.router.definitions
@@ -229,20 +232,21 @@ class Runtime:
             else float(suspend_after)
         if os.environ.get("RAYSTATE_ALWAYS_REPLAY") == "1":
             suspend_s = 0.0
-        config = {"data_dir": data_dir, "pool_size": pool_size, "suspend_after_s": suspend_s,
-                  "retention_s": retention_s, "sql_timeout_s": sql_timeout_s,
-                  "definitions": cloudpickle.dumps(list(services))}
+        config = RuntimeConfig(data_dir=data_dir, pool_size=pool_size, suspend_after_s=suspend_s,
+                               retention_s=retention_s, sql_timeout_s=sql_timeout_s,
+                               definitions=cloudpickle.dumps(list(services)))
         registered: list[ServiceDefinition] = list(services)
         existing = ray.get(journal.config.remote())
         if existing:  # attach: the running runtime's layout wins
-            config["pool_size"] = existing["pool_size"]
-            merged = {d.name: d for d in cloudpickle.loads(existing["definitions"])}
+            running = RuntimeConfig.from_dict(existing)
+            merged = {d.name: d for d in cloudpickle.loads(running.definitions)}
             merged.update({d.name: d for d in services})
             registered = list(merged.values())
-            config["definitions"] = cloudpickle.dumps(registered)
-        ray.get(journal.set_config.remote(config))
+            config = dataclasses.replace(config, pool_size=running.pool_size,
+                                         definitions=cloudpickle.dumps(registered))
+        ray.get(journal.set_config.remote(config.to_dict()))
         ray.get(journal.set_services.remote([astuple(r) for r in service_rows(registered)]))
-        config = ray.get(journal.config.remote())  # with the data dir's secret
+        config = RuntimeConfig.from_dict(ray.get(journal.config.remote()))  # with the secret
         ray.remote(SchedulerActor).options(
             name=SCHEDULER, namespace=namespace, get_if_exists=True, **SYSTEM_ACTOR
         ).remote(namespace)
@@ -259,10 +263,10 @@ class Runtime:
             journal = ray.get_actor(JOURNAL, namespace=namespace)
         except ValueError:
             raise RuntimeError(f"no raystate runtime runs in namespace {namespace!r}") from None
-        config: dict[str, Any] = dict(ray.get(journal.config.remote()) or {})
-        if not config:
+        raw: dict[str, Any] = dict(ray.get(journal.config.remote()) or {})
+        if not raw:
             raise RuntimeError(f"the runtime in namespace {namespace!r} is still starting")
-        return cls(namespace, config)
+        return cls(namespace, RuntimeConfig.from_dict(raw))
 
     def _start_hosts(self, journal: Any, services: list[ServiceDefinition]) -> None:
         """Start the hosts that have unfinished invocations to resume. On one node the others
@@ -344,7 +348,8 @@ class Runtime:
                          idempotency_key: str | None = None, timeout: float | None = None) -> Any:
         self._check_open()
         _check_names(key, idempotency_key)
-        spec, req = self.router.request(target, key, arg, "call", idempotency_key=idempotency_key)
+        spec, req = self.router.request(target, key, arg, InvokeMode.CALL,
+                                        idempotency_key=idempotency_key)
         out = await within(timeout, req.id, self.router.submit(spec, req), self.sql_async)
         assert out is not None
         return decode(spec, out)
@@ -389,7 +394,7 @@ class Runtime:
                          delay: timedelta | float | None = None) -> InvocationHandle[Any]:
         self._check_open()
         _check_names(key, idempotency_key)
-        spec, req = self.router.request(target, key, arg, "send",
+        spec, req = self.router.request(target, key, arg, InvokeMode.SEND,
                                         idempotency_key=idempotency_key, delay=delay)
         await self.router.submit(spec, req)
         return InvocationHandle(self, req.id, spec)
@@ -422,7 +427,8 @@ class Runtime:
         self._check_open()
         accept = self._loop.run(self._journal.accepted(invocation_id))
         if accept is None:
-            raise TerminalError(f"unknown invocation {invocation_id!r}", 404)
+            raise TerminalError(f"unknown invocation {invocation_id!r}",
+                                StatusCode.NOT_FOUND)
         d = self.definitions.get(accept.service)
         return InvocationHandle(self, invocation_id, d.handlers.get(accept.handler) if d else None)
 
@@ -571,7 +577,8 @@ def _json_value(value: Any) -> str:
     try:
         data = ANY.dump(value)
     except Exception as e:
-        raise TerminalError(f"awakeable value is not JSON-serializable: {e}", 400) from None
+        raise TerminalError(f"awakeable value is not JSON-serializable: {e}",
+                            StatusCode.BAD_REQUEST) from None
     return check_size(data, "awakeable value")
 
 
@@ -600,15 +607,11 @@ def _start_journal(data_dir: str, namespace: str) -> Any:
                 ray.get_runtime_context().get_node_id(), soft=False),
             **SYSTEM_ACTOR,
         ).remote(data_dir)
-    try:
-        info: dict[str, Any] = ray.get(journal.info.remote())
-    except UNAVAILABLE as e:
+    failure: str | None = ray.get(journal.start_error.remote())
+    if failure is not None:  # the actor could not open the data dir: it said why, as data
         ray.kill(journal, no_restart=True)
-        cause = str(e)
-        marker = "DataDirError: "
-        message = cause[cause.index(marker) + len(marker):].splitlines()[0] \
-            if marker in cause else cause
-        raise DataDirError(message) from None
+        raise DataDirError(failure)
+    info: dict[str, Any] = ray.get(journal.info.remote())
     if info["data_dir"] != data_dir:
         raise DataDirError(f"namespace {namespace!r} already runs a runtime on "
                            f"{info['data_dir']}, not {data_dir}")

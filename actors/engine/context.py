@@ -22,7 +22,6 @@ import hashlib
 import inspect
 import json
 import logging
-import time
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +42,9 @@ from actors.sdk.contexts import Awakeable, DeterministicRandom, DurablePromise, 
 from actors.sdk.definitions import HandlerSpec, Workflow
 from actors.sdk.errors import AlreadyCompletedError, JournalMismatch, RetryPolicy, TerminalError
 from actors.sdk.serde import ANY, Serde, check_size, check_text
+from journal.clock import now_ms
+from journal.errors import StatusCode
+from journal.kinds import EntryType, InvocationStatus, TimerKind
 from journal.records import (
     Accept,
     AttemptFailed,
@@ -55,10 +57,6 @@ from journal.records import (
     StatusChange,
     Timer,
 )
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(eq=False)
@@ -107,7 +105,7 @@ class Suspended(BaseException):
 
 CANCEL_INDEX = -(2**31) + 1  # the completion index of a cancellation request
 CANCELLED = "cancelled"
-CANCELLED_CODE = 409
+CANCELLED_CODE = StatusCode.CONFLICT
 KILLED = "killed"
 
 
@@ -157,12 +155,12 @@ class JournalCursor:
 
     def replay_cancel(self) -> bool:
         """Consume a journaled cancellation at this position, if there is one."""
-        if self.replaying and self.entries[self.index].entry_type == "cancel":
+        if self.replaying and self.entries[self.index].entry_type == EntryType.CANCEL:
             self.index += 1
             return True
         return False
 
-    def replay(self, entry_type: str, name: str | None) -> Entry | None:
+    def replay(self, entry_type: EntryType, name: str | None) -> Entry | None:
         """The recorded entry for this operation, or None once past the journal's end."""
         self._check_open()
         if self.index >= len(self.entries):
@@ -176,7 +174,7 @@ class JournalCursor:
         self.index += 1
         return entry
 
-    def record(self, entry_type: str, name: str | None, *, result: str | None = None,
+    def record(self, entry_type: EntryType, name: str | None, *, result: str | None = None,
                failure: TerminalError | None = None, extra: tuple[Record, ...] = (),
                completed: bool = True) -> Entry:
         self._check_open()
@@ -189,7 +187,7 @@ class JournalCursor:
         self.buffer.append(entry)
         self.buffer.extend(extra)
         self.index += 1
-        self.unflushed_run |= entry_type == "run"
+        self.unflushed_run |= entry_type == EntryType.RUN
         return entry
 
     def take(self) -> list[Record]:
@@ -343,10 +341,10 @@ class InvocationContext(WorkflowContext):
             raise TypeError("ctx.run(name, fn, ...): name must be a string")
         serde = _return_serde(fn)
         self._cancel_point()
-        entry = self._cursor.replay("run", name)
+        entry = self._cursor.replay(EntryType.RUN, name)
         if entry is not None:
             if entry.failure is not None:
-                raise TerminalError(entry.failure, entry.failure_code or 500)
+                raise TerminalError(entry.failure, entry.failure_code or StatusCode.INTERNAL)
             return serde.load(entry.result) if entry.result is not None else None
         if self._cursor.unflushed_run or self._host.depends_on_uncommitted(self._inv):
             await self._host.submit(self._inv, self._cursor.take())
@@ -357,7 +355,7 @@ class InvocationContext(WorkflowContext):
                 result = await self._action(fn, args, kwargs)
                 break
             except TerminalError as e:
-                self._cursor.record("run", name, failure=e)
+                self._cursor.record(EntryType.RUN, name, failure=e)
                 self._at = None
                 await self._durable()
                 raise
@@ -369,7 +367,7 @@ class InvocationContext(WorkflowContext):
                     err = TerminalError(
                         f"ctx.run({name!r}) failed {failures} times: {describe(e)}"
                     )
-                    self._cursor.record("run", name, failure=err)
+                    self._cursor.record(EntryType.RUN, name, failure=err)
                     self._at = None
                     await self._durable()
                     raise err from e
@@ -382,7 +380,7 @@ class InvocationContext(WorkflowContext):
                 f"({type(result).__name__}): {e}"
             ) from None
         check_size(data, f"the result of ctx.run({name!r})")
-        self._cursor.record("run", name, result=data)
+        self._cursor.record(EntryType.RUN, name, result=data)
         self._at = None
         await self._durable()
         return serde.load(data)
@@ -428,13 +426,13 @@ class InvocationContext(WorkflowContext):
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
         if seconds < 0:
             raise ValueError(f"ctx.sleep: negative delay {delay!r}")
-        entry = self._cursor.replay("sleep", None)
+        entry = self._cursor.replay(EntryType.SLEEP, None)
         if entry is None:
             idx = self._cursor.index
             fire_at = now_ms() + round(seconds * 1000)
-            timer = Timer(f"{self._inv.id}:{idx}", self._inv.id, idx, "sleep", fire_at,
+            timer = Timer(f"{self._inv.id}:{idx}", self._inv.id, idx, TimerKind.SLEEP, fire_at,
                           self._host.name)
-            entry = self._cursor.record("sleep", None, result=str(fire_at), completed=False,
+            entry = self._cursor.record(EntryType.SLEEP, None, result=str(fire_at), completed=False,
                                         extra=(timer,))
         await self._await_entry(entry)
 
@@ -446,7 +444,7 @@ class InvocationContext(WorkflowContext):
             self._inv.cancel_delivered = True
             raise cancelled()
         if not self._cursor.replaying and self._inv.cancel_pending:
-            self._cursor.record("cancel", None, failure=cancelled())
+            self._cursor.record(EntryType.CANCEL, None, failure=cancelled())
             self._inv.cancel_delivered = True
             raise cancelled()
 
@@ -477,7 +475,7 @@ class InvocationContext(WorkflowContext):
                     raise AssertionError("woken without a completion or a cancellation")
             return done
         except TerminalError:
-            if entry.entry_type == "call" and started and entry.idx not in inv.completions:
+            if entry.entry_type == EntryType.CALL and started and entry.idx not in inv.completions:
                 assert entry.result is not None
                 self._host.pass_on(json.loads(entry.result), kill=False)
             raise
@@ -503,8 +501,8 @@ class InvocationContext(WorkflowContext):
               delay: timedelta | float | None) -> str:
         target, callee, deliver = self._host.send(
             handler, key, arg, delay, callee_id(self._inv.id, self._cursor.index), self._inv)
-        if self._cursor.replay("send", target) is None:
-            self._cursor.record("send", target, result=json.dumps(callee))
+        if self._cursor.replay(EntryType.SEND, target) is None:
+            self._cursor.record(EntryType.SEND, target, result=json.dumps(callee))
         self._deliveries.append(deliver())
         return callee
 
@@ -536,22 +534,22 @@ class InvocationContext(WorkflowContext):
         self._cancel_point()
         target, callee, output, start = self._host.call(
             handler, key, arg, callee_id(self._inv.id, self._cursor.index), self._inv)
-        entry = self._cursor.replay("call", target)
+        entry = self._cursor.replay(EntryType.CALL, target)
         if entry is None:
-            entry = self._cursor.record("call", target, result=json.dumps(callee),
+            entry = self._cursor.record(EntryType.CALL, target, result=json.dumps(callee),
                                         completed=False)
         done = await self._await_entry(entry, start)
         if done.failure is not None:
-            raise TerminalError(done.failure, done.failure_code or 500)
+            raise TerminalError(done.failure, done.failure_code or StatusCode.INTERNAL)
         return output.load(done.result) if done.result is not None else None
 
     # -- awakeables and workflow promises ----------------------------------------------------
 
     def awakeable(self, type_hint: Any = None) -> tuple[str, Awakeable]:
         serde = Serde(type_hint) if type_hint is not None else ANY
-        entry = self._cursor.replay("awakeable", None)
+        entry = self._cursor.replay(EntryType.AWAKEABLE, None)
         if entry is None:
-            entry = self._cursor.record("awakeable", None, completed=False)
+            entry = self._cursor.record(EntryType.AWAKEABLE, None, completed=False)
             self._cursor.unflushed_run = True  # durable before the next action hands it out
         self._host.expect_awakeable(self._inv, entry.idx, serde)
         return self._host.awakeables.make(self._inv.id, entry.idx), _Awakeable(self, entry, serde)
@@ -559,7 +557,7 @@ class InvocationContext(WorkflowContext):
     async def _await_awakeable(self, entry: Entry, serde: Serde) -> Any:
         done = await self._await_entry(entry)
         if done.failure is not None:
-            raise TerminalError(done.failure, done.failure_code or 500)
+            raise TerminalError(done.failure, done.failure_code or StatusCode.INTERNAL)
         return _decode(serde, done.result, "awakeable value")
 
     def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> Awaitable[None]:
@@ -576,9 +574,9 @@ class InvocationContext(WorkflowContext):
         self._host.awakeables.parse(awk_id)
         data = json.dumps({"value": json.loads(result) if result is not None else None}
                           if failure is None else {"failure": failure})
-        entry = self._cursor.replay("complete_awakeable", awk_id)
+        entry = self._cursor.replay(EntryType.COMPLETE_AWAKEABLE, awk_id)
         if entry is None:
-            entry = self._cursor.record("complete_awakeable", awk_id, result=data,
+            entry = self._cursor.record(EntryType.COMPLETE_AWAKEABLE, awk_id, result=data,
                                         completed=False)
         elif entry.result != data:
             raise JournalMismatch(self._inv.id, entry.idx,
@@ -596,8 +594,9 @@ class InvocationContext(WorkflowContext):
             return
         done = await self._await_entry(entry)
         if done.failure is not None:
-            code = done.failure_code or 500
-            raise (AlreadyCompletedError if code == 409 else TerminalError)(done.failure, code)
+            code = done.failure_code or StatusCode.INTERNAL
+            error = AlreadyCompletedError if code == StatusCode.CONFLICT else TerminalError
+            raise error(done.failure, code)
 
     def promise(self, name: str, type_hint: Any = None) -> DurablePromise:
         if not isinstance(self._spec.definition, Workflow):
@@ -608,10 +607,11 @@ class InvocationContext(WorkflowContext):
 
     async def _promise_value(self, name: str, serde: Serde) -> Any:
         self._cancel_point()
-        entry = self._cursor.replay("promise", name)
+        entry = self._cursor.replay(EntryType.PROMISE, name)
         if entry is None:
             data = self._host.promise_of(self._inv, name)
-            entry = self._cursor.record("promise", name, result=data, completed=data is not None)
+            entry = self._cursor.record(EntryType.PROMISE, name, result=data,
+                                        completed=data is not None)
         data = entry.result
         if not entry.completed:
             inv, idx = self._inv, entry.idx
@@ -621,27 +621,28 @@ class InvocationContext(WorkflowContext):
         return _promise_result(name, data, serde)
 
     async def _promise_peek(self, name: str, serde: Serde) -> Any:
-        entry = self._cursor.replay("peek_promise", name)
+        entry = self._cursor.replay(EntryType.PEEK_PROMISE, name)
         if entry is None:
-            entry = self._cursor.record("peek_promise", name,
+            entry = self._cursor.record(EntryType.PEEK_PROMISE, name,
                                         result=self._host.promise_of(self._inv, name))
         return None if entry.result is None else _promise_result(name, entry.result, serde)
 
     def _complete_promise(self, name: str, data: str) -> None:
-        entry = self._cursor.replay("complete_promise", name)
+        entry = self._cursor.replay(EntryType.COMPLETE_PROMISE, name)
         if entry is not None:
             if entry.failure is not None:
-                raise AlreadyCompletedError(entry.failure, entry.failure_code or 409)
+                raise AlreadyCompletedError(entry.failure,
+                                            entry.failure_code or StatusCode.CONFLICT)
             return
         if not self._host.claim_promise(self._inv, name, data):
             err = AlreadyCompletedError(
                 f"promise {name!r} of workflow {self._inv.accept.key!r} is already completed")
-            self._cursor.record("complete_promise", name, failure=err)
+            self._cursor.record(EntryType.COMPLETE_PROMISE, name, failure=err)
             raise err
         assert self._inv.accept.key is not None
         write = StateWrite(self._spec.definition.name, self._inv.accept.key,
                            PROMISE_STATE + name, data)
-        self._cursor.record("complete_promise", name, result=data, extra=(write,))
+        self._cursor.record(EntryType.COMPLETE_PROMISE, name, result=data, extra=(write,))
         self._host.submit(self._inv, self._cursor.take())  # queued before anyone sees it
 
     async def settle(self) -> None:
@@ -655,9 +656,9 @@ class InvocationContext(WorkflowContext):
             d.result()  # a failed delivery fails the attempt, as gather would
 
     async def time(self) -> float:
-        entry = self._cursor.replay("time", None)
+        entry = self._cursor.replay(EntryType.TIME, None)
         if entry is None:
-            entry = self._cursor.record("time", None, result=str(now_ms()))
+            entry = self._cursor.record(EntryType.TIME, None, result=str(now_ms()))
         assert entry.result is not None
         return int(entry.result) / 1000
 
@@ -694,10 +695,10 @@ class InvocationContext(WorkflowContext):
 
     async def get(self, name: str, default: Any = None, *, type_hint: Any = None) -> Any:
         self._require_keyed("ctx.get")
-        entry = self._cursor.replay("get_state", name)
+        entry = self._cursor.replay(EntryType.GET_STATE, name)
         if entry is None:
             data = self._current(name)
-            self._cursor.record("get_state", name,
+            self._cursor.record(EntryType.GET_STATE, name,
                                 result=self._reads.journal(name, self._cursor.index, data))
         else:
             data = self._reads.resolve(entry, self._inv.entries)
@@ -707,13 +708,14 @@ class InvocationContext(WorkflowContext):
 
     async def state_keys(self) -> list[str]:
         self._require_keyed("ctx.state_keys")
-        entry = self._cursor.replay("get_state_keys", None)
+        entry = self._cursor.replay(EntryType.GET_STATE_KEYS, None)
         if entry is None:
-            entry = self._cursor.record("get_state_keys", None, result=json.dumps(self._names()))
+            entry = self._cursor.record(EntryType.GET_STATE_KEYS, None,
+                                        result=json.dumps(self._names()))
         assert entry.result is not None
         return list(json.loads(entry.result))
 
-    def _write(self, entry_type: str, name: str, value: str | None) -> None:
+    def _write(self, entry_type: EntryType, name: str, value: str | None) -> None:
         entry = self._cursor.replay(entry_type, name)
         if entry is not None:
             if entry.result != value:
@@ -735,29 +737,29 @@ class InvocationContext(WorkflowContext):
             raise TypeError("ctx.set(name, value): name must be a string")
         if name.startswith(PROMISE_STATE):
             raise TerminalError(f"ctx.set: state names starting with {PROMISE_STATE!r} are "
-                                "reserved for workflow promises", 400)
+                                "reserved for workflow promises", StatusCode.BAD_REQUEST)
         check_text(name, "ctx.set: state name")
         try:
             data = ANY.dump(value)
         except Exception as e:
             raise TerminalError(f"ctx.set({name!r}): value is not JSON-serializable: {e}") from None
         check_size(data, f"ctx.set({name!r}): the value")  # 413, as for every payload
-        self._write("set_state", name, data)
+        self._write(EntryType.SET_STATE, name, data)
 
     def clear(self, name: str) -> None:
         self._require_exclusive("clear")
-        self._write("clear_state", name, None)
+        self._write(EntryType.CLEAR_STATE, name, None)
 
     def clear_all(self) -> None:
         self._require_exclusive("clear_all")
         self._reads.cleared_all()
-        entry = self._cursor.replay("clear_all_state", None)
+        entry = self._cursor.replay(EntryType.CLEAR_ALL_STATE, None)
         if entry is not None:
             return
         assert self._inv.accept.key is not None
         service, key = self._spec.definition.name, self._inv.accept.key
         writes = tuple(StateWrite(service, key, n, None) for n in self._names())
-        self._cursor.record("clear_all_state", None, extra=writes)
+        self._cursor.record(EntryType.CLEAR_ALL_STATE, None, extra=writes)
         for w in writes:
             self._apply(w.name, None)
 
@@ -803,7 +805,8 @@ def _json(value: Any, what: str) -> str:
     try:
         data = ANY.dump(value)
     except Exception as e:
-        raise TerminalError(f"{what} is not JSON-serializable: {e}", 400) from None
+        raise TerminalError(f"{what} is not JSON-serializable: {e}",
+                            StatusCode.BAD_REQUEST) from None
     return check_size(data, what)
 
 
@@ -811,7 +814,7 @@ def _decode(serde: Serde, data: str | None, what: str) -> Any:
     try:
         return serde.load(data) if data is not None else None
     except Exception as e:
-        raise TerminalError(f"{what} does not validate: {e}", 400) from None
+        raise TerminalError(f"{what} does not validate: {e}", StatusCode.BAD_REQUEST) from None
 
 
 def _promise_result(name: str, data: str | None, serde: Serde) -> Any:
@@ -883,7 +886,8 @@ async def execute(
             try:
                 args = (spec.input.load(inv.accept.input),) if spec.takes_arg else ()
             except Exception as e:
-                raise TerminalError(f"input of {spec.target} does not validate: {e}", 400) from None
+                raise TerminalError(f"input of {spec.target} does not validate: {e}",
+                                    StatusCode.BAD_REQUEST) from None
             if inv.killed:
                 raise asyncio.CancelledError
             if inv.cancel_pending and not inv.entries:  # cancelled before it started
@@ -893,7 +897,7 @@ async def execute(
             out = Outcome(True, spec.output.output_json(result, spec.target))
         except Suspended:
             await host.submit(inv, [*ctx.take_records(), StatusChange(
-                inv.id, "suspended", inv.retry_count, None, now_ms())])
+                inv.id, InvocationStatus.SUSPENDED, inv.retry_count, None, now_ms())])
             raise
         except asyncio.CancelledError as e:
             me = asyncio.current_task()
@@ -940,6 +944,6 @@ def _attempt_failed(host: HostPort, inv: Invocation, ctx: InvocationContext,
     event = ctx.failure_event(e, inv.retry_count, fire_at)
     report(event, inv.spec.target, e, delay)
     timer = Timer(f"{inv.id}:retry:{inv.retry_count}", inv.id, retry_index(inv.retry_count),
-                  "retry", fire_at, host.name)
-    status = StatusChange(inv.id, "backing-off", inv.retry_count, failure, now_ms())
+                  TimerKind.RETRY, fire_at, host.name)
+    status = StatusChange(inv.id, InvocationStatus.BACKING_OFF, inv.retry_count, failure, now_ms())
     return None, [event, status, timer]

@@ -33,7 +33,6 @@ from actors.engine.context import (
     Invocation,
     Suspended,
     execute,
-    now_ms,
 )
 from actors.host.actions import SyncActions
 from actors.host.flusher import Flusher
@@ -41,6 +40,9 @@ from actors.host.loader import StateLoader
 from actors.sdk.definitions import ServiceDefinition
 from actors.sdk.errors import AlreadyCompletedError, TerminalError
 from actors.sdk.serde import Serde
+from journal.clock import now_ms
+from journal.errors import StatusCode
+from journal.kinds import EntryType, InvocationStatus, InvokeMode, TimerKind
 from journal.records import (
     Accept,
     Batch,
@@ -53,6 +55,7 @@ from journal.records import (
     StatusChange,
     Timer,
 )
+from journal.retry import Backoff, retry
 from scheduler.service import TimerScheduler
 
 log = logging.getLogger("raystate.host")
@@ -60,6 +63,8 @@ log = logging.getLogger("raystate.host")
 RECENT_OUTCOMES = 10_000
 AWAKEABLE_TYPE_WAIT_S = 5.0  # see ``_awakeable_type``
 START_INDEX = -(2**31)  # the completion index a delayed start's timer wakes
+RELOAD_BACKOFF = Backoff(0.1, 2, 5.0)  # journal reloads and calls to other hosts
+PASS_ON_BACKOFF = Backoff(0.02, 2, 1.0)  # a cancel waiting for its callee's acceptance
 
 
 @dataclass(slots=True)
@@ -72,7 +77,7 @@ class InvokeRequest:
     handler: str
     key: str | None
     input: str
-    mode: Literal["call", "send"] = "call"
+    mode: InvokeMode = InvokeMode.CALL
     route_hash: int = 0
     idempotency_key: str | None = None
     invoked_by: str | None = None
@@ -128,7 +133,7 @@ class Parked:
 
     id: str
     key: str | None
-    reason: Literal["suspended", "start"]
+    reason: Literal[InvocationStatus.SUSPENDED, TimerKind.START]
     reloading: bool = False  # being reloaded from the journal to resume
     early: dict[int, Completion] = field(default_factory=dict)  # woken while reloading
 
@@ -261,16 +266,16 @@ class ObjectHost:
     def _take_over(self, p: PendingInvocation) -> None:
         """Resume a recovered invocation, or park it if it waits for something."""
         key = p.accept.key
-        if p.waiting_for == "start":
-            self._parked[p.accept.id] = Parked(p.accept.id, key, "start")
+        if p.waiting_for == TimerKind.START:
+            self._parked[p.accept.id] = Parked(p.accept.id, key, TimerKind.START)
             return
         last = p.entries[-1] if p.entries else None
         # Park only what waits for a timer: a sleep (its timer wakes it) or a retry back-off.
         # Anything else replays: a call is re-issued (same id), a promise watched again, and
         # an awakeable may be followed by code that never ran (handing out its id).
-        waiting = p.waiting_for == "retry" or (
+        waiting = p.waiting_for == TimerKind.RETRY or (
             last is not None and not last.completed and last.idx not in p.completions
-            and last.entry_type == "sleep")
+            and last.entry_type == EntryType.SLEEP)
         spec = self.definition.handlers.get(p.accept.handler)
         if waiting and spec is not None:
             self._park_suspended(p.accept.id, key, spec.kind == "exclusive")
@@ -287,9 +292,9 @@ class ObjectHost:
         return inv
 
     def _park_suspended(self, inv_id: str, key: str | None, exclusive: bool) -> None:
-        self._parked[inv_id] = Parked(inv_id, key, "suspended")
+        self._parked[inv_id] = Parked(inv_id, key, InvocationStatus.SUSPENDED)
         if key is not None and exclusive:
-            self._slot(key).inbox.append(Parked(inv_id, key, "suspended"))
+            self._slot(key).inbox.append(Parked(inv_id, key, InvocationStatus.SUSPENDED))
 
     # -- accepting ---------------------------------------------------------------------------
 
@@ -305,27 +310,28 @@ class ObjectHost:
             known = req.id in self._active or req.id in self._parked
             done = done or self._recent.get(req.id)
         if done is not None:
-            return done if req.mode == "call" else None
+            return done if req.mode == InvokeMode.CALL else None
         if not known:
             spec = self.definition.handlers.get(req.handler)
             if spec is None:
-                return Outcome(False, None, f"unknown handler {req.service}/{req.handler}", 404)
+                return Outcome(False, None, f"unknown handler {req.service}/{req.handler}",
+                               StatusCode.NOT_FOUND)
             self._order = max(self._order + 1, time.time_ns())
             accept = Accept(req.id, req.service, req.handler, req.key, req.route_hash,
                             req.input, req.idempotency_key, req.invoked_by,
                             req.created_at_ms, self._order)
             if req.delay_ms > 0:
                 durable = self._accept_delayed(accept, req.delay_ms)
-                if req.mode == "send":
+                if req.mode == InvokeMode.SEND:
                     await durable
                     return None
             else:
                 inv = Invocation(accept, spec, fresh=True)
                 self._active[inv.id] = inv
-                if req.mode == "send":
+                if req.mode == InvokeMode.SEND:
                     self.submit(inv, [])
                 self._schedule(inv)
-        if req.mode == "send":
+        if req.mode == InvokeMode.SEND:
             running = self._active.get(req.id)
             if running is not None:
                 await asyncio.shield(running.durable)
@@ -334,10 +340,11 @@ class ObjectHost:
 
     def _accept_delayed(self, accept: Accept, delay_ms: int) -> asyncio.Future[None]:
         fire_at = now_ms() + delay_ms
-        timer = Timer(f"{accept.id}:start", accept.id, START_INDEX, "start", fire_at, self._name)
-        self._parked[accept.id] = Parked(accept.id, accept.key, "start")
+        timer = Timer(f"{accept.id}:start", accept.id, START_INDEX, TimerKind.START, fire_at,
+                      self._name)
+        self._parked[accept.id] = Parked(accept.id, accept.key, TimerKind.START)
         return self.flusher.submit(
-            [accept, StatusChange(accept.id, "scheduled", 0, None, now_ms()), timer])
+            [accept, StatusChange(accept.id, InvocationStatus.SCHEDULED, 0, None, now_ms()), timer])
 
     def _outcome(self, inv_id: str) -> asyncio.Future[Outcome]:
         fut = self._outcomes.get(inv_id)
@@ -405,16 +412,11 @@ class ObjectHost:
 
         They stay parked (marked as reloading) until resumed: a completion that arrives
         meanwhile is kept for the resumed invocation, and a kill meanwhile stops it."""
-        delay = 0.1
-        while True:
-            try:
-                pending = await self.journal.pending([self.definition.name],
-                                                     ids=[p.id for p in parked])
-                break
-            except Exception:
-                log.exception("cannot reload %d parked invocations; trying again", len(parked))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        pending = await retry(
+            lambda: self.journal.pending([self.definition.name], ids=[p.id for p in parked]),
+            backoff=RELOAD_BACKOFF,
+            on_retry=lambda _: log.exception("cannot reload %d parked invocations; trying again",
+                                             len(parked)))
         by_id = {p.accept.id: p for p in pending}
         for p in parked:
             if self._parked.get(p.id) is not p:
@@ -429,7 +431,7 @@ class ObjectHost:
     def _resume_parked(self, parked: Parked, inv: Invocation) -> None:
         self._active[inv.id] = inv
         key = parked.key
-        if parked.reason == "start" or key is None or inv.spec is None \
+        if parked.reason == TimerKind.START or key is None or inv.spec is None \
                 or inv.spec.kind != "exclusive":
             self._schedule(inv)
             return
@@ -456,7 +458,7 @@ class ObjectHost:
             if isinstance(head, Parked):
                 return
             if not await self._execute(head, slot, key):
-                slot.inbox[0] = Parked(head.id, key, "suspended")
+                slot.inbox[0] = Parked(head.id, key, InvocationStatus.SUSPENDED)
                 return
             slot.inbox.popleft()
             slot.last_used = time.monotonic()
@@ -495,7 +497,7 @@ class ObjectHost:
                                                  or inv.cancel_pending):
                     continue  # woken while suspending: replay right away
                 self._active.pop(inv.id, None)
-                self._parked[inv.id] = Parked(inv.id, key, "suspended")
+                self._parked[inv.id] = Parked(inv.id, key, InvocationStatus.SUSPENDED)
                 return False
             except Exception:  # state could not be loaded for long, or a bug: try again later
                 log.exception("invocation %s could not make progress; retrying", inv.id)
@@ -515,8 +517,8 @@ class ObjectHost:
 
     async def _finish_unknown(self, inv: Invocation) -> None:
         msg = f"unknown handler {inv.accept.service}/{inv.accept.handler}"
-        await self.submit(inv, [Output(inv.id, False, None, msg, 404)])
-        self._finish(inv, Outcome(False, None, msg, 404))
+        await self.submit(inv, [Output(inv.id, False, None, msg, StatusCode.NOT_FOUND)])
+        self._finish(inv, Outcome(False, None, msg, StatusCode.NOT_FOUND))
 
     def _finish(self, inv: Invocation, out: Outcome) -> None:
         if not inv.durable.done():
@@ -638,7 +640,7 @@ class ObjectHost:
              sender: Invocation) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
         if self.outbox is None:
             raise TerminalError("sending to other handlers needs a runtime (no outbox here)")
-        spec, req = self.outbox.request(target, key, arg, "send", delay=delay,
+        spec, req = self.outbox.request(target, key, arg, InvokeMode.SEND, delay=delay,
                                         invocation_id=invocation_id, invoked_by=sender.id)
         # a replay sends the same id again: then the callee's host checks the journal first
         # (as it always does for a workflow's run, which ``request`` marks as a resubmission)
@@ -660,15 +662,16 @@ class ObjectHost:
              caller: Invocation) -> tuple[str, str, Any, Callable[[int], None]]:
         if self.outbox is None:
             raise TerminalError("calling other handlers needs a runtime (no outbox here)")
-        spec, req = self.outbox.request(target, key, arg, "call", invocation_id=invocation_id,
-                                        invoked_by=caller.id)
+        spec, req = self.outbox.request(target, key, arg, InvokeMode.CALL,
+                                        invocation_id=invocation_id, invoked_by=caller.id)
         if caller.spec.kind == "exclusive" and spec.kind == "exclusive" and \
                 caller.accept.key is not None and key == caller.accept.key and \
                 spec.definition.name == caller.accept.service:
             raise TerminalError(
                 f"{caller.spec.target} (exclusive) calls {spec.target} (exclusive) on its own "
                 f"key {key!r}: that call would wait for the caller to finish, forever. Use "
-                "object_send, a shared handler, or a plain function", 409)
+                "object_send, a shared handler, or a plain function",
+                StatusCode.CONFLICT)
         req.resubmit = req.resubmit or not caller.first_run  # see ``send``
 
         def start(idx: int) -> None:
@@ -684,21 +687,19 @@ class ObjectHost:
         """Wait for the callee's outcome, make it durable as the call entry's completion in
         the caller's journal, then resume the caller (replayed if it left memory meanwhile)."""
         assert self.outbox is not None
-        delay = 0.1
+        outbox = self.outbox
+
+        def again(_: BaseException) -> None:
+            log.exception("call %s from %s failed; trying again", req.id, caller_id)
+            req.resubmit = True  # the first try may have got through
+
         try:
-            while True:
-                try:
-                    out = await self.outbox.submit(spec, req)
-                    break
-                except Exception:
-                    log.exception("call %s from %s failed; trying again", req.id, caller_id)
-                    req.resubmit = True  # the first try may have got through
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            out = await retry(lambda: outbox.submit(spec, req), backoff=RELOAD_BACKOFF,
+                              on_retry=again)
             assert out is not None
             completion = Completion(caller_id, idx, out.output, None, None, now_ms()) if out.ok \
                 else Completion(caller_id, idx, None, out.failure or "failed",
-                                out.failure_code or 500, now_ms())
+                                out.failure_code or StatusCode.INTERNAL, now_ms())
             await self._complete(completion)
         finally:
             self._calls.pop((caller_id, idx), None)
@@ -754,21 +755,17 @@ class ObjectHost:
         same resolution, not a second one: the verdict is the same on every replay."""
         assert self.outbox is not None
         await after
-        delay = 0.1
-        while True:
-            try:
-                await self.outbox.resolve_awakeable(awakeable_id, result, failure,
-                                                    f"{caller_id}:{idx}")
-                completion = Completion(caller_id, idx, None, None, None, now_ms())
-                break
-            except TerminalError as e:  # refused: already completed (409), unknown (404) ...
-                completion = Completion(caller_id, idx, None, e.message, e.status_code, now_ms())
-                break
-            except Exception:
-                log.exception("resolving %s from %s failed; trying again", awakeable_id,
-                              caller_id)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        outbox = self.outbox
+        try:
+            await retry(
+                lambda: outbox.resolve_awakeable(awakeable_id, result, failure,
+                                                 f"{caller_id}:{idx}"),
+                when=lambda e: not isinstance(e, TerminalError), backoff=RELOAD_BACKOFF,
+                on_retry=lambda _: log.exception("resolving %s from %s failed; trying again",
+                                                 awakeable_id, caller_id))
+            completion = Completion(caller_id, idx, None, None, None, now_ms())
+        except TerminalError as e:  # refused: already completed (409), unknown (404) ...
+            completion = Completion(caller_id, idx, None, e.message, e.status_code, now_ms())
         await self._complete(completion)
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
@@ -801,7 +798,8 @@ class ObjectHost:
             elif inv_id in self._recent or await self.journal.outcome(inv_id) is not None:
                 mine = await self._finished(awakeable_id, inv_id, idx, by)
             else:
-                raise TerminalError(f"unknown awakeable {awakeable_id}", 404)
+                raise TerminalError(f"unknown awakeable {awakeable_id}",
+                                    StatusCode.NOT_FOUND)
             if mine or await self._refuse_if_resolved(awakeable_id, inv_id, idx, by):
                 return True, "resolved before", 200  # (the second: someone else meanwhile)
             serde = serde or self._awakeables.get(inv_id, {}).get(idx)  # parked: if still known
@@ -810,9 +808,9 @@ class ObjectHost:
                     serde.load(result)
                 except Exception as e:
                     raise TerminalError(f"value for awakeable {awakeable_id} does not "
-                                        f"validate: {e}", 400) from None
+                                        f"validate: {e}", StatusCode.BAD_REQUEST) from None
             completion = Completion(inv_id, idx, result, failure,
-                                    None if failure is None else 500, now_ms(), by)
+                                    None if failure is None else StatusCode.INTERNAL, now_ms(), by)
             durable, resumed = self.resume_ahead(completion)
             self._resolved[inv_id, idx] = (durable, by)
             if len(self._resolved) > RECENT_OUTCOMES:
@@ -850,9 +848,9 @@ class ObjectHost:
     def _check_awakeable(awk_id: str, entries: list[Any], completions: dict[int, Completion],
                          idx: int, by: str | None) -> bool:
         """Refuse an unknown or completed awakeable; True if ``by`` completed it."""
-        if idx >= len(entries) or entries[idx].entry_type != "awakeable":
+        if idx >= len(entries) or entries[idx].entry_type != EntryType.AWAKEABLE:
             raise TerminalError(f"unknown awakeable {awk_id}: its invocation has no "
-                                "awakeable there", 404)
+                                "awakeable there", StatusCode.NOT_FOUND)
         done = completions.get(idx)
         if done is not None:
             if by is not None and done.by == by:
@@ -917,7 +915,7 @@ class ObjectHost:
         if idx is None:
             return
         entry = inv.entries[idx] if 0 <= idx < len(inv.entries) else None
-        if kill and entry is not None and entry.entry_type == "call" and \
+        if kill and entry is not None and entry.entry_type == EntryType.CALL and \
                 entry.result is not None and idx not in inv.completions:
             self.pass_on(json.loads(entry.result), kill)  # (a cancel passes on in the engine)
         waiter = inv.waiters.pop(idx, None)
@@ -932,21 +930,19 @@ class ObjectHost:
         """Unknown (404) while this host is still delivering the call: its acceptance is not
         durable yet, so try again (backing off) until it is, or the delivery is over."""
         assert self.outbox is not None
-        delay = 0.02
-        while True:
-            try:
-                await self.outbox.cancel(callee, kill)
-                return
-            except Exception as e:
-                if isinstance(e, TerminalError) and e.status_code == 404 and \
-                        callee in self._delivering:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                # unknown (never delivered) or gone: the caller moves on anyway
-                log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
-                            exc_info=True)
-                return
+        outbox = self.outbox
+
+        def still_delivering(e: BaseException) -> bool:
+            return isinstance(e, TerminalError) and e.status_code == StatusCode.NOT_FOUND \
+                and callee in self._delivering
+
+        try:
+            await retry(lambda: outbox.cancel(callee, kill), when=still_delivering,
+                        backoff=PASS_ON_BACKOFF)
+        except Exception:
+            # unknown (never delivered) or gone: the caller moves on anyway
+            log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
+                        exc_info=True)
 
     async def _kill(self, inv_id: str, inv: Invocation | None, parked: Parked | None) -> None:
         out = Outcome(False, None, KILLED, CANCELLED_CODE)
