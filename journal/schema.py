@@ -1,7 +1,7 @@
 """DuckDB schema: an append-only list of migrations plus the read views.
 
 Every durable fact is one row of one append-only table, ``log``, so a group commit is one
-appender flush (one statement, one transaction; see ``journal.store`` for the measurements).
+appender flush (one statement, one transaction; the figures are in docs/performance.md).
 Rows are never updated; they are deleted only by retention (``journal.retention``).
 Columns, by ``kind``:
 
