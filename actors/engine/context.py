@@ -349,7 +349,7 @@ class InvocationContext(WorkflowContext):
         if self._cursor.unflushed_run or self._host.depends_on_uncommitted(self._inv):
             await self._host.submit(self._inv, self._cursor.take())
         failures = 0
-        self._at = (self._cursor.index, "run", name)
+        self._at = (self._cursor.index, EntryType.RUN, name)
         while True:
             try:
                 result = await self._action(fn, args, kwargs)
