@@ -23,7 +23,7 @@ ISO 8601 with milliseconds and a ``Z``.
 Speed: a read attaches to the running cluster and makes one Ray call to the journal actor (no
 ``Runtime``, no handler modules loaded). When the command line attached to Ray itself (run as
 ``raystate``, not in-process), the process ends with ``os._exit`` once its output is flushed:
-Ray's exit hook waits 0.5 s and ``ray.shutdown`` 0.25 s more, and a driver's exit is how Ray
+Ray's exit hook and ``ray.shutdown`` each wait a fixed delay, and a driver's exit is how Ray
 learns it is gone either way (nothing of the command's is left in flight by then).
 
 The SQL entry point takes one string, so the commands that filter build their queries with

@@ -607,11 +607,15 @@ def _start_journal(data_dir: str, namespace: str) -> Any:
                 ray.get_runtime_context().get_node_id(), soft=False),
             **SYSTEM_ACTOR,
         ).remote(data_dir)
-    failure: str | None = ray.get(journal.start_error.remote())
+    try:
+        failure: str | None = ray.get(journal.start_error.remote())
+        info: dict[str, Any] = ray.get(journal.info.remote()) if failure is None else {}
+    except UNAVAILABLE as e:  # died starting, of something else than its data dir
+        ray.kill(journal, no_restart=True)
+        raise DataDirError(f"the journal actor could not start on {data_dir}") from e
     if failure is not None:  # the actor could not open the data dir: it said why, as data
         ray.kill(journal, no_restart=True)
         raise DataDirError(failure)
-    info: dict[str, Any] = ray.get(journal.info.remote())
     if info["data_dir"] != data_dir:
         raise DataDirError(f"namespace {namespace!r} already runs a runtime on "
                            f"{info['data_dir']}, not {data_dir}")
