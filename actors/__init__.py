@@ -25,6 +25,7 @@ from actors.sdk.errors import (
     TerminalError,
 )
 from journal.errors import (
+    DataDirError,
     RaystateError,
     SqlBusy,
     SqlCancelled,
@@ -36,7 +37,6 @@ from journal.errors import (
 
 if TYPE_CHECKING:
     from actors.client.runtime import InvocationHandle, Runtime
-    from journal.store import DataDirError
 
 _LAZY = {"Runtime", "InvocationHandle"}
 
@@ -46,13 +46,6 @@ def __getattr__(name: str) -> Any:
         from actors.client import runtime
 
         return getattr(runtime, name)
-    if name == "DataDirError":
-        # Bridge until journal/store.py imports DataDirError from journal.errors (it defines
-        # its own class today): the class store.py raises, loaded on first use only. Then
-        # this becomes a plain ``from journal.errors import DataDirError`` above.
-        from journal import store
-
-        return store.DataDirError
     raise AttributeError(f"module 'actors' has no attribute {name!r}")
 
 

@@ -45,6 +45,7 @@ from actors import Runtime, TerminalError
 from actors.cluster.names import JOURNAL, SCHEDULER, host_name
 from benchmarks import chaos_apps as apps
 from benchmarks import chaos_checks as checks
+from journal.kinds import InvocationStatus
 from journal.retry import Backoff, retry, retry_sync
 
 FAULTS = ("host_kill", "handler_exit", "await_exit", "journal_kill", "scheduler_kill",
@@ -449,7 +450,8 @@ def check(chaos: Chaos, rt: Runtime) -> None:
     status = {row["id"]: row["status"] for row in rt.sql(
         "SELECT id, status FROM sys_invocation WHERE target_service_name = 'ChaosSteps'"
     ).to_pylist()}
-    lost = [(h, i, status.get(i)) for h, i in chaos.handles if status.get(i) != "completed"]
+    lost = [(h, i, status.get(i)) for h, i in chaos.handles
+            if status.get(i) != InvocationStatus.COMPLETED]
     r.checks["every acknowledged send accepted and completed"] = "ok" if not lost else \
         f"{len(lost)} of {len(chaos.handles)}, e.g. {lost[:3]}"
     r.stats["sends_acked"] = len(chaos.handles)

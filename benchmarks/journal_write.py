@@ -44,6 +44,7 @@ PARTITIONS = 4
 
 
 def _invocation(n: int, *, finished: bool = True) -> list[Any]:
+    from journal.kinds import EntryType
     from journal.records import Accept, Entry, Output, StateWrite
 
     inv = "inv_" + uuid.uuid4().hex
@@ -52,8 +53,8 @@ def _invocation(n: int, *, finished: bool = True) -> list[Any]:
     records: list[Any] = [
         Accept(inv, SERVICE, "add", key, zlib.crc32(key.encode()), '{"delta": 5}',
                created_at_ms=at, host_order=time.time_ns()),
-        Entry(inv, 0, "get_state", "count", str(n), created_at_ms=at + 1),
-        Entry(inv, 1, "set_state", "count", str(n + 5), created_at_ms=at + 2),
+        Entry(inv, 0, EntryType.GET_STATE, "count", str(n), created_at_ms=at + 1),
+        Entry(inv, 1, EntryType.SET_STATE, "count", str(n + 5), created_at_ms=at + 2),
         StateWrite(SERVICE, key, "count", str(n + 5)),
     ]
     if finished:
@@ -198,29 +199,30 @@ WIDE_DDL = ("seq BIGINT, kind VARCHAR, id VARCHAR, service VARCHAR, key VARCHAR,
 
 def _wide_rows(batch: Any, seq: int) -> list[tuple[Any, ...]]:
     """One column per record field (17 columns), for comparison with the log's 6."""
+    from journal.kinds import LogKind
     from journal.records import Accept, Entry, Output, StateWrite, StatusChange
 
-    rows: list[tuple[Any, ...]] = [(seq, "batch", batch.batch_id) + (None,) * 14]
+    rows: list[tuple[Any, ...]] = [(seq, LogKind.BATCH, batch.batch_id) + (None,) * 14]
     for r in batch.records:
         seq += 1
         if isinstance(r, Accept):
-            rows.append((seq, "accept", r.id, r.service, r.key, r.handler, None, None, r.input,
-                         None, None, r.created_at_ms, None, r.route_hash, r.host_order,
+            rows.append((seq, LogKind.ACCEPT, r.id, r.service, r.key, r.handler, None, None,
+                         r.input, None, None, r.created_at_ms, None, r.route_hash, r.host_order,
                          r.idempotency_key, r.invoked_by))
         elif isinstance(r, Entry):
-            rows.append((seq, "entry", r.invocation_id, None, None, r.name, r.entry_type, r.idx,
-                         r.result, r.failure, r.failure_code, r.created_at_ms, r.completed,
+            rows.append((seq, LogKind.ENTRY, r.invocation_id, None, None, r.name, r.entry_type,
+                         r.idx, r.result, r.failure, r.failure_code, r.created_at_ms, r.completed,
                          None, None, None, None))
         elif isinstance(r, StateWrite):
-            rows.append((seq, "state", f"{r.service}/{r.key}", r.service, r.key, r.name, None,
+            rows.append((seq, LogKind.STATE, f"{r.service}/{r.key}", r.service, r.key, r.name, None,
                          None, r.value) + (None,) * 8)
         elif isinstance(r, StatusChange):
-            rows.append((seq, "status", r.invocation_id, None, None, r.status, None,
+            rows.append((seq, LogKind.STATUS, r.invocation_id, None, None, r.status, None,
                          r.retry_count, None, r.failure, None, r.at_ms) + (None,) * 5)
         elif isinstance(r, Output):
-            rows.append((seq, "output", r.invocation_id, None, None, None, None, None, r.output,
-                         r.failure, r.failure_code, r.completed_at_ms, r.ok, None, None, None,
-                         None))
+            rows.append((seq, LogKind.OUTPUT, r.invocation_id, None, None, None, None, None,
+                         r.output, r.failure, r.failure_code, r.completed_at_ms, r.ok, None, None,
+                         None, None))
     return rows
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from journal.clock import now_ms
+from journal.kinds import EntryType
 from journal.records import Accept, Batch, Entry, Output, StateWrite
 from journal.retention import prune_period
 from journal.store import DB_FILE, JournalStore
@@ -52,8 +53,8 @@ def invocation(n: int, keys: int) -> list[Any]:
     return [
         Accept(inv, SERVICE, "add", key, zlib.crc32(key.encode()), "1", created_at_ms=at,
                host_order=time.time_ns()),
-        Entry(inv, 0, "get_state", "count", str(n // keys), created_at_ms=at),
-        Entry(inv, 1, "set_state", "count", str(n // keys + 1), created_at_ms=at),
+        Entry(inv, 0, EntryType.GET_STATE, "count", str(n // keys), created_at_ms=at),
+        Entry(inv, 1, EntryType.SET_STATE, "count", str(n // keys + 1), created_at_ms=at),
         StateWrite(SERVICE, key, "count", str(n // keys + 1)),
         Output(inv, True, str(n // keys + 1), completed_at_ms=at),
     ]

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from actors import (
     Runtime,
+    StatusCode,
     TerminalError,
     Workflow,
     WorkflowContext,
@@ -47,7 +48,7 @@ async def run(ctx: WorkflowContext, account: Account) -> str:
     clicked = await ctx.promise("link-clicked", str).value()  # suspends until resolved
     if clicked != token:
         ctx.set("status", "rejected")
-        raise TerminalError("the link's token does not match", 400)
+        raise TerminalError("the link's token does not match", StatusCode.BAD_REQUEST)
     ctx.set("status", "active")
     return f"{account.email} is active"
 

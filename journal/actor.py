@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from journal.clock import now_ms
 from journal.config import RuntimeConfig
-from journal.errors import StatusCode
+from journal.errors import DataDirError, StatusCode
 from journal.private import FILE_MODE, owner_only_umask
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retention import MAX_PRUNE_PERIOD_S, PruneStats, prune_period
@@ -332,4 +332,18 @@ class JournalActor(GroupCommitJournal, WireServed):
     def __init__(self, data_dir: str) -> None:
         tune_gc()
         owner_only_umask()  # a process of its own: what DuckDB makes later is owner-only too
-        super().__init__(data_dir)
+        self.start_failure: str | None = None
+        try:
+            super().__init__(data_dir)
+        except DataDirError as e:
+            import ray
+
+            if ray.get_runtime_context().was_current_actor_reconstructed:
+                raise  # a restart that cannot open its data dir: die as before
+            # The first start: keep the reason, so ``Runtime.start`` gets it back as data
+            # (``start_error``) and raises ``DataDirError``, then kills this actor.
+            self.start_failure = str(e)
+
+    def start_error(self) -> str | None:
+        """Why this actor could not open its data dir (a ``DataDirError``'s message), or None."""
+        return self.start_failure

@@ -26,7 +26,7 @@ restart; a batch is re-sent within seconds) and clock marks older than
 
 Time. Retention counts from when the output was written, by the journal's clock, not from the
 host's ``completed_at`` (hosts' clocks may differ, and a scan that parses every output's
-``meta`` costs ~80 ms per 100k retained invocations). ``JournalStore.write`` ends a group
+``meta`` grows with the retained invocations). ``JournalStore.write`` ends a group
 commit with a *mark* row (``kind='mark'``, ``id`` = the journal clock in epoch ms) at most once
 per ``MARK_INTERVAL_MS``, and every prune first marks the rows written since the last mark, so
 every row lies below a mark not much later than it was written. An output is prunable when a
@@ -38,10 +38,10 @@ most the mark interval or, after a quiet spell, one prune period.
 How. One read (one transaction) lists the doomed rows by ``seq`` (DuckDB's row ids change when
 a checkpoint compacts, ``seq`` never does) in a temporary table; DELETE statements then remove
 them in chunks of about ``CHUNK_ROWS`` rows, one transaction each, with a short pause between.
-Removing a row from the ART index on ``id`` costs ~20-60 us at commit on this 2-core machine
-(~5 us for an in-memory database; without the index ~1.5 us), and the commit holds a lock a
-concurrent group commit waits on: one DELETE of 200k rows stalled commits for 7.5 s, a chunk of
-1,000 rows stalls them ~20-60 ms (``python -m benchmarks.retention``). All rows of
+Removing a row from the ART index on ``id`` is costly at commit, and the commit holds a lock
+a concurrent group commit waits on: one large DELETE would stall commits for seconds, a chunk
+stalls them briefly (figures in docs/performance.md, ``python -m benchmarks.retention``). All
+rows of
 an invocation are in one chunk, so a journal killed mid-prune leaves whole invocations (never
 an acceptance without its output, which recovery would run again), and state versions go
 oldest first, so a clear goes only with or after the values it cleared. Every condition above

@@ -1,7 +1,7 @@
 """DuckDB schema: an append-only list of migrations plus the read views.
 
 Every durable fact is one row of one append-only table, ``log``, so a group commit is one
-appender flush (one statement, one transaction; see ``journal.store`` for the measurements).
+appender flush (one statement, one transaction; the figures are in docs/performance.md).
 Rows are never updated; they are deleted only by retention (``journal.retention``).
 Columns, by ``kind``:
 
@@ -46,9 +46,8 @@ introspection tables; payload columns are stored as text and cast to JSON there.
 The views select a kind with ``kind = '...' OR id IS NULL``. ``id`` is NOT NULL, so that is
 just the kind test; but written so it refers to two columns, DuckDB cannot push it into the
 table scan, and ``WHERE id = ...`` on a view (``raystate describe``) then remains the scan's
-only filter, which is what DuckDB needs to use the index (10 ms instead of 70 ms for one
-invocation in sys_invocation at 200k invocations; 2 ms instead of 20 for its entries in the
-log).
+only filter, which is what DuckDB needs to use the index for one invocation's row in
+sys_invocation and its entries in the log, instead of scanning (docs/performance.md).
 
 Each migration runs in its own transaction and bumps ``schema_version``.
 """

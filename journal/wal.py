@@ -1,7 +1,8 @@
 """WriteAheadLog: the journal's log rows made durable in a plain file before DuckDB gets them.
 
-A DuckDB commit of one small group costs 2-4 ms of the journal's CPU here, whatever it holds;
-an append of the same rows to a file plus one ``fdatasync`` costs about 0.3 ms. So a group
+A DuckDB commit of one small group costs the journal's CPU a fixed price, whatever it holds;
+an append of the same rows to a file plus one ``fdatasync`` costs a fraction of it
+(docs/performance.md). So a group
 commit is acknowledged once its rows are in this log, and ``JournalStore`` moves them into
 DuckDB later, many groups in one transaction (a "drain"); every read drains first, so what was
 acknowledged is always what DuckDB shows. After a crash, ``JournalStore`` replays the rows this

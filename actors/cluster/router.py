@@ -25,6 +25,7 @@ from actors.sdk.serde import check_text
 from journal.clock import now_ms
 from journal.config import RuntimeConfig
 from journal.errors import StatusCode
+from journal.kinds import InvokeMode
 from journal.records import Outcome
 from journal.retry import retry
 from journal.transport.remote import RemoteJournal
@@ -161,7 +162,7 @@ class Router:
                                 StatusCode.NOT_FOUND)
         return self.definitions[spec.definition.name].handlers[spec.name]
 
-    def request(self, target: Target, key: str | None, arg: Any, mode: str, *,
+    def request(self, target: Target, key: str | None, arg: Any, mode: InvokeMode, *,
                 idempotency_key: str | None = None, delay: timedelta | float | None = None,
                 invocation_id: str | None = None,
                 invoked_by: str | None = None) -> tuple[HandlerSpec, InvokeRequest]:
@@ -196,7 +197,7 @@ class Router:
             raise TerminalError(f"delay must not be negative, got {delay!r}",
                                 StatusCode.BAD_REQUEST)
         req = InvokeRequest(invocation_id, spec.definition.name, spec.name, key, data,
-                            mode,  # type: ignore[arg-type]
+                            mode,
                             route_hash(spec.definition.name, key, invocation_id),
                             idempotency_key, invoked_by, run_once, now_ms(), round(delay_s * 1000))
         return spec, req

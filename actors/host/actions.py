@@ -5,8 +5,8 @@ result reaches the loop a thread hop later, so when many invocations on a host r
 (their previous step committed) and each starts its next action, their next commits trickle in
 one by one: the flusher would send the first on its own and the rest a whole commit later.
 ``settle`` lets the flusher wait, briefly, for actions that started moments ago (a short action
-finishes within about a millisecond), so their steps share the commit. Measured with
-``python -m benchmarks --workloads three_step``: see "Performance" in the README. An invocation
+finishes well within that wait), so their steps share the commit (see docs/performance.md,
+``python -m benchmarks --workloads three_step``). An invocation
 resumed ahead of its completion's commit (``ObjectHost.resume_ahead``) counts as such an
 action until it runs, so its next records share the completion's commit.
 """

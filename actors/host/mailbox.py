@@ -1,10 +1,10 @@
 """Mailboxes: a host's side of batched submission (see ``actors.cluster.channel`` for the caller's).
 
 A caller (a driver, or another host) hands a host many requests in one call and collects their
-results in one long-polling call: per Ray call this costs about as much as a single request
-(about 1.2 ms of CPU at each end here), so batching decides throughput under load. Each caller
-has a mailbox named by its token; a request's result (an ``Outcome``, ``None`` for a durable
-send, or the exception its acceptance raised) lands there until the caller polls.
+results in one long-polling call: a Ray call of many requests costs about as much CPU at each
+end as a single request (see docs/performance.md), so batching decides throughput under load.
+Each caller has a mailbox named by its token; a request's result (an ``Outcome``, ``None`` for
+a durable send, or the exception its acceptance raised) lands there until the caller polls.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 An actor process holds hundreds of thousands of long-lived objects (Ray's modules, a host's
 per-key slots) and allocates many short-lived ones per call. With CPython's defaults every
 700 allocations start a young collection and every few hundred of those a full one that walks
-everything; over 100,000 keys the full collections cost a host about a tenth of its time and
-put ~180 ms pauses in the p99 (benchmarks keys100k, see the README's performance section).
+everything; with very many keys the full collections cost a host a large share of its time and
+put long pauses in the tail latency (benchmarks keys100k, see docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Wire: calls to an actor on the same node over a Unix socket instead of through Ray.
 
-A Ray call into an async actor costs about 2 ms of CPU at the receiver on this kind of machine
-(the request crosses Ray's threads into the actor's event loop); the same request over a Unix
-socket costs about 0.1 ms at each end and 0.2 ms round trip. The journal serves its methods
+A Ray call into an async actor costs the receiver much CPU (the request crosses Ray's threads
+into the actor's event loop); the same request over a Unix socket costs a small fraction of it
+at each end (docs/performance.md). The journal serves its methods
 both ways, and a host on its node sends its commits (and reads) over the socket: see
 ``journal.transport.remote.RemoteJournal``. Ray still places, names and restarts the actors;
 the socket is only the fast path, and any failure on it falls back to a Ray call.

@@ -100,6 +100,24 @@ def test_data_dir_that_cannot_be_created(start_runtime, tmp_path) -> None:
         start_runtime(data_dir=blocker / "data")
 
 
+def test_the_journal_actor_hands_back_why_its_data_dir_is_unusable(ray_session,
+                                                                   tmp_path) -> None:
+    """The reason crosses Ray as data (``start_error``), not parsed out of a Ray error."""
+    import ray
+
+    from journal.actor import JournalActor
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    actor = ray.remote(JournalActor).options(num_cpus=0).remote(str(blocker / "data"))
+    try:
+        reason = ray.get(actor.start_error.remote())
+        assert reason is not None and reason.startswith("cannot create data dir")
+        assert "\n" not in reason and "Traceback" not in reason
+    finally:
+        ray.kill(actor, no_restart=True)
+
+
 def test_data_dir_in_use_by_another_runtime(shared_rt: Runtime, start_runtime) -> None:
     with pytest.raises(DataDirError, match="in use"):  # another namespace, the same data dir
         start_runtime(data_dir=shared_rt.data_dir)
