@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from journal.kinds import LogKind, TimerKind
 from journal.records import Accept, Completion, Entry, Outcome, PendingInvocation, Timer
 from journal.rows import (
     INDEX_LOOKUP_MAX_IDS,
@@ -32,18 +33,18 @@ class InvocationReads:
 
     def outcome(self, invocation_id: str) -> Outcome | None:
         with self._reader() as cur:
-            rows = rows_of(cur, ["data", "meta"], [invocation_id], ("output",))
+            rows = rows_of(cur, ["data", "meta"], [invocation_id], (LogKind.OUTPUT,))
         return decode_outcome(*rows[0][1:]) if rows else None
 
     def accepted(self, invocation_id: str) -> Accept | None:
         with self._reader() as cur:
-            rows = rows_of(cur, ["id", "name", "data", "meta"], [invocation_id], ("accept",))
+            rows = rows_of(cur, ["id", "name", "data", "meta"], [invocation_id], (LogKind.ACCEPT,))
         return decode_accept(*rows[0][1:]) if rows else None
 
     def completion(self, invocation_id: str, idx: int) -> Completion | None:
         """The first completion of entry ``idx`` of an invocation (finished or not)."""
         with self._reader() as cur:
-            rows = rows_of(cur, ["data", "meta", "seq"], [invocation_id], ("completion",))
+            rows = rows_of(cur, ["data", "meta", "seq"], [invocation_id], (LogKind.COMPLETION,))
         found = sorted((seq, data, meta) for _, data, meta, seq in rows
                        if json.loads(meta)["idx"] == idx)
         return decode_completion(invocation_id, found[0][1], found[0][2]) if found else None
@@ -67,23 +68,24 @@ class InvocationReads:
         with self._reader() as cur:
             open_ids = None
             if ids is not None:
-                done = {r[1] for r in rows_of(cur, ["id"], ids, ("output",))}
+                done = {r[1] for r in rows_of(cur, ["id"], ids, (LogKind.OUTPUT,))}
                 open_ids = [i for i in ids if i not in done]
             elif objects:  # a key's invocations by name (a scan of two columns), then by id
                 ids = [r[0] for r in cur.execute(
                     f"SELECT id FROM log WHERE kind = 'accept' AND name IN ({marks(objects)})",
                     list(objects)).fetchall()]
                 if len(ids) <= INDEX_LOOKUP_MAX_IDS:
-                    done = {r[1] for r in rows_of(cur, ["id"], ids, ("output",))}
+                    done = {r[1] for r in rows_of(cur, ["id"], ids, (LogKind.OUTPUT,))}
                     open_ids = [i for i in ids if i not in done]
             if open_ids is None and services:
                 open_ids = self._open_ids(cur)
             rows = rows_of(cur, ["id", "name", "data", "meta", "seq", ROUTE_SQL], open_ids or [],
-                            ("accept", "entry", "status", "timer", "fired", "completion"))
+                            (LogKind.ACCEPT, LogKind.ENTRY, LogKind.STATUS, LogKind.TIMER,
+                             LogKind.FIRED, LogKind.COMPLETION))
         wanted = set(services)
         accepts: list[tuple[Accept, int]] = []
         for kind, id, name, data, meta, seq, route in rows:
-            if (kind == "accept"
+            if (kind == LogKind.ACCEPT
                     and (partition is None or route % partition[1] == partition[0])
                     and (name in objects if objects is not None
                          else name.partition("/")[0] in wanted)):
@@ -99,17 +101,17 @@ class InvocationReads:
         for kind, id, name, data, meta, seq, _ in rows:
             if id not in mine:
                 continue
-            if kind == "entry":
+            if kind == LogKind.ENTRY:
                 entries[id].append((seq, decode_entry(id, name, data, meta)))
-            elif kind == "status":
+            elif kind == LogKind.STATUS:
                 retry = json.loads(meta)["retry_count"]
                 retries[id] = max(retries.get(id, retry), retry)
-            elif kind == "completion":
+            elif kind == LogKind.COMPLETION:
                 c = decode_completion(id, data, meta)
                 completions[id].setdefault(c.idx, c)
-            elif kind == "timer":
+            elif kind == LogKind.TIMER:
                 timers[id][name] = json.loads(meta)["timer_kind"]
-            elif kind == "fired":
+            elif kind == LogKind.FIRED:
                 fired.add(name)
         accepts.sort(key=lambda a: (a[0].host_order, a[1]))
         return [
@@ -117,7 +119,7 @@ class InvocationReads:
                 a, dedup_entries(sorted(entries.get(a.id, []), key=by_idx)), retries.get(a.id, 0),
                 completions.get(a.id, {}),
                 next((k for t, k in timers.get(a.id, {}).items()
-                      if k in ("start", "retry") and t not in fired), None))
+                      if k in (TimerKind.START, TimerKind.RETRY) and t not in fired), None))
             for a, _ in accepts
         ]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from journal.kinds import LogKind
 from journal.records import (
     Accept,
     AttemptFailed,
@@ -52,7 +53,7 @@ def _accept_row(seq: int, r: Accept) -> Row:
         meta += ',"idempotency_key":' + _q(r.idempotency_key)
     if r.invoked_by is not None:
         meta += ',"invoked_by":' + _q(r.invoked_by)
-    return (seq, "accept", r.id, _object(r.service, r.key), r.input, meta + "}")
+    return (seq, LogKind.ACCEPT, r.id, _object(r.service, r.key), r.input, meta + "}")
 
 
 def _entry_row(seq: int, r: Entry) -> Row:
@@ -62,18 +63,18 @@ def _entry_row(seq: int, r: Entry) -> Row:
         meta += ',"failure":' + _q(r.failure)
     if r.failure_code is not None:
         meta += f',"failure_code":{r.failure_code:d}'
-    return (seq, "entry", r.invocation_id, r.name, r.result, meta + "}")
+    return (seq, LogKind.ENTRY, r.invocation_id, r.name, r.result, meta + "}")
 
 
 def _state_row(seq: int, r: StateWrite) -> Row:
-    return (seq, "state", _object(r.service, r.key), r.name, r.value, None)
+    return (seq, LogKind.STATE, _object(r.service, r.key), r.name, r.value, None)
 
 
 def _status_row(seq: int, r: StatusChange) -> Row:
     meta = f'{{"retry_count":{r.retry_count:d},"at_ms":{r.at_ms:d}'
     if r.failure is not None:
         meta += ',"failure":' + _q(r.failure)
-    return (seq, "status", r.invocation_id, r.status, None, meta + "}")
+    return (seq, LogKind.STATUS, r.invocation_id, r.status, None, meta + "}")
 
 
 def _output_row(seq: int, r: Output) -> Row:
@@ -82,17 +83,17 @@ def _output_row(seq: int, r: Output) -> Row:
         meta += ',"failure":' + _q(r.failure)
     if r.failure_code is not None:
         meta += f',"failure_code":{r.failure_code:d}'
-    return (seq, "output", r.invocation_id, None, r.output, meta + "}")
+    return (seq, LogKind.OUTPUT, r.invocation_id, None, r.output, meta + "}")
 
 
 def _timer_row(seq: int, r: Timer) -> Row:
     meta = (f'{{"idx":{r.idx:d},"timer_kind":{_q(r.kind)},"fire_at_ms":{r.fire_at_ms:d}'
             f',"host":{_q(r.host)}}}')
-    return (seq, "timer", r.invocation_id, r.timer_id, None, meta)
+    return (seq, LogKind.TIMER, r.invocation_id, r.timer_id, None, meta)
 
 
 def _fired_row(seq: int, r: TimerFired) -> Row:
-    return (seq, "fired", r.invocation_id, r.timer_id, None, f'{{"at_ms":{r.at_ms:d}}}')
+    return (seq, LogKind.FIRED, r.invocation_id, r.timer_id, None, f'{{"at_ms":{r.at_ms:d}}}')
 
 
 def _completion_row(seq: int, r: Completion) -> Row:
@@ -103,7 +104,7 @@ def _completion_row(seq: int, r: Completion) -> Row:
         meta += f',"failure_code":{r.failure_code:d}'
     if r.by is not None:
         meta += ',"by":' + _q(r.by)
-    return (seq, "completion", r.invocation_id, None, r.result, meta + "}")
+    return (seq, LogKind.COMPLETION, r.invocation_id, None, r.result, meta + "}")
 
 
 def _event_row(seq: int, r: AttemptFailed) -> Row:
@@ -112,7 +113,7 @@ def _event_row(seq: int, r: AttemptFailed) -> Row:
              "related_entry_name": r.related_entry_name,
              "related_entry_type": r.related_entry_type,
              "next_retry_at_ms": r.next_retry_at_ms}
-    return (seq, "event", r.invocation_id, EVENT_TRANSIENT_ERROR, json.dumps(event),
+    return (seq, LogKind.EVENT, r.invocation_id, EVENT_TRANSIENT_ERROR, json.dumps(event),
             f'{{"at_ms":{r.at_ms:d}}}')
 
 
@@ -131,7 +132,7 @@ _ENCODERS: dict[type, Callable[[int, Any], Row]] = {
 
 def log_rows(batch: Batch, seq: int) -> list[Row]:
     """The log rows of one batch, numbered from ``seq``: its batch-id row, then its records."""
-    rows: list[Row] = [(seq, "batch", batch.batch_id, None, None, None)]
+    rows: list[Row] = [(seq, LogKind.BATCH, batch.batch_id, None, None, None)]
     for r in batch.records:
         seq += 1
         encode = _ENCODERS.get(type(r))

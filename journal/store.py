@@ -46,7 +46,10 @@ import duckdb
 import pyarrow as pa
 
 from journal import retention
+from journal.clock import now_ms
+from journal.errors import DataDirError
 from journal.invocations import InvocationReads
+from journal.kinds import LogKind
 from journal.private import private_data_dir, tighten
 from journal.records import (
     Batch,
@@ -66,14 +69,6 @@ DB_FILE = "journal.duckdb"
 DATA_FILES = [DB_FILE, SECRET_FILE, "runtime-config"]
 RECENT_BATCHES = 100_000
 ONE_STATEMENT_MAX_ROWS = 10_000  # larger writes get an explicit transaction around the flush
-
-
-class DataDirError(RuntimeError):
-    """The data dir cannot be used: not writable, or its journal is open in another process."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def open_database(data_dir: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
@@ -205,7 +200,7 @@ class JournalStore(InvocationReads, StateReads):
             at = self._clock()
             marked = at - self._last_mark_ms >= retention.MARK_INTERVAL_MS
             if marked:  # a clock mark after the rows: they were written by ``at``
-                rows.append((seq, "mark", str(at), None, None, None))
+                rows.append((seq, LogKind.MARK, str(at), None, None, None))
                 seq += 1
             self._log(rows)
             self._unmarked = not marked
@@ -241,7 +236,7 @@ class JournalStore(InvocationReads, StateReads):
             at = self._clock()
             if not self._unmarked or at < self._last_mark_ms:
                 return
-            self._log([(self._seq, "mark", str(at), None, None, None)])
+            self._log([(self._seq, LogKind.MARK, str(at), None, None, None)])
             self._seq += 1
             self._last_mark_ms = at
             self._unmarked = False
@@ -295,7 +290,7 @@ class JournalStore(InvocationReads, StateReads):
         if not batch_ids:
             return set()
         with self._con.cursor() as cur:
-            return {r[1] for r in rows_of(cur, ["id"], batch_ids, ("batch",))}
+            return {r[1] for r in rows_of(cur, ["id"], batch_ids, (LogKind.BATCH,))}
 
     # -- reading ---------------------------------------------------------------------------
 

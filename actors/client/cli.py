@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import enum
 import json
 import os
 import sys
@@ -60,6 +59,7 @@ from actors.client.sources import (
 )
 from actors.client.tables import Format, console, records, rich_table, timestamp, write
 from actors.sdk.errors import TerminalError
+from journal.kinds import EntryType, InvocationStatus
 from journal.sqlguard import SqlRefused
 
 
@@ -168,17 +168,6 @@ def sql(
         write(source.sql(query), fmt)
 
 
-class Status(enum.StrEnum):
-    """The statuses of ``sys_invocation``."""
-
-    pending = "pending"
-    scheduled = "scheduled"
-    running = "running"
-    suspended = "suspended"
-    backing_off = "backing-off"
-    completed = "completed"
-
-
 INVOCATION_COLUMNS = ("id, target, status, completion_result, retry_count, last_failure,"
                       " created_at, modified_at")
 # Unfinished invocations first (what needs a look), then the most recently changed.
@@ -211,7 +200,7 @@ def invocations_query(status: str | None = None, service: str | None = None,
 
 @app.command(cls=RaystateCommand)
 def invocations(
-    status: Annotated[Status | None, typer.Option(
+    status: Annotated[InvocationStatus | None, typer.Option(
         help="Only invocations in this status.", case_sensitive=False)] = None,
     service: Annotated[str | None, typer.Option(metavar="SERVICE",
                                                 help="Target service name.")] = None,
@@ -273,7 +262,7 @@ def _sleeps_as_times(entries: pa.Table) -> pa.Table:
     kinds = entries.column("entry_type").to_pylist()
     results = entries.column("result").to_pylist()
     shown = [json.dumps(timestamp(dt.datetime.fromtimestamp(int(r) / 1000, dt.UTC)))
-             if kind == "sleep" and isinstance(r, str) and r.isdigit() else r
+             if kind == EntryType.SLEEP and isinstance(r, str) and r.isdigit() else r
              for kind, r in zip(kinds, results, strict=True)]
     column = entries.schema.get_field_index("result")
     return entries.set_column(column, "result", pa.array(shown, pa.string()))

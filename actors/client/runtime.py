@@ -40,6 +40,9 @@ from actors.sdk.definitions import (
 )
 from actors.sdk.errors import TerminalError
 from actors.sdk.serde import ANY, check_size, check_text
+from journal.config import RuntimeConfig
+from journal.errors import StatusCode
+from journal.kinds import InvokeMode
 from journal.records import Outcome
 from journal.retention import DEFAULT_RETENTION
 from journal.sqlguard import SqlRefused
@@ -101,7 +104,7 @@ def _close_at_exit(ref: weakref.ref[Runtime]) -> None:
 
 def decode(spec: HandlerSpec | None, out: Outcome) -> Any:
     if not out.ok:
-        raise TerminalError(out.failure or "failed", out.failure_code or 500)
+        raise TerminalError(out.failure or "failed", out.failure_code or StatusCode.INTERNAL)
     if out.output is None:
         return None
     return (spec.output if spec is not None else ANY).load(out.output)
@@ -156,9 +159,9 @@ class Runtime:
     5
     """
 
-    def __init__(self, namespace: str, config: dict[str, Any]) -> None:
+    def __init__(self, namespace: str, config: RuntimeConfig | dict[str, Any]) -> None:
         self.namespace = namespace
-        self.data_dir: str = config["data_dir"]
+        self.data_dir: str = RuntimeConfig.of(config).data_dir
         self.router = Router(namespace, config, HostActor)
         self.pool_size = self.router.pool_size
         self.definitions = self.router.definitions
@@ -223,10 +226,10 @@ class Runtime:
             journal = ray.get_actor(JOURNAL, namespace=namespace)
         except ValueError:
             raise RuntimeError(f"no raystate runtime runs in namespace {namespace!r}") from None
-        config: dict[str, Any] = dict(ray.get(journal.config.remote()) or {})
-        if not config:
+        raw: dict[str, Any] = dict(ray.get(journal.config.remote()) or {})
+        if not raw:
             raise RuntimeError(f"the runtime in namespace {namespace!r} is still starting")
-        return cls(namespace, config)
+        return cls(namespace, RuntimeConfig.from_dict(raw))
 
     # -- invoking ----------------------------------------------------------------------------
 
@@ -254,7 +257,8 @@ class Runtime:
                          idempotency_key: str | None = None, timeout: float | None = None) -> Any:
         self._check_open()
         _check_names(key, idempotency_key)
-        spec, req = self.router.request(target, key, arg, "call", idempotency_key=idempotency_key)
+        spec, req = self.router.request(target, key, arg, InvokeMode.CALL,
+                                        idempotency_key=idempotency_key)
         out = await within(timeout, req.id, self.router.submit(spec, req), self.sql_async)
         assert out is not None
         return decode(spec, out)
@@ -299,7 +303,7 @@ class Runtime:
                          delay: timedelta | float | None = None) -> InvocationHandle[Any]:
         self._check_open()
         _check_names(key, idempotency_key)
-        spec, req = self.router.request(target, key, arg, "send",
+        spec, req = self.router.request(target, key, arg, InvokeMode.SEND,
                                         idempotency_key=idempotency_key, delay=delay)
         await self.router.submit(spec, req)
         return InvocationHandle(self, req.id, spec)
@@ -332,7 +336,8 @@ class Runtime:
         self._check_open()
         accept = self._loop.run(self._journal.accepted(invocation_id))
         if accept is None:
-            raise TerminalError(f"unknown invocation {invocation_id!r}", 404)
+            raise TerminalError(f"unknown invocation {invocation_id!r}",
+                                StatusCode.NOT_FOUND)
         d = self.definitions.get(accept.service)
         return InvocationHandle(self, invocation_id, d.handlers.get(accept.handler) if d else None)
 
@@ -476,5 +481,6 @@ def _json_value(value: Any) -> str:
     try:
         data = ANY.dump(value)
     except Exception as e:
-        raise TerminalError(f"awakeable value is not JSON-serializable: {e}", 400) from None
+        raise TerminalError(f"awakeable value is not JSON-serializable: {e}",
+                            StatusCode.BAD_REQUEST) from None
     return check_size(data, "awakeable value")

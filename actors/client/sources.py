@@ -14,21 +14,26 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
+from journal.errors import DataDirError, RaystateError, StatusCode
 from journal.private import owner_only_files
 from journal.sqlguard import SqlRefused
-from journal.store import DB_FILE, DataDirError, JournalStore
+from journal.store import DB_FILE, JournalStore
 from journal.usersql import DEFAULT_SQL_TIMEOUT_S, SqlTimeout, run_read_only
 from journal.wal import WriteAheadLog
 
 ATTACHED: list[bool] = []  # the command line itself attached this process to Ray
 
 
-class Unreachable(Exception):
+class Unreachable(RaystateError, Exception):
     """Nothing to read from: no runtime reachable, no journal at --db (exit code 2)."""
 
+    code = StatusCode.UNAVAILABLE
 
-class NotFound(Exception):
+
+class NotFound(RaystateError, Exception):
     """The thing asked for does not exist (exit code 1)."""
+
+    code = StatusCode.NOT_FOUND
 
 
 class Source(Protocol):

@@ -4,6 +4,7 @@ scheduler, the agreed config, and the hosts placed round the cluster's nodes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -23,8 +24,9 @@ from actors.cluster.remote import UNAVAILABLE
 from actors.cluster.router import SYSTEM_ACTOR, Router, preferred_node
 from actors.sdk.definitions import ServiceDefinition, VirtualObject, Workflow
 from journal.actor import JournalActor
+from journal.config import RuntimeConfig
+from journal.errors import DataDirError
 from journal.retention import retention_seconds
-from journal.store import DataDirError
 from scheduler.actor import SchedulerActor
 
 
@@ -38,7 +40,7 @@ def prepare(
     suspend_after: timedelta | float,
     retention: timedelta | float | None,
     sql_timeout: timedelta | float | None,
-) -> tuple[dict[str, Any], Any]:
+) -> tuple[RuntimeConfig, Any]:
     """``Runtime.start`` up to the client: check the arguments, start (or attach to) the
     journal and scheduler actors, and agree on the runtime's config with a running one. Returns
     the config and the journal actor's handle."""
@@ -66,20 +68,21 @@ def prepare(
         else float(suspend_after)
     if os.environ.get("RAYSTATE_ALWAYS_REPLAY") == "1":
         suspend_s = 0.0
-    config = {"data_dir": data_dir, "pool_size": pool_size, "suspend_after_s": suspend_s,
-              "retention_s": retention_s, "sql_timeout_s": sql_timeout_s,
-              "definitions": cloudpickle.dumps(list(services))}
+    config = RuntimeConfig(data_dir=data_dir, pool_size=pool_size, suspend_after_s=suspend_s,
+                           retention_s=retention_s, sql_timeout_s=sql_timeout_s,
+                           definitions=cloudpickle.dumps(list(services)))
     registered: list[ServiceDefinition] = list(services)
     existing = ray.get(journal.config.remote())
     if existing:  # attach: the running runtime's layout wins
-        config["pool_size"] = existing["pool_size"]
-        merged = {d.name: d for d in cloudpickle.loads(existing["definitions"])}
+        running = RuntimeConfig.from_dict(existing)
+        merged = {d.name: d for d in cloudpickle.loads(running.definitions)}
         merged.update({d.name: d for d in services})
         registered = list(merged.values())
-        config["definitions"] = cloudpickle.dumps(registered)
-    ray.get(journal.set_config.remote(config))
+        config = dataclasses.replace(config, pool_size=running.pool_size,
+                                     definitions=cloudpickle.dumps(registered))
+    ray.get(journal.set_config.remote(config.to_dict()))
     ray.get(journal.set_services.remote([astuple(r) for r in service_rows(registered)]))
-    config = ray.get(journal.config.remote())  # with the data dir's secret
+    config = RuntimeConfig.from_dict(ray.get(journal.config.remote()))  # with the secret
     ray.remote(SchedulerActor).options(
         name=SCHEDULER, namespace=namespace, get_if_exists=True, **SYSTEM_ACTOR
     ).remote(namespace)
@@ -173,14 +176,14 @@ def _start_journal(data_dir: str, namespace: str) -> Any:
             **SYSTEM_ACTOR,
         ).remote(data_dir)
     try:
-        info: dict[str, Any] = ray.get(journal.info.remote())
-    except UNAVAILABLE as e:
+        failure: str | None = ray.get(journal.start_error.remote())
+        info: dict[str, Any] = ray.get(journal.info.remote()) if failure is None else {}
+    except UNAVAILABLE as e:  # died starting, of something else than its data dir
         ray.kill(journal, no_restart=True)
-        cause = str(e)
-        marker = "DataDirError: "
-        message = cause[cause.index(marker) + len(marker):].splitlines()[0] \
-            if marker in cause else cause
-        raise DataDirError(message) from None
+        raise DataDirError(f"the journal actor could not start on {data_dir}") from e
+    if failure is not None:  # the actor could not open the data dir: it said why, as data
+        ray.kill(journal, no_restart=True)
+        raise DataDirError(failure)
     if info["data_dir"] != data_dir:
         raise DataDirError(f"namespace {namespace!r} already runs a runtime on "
                            f"{info['data_dir']}, not {data_dir}")

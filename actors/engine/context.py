@@ -34,7 +34,6 @@ from actors.engine.invocation import (
     Suspended,
     callee_id,
     cancelled,
-    now_ms,
 )
 from actors.engine.ports import HostPort
 from actors.engine.promises import AwakeablesAndPromises
@@ -42,6 +41,9 @@ from actors.engine.statereads import StateReads
 from actors.sdk.contexts import DeterministicRandom, WorkflowContext
 from actors.sdk.errors import JournalMismatch, RetryPolicy, TerminalError
 from actors.sdk.serde import ANY, Serde, check_size, check_text
+from journal.clock import now_ms
+from journal.errors import StatusCode
+from journal.kinds import EntryType, TimerKind
 from journal.records import AttemptFailed, Completion, Entry, Record, StateWrite, Timer
 
 
@@ -100,21 +102,21 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
             raise TypeError("ctx.run(name, fn, ...): name must be a string")
         serde = _return_serde(fn)
         self._cancel_point()
-        entry = self._cursor.replay("run", name)
+        entry = self._cursor.replay(EntryType.RUN, name)
         if entry is not None:
             if entry.failure is not None:
-                raise TerminalError(entry.failure, entry.failure_code or 500)
+                raise TerminalError(entry.failure, entry.failure_code or StatusCode.INTERNAL)
             return serde.load(entry.result) if entry.result is not None else None
         if self._cursor.unflushed_run or self._host.depends_on_uncommitted(self._inv):
             await self._host.submit(self._inv, self._cursor.take())
         failures = 0
-        self._at = (self._cursor.index, "run", name)
+        self._at = (self._cursor.index, EntryType.RUN, name)
         while True:
             try:
                 result = await self._action(fn, args, kwargs)
                 break
             except TerminalError as e:
-                self._cursor.record("run", name, failure=e)
+                self._cursor.record(EntryType.RUN, name, failure=e)
                 self._at = None
                 await self._durable()
                 raise
@@ -126,7 +128,7 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
                     err = TerminalError(
                         f"ctx.run({name!r}) failed {failures} times: {describe(e)}"
                     )
-                    self._cursor.record("run", name, failure=err)
+                    self._cursor.record(EntryType.RUN, name, failure=err)
                     self._at = None
                     await self._durable()
                     raise err from e
@@ -139,7 +141,7 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
                 f"({type(result).__name__}): {e}"
             ) from None
         check_size(data, f"the result of ctx.run({name!r})")
-        self._cursor.record("run", name, result=data)
+        self._cursor.record(EntryType.RUN, name, result=data)
         self._at = None
         await self._durable()
         return serde.load(data)
@@ -185,14 +187,14 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
         if seconds < 0:
             raise ValueError(f"ctx.sleep: negative delay {delay!r}")
-        entry = self._cursor.replay("sleep", None)
+        entry = self._cursor.replay(EntryType.SLEEP, None)
         if entry is None:
             idx = self._cursor.index
             fire_at = now_ms() + round(seconds * 1000)
-            timer = Timer(f"{self._inv.id}:{idx}", self._inv.id, idx, "sleep", fire_at,
+            timer = Timer(f"{self._inv.id}:{idx}", self._inv.id, idx, TimerKind.SLEEP, fire_at,
                           self._host.name)
-            entry = self._cursor.record("sleep", None, result=str(fire_at), completed=False,
-                                        extra=(timer,))
+            entry = self._cursor.record(EntryType.SLEEP, None, result=str(fire_at),
+                                        completed=False, extra=(timer,))
         await self._await_entry(entry)
 
     def _cancel_point(self) -> None:
@@ -203,7 +205,7 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
             self._inv.cancel_delivered = True
             raise cancelled()
         if not self._cursor.replaying and self._inv.cancel_pending:
-            self._cursor.record("cancel", None, failure=cancelled())
+            self._cursor.record(EntryType.CANCEL, None, failure=cancelled())
             self._inv.cancel_delivered = True
             raise cancelled()
 
@@ -234,7 +236,7 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
                     raise AssertionError("woken without a completion or a cancellation")
             return done
         except TerminalError:
-            if entry.entry_type == "call" and started and entry.idx not in inv.completions:
+            if entry.entry_type == EntryType.CALL and started and entry.idx not in inv.completions:
                 assert entry.result is not None
                 self._host.pass_on(json.loads(entry.result), kill=False)
             raise
@@ -260,8 +262,8 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
               delay: timedelta | float | None) -> str:
         target, callee, deliver = self._host.send(
             handler, key, arg, delay, callee_id(self._inv.id, self._cursor.index), self._inv)
-        if self._cursor.replay("send", target) is None:
-            self._cursor.record("send", target, result=json.dumps(callee))
+        if self._cursor.replay(EntryType.SEND, target) is None:
+            self._cursor.record(EntryType.SEND, target, result=json.dumps(callee))
         self._deliveries.append(deliver())
         return callee
 
@@ -293,13 +295,13 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         self._cancel_point()
         target, callee, output, start = self._host.call(
             handler, key, arg, callee_id(self._inv.id, self._cursor.index), self._inv)
-        entry = self._cursor.replay("call", target)
+        entry = self._cursor.replay(EntryType.CALL, target)
         if entry is None:
-            entry = self._cursor.record("call", target, result=json.dumps(callee),
+            entry = self._cursor.record(EntryType.CALL, target, result=json.dumps(callee),
                                         completed=False)
         done = await self._await_entry(entry, start)
         if done.failure is not None:
-            raise TerminalError(done.failure, done.failure_code or 500)
+            raise TerminalError(done.failure, done.failure_code or StatusCode.INTERNAL)
         return output.load(done.result) if done.result is not None else None
 
     async def settle(self) -> None:
@@ -313,9 +315,9 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
             d.result()  # a failed delivery fails the attempt, as gather would
 
     async def time(self) -> float:
-        entry = self._cursor.replay("time", None)
+        entry = self._cursor.replay(EntryType.TIME, None)
         if entry is None:
-            entry = self._cursor.record("time", None, result=str(now_ms()))
+            entry = self._cursor.record(EntryType.TIME, None, result=str(now_ms()))
         assert entry.result is not None
         return int(entry.result) / 1000
 
@@ -352,10 +354,10 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
 
     async def get(self, name: str, default: Any = None, *, type_hint: Any = None) -> Any:
         self._require_keyed("ctx.get")
-        entry = self._cursor.replay("get_state", name)
+        entry = self._cursor.replay(EntryType.GET_STATE, name)
         if entry is None:
             data = self._current(name)
-            self._cursor.record("get_state", name,
+            self._cursor.record(EntryType.GET_STATE, name,
                                 result=self._reads.journal(name, self._cursor.index, data))
         else:
             data = self._reads.resolve(entry, self._inv.entries)
@@ -365,13 +367,14 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
 
     async def state_keys(self) -> list[str]:
         self._require_keyed("ctx.state_keys")
-        entry = self._cursor.replay("get_state_keys", None)
+        entry = self._cursor.replay(EntryType.GET_STATE_KEYS, None)
         if entry is None:
-            entry = self._cursor.record("get_state_keys", None, result=json.dumps(self._names()))
+            entry = self._cursor.record(EntryType.GET_STATE_KEYS, None,
+                                        result=json.dumps(self._names()))
         assert entry.result is not None
         return list(json.loads(entry.result))
 
-    def _write(self, entry_type: str, name: str, value: str | None) -> None:
+    def _write(self, entry_type: EntryType, name: str, value: str | None) -> None:
         entry = self._cursor.replay(entry_type, name)
         if entry is not None:
             if entry.result != value:
@@ -393,29 +396,29 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
             raise TypeError("ctx.set(name, value): name must be a string")
         if name.startswith(PROMISE_STATE):
             raise TerminalError(f"ctx.set: state names starting with {PROMISE_STATE!r} are "
-                                "reserved for workflow promises", 400)
+                                "reserved for workflow promises", StatusCode.BAD_REQUEST)
         check_text(name, "ctx.set: state name")
         try:
             data = ANY.dump(value)
         except Exception as e:
             raise TerminalError(f"ctx.set({name!r}): value is not JSON-serializable: {e}") from None
         check_size(data, f"ctx.set({name!r}): the value")  # 413, as for every payload
-        self._write("set_state", name, data)
+        self._write(EntryType.SET_STATE, name, data)
 
     def clear(self, name: str) -> None:
         self._require_exclusive("clear")
-        self._write("clear_state", name, None)
+        self._write(EntryType.CLEAR_STATE, name, None)
 
     def clear_all(self) -> None:
         self._require_exclusive("clear_all")
         self._reads.cleared_all()
-        entry = self._cursor.replay("clear_all_state", None)
+        entry = self._cursor.replay(EntryType.CLEAR_ALL_STATE, None)
         if entry is not None:
             return
         assert self._inv.accept.key is not None
         service, key = self._spec.definition.name, self._inv.accept.key
         writes = tuple(StateWrite(service, key, n, None) for n in self._names())
-        self._cursor.record("clear_all_state", None, extra=writes)
+        self._cursor.record(EntryType.CLEAR_ALL_STATE, None, extra=writes)
         for w in writes:
             self._apply(w.name, None)
 

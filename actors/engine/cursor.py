@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from actors.engine.invocation import now_ms
 from actors.sdk.errors import JournalMismatch, TerminalError
+from journal.clock import now_ms
+from journal.kinds import EntryType
 from journal.records import Entry, Record
 
 
@@ -37,12 +38,12 @@ class JournalCursor:
 
     def replay_cancel(self) -> bool:
         """Consume a journaled cancellation at this position, if there is one."""
-        if self.replaying and self.entries[self.index].entry_type == "cancel":
+        if self.replaying and self.entries[self.index].entry_type == EntryType.CANCEL:
             self.index += 1
             return True
         return False
 
-    def replay(self, entry_type: str, name: str | None) -> Entry | None:
+    def replay(self, entry_type: EntryType, name: str | None) -> Entry | None:
         """The recorded entry for this operation, or None once past the journal's end."""
         self._check_open()
         if self.index >= len(self.entries):
@@ -56,7 +57,7 @@ class JournalCursor:
         self.index += 1
         return entry
 
-    def record(self, entry_type: str, name: str | None, *, result: str | None = None,
+    def record(self, entry_type: EntryType, name: str | None, *, result: str | None = None,
                failure: TerminalError | None = None, extra: tuple[Record, ...] = (),
                completed: bool = True) -> Entry:
         self._check_open()
@@ -69,7 +70,7 @@ class JournalCursor:
         self.buffer.append(entry)
         self.buffer.extend(extra)
         self.index += 1
-        self.unflushed_run |= entry_type == "run"
+        self.unflushed_run |= entry_type == EntryType.RUN
         return entry
 
     def take(self) -> list[Record]:

@@ -13,11 +13,13 @@ from actors.engine.invocation import (
     Invocation,
     Suspended,
     cancelled,
-    now_ms,
     retry_index,
 )
 from actors.engine.ports import HostPort
 from actors.sdk.errors import TerminalError
+from journal.clock import now_ms
+from journal.errors import StatusCode
+from journal.kinds import InvocationStatus, TimerKind
 from journal.records import Outcome, Output, Record, StatusChange, Timer
 
 
@@ -41,7 +43,8 @@ async def execute(
             try:
                 args = (spec.input.load(inv.accept.input),) if spec.takes_arg else ()
             except Exception as e:
-                raise TerminalError(f"input of {spec.target} does not validate: {e}", 400) from None
+                raise TerminalError(f"input of {spec.target} does not validate: {e}",
+                                    StatusCode.BAD_REQUEST) from None
             if inv.killed:
                 raise asyncio.CancelledError
             if inv.cancel_pending and not inv.entries:  # cancelled before it started
@@ -51,7 +54,7 @@ async def execute(
             out = Outcome(True, spec.output.output_json(result, spec.target))
         except Suspended:
             await host.submit(inv, [*ctx.take_records(), StatusChange(
-                inv.id, "suspended", inv.retry_count, None, now_ms())])
+                inv.id, InvocationStatus.SUSPENDED, inv.retry_count, None, now_ms())])
             raise
         except asyncio.CancelledError as e:
             me = asyncio.current_task()
@@ -98,6 +101,7 @@ def _attempt_failed(host: HostPort, inv: Invocation, ctx: InvocationContext,
     event = ctx.failure_event(e, inv.retry_count, fire_at)
     report(event, inv.spec.target, e, delay)
     timer = Timer(f"{inv.id}:retry:{inv.retry_count}", inv.id, retry_index(inv.retry_count),
-                  "retry", fire_at, host.name)
-    status = StatusChange(inv.id, "backing-off", inv.retry_count, failure, now_ms())
+                  TimerKind.RETRY, fire_at, host.name)
+    status = StatusChange(inv.id, InvocationStatus.BACKING_OFF, inv.retry_count, failure,
+                          now_ms())
     return None, [event, status, timer]

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.sdk.definitions import HandlerSpec
 from actors.sdk.errors import TerminalError
+from journal.clock import now_ms as now_ms  # re-exported: its old home
+from journal.errors import StatusCode
 from journal.records import Accept, Completion, Entry
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(eq=False)
@@ -64,7 +61,7 @@ class Suspended(BaseException):
 
 CANCEL_INDEX = -(2**31) + 1  # the completion index of a cancellation request
 CANCELLED = "cancelled"
-CANCELLED_CODE = 409
+CANCELLED_CODE = StatusCode.CONFLICT
 KILLED = "killed"
 
 

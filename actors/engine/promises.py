@@ -15,6 +15,8 @@ from actors.sdk.contexts import Awakeable, DurablePromise
 from actors.sdk.definitions import HandlerSpec, Workflow
 from actors.sdk.errors import AlreadyCompletedError, JournalMismatch, TerminalError
 from actors.sdk.serde import ANY, Serde, check_size
+from journal.errors import StatusCode
+from journal.kinds import EntryType
 from journal.records import Completion, Entry, StateWrite
 
 
@@ -37,9 +39,9 @@ class AwakeablesAndPromises:
 
     def awakeable(self, type_hint: Any = None) -> tuple[str, Awakeable]:
         serde = Serde(type_hint) if type_hint is not None else ANY
-        entry = self._cursor.replay("awakeable", None)
+        entry = self._cursor.replay(EntryType.AWAKEABLE, None)
         if entry is None:
-            entry = self._cursor.record("awakeable", None, completed=False)
+            entry = self._cursor.record(EntryType.AWAKEABLE, None, completed=False)
             self._cursor.unflushed_run = True  # durable before the next action hands it out
         self._host.expect_awakeable(self._inv, entry.idx, serde)
         return self._host.awakeables.make(self._inv.id, entry.idx), _Awakeable(self, entry, serde)
@@ -47,7 +49,7 @@ class AwakeablesAndPromises:
     async def _await_awakeable(self, entry: Entry, serde: Serde) -> Any:
         done = await self._await_entry(entry)
         if done.failure is not None:
-            raise TerminalError(done.failure, done.failure_code or 500)
+            raise TerminalError(done.failure, done.failure_code or StatusCode.INTERNAL)
         return _decode(serde, done.result, "awakeable value")
 
     def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> Awaitable[None]:
@@ -64,9 +66,9 @@ class AwakeablesAndPromises:
         self._host.awakeables.parse(awk_id)
         data = json.dumps({"value": json.loads(result) if result is not None else None}
                           if failure is None else {"failure": failure})
-        entry = self._cursor.replay("complete_awakeable", awk_id)
+        entry = self._cursor.replay(EntryType.COMPLETE_AWAKEABLE, awk_id)
         if entry is None:
-            entry = self._cursor.record("complete_awakeable", awk_id, result=data,
+            entry = self._cursor.record(EntryType.COMPLETE_AWAKEABLE, awk_id, result=data,
                                         completed=False)
         elif entry.result != data:
             raise JournalMismatch(self._inv.id, entry.idx,
@@ -84,8 +86,9 @@ class AwakeablesAndPromises:
             return
         done = await self._await_entry(entry)
         if done.failure is not None:
-            code = done.failure_code or 500
-            raise (AlreadyCompletedError if code == 409 else TerminalError)(done.failure, code)
+            code = done.failure_code or StatusCode.INTERNAL
+            error = AlreadyCompletedError if code == StatusCode.CONFLICT else TerminalError
+            raise error(done.failure, code)
 
     def promise(self, name: str, type_hint: Any = None) -> DurablePromise:
         if not isinstance(self._spec.definition, Workflow):
@@ -96,10 +99,11 @@ class AwakeablesAndPromises:
 
     async def _promise_value(self, name: str, serde: Serde) -> Any:
         self._cancel_point()
-        entry = self._cursor.replay("promise", name)
+        entry = self._cursor.replay(EntryType.PROMISE, name)
         if entry is None:
             data = self._host.promise_of(self._inv, name)
-            entry = self._cursor.record("promise", name, result=data, completed=data is not None)
+            entry = self._cursor.record(EntryType.PROMISE, name, result=data,
+                                        completed=data is not None)
         data = entry.result
         if not entry.completed:
             inv, idx = self._inv, entry.idx
@@ -109,27 +113,28 @@ class AwakeablesAndPromises:
         return _promise_result(name, data, serde)
 
     async def _promise_peek(self, name: str, serde: Serde) -> Any:
-        entry = self._cursor.replay("peek_promise", name)
+        entry = self._cursor.replay(EntryType.PEEK_PROMISE, name)
         if entry is None:
-            entry = self._cursor.record("peek_promise", name,
+            entry = self._cursor.record(EntryType.PEEK_PROMISE, name,
                                         result=self._host.promise_of(self._inv, name))
         return None if entry.result is None else _promise_result(name, entry.result, serde)
 
     def _complete_promise(self, name: str, data: str) -> None:
-        entry = self._cursor.replay("complete_promise", name)
+        entry = self._cursor.replay(EntryType.COMPLETE_PROMISE, name)
         if entry is not None:
             if entry.failure is not None:
-                raise AlreadyCompletedError(entry.failure, entry.failure_code or 409)
+                raise AlreadyCompletedError(entry.failure,
+                                            entry.failure_code or StatusCode.CONFLICT)
             return
         if not self._host.claim_promise(self._inv, name, data):
             err = AlreadyCompletedError(
                 f"promise {name!r} of workflow {self._inv.accept.key!r} is already completed")
-            self._cursor.record("complete_promise", name, failure=err)
+            self._cursor.record(EntryType.COMPLETE_PROMISE, name, failure=err)
             raise err
         assert self._inv.accept.key is not None
         write = StateWrite(self._spec.definition.name, self._inv.accept.key,
                            PROMISE_STATE + name, data)
-        self._cursor.record("complete_promise", name, result=data, extra=(write,))
+        self._cursor.record(EntryType.COMPLETE_PROMISE, name, result=data, extra=(write,))
         self._host.submit(self._inv, self._cursor.take())  # queued before anyone sees it
 
 
@@ -174,7 +179,8 @@ def _json(value: Any, what: str) -> str:
     try:
         data = ANY.dump(value)
     except Exception as e:
-        raise TerminalError(f"{what} is not JSON-serializable: {e}", 400) from None
+        raise TerminalError(f"{what} is not JSON-serializable: {e}",
+                            StatusCode.BAD_REQUEST) from None
     return check_size(data, what)
 
 
@@ -182,7 +188,7 @@ def _decode(serde: Serde, data: str | None, what: str) -> Any:
     try:
         return serde.load(data) if data is not None else None
     except Exception as e:
-        raise TerminalError(f"{what} does not validate: {e}", 400) from None
+        raise TerminalError(f"{what} does not validate: {e}", StatusCode.BAD_REQUEST) from None
 
 
 def _promise_result(name: str, data: str | None, serde: Serde) -> Any:

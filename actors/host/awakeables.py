@@ -8,11 +8,15 @@ import contextlib
 import logging
 from typing import Any
 
-from actors.engine.invocation import Invocation, now_ms
-from actors.host.base import RECENT_OUTCOMES, HostBase
+from actors.engine.invocation import Invocation
+from actors.host.base import RECENT_OUTCOMES, RELOAD_BACKOFF, HostBase
 from actors.sdk.errors import AlreadyCompletedError, TerminalError
 from actors.sdk.serde import Serde
+from journal.clock import now_ms
+from journal.errors import StatusCode
+from journal.kinds import EntryType
 from journal.records import Completion
+from journal.retry import retry
 
 log = logging.getLogger("raystate.host")
 AWAKEABLE_TYPE_WAIT_S = 5.0  # see ``_awakeable_type``
@@ -67,21 +71,17 @@ class Awakeables(HostBase):
         same resolution, not a second one: the verdict is the same on every replay."""
         assert self.outbox is not None
         await after
-        delay = 0.1
-        while True:
-            try:
-                await self.outbox.resolve_awakeable(awakeable_id, result, failure,
-                                                    f"{caller_id}:{idx}")
-                completion = Completion(caller_id, idx, None, None, None, now_ms())
-                break
-            except TerminalError as e:  # refused: already completed (409), unknown (404) ...
-                completion = Completion(caller_id, idx, None, e.message, e.status_code, now_ms())
-                break
-            except Exception:
-                log.exception("resolving %s from %s failed; trying again", awakeable_id,
-                              caller_id)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        outbox = self.outbox
+        try:
+            await retry(
+                lambda: outbox.resolve_awakeable(awakeable_id, result, failure,
+                                                 f"{caller_id}:{idx}"),
+                when=lambda e: not isinstance(e, TerminalError), backoff=RELOAD_BACKOFF,
+                on_retry=lambda _: log.exception("resolving %s from %s failed; trying again",
+                                                 awakeable_id, caller_id))
+            completion = Completion(caller_id, idx, None, None, None, now_ms())
+        except TerminalError as e:  # refused: already completed (409), unknown (404) ...
+            completion = Completion(caller_id, idx, None, e.message, e.status_code, now_ms())
         await self._complete(completion)
 
     async def resolve_awakeable(self, awakeable_id: str, result: str | None,
@@ -114,7 +114,8 @@ class Awakeables(HostBase):
             elif inv_id in self._recent or await self.journal.outcome(inv_id) is not None:
                 mine = await self._finished(awakeable_id, inv_id, idx, by)
             else:
-                raise TerminalError(f"unknown awakeable {awakeable_id}", 404)
+                raise TerminalError(f"unknown awakeable {awakeable_id}",
+                                    StatusCode.NOT_FOUND)
             if mine or await self._refuse_if_resolved(awakeable_id, inv_id, idx, by):
                 return True, "resolved before", 200  # (the second: someone else meanwhile)
             serde = serde or self._awakeables.get(inv_id, {}).get(idx)  # parked: if still known
@@ -123,9 +124,9 @@ class Awakeables(HostBase):
                     serde.load(result)
                 except Exception as e:
                     raise TerminalError(f"value for awakeable {awakeable_id} does not "
-                                        f"validate: {e}", 400) from None
+                                        f"validate: {e}", StatusCode.BAD_REQUEST) from None
             completion = Completion(inv_id, idx, result, failure,
-                                    None if failure is None else 500, now_ms(), by)
+                                    None if failure is None else StatusCode.INTERNAL, now_ms(), by)
             durable, resumed = self.resume_ahead(completion)
             self._resolved[inv_id, idx] = (durable, by)
             if len(self._resolved) > RECENT_OUTCOMES:
@@ -163,9 +164,9 @@ class Awakeables(HostBase):
     def _check_awakeable(awk_id: str, entries: list[Any], completions: dict[int, Completion],
                          idx: int, by: str | None) -> bool:
         """Refuse an unknown or completed awakeable; True if ``by`` completed it."""
-        if idx >= len(entries) or entries[idx].entry_type != "awakeable":
+        if idx >= len(entries) or entries[idx].entry_type != EntryType.AWAKEABLE:
             raise TerminalError(f"unknown awakeable {awk_id}: its invocation has no "
-                                "awakeable there", 404)
+                                "awakeable there", StatusCode.NOT_FOUND)
         done = completions.get(idx)
         if done is not None:
             if by is not None and done.by == by:

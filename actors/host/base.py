@@ -21,9 +21,12 @@ from actors.host.slots import KeySlot, Parked
 from actors.sdk.definitions import ServiceDefinition
 from actors.sdk.serde import Serde
 from journal.records import Completion, Outcome, Record
+from journal.retry import Backoff
 from scheduler.service import TimerScheduler
 
 RECENT_OUTCOMES = 10_000
+RELOAD_BACKOFF = Backoff(0.1, 2, 5.0)  # journal reloads and calls to other hosts
+PASS_ON_BACKOFF = Backoff(0.02, 2, 1.0)  # a cancel waiting for its callee's acceptance
 
 
 class HostBase:

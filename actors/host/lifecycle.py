@@ -14,12 +14,15 @@ from actors.engine.invocation import (
     CANCELLED_CODE,
     KILLED,
     Invocation,
-    now_ms,
 )
-from actors.host.base import HostBase
+from actors.host.base import PASS_ON_BACKOFF, HostBase
 from actors.host.slots import Parked
 from actors.sdk.errors import TerminalError
+from journal.clock import now_ms
+from journal.errors import StatusCode
+from journal.kinds import EntryType
 from journal.records import Completion, Outcome, Output
+from journal.retry import retry
 
 log = logging.getLogger("raystate.host")
 
@@ -56,7 +59,7 @@ class Lifecycle(HostBase):
         if idx is None:
             return
         entry = inv.entries[idx] if 0 <= idx < len(inv.entries) else None
-        if kill and entry is not None and entry.entry_type == "call" and \
+        if kill and entry is not None and entry.entry_type == EntryType.CALL and \
                 entry.result is not None and idx not in inv.completions:
             self.pass_on(json.loads(entry.result), kill)  # (a cancel passes on in the engine)
         waiter = inv.waiters.pop(idx, None)
@@ -71,21 +74,19 @@ class Lifecycle(HostBase):
         """Unknown (404) while this host is still delivering the call: its acceptance is not
         durable yet, so try again (backing off) until it is, or the delivery is over."""
         assert self.outbox is not None
-        delay = 0.02
-        while True:
-            try:
-                await self.outbox.cancel(callee, kill)
-                return
-            except Exception as e:
-                if isinstance(e, TerminalError) and e.status_code == 404 and \
-                        callee in self._delivering:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                # unknown (never delivered) or gone: the caller moves on anyway
-                log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
-                            exc_info=True)
-                return
+        outbox = self.outbox
+
+        def still_delivering(e: BaseException) -> bool:
+            return isinstance(e, TerminalError) and e.status_code == StatusCode.NOT_FOUND \
+                and callee in self._delivering
+
+        try:
+            await retry(lambda: outbox.cancel(callee, kill), when=still_delivering,
+                        backoff=PASS_ON_BACKOFF)
+        except Exception:
+            # unknown (never delivered) or gone: the caller moves on anyway
+            log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
+                        exc_info=True)
 
     async def _kill(self, inv_id: str, inv: Invocation | None, parked: Parked | None) -> None:
         out = Outcome(False, None, KILLED, CANCELLED_CODE)

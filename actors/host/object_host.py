@@ -28,15 +28,17 @@ from actors.engine.invocation import (
     PROMISE_STATE,
     Invocation,
     Suspended,
-    now_ms,
 )
 from actors.host.awakeables import Awakeables
-from actors.host.base import RECENT_OUTCOMES
+from actors.host.base import RECENT_OUTCOMES, RELOAD_BACKOFF
 from actors.host.lifecycle import Lifecycle
 from actors.host.outbound import Outbound
 from actors.host.promises import Promises
 from actors.host.requests import InvokeRequest
 from actors.host.slots import KeySlot, Parked
+from journal.clock import now_ms
+from journal.errors import StatusCode
+from journal.kinds import EntryType, InvocationStatus, InvokeMode, TimerKind
 from journal.records import (
     Accept,
     Completion,
@@ -48,6 +50,7 @@ from journal.records import (
     StatusChange,
     Timer,
 )
+from journal.retry import retry
 from scheduler.service import TimerScheduler
 
 log = logging.getLogger("raystate.host")
@@ -95,16 +98,16 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
     def _take_over(self, p: PendingInvocation) -> None:
         """Resume a recovered invocation, or park it if it waits for something."""
         key = p.accept.key
-        if p.waiting_for == "start":
-            self._parked[p.accept.id] = Parked(p.accept.id, key, "start")
+        if p.waiting_for == TimerKind.START:
+            self._parked[p.accept.id] = Parked(p.accept.id, key, TimerKind.START)
             return
         last = p.entries[-1] if p.entries else None
         # Park only what waits for a timer: a sleep (its timer wakes it) or a retry back-off.
         # Anything else replays: a call is re-issued (same id), a promise watched again, and
         # an awakeable may be followed by code that never ran (handing out its id).
-        waiting = p.waiting_for == "retry" or (
+        waiting = p.waiting_for == TimerKind.RETRY or (
             last is not None and not last.completed and last.idx not in p.completions
-            and last.entry_type == "sleep")
+            and last.entry_type == EntryType.SLEEP)
         spec = self.definition.handlers.get(p.accept.handler)
         if waiting and spec is not None:
             self._park_suspended(p.accept.id, key, spec.kind == "exclusive")
@@ -121,9 +124,9 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
         return inv
 
     def _park_suspended(self, inv_id: str, key: str | None, exclusive: bool) -> None:
-        self._parked[inv_id] = Parked(inv_id, key, "suspended")
+        self._parked[inv_id] = Parked(inv_id, key, InvocationStatus.SUSPENDED)
         if key is not None and exclusive:
-            self._slot(key).inbox.append(Parked(inv_id, key, "suspended"))
+            self._slot(key).inbox.append(Parked(inv_id, key, InvocationStatus.SUSPENDED))
 
     # -- accepting ---------------------------------------------------------------------------
 
@@ -139,27 +142,28 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
             known = req.id in self._active or req.id in self._parked
             done = done or self._recent.get(req.id)
         if done is not None:
-            return done if req.mode == "call" else None
+            return done if req.mode == InvokeMode.CALL else None
         if not known:
             spec = self.definition.handlers.get(req.handler)
             if spec is None:
-                return Outcome(False, None, f"unknown handler {req.service}/{req.handler}", 404)
+                return Outcome(False, None, f"unknown handler {req.service}/{req.handler}",
+                               StatusCode.NOT_FOUND)
             self._order = max(self._order + 1, time.time_ns())
             accept = Accept(req.id, req.service, req.handler, req.key, req.route_hash,
                             req.input, req.idempotency_key, req.invoked_by,
                             req.created_at_ms, self._order)
             if req.delay_ms > 0:
                 durable = self._accept_delayed(accept, req.delay_ms)
-                if req.mode == "send":
+                if req.mode == InvokeMode.SEND:
                     await durable
                     return None
             else:
                 inv = Invocation(accept, spec, fresh=True)
                 self._active[inv.id] = inv
-                if req.mode == "send":
+                if req.mode == InvokeMode.SEND:
                     self.submit(inv, [])
                 self._schedule(inv)
-        if req.mode == "send":
+        if req.mode == InvokeMode.SEND:
             running = self._active.get(req.id)
             if running is not None:
                 await asyncio.shield(running.durable)
@@ -168,10 +172,11 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
 
     def _accept_delayed(self, accept: Accept, delay_ms: int) -> asyncio.Future[None]:
         fire_at = now_ms() + delay_ms
-        timer = Timer(f"{accept.id}:start", accept.id, START_INDEX, "start", fire_at, self._name)
-        self._parked[accept.id] = Parked(accept.id, accept.key, "start")
+        timer = Timer(f"{accept.id}:start", accept.id, START_INDEX, TimerKind.START, fire_at,
+                      self._name)
+        self._parked[accept.id] = Parked(accept.id, accept.key, TimerKind.START)
         return self.flusher.submit(
-            [accept, StatusChange(accept.id, "scheduled", 0, None, now_ms()), timer])
+            [accept, StatusChange(accept.id, InvocationStatus.SCHEDULED, 0, None, now_ms()), timer])
 
     def _schedule(self, inv: Invocation) -> None:
         if inv.spec is None:
@@ -222,16 +227,11 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
 
         They stay parked (marked as reloading) until resumed: a completion that arrives
         meanwhile is kept for the resumed invocation, and a kill meanwhile stops it."""
-        delay = 0.1
-        while True:
-            try:
-                pending = await self.journal.pending([self.definition.name],
-                                                     ids=[p.id for p in parked])
-                break
-            except Exception:
-                log.exception("cannot reload %d parked invocations; trying again", len(parked))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        pending = await retry(
+            lambda: self.journal.pending([self.definition.name], ids=[p.id for p in parked]),
+            backoff=RELOAD_BACKOFF,
+            on_retry=lambda _: log.exception("cannot reload %d parked invocations; trying again",
+                                             len(parked)))
         by_id = {p.accept.id: p for p in pending}
         for p in parked:
             if self._parked.get(p.id) is not p:
@@ -246,7 +246,7 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
     def _resume_parked(self, parked: Parked, inv: Invocation) -> None:
         self._active[inv.id] = inv
         key = parked.key
-        if parked.reason == "start" or key is None or inv.spec is None \
+        if parked.reason == TimerKind.START or key is None or inv.spec is None \
                 or inv.spec.kind != "exclusive":
             self._schedule(inv)
             return
@@ -273,7 +273,7 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
             if isinstance(head, Parked):
                 return
             if not await self._execute(head, slot, key):
-                slot.inbox[0] = Parked(head.id, key, "suspended")
+                slot.inbox[0] = Parked(head.id, key, InvocationStatus.SUSPENDED)
                 return
             slot.inbox.popleft()
             slot.last_used = time.monotonic()
@@ -312,7 +312,7 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
                                                  or inv.cancel_pending):
                     continue  # woken while suspending: replay right away
                 self._active.pop(inv.id, None)
-                self._parked[inv.id] = Parked(inv.id, key, "suspended")
+                self._parked[inv.id] = Parked(inv.id, key, InvocationStatus.SUSPENDED)
                 return False
             except Exception:  # state could not be loaded for long, or a bug: try again later
                 log.exception("invocation %s could not make progress; retrying", inv.id)
@@ -332,8 +332,8 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
 
     async def _finish_unknown(self, inv: Invocation) -> None:
         msg = f"unknown handler {inv.accept.service}/{inv.accept.handler}"
-        await self.submit(inv, [Output(inv.id, False, None, msg, 404)])
-        self._finish(inv, Outcome(False, None, msg, 404))
+        await self.submit(inv, [Output(inv.id, False, None, msg, StatusCode.NOT_FOUND)])
+        self._finish(inv, Outcome(False, None, msg, StatusCode.NOT_FOUND))
 
     def _finish(self, inv: Invocation, out: Outcome) -> None:
         if not inv.durable.done():

@@ -7,11 +7,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from actors.engine.invocation import Invocation, now_ms
-from actors.host.base import HostBase
+from actors.engine.invocation import Invocation
+from actors.host.base import RELOAD_BACKOFF, HostBase
 from actors.host.requests import InvokeRequest
 from actors.sdk.errors import TerminalError
+from journal.clock import now_ms
+from journal.errors import StatusCode
+from journal.kinds import InvokeMode
 from journal.records import Completion
+from journal.retry import retry
 
 log = logging.getLogger("raystate.host")
 
@@ -23,7 +27,7 @@ class Outbound(HostBase):
              sender: Invocation) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
         if self.outbox is None:
             raise TerminalError("sending to other handlers needs a runtime (no outbox here)")
-        spec, req = self.outbox.request(target, key, arg, "send", delay=delay,
+        spec, req = self.outbox.request(target, key, arg, InvokeMode.SEND, delay=delay,
                                         invocation_id=invocation_id, invoked_by=sender.id)
         # a replay sends the same id again: then the callee's host checks the journal first
         # (as it always does for a workflow's run, which ``request`` marks as a resubmission)
@@ -45,15 +49,16 @@ class Outbound(HostBase):
              caller: Invocation) -> tuple[str, str, Any, Callable[[int], None]]:
         if self.outbox is None:
             raise TerminalError("calling other handlers needs a runtime (no outbox here)")
-        spec, req = self.outbox.request(target, key, arg, "call", invocation_id=invocation_id,
-                                        invoked_by=caller.id)
+        spec, req = self.outbox.request(target, key, arg, InvokeMode.CALL,
+                                        invocation_id=invocation_id, invoked_by=caller.id)
         if caller.spec.kind == "exclusive" and spec.kind == "exclusive" and \
                 caller.accept.key is not None and key == caller.accept.key and \
                 spec.definition.name == caller.accept.service:
             raise TerminalError(
                 f"{caller.spec.target} (exclusive) calls {spec.target} (exclusive) on its own "
                 f"key {key!r}: that call would wait for the caller to finish, forever. Use "
-                "object_send, a shared handler, or a plain function", 409)
+                "object_send, a shared handler, or a plain function",
+                StatusCode.CONFLICT)
         req.resubmit = req.resubmit or not caller.first_run  # see ``send``
 
         def start(idx: int) -> None:
@@ -69,21 +74,19 @@ class Outbound(HostBase):
         """Wait for the callee's outcome, make it durable as the call entry's completion in
         the caller's journal, then resume the caller (replayed if it left memory meanwhile)."""
         assert self.outbox is not None
-        delay = 0.1
+        outbox = self.outbox
+
+        def again(_: BaseException) -> None:
+            log.exception("call %s from %s failed; trying again", req.id, caller_id)
+            req.resubmit = True  # the first try may have got through
+
         try:
-            while True:
-                try:
-                    out = await self.outbox.submit(spec, req)
-                    break
-                except Exception:
-                    log.exception("call %s from %s failed; trying again", req.id, caller_id)
-                    req.resubmit = True  # the first try may have got through
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            out = await retry(lambda: outbox.submit(spec, req), backoff=RELOAD_BACKOFF,
+                              on_retry=again)
             assert out is not None
             completion = Completion(caller_id, idx, out.output, None, None, now_ms()) if out.ok \
                 else Completion(caller_id, idx, None, out.failure or "failed",
-                                out.failure_code or 500, now_ms())
+                                out.failure_code or StatusCode.INTERNAL, now_ms())
             await self._complete(completion)
         finally:
             self._calls.pop((caller_id, idx), None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from actors.host.requests import InvokeRequest
+from journal.kinds import InvokeMode
 from journal.records import Batch, Completion, Outcome, PendingInvocation, Timer
 
 
@@ -38,7 +39,7 @@ class SchedulerPort(Protocol):
 class OutboxPort(Protocol):
     """How a host reaches other handlers (the runtime's ``Router`` in an actor)."""
 
-    def request(self, target: Any, key: str | None, arg: Any, mode: str, *,
+    def request(self, target: Any, key: str | None, arg: Any, mode: InvokeMode, *,
                 delay: Any = None, invocation_id: str | None = None,
                 invoked_by: str | None = None) -> tuple[Any, InvokeRequest]: ...
 

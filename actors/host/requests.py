@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+
+from journal.kinds import InvokeMode
 
 
 @dataclass(slots=True)
@@ -16,7 +17,7 @@ class InvokeRequest:
     handler: str
     key: str | None
     input: str
-    mode: Literal["call", "send"] = "call"
+    mode: InvokeMode = InvokeMode.CALL
     route_hash: int = 0
     idempotency_key: str | None = None
     invoked_by: str | None = None

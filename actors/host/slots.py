@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from actors.engine.invocation import Invocation
+from journal.kinds import InvocationStatus, TimerKind
 from journal.records import Completion
 
 
@@ -18,7 +19,7 @@ class Parked:
 
     id: str
     key: str | None
-    reason: Literal["suspended", "start"]
+    reason: Literal[InvocationStatus.SUSPENDED, TimerKind.START]
     reloading: bool = False  # being reloaded from the journal to resume
     early: dict[int, Completion] = field(default_factory=dict)  # woken while reloading
 
