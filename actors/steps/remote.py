@@ -36,7 +36,7 @@ from ray.remote_function import RemoteFunction
 
 from actors.errors import TerminalError
 from actors.steps.blobs import BlobRef, open_store
-from actors.steps.codec import binary_size, writer
+from actors.steps.codec import binary_size, decode, writer
 from actors.steps.refs import DurableRef, resolve_args
 from actors.steps.results import INLINE_LIMIT, blob_to_journal
 
@@ -218,6 +218,23 @@ def _loaded(arg: Any, spec: StepSpec) -> Any:
     if isinstance(arg, DurableRef):
         return _load.options(name=f"{spec.task_name}:read").remote(arg)
     return arg
+
+
+async def adopt(spec: StepSpec, load_json: Callable[[str], Any] | None = None
+                ) -> StepResult | None:
+    """The result a run of this step wrote to the blob store before its host died (a
+    ``durable_ref`` result, or one over the inline limit), so a replay journals it instead of
+    running the step again; None if there is none (then run the step)."""
+    if spec.store_uri is None:
+        return None
+    store = open_store(spec.store_uri)
+    blob = await asyncio.to_thread(store.find, spec.invocation_id, spec.idx)
+    if blob is None:
+        return None
+    if spec.durable_ref:
+        return StepResult(DurableRef(blob, spec.store_uri), blob, durable_ref=True)
+    encoded = await asyncio.to_thread(store.get, blob)
+    return StepResult(await asyncio.to_thread(decode, encoded, load_json), blob)
 
 
 async def run_remote(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
