@@ -108,6 +108,11 @@ def _component(invocation_id: str) -> str:
 class BlobStore:
     """Blobs under one root URI (a local path, ``file://``, ``s3://``, ``gs://`` ...).
 
+    Args:
+        uri: the root; a plain path is a local directory.
+        filesystem: a ``pyarrow.fs`` client to use instead of one made from ``uri`` (for
+            options a URI cannot carry); ``uri`` then gives the scheme and root.
+
     Example:
         >>> store = BlobStore("/tmp/data/blobs")
         >>> ref = store.put("inv-1", 3, b"hello", Kind.BYTES)
@@ -115,18 +120,21 @@ class BlobStore:
         b'hello'
     """
 
-    def __init__(self, uri: str | Path) -> None:
+    def __init__(self, uri: str | Path, filesystem: pafs.FileSystem | None = None) -> None:
         text = str(uri)
         if "://" not in text:
             text = Path(text).expanduser().absolute().as_uri()
         self.uri = text
-        try:
-            self.fs, root = pafs.FileSystem.from_uri(text)
-        except (OSError, ValueError) as e:
-            raise BlobStoreUnavailable(text, str(e)) from None
+        parts = urlsplit(text)
+        if filesystem is not None:  # a configured client (or a test's mock)
+            self.fs, root = filesystem, parts.netloc + parts.path
+        else:
+            try:
+                self.fs, root = pafs.FileSystem.from_uri(text)
+            except (OSError, ValueError) as e:
+                raise BlobStoreUnavailable(text, str(e)) from None
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        parts = urlsplit(text)
         self._base = (Path(self.root).as_uri() if self.local
                       else f"{parts.scheme}://{self.root}")
 
@@ -179,11 +187,18 @@ class BlobStore:
         sha = hashlib.sha256(data).hexdigest()
         final = f"{directory}/{sha}.{kind.value}"
         try:
-            with self.fs.open_output_stream(final) as out:
-                out.write(data)
+            try:
+                self._upload(final, data)
+            except FileNotFoundError:  # a filesystem with directories (HDFS ...): make them
+                self.fs.create_dir(directory, recursive=True)
+                self._upload(final, data)
         except OSError as e:
             raise BlobStoreUnavailable(self.uri, f"writing {final}: {e}") from None
         return self._ref(final, memoryview(data).nbytes, sha, kind)
+
+    def _upload(self, path: str, data: bytes | bytearray | memoryview) -> None:
+        with self.fs.open_output_stream(path) as out:
+            out.write(data)
 
     def _ref(self, path: str, size: int, sha: str, kind: Kind) -> BlobRef:
         return BlobRef(self._base + path[len(self.root):], int(size), sha, kind)

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 from actors.errors import TerminalError
 
-Writer = Callable[[BinaryIO], None]
+Writer = Callable[[BinaryIO], object]
 
 
 class Kind(StrEnum):

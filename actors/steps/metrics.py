@@ -19,8 +19,9 @@ from enum import StrEnum
 from typing import Any
 
 PREFIX = "raystate_"
-_LATENCY_S = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300]
-_BATCH = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
+_LATENCY_S: list[float] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10,
+                           30, 60, 300]
+_BATCH: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 
 
 class StepKind(StrEnum):

@@ -40,8 +40,6 @@ from actors.steps.codec import binary_size, decode, writer
 from actors.steps.refs import DurableRef, resolve_args
 from actors.steps.results import INLINE_LIMIT, blob_to_journal
 
-_HELPER_OPTIONS = {"num_cpus": 0}  # the loader and writer tasks only do I/O
-
 
 @dataclass(frozen=True)
 class StepSpec:
@@ -151,12 +149,12 @@ async def _awaited(value: Any) -> Any:
     return await value
 
 
-@ray.remote(**_HELPER_OPTIONS)
+@ray.remote(num_cpus=0)  # only I/O
 def _load(ref: DurableRef) -> Any:
     return ref.get_sync()
 
 
-@ray.remote(**_HELPER_OPTIONS)
+@ray.remote(num_cpus=0)
 def _persist_task(spec: StepSpec, value: Any) -> _Outcome:
     try:
         return _persist(value, spec)

@@ -40,6 +40,11 @@ def where(x: int) -> dict[str, Any]:
     return {"x": x, "task": ctx.get_task_name(), "cpus": ctx.get_assigned_resources().get("CPU")}
 
 
+@ray.remote(num_cpus=0.5, runtime_env={"env_vars": {"STEP_ENV": "decorator"}})
+def env() -> str | None:
+    return os.environ.get("STEP_ENV")
+
+
 @ray.remote(num_cpus=0.5)
 def fail(kind: str, ledger: str) -> None:
     with open(ledger, "a") as f:
@@ -117,6 +122,10 @@ def test_remote_functions_run_with_their_options_under_a_step_name(ray_session, 
     assert out.blob is None and out.journal_text() is None
     out = _run(where.options(num_cpus=0.5), x=4, spec=_spec(tmp_path, "half"))
     assert out.value == {"x": 4, "task": "Svc/handle/half", "cpus": 0.5}
+    assert _run(env, spec=_spec(tmp_path, "env")).value == "decorator"
+    per_call = env.options(runtime_env={"env_vars": {"STEP_ENV": "options"}},
+                           scheduling_strategy="SPREAD")
+    assert _run(per_call, spec=_spec(tmp_path, "env")).value == "options"
 
 
 def test_an_actor_method_runs_on_its_actor(ray_session, tmp_path) -> None:

@@ -175,3 +175,40 @@ def test_local_blob_dir_mode_does_not_depend_on_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE(_file(ref).parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(_file(ref).stat().st_mode) == 0o600
+
+
+def test_object_stores_write_the_final_name_directly() -> None:
+    """The S3/GCS path (no rename: an upload is atomic there), on pyarrow's mock filesystem."""
+    from pyarrow.fs import FileSelector, _MockFileSystem
+
+    fs = _MockFileSystem()
+    store = BlobStore("mock://bucket/prefix", filesystem=fs)
+    assert not store.local
+    table = pa.table({"v": [1, 2]})
+    kind, write = writer(table, "s")
+    ref = store.put("inv", 2, write, kind)
+    assert ref.uri == f"mock://bucket/prefix/inv/2/{ref.sha256}.arrow"
+    listed = fs.get_file_info(FileSelector("bucket/prefix/inv/2"))
+    assert [i.base_name for i in listed] == [f"{ref.sha256}.arrow"]
+    assert store.get(ref).payload == encode(table, "s").payload
+    assert store.find("inv", 2) == ref
+    store.delete_invocation("inv")
+    assert store.find("inv", 2) is None
+
+
+def _remote_step_error() -> Exception:
+    from actors.steps.remote import RemoteStepError  # imports Ray (does not start it)
+
+    return RemoteStepError("embed", "WorkerCrashedError: the worker died")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: BlobCorrupted("blob x does not match", 500),
+    lambda: BlobStoreUnavailable("s3://b/p", "timed out"),
+    _remote_step_error,
+], ids=["BlobCorrupted", "BlobStoreUnavailable", "RemoteStepError"])
+def test_errors_survive_pickle(make) -> None:
+    error = make()
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error) and str(again) == str(error)
+    assert vars(again) == vars(error)
