@@ -31,6 +31,7 @@ from typing import Any
 from actors.errors import TerminalError
 from actors.steps.blobs import BlobRef, BlobStore
 from actors.steps.codec import Encoded, Kind, binary_size, decode, encode
+from actors.steps.refs import DurableRef
 
 INLINE_LIMIT = 256 * 1024
 MARKER = "$raystate"
@@ -70,22 +71,28 @@ def blob_to_journal(ref: BlobRef, durable_ref: bool = False) -> str:
                 size=ref.size, sha256=ref.sha256)
 
 
+def _ref_to_journal(value: BlobRef | DurableRef) -> str:
+    if isinstance(value, DurableRef):  # a step that passes a reference on
+        return blob_to_journal(value.blob, durable_ref=True)
+    return blob_to_journal(value)
+
+
 def to_journal(value: Any, inline_limit: int = INLINE_LIMIT, *, step: str = "step",
                dump: Callable[[Any], str] | None = None,
                spill: Callable[[Encoded], BlobRef] | None = None) -> str:
     """The journal text of a step result.
 
     Args:
-        value: the result (JSON value, bytes, ndarray, Arrow table or batch) or a ``BlobRef``
-            a worker wrote already.
+        value: the result (JSON value, bytes, ndarray, Arrow table or batch), a ``BlobRef``
+            a worker wrote already, or a ``DurableRef`` (journaled as the reference).
         inline_limit: a larger encoding goes to the blob store through ``spill``.
         step: named in errors.
         dump: JSON dumper (the engine passes the step's return-type serde).
         spill: writes an encoding to the blob store; without one an oversized result is a
             ``TerminalError`` (413).
     """
-    if isinstance(value, BlobRef):
-        return blob_to_journal(value)
+    if isinstance(value, BlobRef | DurableRef):
+        return _ref_to_journal(value)
     encoded = encode(value, step, dump)
     if len(encoded.payload) > inline_limit:
         if spill is None:
@@ -129,8 +136,8 @@ async def save(value: Any, *, step: str, store: BlobStore | None, invocation_id:
                dump: Callable[[Any], str] | None = None) -> str:
     """``to_journal`` for the engine: a small JSON result is journaled on the event loop, a
     result to encode at length or write to the blob store is handled on a thread."""
-    if isinstance(value, BlobRef):
-        return blob_to_journal(value)
+    if isinstance(value, BlobRef | DurableRef):
+        return _ref_to_journal(value)
     size = binary_size(value)
     if size is None or size <= min(inline_limit, _ON_LOOP):
         encoded = encode(value, step, dump)  # JSON, or small: not worth a thread hop

@@ -221,6 +221,14 @@ def test_a_corrupted_durable_ref_is_a_clear_failure(ray_session, tmp_path) -> No
         asyncio.run(ref.get())
 
 
+def test_an_unreachable_blob_store_is_retryable(ray_session, tmp_path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    spec = StepSpec("Svc", "handle", "load", "inv", 0, store_uri=str(tmp_path / "file" / "b"),
+                    durable_ref=True)
+    with pytest.raises(RemoteStepError, match="BlobStoreUnavailable"):
+        _run(make_array, 1, spec=spec)
+
+
 def test_bad_uses_are_terminal(ray_session, tmp_path) -> None:
     with pytest.raises(TerminalError, match="blob store"):
         _run(where, 1, spec=StepSpec("S", "h", "s", "inv", 0, durable_ref=True))

@@ -161,6 +161,7 @@ def test_durable_refs_are_journaled_as_references(store: BlobStore) -> None:
     back = asyncio.run(results.load(text, store,
                                     make_ref=lambda blob: DurableRef(blob, store.uri)))
     assert back == ref
+    assert to_journal(ref) == text  # a step that returns a reference it was given
     assert asyncio.run(back.get()) == b"payload"
     assert pickle.loads(pickle.dumps(ref)) == ref
     args, kwargs = resolve_args((1, ref), {"r": ref, "n": 2})
