@@ -24,7 +24,6 @@ retries, ``max_retries``), an actor that died, a lost object, a user exception -
 from __future__ import annotations
 
 import asyncio
-import inspect
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,16 +136,9 @@ def _execute(fn: Callable[..., Any], spec: StepSpec, args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> _Outcome:
     try:
         args, kwargs = resolve_args(args, kwargs)
-        value = fn(*args, **kwargs)
-        if inspect.isawaitable(value):
-            value = asyncio.run(_awaited(value))
-        return _persist(value, spec)
+        return _persist(fn(*args, **kwargs), spec)
     except TerminalError as e:
         return _Outcome(failure=e.message, failure_code=e.status_code)
-
-
-async def _awaited(value: Any) -> Any:
-    return await value
 
 
 @ray.remote(num_cpus=0)  # only I/O
@@ -166,6 +158,7 @@ def _persist_task(spec: StepSpec, value: Any) -> _Outcome:
 
 _wrappers: weakref.WeakKeyDictionary[RemoteFunction, RemoteFunction] = (
     weakref.WeakKeyDictionary())
+_bound_cache: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def _wrapper(func: RemoteFunction) -> RemoteFunction:
@@ -184,32 +177,44 @@ def _wrapper(func: RemoteFunction) -> RemoteFunction:
     return wrapped
 
 
-def _check(spec: StepSpec, options: dict[str, Any], generator: bool) -> None:
+def _check_returns(spec: StepSpec, options: dict[str, Any], generator: bool) -> None:
     if options.get("num_returns") not in (None, 1) or generator:
         raise TerminalError(f"step {spec.step!r}: a remote step returns one value (num_returns "
                             f"is {options.get('num_returns')!r})", 400)
-    if spec.durable_ref and spec.store_uri is None:
-        raise TerminalError(f"step {spec.step!r}: durable_ref=True needs a blob store", 400)
 
 
 def submit(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
            spec: StepSpec) -> ray.ObjectRef:
     """Start the step; the ``ObjectRef`` of its ``_Outcome`` (or, for an actor method without
     ``durable_ref``, of its value)."""
+    if spec.durable_ref and spec.store_uri is None:
+        raise TerminalError(f"step {spec.step!r}: durable_ref=True needs a blob store", 400)
     if isinstance(fn, ActorMethod):
-        _check(spec, {}, False)
         args = tuple(_loaded(a, spec) for a in args)
         kwargs = {k: _loaded(v, spec) for k, v in kwargs.items()}
         ref = fn.options(name=spec.task_name).remote(*args, **kwargs)
         if spec.durable_ref:
             ref = _persist_task.options(name=f"{spec.task_name}:write").remote(spec, ref)
         return ref
+    return _bound(fn, spec).remote(spec, *args, **kwargs)
+
+
+def _bound(fn: Any, spec: StepSpec) -> Any:
+    """The wrapper task with ``fn``'s options and the step's task name; cached per ``fn``
+    object and name, as Ray's ``.options()`` validates its arguments on every call."""
+    by_name = _bound_cache.get(fn)
+    if by_name is None:
+        by_name = _bound_cache[fn] = {}
+    bound = by_name.get(spec.task_name)
+    if bound is not None:
+        return bound
     func, options = (fn, {}) if isinstance(fn, RemoteFunction) else _options_of(fn) or (fn, {})
     if not isinstance(func, RemoteFunction):
         raise TypeError(f"not a Ray remote function or actor method: {fn!r}")
-    _check(spec, {**func._default_options, **options}, bool(func._is_generator))
+    _check_returns(spec, {**func._default_options, **options}, bool(func._is_generator))
     options.pop("max_calls", None)  # not allowed in .options(); the wrapper has the decorator's
-    return _wrapper(func).options(**options, name=spec.task_name).remote(spec, *args, **kwargs)
+    bound = by_name[spec.task_name] = _wrapper(func).options(**options, name=spec.task_name)
+    return bound
 
 
 def _loaded(arg: Any, spec: StepSpec) -> Any:
