@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Protocol
 
+from journal import metrics
 from journal.records import Batch, Completion, Record, StatusChange, Timer, TimerFired
 from scheduler.timers import TimerQueue, wall_clock_ms
 
@@ -104,6 +105,7 @@ class TimerScheduler:
         records: list[Record] = []
         wakes: dict[str, list[Wake]] = defaultdict(list)
         for t in timers:
+            metrics.timer_lateness((at - t.fire_at_ms) / 1000)
             records.append(TimerFired(t.timer_id, t.invocation_id, at))
             completion = None
             if t.kind == "sleep":

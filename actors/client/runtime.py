@@ -43,6 +43,7 @@ from actors.sdk.definitions import (
 )
 from actors.sdk.errors import TerminalError
 from actors.sdk.serde import ANY, check_size, check_text
+from actors.steps.runner import INLINE_LIMIT, delete_blobs, steps_config
 from journal.actor import JournalActor
 from journal.records import Outcome
 from journal.retention import DEFAULT_RETENTION, retention_seconds
@@ -187,6 +188,8 @@ class Runtime:
         suspend_after: timedelta | float = timedelta(seconds=30),
         retention: timedelta | float | None = DEFAULT_RETENTION,
         sql_timeout: timedelta | float | None = DEFAULT_SQL_TIMEOUT_S,
+        blob_store: str | os.PathLike[str] | None = None,
+        inline_limit: int = INLINE_LIMIT,
     ) -> Runtime:
         """Start the runtime's actors (or attach to the ones running in ``namespace``).
 
@@ -204,6 +207,10 @@ class Runtime:
         README.
         ``sql_timeout`` (timedelta or seconds; default 30 s): ``sql`` queries still running
         after this long are interrupted with ``SqlTimeout``; None: no limit.
+        ``blob_store`` (a path or a ``pyarrow.fs`` URI: ``file://``, ``s3://``, ``gs://`` ...;
+        default ``<data_dir>/blobs``): where ``ctx.run`` results larger than ``inline_limit``
+        bytes (default 256 KiB) and ``durable_ref=True`` results go; the journal keeps their
+        URI, size and sha256.
         """
         retention_s = retention_seconds(retention)
         sql_timeout_s = sql_timeout.total_seconds() if isinstance(sql_timeout, timedelta) \
@@ -231,6 +238,7 @@ class Runtime:
             suspend_s = 0.0
         config = {"data_dir": data_dir, "pool_size": pool_size, "suspend_after_s": suspend_s,
                   "retention_s": retention_s, "sql_timeout_s": sql_timeout_s,
+                  **steps_config(data_dir, blob_store, inline_limit),
                   "definitions": cloudpickle.dumps(list(services))}
         registered: list[ServiceDefinition] = list(services)
         existing = ray.get(journal.config.remote())
@@ -599,7 +607,7 @@ def _start_journal(data_dir: str, namespace: str) -> Any:
             scheduling_strategy=NodeAffinitySchedulingStrategy(
                 ray.get_runtime_context().get_node_id(), soft=False),
             **SYSTEM_ACTOR,
-        ).remote(data_dir)
+        ).remote(data_dir, on_pruned=delete_blobs)
     try:
         info: dict[str, Any] = ray.get(journal.info.remote())
     except UNAVAILABLE as e:

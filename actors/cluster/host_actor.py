@@ -22,6 +22,8 @@ from actors.host.object_host import InvokeRequest, ObjectHost
 from actors.host.watchdog import LoopWatchdog
 from actors.sdk.definitions import ServiceDefinition
 from actors.sdk.errors import TerminalError
+from actors.steps.runner import StepsConfig
+from journal import metrics
 from journal.records import Completion, Outcome
 from journal.transport.gctune import tune_gc
 from journal.transport.wire import WireServed
@@ -41,6 +43,10 @@ class LazyRouter:
     async def refresh(self) -> None:
         self._config = await self._journal.call("config")
         self._router = Router(self._journal.namespace, self._config)
+
+    @property
+    def config(self) -> dict | None:
+        return self._config
 
     @property
     def awakeables(self) -> AwakeableIds:
@@ -96,6 +102,7 @@ class HostActor(WireServed):
             outbox: LazyRouter = self.host.outbox  # type: ignore[assignment]
             await outbox.refresh()
             self.host.awakeables = outbox.awakeables  # ids signed with the runtime's secret
+            self.host.steps = StepsConfig.from_config(outbox.config)  # type: ignore[attr-defined]
             await self.host.start()
         except Exception:  # callers' invoke() retries start() and sees the error
             log.exception("recovery of %s failed", self.host.definition.name)
@@ -106,6 +113,7 @@ class HostActor(WireServed):
         while True:
             await asyncio.sleep(period)
             self.host.evict_idle(self.idle_timeout_s)
+            metrics.queued_invocations(self.host.name, self.mailboxes.in_flight())
             self.mailboxes.expire()
             if self.host.dedicated_key is not None and self.host.is_idle(self.idle_timeout_s):
                 log.info("dedicated host for %s idle; exiting", self.host.dedicated_key)

@@ -41,6 +41,7 @@ from actors.host.loader import StateLoader
 from actors.sdk.definitions import ServiceDefinition
 from actors.sdk.errors import AlreadyCompletedError, TerminalError
 from actors.sdk.serde import Serde
+from journal import metrics
 from journal.records import (
     Accept,
     Batch,
@@ -521,6 +522,7 @@ class ObjectHost:
     def _finish(self, inv: Invocation, out: Outcome) -> None:
         if not inv.durable.done():
             inv.durable.set_result(None)
+        metrics.invocation_done(inv.accept.service, inv.accept.handler, metrics.status_of(out))
         fut = self._outcomes.pop(inv.id, None)
         if fut is not None and not fut.done():
             fut.set_result(out)

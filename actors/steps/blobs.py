@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
-from actors.errors import TerminalError
+from actors.sdk.errors import TerminalError
 from actors.steps.codec import Encoded, Kind, Writer
 
 _CHUNK = 1 << 20

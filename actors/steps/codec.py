@@ -20,9 +20,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, BinaryIO
 
-from actors.errors import TerminalError
+from actors.sdk.errors import TerminalError
 
 Writer = Callable[[BinaryIO], object]
+
+
+INLINE_LIMIT = 256 * 1024  # a larger result goes to the blob store
+MARKER = "$raystate"  # the first key of a journaled result that is not plain JSON text
+_PREFIX = '{"' + MARKER + '":'
+
+
+def is_marked(text: str) -> bool:
+    """Whether journal text is a marked document (``actors.steps.results``), not JSON text."""
+    return text.startswith(_PREFIX)
 
 
 class Kind(StrEnum):

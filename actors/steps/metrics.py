@@ -1,104 +1,16 @@
-"""raystate's metrics, exported through ``ray.util.metrics`` under the prefix ``raystate_``.
+"""raystate's Ray metrics: kept in ``journal.metrics`` (the journal and the scheduler emit them
+too, and they import nothing of ``actors``); re-exported here for the step machinery."""
 
-Ray's metrics agent serves them on each node's Prometheus endpoint (with Ray's own prefix
-``ray_``, e.g. ``ray_raystate_invocations_total``), so Ray's dashboard and a Grafana that
-scrapes Ray show them with no set-up. Each process creates its metric objects on first use;
-a call before Ray is initialised (unit tests, a driver that has not connected), or in a process
-that never imported Ray, records nothing. Latencies are in seconds.
+from journal.metrics import (
+    PREFIX,
+    StepKind,
+    attempt_latency,
+    invocation_done,
+    journal_commit,
+    queued_invocations,
+    step_latency,
+    timer_lateness,
+)
 
-Example:
-    >>> from actors.steps import metrics
-    >>> metrics.invocation_done("Counter", "add", "succeeded")
-    >>> metrics.step_latency("Counter", "add", 0.004, remote=True)
-"""
-
-from __future__ import annotations
-
-import sys
-from enum import StrEnum
-from typing import Any
-
-PREFIX = "raystate_"
-_LATENCY_S: list[float] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10,
-                           30, 60, 300]
-_BATCH: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
-
-
-class StepKind(StrEnum):
-    LOCAL = "local"  # a function run on the host
-    REMOTE = "remote"  # a Ray task or actor method
-
-
-class _Metrics:
-    """The process's metric objects (Ray keeps one registry per process)."""
-
-    def __init__(self) -> None:
-        from ray.util.metrics import Counter, Gauge, Histogram
-
-        self.invocations = Counter(
-            PREFIX + "invocations", "Invocations that finished, by outcome",
-            tag_keys=("service", "handler", "status"))
-        self.attempt = Histogram(
-            PREFIX + "attempt_latency_seconds", "Time of one attempt of an invocation",
-            boundaries=_LATENCY_S, tag_keys=("service", "handler"))
-        self.step = Histogram(
-            PREFIX + "step_latency_seconds", "Time of one ctx.run step (not replayed ones)",
-            boundaries=_LATENCY_S, tag_keys=("service", "handler", "kind"))
-        self.commit = Histogram(
-            PREFIX + "journal_commit_latency_seconds", "Time of one journal group commit",
-            boundaries=_LATENCY_S)
-        self.batch = Histogram(
-            PREFIX + "journal_commit_batch_size", "Records in one journal group commit",
-            boundaries=_BATCH)
-        self.lateness = Histogram(
-            PREFIX + "timer_lateness_seconds", "How late a timer fired after its due time",
-            boundaries=_LATENCY_S)
-        self.queued = Gauge(
-            PREFIX + "queued_invocations", "Invocations waiting on a host", tag_keys=("host",))
-
-
-_metrics: _Metrics | None = None
-
-
-def _get() -> _Metrics | None:
-    global _metrics
-    if _metrics is not None:
-        return _metrics
-    ray: Any = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
-        return None
-    _metrics = _Metrics()
-    return _metrics
-
-
-def invocation_done(service: str, handler: str, status: str) -> None:
-    """An invocation finished: ``status`` is its outcome (``succeeded``, ``failed`` ...)."""
-    if (m := _get()) is not None:
-        m.invocations.inc(1, {"service": service, "handler": handler, "status": str(status)})
-
-
-def attempt_latency(service: str, handler: str, seconds: float) -> None:
-    if (m := _get()) is not None:
-        m.attempt.observe(seconds, {"service": service, "handler": handler})
-
-
-def step_latency(service: str, handler: str, seconds: float, remote: bool = False) -> None:
-    if (m := _get()) is not None:
-        kind = StepKind.REMOTE if remote else StepKind.LOCAL
-        m.step.observe(seconds, {"service": service, "handler": handler, "kind": kind.value})
-
-
-def journal_commit(seconds: float, batch_size: int) -> None:
-    if (m := _get()) is not None:
-        m.commit.observe(seconds)
-        m.batch.observe(batch_size)
-
-
-def timer_lateness(seconds: float) -> None:
-    if (m := _get()) is not None:
-        m.lateness.observe(max(seconds, 0.0))
-
-
-def queued_invocations(host: str, count: int) -> None:
-    if (m := _get()) is not None:
-        m.queued.set(count, {"host": host})
+__all__ = ["PREFIX", "StepKind", "attempt_latency", "invocation_done", "journal_commit",
+           "queued_invocations", "step_latency", "timer_lateness"]

@@ -33,7 +33,7 @@ import ray
 from ray.actor import ActorMethod
 from ray.remote_function import RemoteFunction
 
-from actors.errors import TerminalError
+from actors.sdk.errors import TerminalError
 from actors.steps.blobs import BlobRef, open_store
 from actors.steps.codec import binary_size, decode, writer
 from actors.steps.refs import DurableRef, resolve_args
@@ -99,6 +99,15 @@ def is_remote(fn: Any) -> bool:
     """True for a Ray remote function, its ``.options(...)``, or an actor handle's method."""
     return (isinstance(fn, RemoteFunction | ActorMethod)
             or _options_of(fn) is not None)
+
+
+def python_function(fn: Any) -> Callable[..., Any] | None:
+    """The Python function behind a remote function or its ``.options(...)`` (its return
+    annotation types the step's result); None for an actor method."""
+    if isinstance(fn, RemoteFunction):
+        return fn._function  # type: ignore[no-any-return]
+    found = _options_of(fn)
+    return None if found is None else found[0]._function  # type: ignore[no-any-return]
 
 
 def _options_of(fn: Any) -> tuple[RemoteFunction, dict[str, Any]] | None:

@@ -28,14 +28,20 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from actors.errors import TerminalError
+from actors.sdk.errors import TerminalError
 from actors.steps.blobs import BlobRef, BlobStore
-from actors.steps.codec import Encoded, Kind, binary_size, decode, encode
+from actors.steps.codec import (
+    INLINE_LIMIT,
+    MARKER,
+    Encoded,
+    Kind,
+    binary_size,
+    decode,
+    encode,
+    is_marked,
+)
 from actors.steps.refs import DurableRef
 
-INLINE_LIMIT = 256 * 1024
-MARKER = "$raystate"
-_PREFIX = '{"' + MARKER + '":'
 _ON_LOOP = 64 * 1024  # a binary result up to this size is encoded on the event loop
 
 
@@ -55,10 +61,6 @@ class Journaled:
     form: Form
     encoded: Encoded | None = None
     blob: BlobRef | None = None
-
-
-def is_marked(text: str) -> bool:
-    return text.startswith(_PREFIX)
 
 
 def _doc(form: Form, **fields: Any) -> str:

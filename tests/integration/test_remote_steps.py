@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import ray
 
-from actors.errors import TerminalError
+from actors.sdk.errors import TerminalError
 from actors.steps import results
 from actors.steps.blobs import BlobCorrupted, BlobStore
 from actors.steps.refs import DurableRef

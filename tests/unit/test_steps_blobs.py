@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from actors.errors import TerminalError
+from actors.sdk.errors import TerminalError
 from actors.steps import results
 from actors.steps.blobs import BlobCorrupted, BlobRef, BlobStore, BlobStoreUnavailable
 from actors.steps.codec import Kind, encode, writer

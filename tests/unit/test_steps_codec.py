@@ -7,7 +7,7 @@ import pickle
 import pyarrow as pa
 import pytest
 
-from actors.errors import TerminalError
+from actors.sdk.errors import TerminalError
 from actors.steps.codec import Kind, decode, encode, writer
 
 

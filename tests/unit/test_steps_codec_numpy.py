@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from actors.errors import TerminalError
+from actors.sdk.errors import TerminalError
 from actors.steps.codec import Encoded, Kind, binary_size, decode, encode
 
 np = pytest.importorskip("numpy")

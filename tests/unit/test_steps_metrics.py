@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from actors.steps import metrics
+from journal import metrics
 
 
 def _record_everything() -> None:
