@@ -4,7 +4,9 @@ Ray's metrics agent serves them on each node's Prometheus endpoint (with Ray's o
 ``ray_``, e.g. ``ray_raystate_invocations_total``), so Ray's dashboard and a Grafana that
 scrapes Ray show them with no set-up. Each process creates its metric objects on first use;
 a call before Ray is initialised (unit tests, a driver that has not connected), or in a process
-that never imported Ray, records nothing. Latencies are in seconds.
+that never imported Ray, records nothing. Latencies are in seconds. Recording is an append to
+a buffer that a thread hands to Ray each second, so the event loop never waits for Ray's
+metric calls. ``RAYSTATE_METRICS=0`` turns them off.
 
 Example:
     >>> from journal import metrics
@@ -14,8 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
 import sys
-from enum import StrEnum
+import threading
+import time
+from collections import deque
+from enum import IntEnum, StrEnum
 from typing import Any
 
 PREFIX = "raystate_"
@@ -81,45 +89,107 @@ def status_of(outcome: Any) -> InvocationStatus:
 _metrics: _Metrics | None = None
 
 
+_ENABLED = os.environ.get("RAYSTATE_METRICS", "1") != "0"  # 0: record nothing
+FLUSH_S = 1.0  # how often the buffered points reach Ray
+
+
+class _Op(IntEnum):
+    INC = 0
+    OBSERVE = 1
+    SET = 2
+
+
+Point = tuple[Any, _Op, float, tuple[tuple[str, str], ...]]
+
+
+class _Buffer:
+    """Points wait here and a daemon thread hands them to Ray every ``FLUSH_S``: recording
+    one on the event loop is a deque append, counters reach Ray summed and gauges as their
+    last value (a histogram point each)."""
+
+    def __init__(self) -> None:
+        self.points: deque[Point] = deque()
+        self.thread = threading.Thread(target=self._loop, name="raystate-metrics", daemon=True)
+        self.thread.start()
+        atexit.register(self.flush)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_S)
+            try:
+                self.flush()
+            except Exception:  # a metric never breaks the process that records it
+                logging.getLogger("raystate.metrics").debug("flush failed", exc_info=True)
+
+    def flush(self) -> None:
+        sums: dict[tuple[Any, tuple[tuple[str, str], ...]], float] = {}
+        last: dict[tuple[Any, tuple[tuple[str, str], ...]], float] = {}
+        while self.points:
+            metric, op, value, tags = self.points.popleft()
+            if op is _Op.OBSERVE:
+                metric.observe(value, dict(tags))
+            elif op is _Op.INC:
+                sums[metric, tags] = sums.get((metric, tags), 0.0) + value
+            else:
+                last[metric, tags] = value
+        for (metric, tags), value in sums.items():
+            metric.inc(value, dict(tags))
+        for (metric, tags), value in last.items():
+            metric.set(value, dict(tags))
+
+
+_buffer: _Buffer | None = None
+
+
 def _get() -> _Metrics | None:
-    global _metrics
+    global _metrics, _buffer
     if _metrics is not None:
         return _metrics
     ray: Any = sys.modules.get("ray")
+    if not _ENABLED:
+        return None
     if ray is None or not ray.is_initialized():
         return None
     _metrics = _Metrics()
+    _buffer = _Buffer()
     return _metrics
+
+
+def _put(metric: Any, op: _Op, value: float, *tags: tuple[str, str]) -> None:
+    assert _buffer is not None
+    _buffer.points.append((metric, op, value, tags))
 
 
 def invocation_done(service: str, handler: str, status: str) -> None:
     """An invocation finished: ``status`` is its outcome (``succeeded``, ``failed`` ...)."""
     if (m := _get()) is not None:
-        m.invocations.inc(1, {"service": service, "handler": handler, "status": str(status)})
+        _put(m.invocations, _Op.INC, 1, ("service", service), ("handler", handler),
+             ("status", str(status)))
 
 
 def attempt_latency(service: str, handler: str, seconds: float) -> None:
     if (m := _get()) is not None:
-        m.attempt.observe(seconds, {"service": service, "handler": handler})
+        _put(m.attempt, _Op.OBSERVE, seconds, ("service", service), ("handler", handler))
 
 
 def step_latency(service: str, handler: str, seconds: float, remote: bool = False) -> None:
     if (m := _get()) is not None:
         kind = StepKind.REMOTE if remote else StepKind.LOCAL
-        m.step.observe(seconds, {"service": service, "handler": handler, "kind": kind.value})
+        _put(m.step, _Op.OBSERVE, seconds, ("service", service), ("handler", handler),
+             ("kind", kind.value))
 
 
 def journal_commit(seconds: float, batch_size: int) -> None:
     if (m := _get()) is not None:
-        m.commit.observe(seconds)
-        m.batch.observe(batch_size)
+        _put(m.commit, _Op.OBSERVE, seconds)
+        _put(m.batch, _Op.OBSERVE, batch_size)
 
 
 def timer_lateness(seconds: float) -> None:
     if (m := _get()) is not None:
-        m.lateness.observe(max(seconds, 0.0))
+        _put(m.lateness, _Op.OBSERVE, max(seconds, 0.0))
 
 
 def queued_invocations(host: str, count: int) -> None:
     if (m := _get()) is not None:
-        m.queued.set(count, {"host": host})
+        _put(m.queued, _Op.SET, count, ("host", host))

@@ -359,7 +359,8 @@ class InvocationContext(WorkflowContext):
         if self._cursor.unflushed_run or self._host.depends_on_uncommitted(self._inv):
             await self._host.submit(self._inv, self._cursor.take())
         failures = 0
-        idx, inv, t0 = self._cursor.index, self._inv, time.monotonic()
+        idx, inv = self._cursor.index, self._inv
+        t0 = time.monotonic() if remote else 0.0
         self._at = (idx, "run", name)
         step = steps.RemoteStep.make(fn, config, self._spec.definition.name, self._spec.name,
                                      name, inv.id, idx, durable_ref, serde,
@@ -387,8 +388,9 @@ class InvocationContext(WorkflowContext):
                     await self._durable()
                     raise err from e
                 await asyncio.sleep(retry_policy.delay(failures))
-        metrics.step_latency(self._spec.definition.name, self._spec.name,
-                             time.monotonic() - t0, remote=remote)
+        if remote:  # a local step's time is in its attempt's (Ray's record costs ~2 us)
+            metrics.step_latency(self._spec.definition.name, self._spec.name,
+                                 time.monotonic() - t0, remote=True)
         data, value = await steps.journal(result, serde, name, inv.id, idx, config,
                                           durable_ref, step)
         self._cursor.record("run", name, result=data)

@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import ray
 
@@ -87,12 +86,21 @@ def test_the_host_keeps_running_other_keys_while_a_remote_step_computes(
     assert slow.result(timeout=60) == 42
 
 
+def _rss(pid: int) -> int:
+    """A process's resident set size in bytes (Linux: /proc; the host runs on this node)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def _rss_sampler(pid: int) -> tuple[threading.Event, list[int]]:
-    proc, samples, stop = psutil.Process(pid), [], threading.Event()
+    samples: list[int] = []
+    stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append(proc.memory_info().rss)
+            samples.append(_rss(pid))
             stop.wait(0.01)
 
     threading.Thread(target=sample, daemon=True).start()
@@ -103,7 +111,7 @@ def test_a_200mb_durable_ref_flows_through_three_steps_outside_the_host(srt: Run
                                                                          tmp_path) -> None:
     srt.call(apps.quick, key="big", arg=apps.Job(ledger=ledger))  # the host is up and warm
     pid = host_pid(srt, "RaySteps", "big")
-    before = psutil.Process(pid).memory_info().rss
+    before = _rss(pid)
     stop, samples = _rss_sampler(pid)
     handle = srt.send(apps.big_ref, key="big", arg=apps.Job(ledger=ledger, megabytes=200))
     try:
