@@ -8,8 +8,9 @@ mapping) against the same no-op as a plain ``@ray.remote`` task awaited directly
 concurrency (that many coroutines on one event loop, each awaiting its step in turn): p50/p99
 latency and throughput. Then one array of ``--megabytes`` made in a worker: through
 ``durable_ref=True`` (the worker encodes it and writes the blob store) against the raw object
-store (the worker returns it, the driver gets it). This measures the step machinery before it
-is wired into ``ctx.run``: the journal's commit of each step comes on top.
+store (the worker returns it, the driver gets it). Last, the same no-op as the one step of a durable
+invocation (``rt.call_async`` of a handler that does ``await ctx.run("noop", noop)``): what a
+caller sees end to end, the journal's commits included, against the raw task.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from typing import Any
 
 import ray
 
+from actors import Context, Runtime, Service
 from actors.steps.remote import StepSpec, run_remote
+
+bench = Service("RemoteStepBench")
 
 
 @ray.remote(num_cpus=1)  # as many at once as there are CPUs (0 would start a worker per task)
@@ -82,6 +86,34 @@ async def _noop_runs(store: str, concurrency: list[int], seconds: float) -> list
     return out
 
 
+@bench.handler()
+async def one_step(ctx: Context) -> int:
+    return await ctx.run("noop", noop)  # type: ignore[no-any-return]
+
+
+def _durable_runs(data_dir: str, concurrency: list[int], seconds: float) -> list[dict[str, Any]]:
+    rt = Runtime.start([bench], data_dir=data_dir, namespace="bench-remote-steps", pool_size=1)
+    out = []
+    try:
+        async def run() -> None:
+            for c in concurrency:
+                def raw_call() -> Any:
+                    return noop.remote()
+
+                def call() -> Any:
+                    return rt.call_async(one_step)
+
+                await _load(call, c, 1.0)
+                raw = await _load(raw_call, c, seconds)
+                durable = await _load(call, c, seconds)
+                out.append({"concurrency": c, "raw": raw, "invocation": durable})
+
+        asyncio.run(run())
+    finally:
+        rt.shutdown()
+    return out
+
+
 async def _big(store: str, megabytes: int) -> dict[str, float]:
     t0 = time.perf_counter()
     ref = (await run_remote(array, (megabytes,), {}, _spec(store, 1, durable_ref=True))).value
@@ -107,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         store = os.path.join(tmp, "blobs")
         levels = [int(c) for c in args.concurrency.split(",")]
         report = {"noop": asyncio.run(_noop_runs(store, levels, args.seconds)),
-                  "big": asyncio.run(_big(store, args.megabytes))}
+                  "big": asyncio.run(_big(store, args.megabytes)),
+                  "invocation": _durable_runs(os.path.join(tmp, "data"), levels,
+                                              args.seconds)}
     ray.shutdown()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -118,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
               f" | step {step['per_s']:8.0f}/s p50 {step['p50_ms']:6.2f} ms p99 "
               f"{step['p99_ms']:6.2f} ms | overhead p50 {row['overhead_p50_ms']:+.2f} ms, "
               f"throughput {row['throughput_ratio']:.0%}")
+    for row in report["invocation"]:
+        raw, inv = row["raw"], row["invocation"]
+        print(f"c={row['concurrency']:<3} raw {raw['per_s']:8.0f}/s p50 {raw['p50_ms']:6.2f} ms"
+              f" | invocation with the step {inv['per_s']:8.0f}/s p50 {inv['p50_ms']:6.2f} ms "
+              f"p99 {inv['p99_ms']:6.2f} ms")
     big = report["big"]
     print(f"{big['megabytes']} MB array: durable_ref {big['durable_ref_s']:.2f} s (worker "
           f"writes {big['blob_bytes']:,} bytes) | object store {big['object_store_s']:.2f} s")
