@@ -24,6 +24,7 @@ retries, ``max_retries``), an actor that died, a lost object, a user exception -
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -260,6 +261,10 @@ async def run_remote(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     ref = submit(fn, args, kwargs, spec)
     try:
         out = await ref
+    except asyncio.CancelledError:  # the invocation was killed (or its host is closing)
+        with contextlib.suppress(Exception):
+            ray.cancel(ref)
+        raise
     except ray.exceptions.RayTaskError as e:
         cause = getattr(e, "cause", None)
         if isinstance(cause, TerminalError):  # an actor method's (tasks return it as data)

@@ -176,3 +176,19 @@ async def adopts(ctx: ObjectContext, job: Job) -> float:
     crash_once(job.marker)
     ref = await ctx.run("make", make_array, job.megabytes, job.ledger, durable_ref=True)
     return float((await ref.get()).sum())
+
+
+@ray.remote(num_cpus=0.5)
+def until_cancelled(ledger: str) -> None:
+    append(ledger, "start")
+    try:
+        for _ in range(12_000):  # short sleeps: the interrupt is raised between them
+            time.sleep(0.01)
+    except KeyboardInterrupt:  # ray.cancel interrupts a running task so
+        append(ledger, "cancelled")
+        raise
+
+
+@ray_steps.handler()
+async def long_step(ctx: ObjectContext, job: Job) -> None:
+    await ctx.run("long", until_cancelled, job.ledger)

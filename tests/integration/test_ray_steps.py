@@ -232,3 +232,14 @@ def test_an_invocation_with_a_remote_step_shows_on_rays_metrics_endpoint(srt: Ru
                                 service="RaySteps") or 0) >= 3
     assert (metrics_test._value(s, "ray_raystate_journal_commit_batch_size_count") or 0) >= 1
     assert metrics_test._value(s, "ray_raystate_queued_invocations") is not None
+
+
+def test_killing_an_invocation_cancels_its_running_remote_step(srt: Runtime, ledger) -> None:
+    handle = srt.send(apps.long_step, key="kill", arg=apps.Job(ledger=ledger))
+    assert_eventually(lambda: "start" in ledger_lines(ledger), timeout=60,
+                      message="the step started")
+    srt.kill(handle.id)
+    with pytest.raises(TerminalError, match="killed"):
+        handle.result(timeout=60)
+    assert_eventually(lambda: "cancelled" in ledger_lines(ledger), timeout=60,
+                      message="the step's task was cancelled")
