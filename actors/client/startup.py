@@ -22,6 +22,7 @@ from actors.cluster.names import JOURNAL, SCHEDULER, default_pool_size
 from actors.cluster.remote import UNAVAILABLE
 from actors.cluster.router import SYSTEM_ACTOR, Router, preferred_node
 from actors.sdk.definitions import ServiceDefinition, VirtualObject, Workflow
+from actors.steps.runner import INLINE_LIMIT, delete_blobs, steps_config
 from journal.actor import JournalActor
 from journal.retention import retention_seconds
 from journal.store import DataDirError
@@ -38,6 +39,8 @@ def prepare(
     suspend_after: timedelta | float,
     retention: timedelta | float | None,
     sql_timeout: timedelta | float | None,
+    blob_store: str | os.PathLike[str] | None = None,
+    inline_limit: int = INLINE_LIMIT,
 ) -> tuple[dict[str, Any], Any]:
     """``Runtime.start`` up to the client: check the arguments, start (or attach to) the
     journal and scheduler actors, and agree on the runtime's config with a running one. Returns
@@ -68,6 +71,7 @@ def prepare(
         suspend_s = 0.0
     config = {"data_dir": data_dir, "pool_size": pool_size, "suspend_after_s": suspend_s,
               "retention_s": retention_s, "sql_timeout_s": sql_timeout_s,
+              **steps_config(data_dir, blob_store, inline_limit),
               "definitions": cloudpickle.dumps(list(services))}
     registered: list[ServiceDefinition] = list(services)
     existing = ray.get(journal.config.remote())
@@ -171,7 +175,7 @@ def _start_journal(data_dir: str, namespace: str) -> Any:
             scheduling_strategy=NodeAffinitySchedulingStrategy(
                 ray.get_runtime_context().get_node_id(), soft=False),
             **SYSTEM_ACTOR,
-        ).remote(data_dir)
+        ).remote(data_dir, on_pruned=delete_blobs)
     try:
         info: dict[str, Any] = ray.get(journal.info.remote())
     except UNAVAILABLE as e:
