@@ -37,6 +37,7 @@ from journal.errors import (
 
 if TYPE_CHECKING:
     from actors.client.runtime import InvocationHandle, Runtime
+    from actors.steps.refs import DurableRef
 
 _LAZY = {"Runtime", "InvocationHandle"}
 
@@ -46,6 +47,10 @@ def __getattr__(name: str) -> Any:
         from actors.client import runtime
 
         return getattr(runtime, name)
+    if name == "DurableRef":  # imports pyarrow: only when asked for
+        from actors.steps.refs import DurableRef
+
+        return DurableRef
     raise AttributeError(f"module 'actors' has no attribute {name!r}")
 
 
@@ -56,6 +61,7 @@ __all__ = [
     "DataDirError",
     "DefinitionError",
     "DurablePromise",
+    "DurableRef",
     "InvocationHandle",
     "JournalMismatch",
     "ObjectContext",

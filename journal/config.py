@@ -37,6 +37,9 @@ class RuntimeConfig:
             journal never unpickles them).
         secret: the data dir's secret (hex), added by the journal actor when it hands the
             config out; never written to the config file.
+        blob_store: where ``ctx.run`` results over ``inline_limit`` bytes go (a ``pyarrow.fs``
+            URI; None: none, as in a config written before blob stores).
+        inline_limit: the largest step result kept in the journal itself, in bytes.
     """
 
     data_dir: str = ""
@@ -46,6 +49,8 @@ class RuntimeConfig:
     sql_timeout_s: float | None = DEFAULT_SQL_TIMEOUT_S
     definitions: bytes = b""
     secret: str | None = None
+    blob_store: str | None = None
+    inline_limit: int = 256 * 1024
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RuntimeConfig:

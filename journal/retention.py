@@ -118,6 +118,7 @@ class PruneStats:
     delete_seconds: float = 0.0  # the DELETEs and the pauses between them
     checkpointed: bool = False
     checkpoint_seconds: float = 0.0
+    gone: tuple[str, ...] = ()  # the ids of the invocations removed (their blobs go too)
 
 
 _KINDS = ", ".join(f"'{k}'" for k in INVOCATION_KINDS)
@@ -194,9 +195,11 @@ def prune(
             _CUTOFFS, {"cutoff": cutoff_ms, "batch_cutoff": batch_cutoff_ms}).fetchall()[0]
         parts: list[str] = []
         params: dict[str, object] = {}
+        gone: tuple[str, ...] = ()
         if done is not None:
             cur.execute(_GONE, {"done": done})
-            if cur.execute("SELECT count(*) FROM raystate_gone").fetchall()[0][0]:
+            gone = tuple(r[0] for r in cur.execute("SELECT id FROM raystate_gone").fetchall())
+            if gone:
                 parts.append(_INVOCATION_ROWS)
             if compact_state and done > state_since:
                 parts.append(_STATE_VERSIONS)
@@ -231,7 +234,8 @@ def prune(
     checkpointed = bool(rows) and checkpoint and _checkpoint(cur)
     end = time.perf_counter()
     stats = PruneStats(sum(c[4] for c in plan), rows, len(plan), end - started,
-                       selected - started, deleted - selected, checkpointed, end - deleted)
+                       selected - started, deleted - selected, checkpointed, end - deleted,
+                       gone)
     return stats, state_since if done is None or not compact_state else max(done, state_since)
 
 

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Protocol
 
+from journal import metrics
 from journal.clock import now_ms
 from journal.kinds import InvocationStatus, TimerKind
 from journal.records import Batch, Completion, Record, StatusChange, Timer, TimerFired
@@ -108,6 +109,7 @@ class TimerScheduler:
         records: list[Record] = []
         wakes: dict[str, list[Wake]] = defaultdict(list)
         for t in timers:
+            metrics.timer_lateness((at - t.fire_at_ms) / 1000)
             records.append(TimerFired(t.timer_id, t.invocation_id, at))
             completion = None
             if t.kind == TimerKind.SLEEP:

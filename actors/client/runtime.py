@@ -40,6 +40,7 @@ from actors.sdk.definitions import (
 )
 from actors.sdk.errors import TerminalError
 from actors.sdk.serde import ANY, check_size, check_text
+from actors.steps.runner import INLINE_LIMIT
 from journal.config import RuntimeConfig
 from journal.errors import StatusCode
 from journal.kinds import InvokeMode
@@ -191,6 +192,8 @@ class Runtime:
         suspend_after: timedelta | float = timedelta(seconds=30),
         retention: timedelta | float | None = DEFAULT_RETENTION,
         sql_timeout: timedelta | float | None = DEFAULT_SQL_TIMEOUT_S,
+        blob_store: str | os.PathLike[str] | None = None,
+        inline_limit: int = INLINE_LIMIT,
     ) -> Runtime:
         """Start the runtime's actors (or attach to the ones running in ``namespace``).
 
@@ -208,11 +211,16 @@ class Runtime:
         README.
         ``sql_timeout`` (timedelta or seconds; default 30 s): ``sql`` queries still running
         after this long are interrupted with ``SqlTimeout``; None: no limit.
+        ``blob_store`` (a path or a ``pyarrow.fs`` URI: ``file://``, ``s3://``, ``gs://`` ...;
+        default ``<data_dir>/blobs``): where ``ctx.run`` results larger than ``inline_limit``
+        bytes (default 256 KiB) and ``durable_ref=True`` results go; the journal keeps their
+        URI, size and sha256.
         """
         config, journal = prepare(
             services, data_dir=data_dir, namespace=namespace, address=address,
             pool_size=pool_size, suspend_after=suspend_after, retention=retention,
-            sql_timeout=sql_timeout)
+            sql_timeout=sql_timeout, blob_store=blob_store,
+            inline_limit=inline_limit)
         rt = cls(namespace, config)
         start_hosts(rt.router, journal, list(services))
         return rt

@@ -23,6 +23,7 @@ from actors.cluster.names import JOURNAL, SCHEDULER, default_pool_size
 from actors.cluster.remote import UNAVAILABLE
 from actors.cluster.router import SYSTEM_ACTOR, Router, preferred_node
 from actors.sdk.definitions import ServiceDefinition, VirtualObject, Workflow
+from actors.steps.runner import INLINE_LIMIT, delete_blobs, steps_config
 from journal.actor import JournalActor
 from journal.config import RuntimeConfig
 from journal.errors import DataDirError
@@ -40,6 +41,8 @@ def prepare(
     suspend_after: timedelta | float,
     retention: timedelta | float | None,
     sql_timeout: timedelta | float | None,
+    blob_store: str | os.PathLike[str] | None = None,
+    inline_limit: int = INLINE_LIMIT,
 ) -> tuple[RuntimeConfig, Any]:
     """``Runtime.start`` up to the client: check the arguments, start (or attach to) the
     journal and scheduler actors, and agree on the runtime's config with a running one. Returns
@@ -70,7 +73,8 @@ def prepare(
         suspend_s = 0.0
     config = RuntimeConfig(data_dir=data_dir, pool_size=pool_size, suspend_after_s=suspend_s,
                            retention_s=retention_s, sql_timeout_s=sql_timeout_s,
-                           definitions=cloudpickle.dumps(list(services)))
+                           definitions=cloudpickle.dumps(list(services)),
+                           **steps_config(data_dir, blob_store, inline_limit))
     registered: list[ServiceDefinition] = list(services)
     existing = ray.get(journal.config.remote())
     if existing:  # attach: the running runtime's layout wins
@@ -174,7 +178,7 @@ def _start_journal(data_dir: str, namespace: str) -> Any:
             scheduling_strategy=NodeAffinitySchedulingStrategy(
                 ray.get_runtime_context().get_node_id(), soft=False),
             **SYSTEM_ACTOR,
-        ).remote(data_dir)
+        ).remote(data_dir, on_pruned=delete_blobs)
     try:
         failure: str | None = ray.get(journal.start_error.remote())
         info: dict[str, Any] = ray.get(journal.info.remote()) if failure is None else {}

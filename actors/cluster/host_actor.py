@@ -23,6 +23,8 @@ from actors.host.requests import InvokeRequest
 from actors.host.watchdog import LoopWatchdog
 from actors.sdk.definitions import ServiceDefinition
 from actors.sdk.errors import TerminalError
+from actors.steps.runner import StepsConfig
+from journal import metrics
 from journal.config import RuntimeConfig
 from journal.errors import StatusCode
 from journal.records import Completion, Outcome
@@ -44,6 +46,10 @@ class LazyRouter:
     async def refresh(self) -> None:
         self._config = RuntimeConfig.from_dict(await self._journal.call("config"))
         self._router = Router(self._journal.namespace, self._config, HostActor)
+
+    @property
+    def config(self) -> RuntimeConfig | None:
+        return self._config
 
     @property
     def awakeables(self) -> AwakeableIds:
@@ -100,6 +106,7 @@ class HostActor(WireServed):
             outbox: LazyRouter = self.host.outbox  # type: ignore[assignment]
             await outbox.refresh()
             self.host.awakeables = outbox.awakeables  # ids signed with the runtime's secret
+            self.host.steps = StepsConfig.from_config(outbox.config)  # type: ignore[attr-defined]
             await self.host.start()
         except Exception:  # callers' invoke() retries start() and sees the error
             log.exception("recovery of %s failed", self.host.definition.name)
@@ -110,6 +117,7 @@ class HostActor(WireServed):
         while True:
             await asyncio.sleep(period)
             self.host.evict_idle(self.idle_timeout_s)
+            metrics.queued_invocations(self.host.name, self.mailboxes.in_flight())
             self.mailboxes.expire()
             if self.host.dedicated_key is not None and self.host.is_idle(self.idle_timeout_s):
                 log.info("dedicated host for %s idle; exiting", self.host.dedicated_key)

@@ -21,6 +21,7 @@ import hashlib
 import inspect
 import json
 import logging
+import time
 import typing
 from collections.abc import Callable
 from datetime import timedelta
@@ -41,6 +42,9 @@ from actors.engine.statereads import StateReads
 from actors.sdk.contexts import DeterministicRandom, WorkflowContext
 from actors.sdk.errors import JournalMismatch, RetryPolicy, TerminalError
 from actors.sdk.serde import ANY, Serde, check_size, check_text
+from actors.steps import runner as steps
+from actors.steps.codec import is_marked
+from journal import metrics
 from journal.clock import now_ms
 from journal.errors import StatusCode
 from journal.kinds import EntryType, TimerKind
@@ -97,23 +101,34 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
     # -- journaled actions -------------------------------------------------------------------
 
     async def run(self, name: str, fn: Callable[..., Any], *args: Any,
-                  retry_policy: RetryPolicy | None = None, **kwargs: Any) -> Any:
+                  retry_policy: RetryPolicy | None = None, durable_ref: bool = False,
+                  **kwargs: Any) -> Any:
         if not isinstance(name, str):
             raise TypeError("ctx.run(name, fn, ...): name must be a string")
-        serde = _return_serde(fn)
+        remote = steps.is_remote(fn)  # a Ray task or actor method (actors.steps)
+        serde = _return_serde(steps.annotated(fn) if remote else fn)
         self._cancel_point()
         entry = self._cursor.replay(EntryType.RUN, name)
+        config: steps.StepsConfig = getattr(self._host, "steps", steps.NO_STORE)
         if entry is not None:
             if entry.failure is not None:
                 raise TerminalError(entry.failure, entry.failure_code or StatusCode.INTERNAL)
+            if entry.result is not None and is_marked(entry.result):  # binary, blob or ref
+                return await steps.replayed(entry.result, serde, config)
             return serde.load(entry.result) if entry.result is not None else None
         if self._cursor.unflushed_run or self._host.depends_on_uncommitted(self._inv):
             await self._host.submit(self._inv, self._cursor.take())
         failures = 0
-        self._at = (self._cursor.index, EntryType.RUN, name)
+        idx, inv = self._cursor.index, self._inv
+        t0 = time.monotonic() if remote else 0.0
+        self._at = (idx, EntryType.RUN, name)
+        step = steps.RemoteStep.make(fn, config, self._spec.definition.name, self._spec.name,
+                                     name, inv.id, idx, durable_ref, serde,
+                                     adopt=not inv.first_run) if remote else None
         while True:
             try:
-                result = await self._action(fn, args, kwargs)
+                result = await (step.run(args, kwargs) if step is not None
+                                else self._action(fn, args, kwargs))
                 break
             except TerminalError as e:
                 self._cursor.record(EntryType.RUN, name, failure=e)
@@ -133,18 +148,15 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
                     await self._durable()
                     raise err from e
                 await asyncio.sleep(retry_policy.delay(failures))
-        try:
-            data = serde.dump(result)
-        except Exception as e:
-            raise TerminalError(
-                f"ctx.run({name!r}) returned a value that is not JSON-serializable "
-                f"({type(result).__name__}): {e}"
-            ) from None
-        check_size(data, f"the result of ctx.run({name!r})")
+        if remote:  # a local step's time is in its attempt's (Ray's record costs ~2 us)
+            metrics.step_latency(self._spec.definition.name, self._spec.name,
+                                 time.monotonic() - t0, remote=True)
+        data, value = await steps.journal(result, serde, name, inv.id, idx, config,
+                                          durable_ref, step)
         self._cursor.record(EntryType.RUN, name, result=data)
         self._at = None
         await self._durable()
-        return serde.load(data)
+        return value
 
     async def _action(self, fn: Callable[..., Any], args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from actors.engine.context import InvocationContext
 from actors.engine.failures import describe, report
@@ -17,6 +18,7 @@ from actors.engine.invocation import (
 )
 from actors.engine.ports import HostPort
 from actors.sdk.errors import TerminalError
+from journal import metrics
 from journal.clock import now_ms
 from journal.errors import StatusCode
 from journal.kinds import InvocationStatus, TimerKind
@@ -37,6 +39,7 @@ async def execute(
     while True:
         inv.attempts += 1
         ctx = InvocationContext(host, inv, state)
+        started = time.monotonic()
         out: Outcome | None
         failed: list[Record] = []
         try:
@@ -68,6 +71,7 @@ async def execute(
             out = Outcome(False, None, e.message, e.status_code)
         except BaseException as e:  # Exception, JournalMismatch, SystemExit ... of user code
             out, failed = _attempt_failed(host, inv, ctx, e)
+        metrics.attempt_latency(spec.definition.name, spec.name, time.monotonic() - started)
         if out is None:  # back off; a cancellation request ends that early: the next attempt
             # meets it
             await host.await_completion(inv, retry_index(inv.retry_count),

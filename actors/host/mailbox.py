@@ -92,5 +92,9 @@ class Mailboxes:
             del self._boxes[token]
         return len(gone)
 
+    def in_flight(self) -> int:
+        """Requests accepted whose results are not yet in a mailbox (the ``queued`` metric)."""
+        return sum(len(b.tasks) for b in self._boxes.values())
+
     def __len__(self) -> int:
         return len(self._boxes)

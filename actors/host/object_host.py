@@ -36,6 +36,7 @@ from actors.host.outbound import Outbound
 from actors.host.promises import Promises
 from actors.host.requests import InvokeRequest
 from actors.host.slots import KeySlot, Parked
+from journal import metrics
 from journal.clock import now_ms
 from journal.errors import StatusCode
 from journal.kinds import EntryType, InvocationStatus, InvokeMode, TimerKind
@@ -338,6 +339,7 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
     def _finish(self, inv: Invocation, out: Outcome) -> None:
         if not inv.durable.done():
             inv.durable.set_result(None)
+        metrics.invocation_done(inv.accept.service, inv.accept.handler, metrics.status_of(out))
         fut = self._outcomes.pop(inv.id, None)
         if fut is not None and not fut.done():
             fut.set_result(out)

@@ -47,6 +47,7 @@ class Context(ABC):
         fn: Callable[..., T] | Callable[..., Awaitable[T]],
         *args: Any,
         retry_policy: RetryPolicy | None = None,
+        durable_ref: bool = False,
         **kwargs: Any,
     ) -> T:
         """Run a side effect once and journal its result (or its ``TerminalError``).
@@ -56,6 +57,12 @@ class Context(ABC):
         attempt (the invocation is retried from its journal), unless ``retry_policy`` is given:
         then ``fn`` is retried in place and, once the policy is exhausted, a ``TerminalError`` is
         journaled and raised.
+
+        ``fn`` may be a Ray remote function (or its ``.options(...)``) or a Ray actor's method:
+        the step runs as a Ray task (named ``service/handler/step``) or on that actor, and the
+        host awaits it without blocking. Results may be JSON values, ``bytes``,
+        ``numpy.ndarray`` or ``pyarrow.Table``/``RecordBatch``; large ones go to the blob
+        store. ``durable_ref=True`` returns a ``DurableRef`` (the value stays in the blob store).
         """
 
     @abstractmethod

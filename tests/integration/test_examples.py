@@ -93,3 +93,11 @@ def test_food_order_example(ray_session: None, tmp_path) -> None:
             assert delivered_at is not None and delivered_at >= due, (oid, delivered_at, due)
         else:
             assert charged == [] and charge_id is None, (oid, charged)
+
+
+def test_embeddings_example(ray_session: None, tmp_path) -> None:
+    out = run_example("embeddings.py", tmp_path)
+    assert "index over 2000 documents x 256 dims; nearest to doc 0: [[0, 1.0]" in out
+    assert "embed ran 2 times (its first worker was killed half-way)" in out
+    assert "both in the blob store" in out
+    assert out.count('"$raystate":"ref"') == 2, out

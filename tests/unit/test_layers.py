@@ -1,8 +1,8 @@
 """The dependency arrows point one way: no import cycle between files, and no module imports a
-higher layer (journal <- scheduler <- actors.sdk <- engine <- host <- cluster <- client <- the
-``actors`` facade). Imports at the top and inside functions count for both; imports under
-``if TYPE_CHECKING:`` count for the layers (a type is a dependency too) but not for cycles (they
-never run)."""
+higher layer (journal <- scheduler <- actors.sdk <- actors.steps <- engine <- host <- cluster <-
+client <- the ``actors`` facade). Imports at the top and inside functions count for both;
+imports under ``if TYPE_CHECKING:`` count for the layers (a type is a dependency too) but not for
+cycles (they never run)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("actors", "journal", "scheduler")
 # lowest first: a module may import its own layer and the ones before it
-LAYERS = ("journal", "scheduler", "actors.sdk", "actors.engine", "actors.host",
+LAYERS = ("journal", "scheduler", "actors.sdk", "actors.steps", "actors.engine", "actors.host",
           "actors.cluster", "actors.client", "actors")
 
 
