@@ -347,7 +347,6 @@ class JournalActor(GroupCommitJournal, WireServed):
                  ) -> None:
         tune_gc()
         owner_only_umask()  # a process of its own: what DuckDB makes later is owner-only too
-        self.on_pruned = on_pruned
         self.start_failure: str | None = None
         try:
             super().__init__(data_dir)
@@ -359,6 +358,7 @@ class JournalActor(GroupCommitJournal, WireServed):
             # The first start: keep the reason, so ``Runtime.start`` gets it back as data
             # (``start_error``) and raises ``DataDirError``, then kills this actor.
             self.start_failure = str(e)
+        self.on_pruned = on_pruned  # after the store's __init__, which sets it to None
 
     def start_error(self) -> str | None:
         """Why this actor could not open its data dir (a ``DataDirError``'s message), or None."""
