@@ -48,14 +48,25 @@ from benchmarks import chaos_checks as checks
 from journal.kinds import InvocationStatus
 from journal.retry import Backoff, retry, retry_sync
 
-FAULTS = ("host_kill", "handler_exit", "await_exit", "journal_kill", "scheduler_kill",
-          "driver_kill", "hostile_neighbour", "poison")
+FAULTS = (
+    "host_kill",
+    "handler_exit",
+    "await_exit",
+    "journal_kill",
+    "scheduler_kill",
+    "driver_kill",
+    "hostile_neighbour",
+    "poison",
+)
 NEIGHBOUR_S = 4.0  # how long one hostile neighbour floods
 POISON_KILL_AFTER = 2  # attempts a never-healing poisoned invocation fails before it is killed
 DRIVER_INCREMENTS = 60
 TOKEN_GRACE_S = 20.0  # how long the load goes on past the end for crash tokens to be taken
-SYSTEM_ACTORS = (JOURNAL, SCHEDULER, *(host_name(s, i) for s, i in product(
-    checks.HOST_SERVICES, range(checks.POOL_SIZE))))
+SYSTEM_ACTORS = (
+    JOURNAL,
+    SCHEDULER,
+    *(host_name(s, i) for s, i in product(checks.HOST_SERVICES, range(checks.POOL_SIZE))),
+)
 
 
 @dataclass
@@ -80,24 +91,37 @@ class Report:
 
     def render(self) -> str:
         landed = ", ".join(f"{k}={self.faults[k]}/{n}" for k, n in sorted(self.scheduled.items()))
-        lines = [f"chaos seed={self.seed}: {self.invocations} invocations in {self.seconds:.0f}s",
-                 f"  throughput: {self.calm_per_s:.0f}/s without faults, "
-                 f"{self.faulty_per_s:.0f}/s during faults",
-                 "  faults landed/scheduled: " + (landed or "none"),
-                 "  schedule: " + ", ".join(self.schedule[:10])
-                 + (f" ... ({len(self.schedule)} in all)" if len(self.schedule) > 10 else ""),
-                 "  recoveries: " + ", ".join(f"{k}={v}" for k, v in self.recoveries.items()),
-                 f"  client retries after errors: {self.client_retries}",
-                 "  stats: " + json.dumps(self.stats, sort_keys=True),
-                 "  invariants:"]
-        lines += [f"    {'PASS' if v == 'ok' else 'FAIL'} {k}" + ("" if v == "ok" else f": {v}")
-                  for k, v in self.checks.items()]
+        lines = [
+            f"chaos seed={self.seed}: {self.invocations} invocations in {self.seconds:.0f}s",
+            f"  throughput: {self.calm_per_s:.0f}/s without faults, "
+            f"{self.faulty_per_s:.0f}/s during faults",
+            "  faults landed/scheduled: " + (landed or "none"),
+            "  schedule: "
+            + ", ".join(self.schedule[:10])
+            + (f" ... ({len(self.schedule)} in all)" if len(self.schedule) > 10 else ""),
+            "  recoveries: " + ", ".join(f"{k}={v}" for k, v in self.recoveries.items()),
+            f"  client retries after errors: {self.client_retries}",
+            "  stats: " + json.dumps(self.stats, sort_keys=True),
+            "  invariants:",
+        ]
+        lines += [
+            f"    {'PASS' if v == 'ok' else 'FAIL'} {k}" + ("" if v == "ok" else f": {v}")
+            for k, v in self.checks.items()
+        ]
         return "\n".join(lines)
 
 
 class Chaos:
-    def __init__(self, work_dir: Path, seed: int, seconds: float, *, restarts: bool,
-                 namespace: str, clients: int = 6) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        seed: int,
+        seconds: float,
+        *,
+        restarts: bool,
+        namespace: str,
+        clients: int = 6,
+    ) -> None:
         self.dir = work_dir
         self.seed = seed
         self.seconds = seconds
@@ -125,18 +149,28 @@ class Chaos:
     # -- setup --------------------------------------------------------------------------------
 
     def start(self) -> Runtime:
-        self.rt = Runtime.start(apps.ALL, data_dir=self.data, namespace=self.namespace,
-                                pool_size=checks.POOL_SIZE)
+        self.rt = Runtime.start(
+            apps.ALL, data_dir=self.data, namespace=self.namespace, pool_size=checks.POOL_SIZE
+        )
         if self.resolver is None:  # the outside world: outlives runtime restarts
-            self.resolver = ray.remote(apps.Resolver).options(
-                name=apps.RESOLVER, namespace=apps.outside(self.namespace),
-                lifetime="detached", num_cpus=0, max_restarts=-1, max_task_retries=-1,
-            ).remote(self.namespace)
+            self.resolver = (
+                ray.remote(apps.Resolver)
+                .options(
+                    name=apps.RESOLVER,
+                    namespace=apps.outside(self.namespace),
+                    lifetime="detached",
+                    num_cpus=0,
+                    max_restarts=-1,
+                    max_task_retries=-1,
+                )
+                .remote(self.namespace)
+            )
         return self.rt
 
     def job(self, **kw: Any) -> apps.Job:
-        return apps.Job(ledger=self.ledger, crash_dir=str(self.crash_dir),
-                        namespace=self.namespace, **kw)
+        return apps.Job(
+            ledger=self.ledger, crash_dir=str(self.crash_dir), namespace=self.namespace, **kw
+        )
 
     # -- load ---------------------------------------------------------------------------------
 
@@ -149,8 +183,9 @@ class Chaos:
                 await asyncio.sleep(0.1)
             return await fn(*args, **kw)
 
-        return await retry(once, when=_not_terminal, backoff=Backoff(0.1, 2.0, 2.0),
-                           on_retry=self._count_retry)
+        return await retry(
+            once, when=_not_terminal, backoff=Backoff(0.1, 2.0, 2.0), on_retry=self._count_retry
+        )
 
     def _count_retry(self, _: BaseException) -> None:
         self.report.client_retries += 1
@@ -166,13 +201,17 @@ class Chaos:
             tag = f"c{n}-{i}"
             if kind == "add":
                 key = f"k{rng.randrange(40)}"
-                await self.retrying(rt.call_async, apps.add, key, self.job(),
-                                    idempotency_key=tag)
+                await self.retrying(rt.call_async, apps.add, key, self.job(), idempotency_key=tag)
                 self.report.acked[key] += 1
             elif kind == "relay":
                 target = f"r{rng.randrange(8)}"
-                await self.retrying(rt.call_async, apps.relay, f"relay-{n}", self.job(
-                    target=target, seconds=rng.uniform(0.05, 0.4)), idempotency_key=tag)
+                await self.retrying(
+                    rt.call_async,
+                    apps.relay,
+                    f"relay-{n}",
+                    self.job(target=target, seconds=rng.uniform(0.05, 0.4)),
+                    idempotency_key=tag,
+                )
                 self.report.acked[f"call-{target}"] += 1
                 self.report.acked[f"send-{target}"] += 1
             else:
@@ -185,13 +224,27 @@ class Chaos:
     # -- faults -------------------------------------------------------------------------------
 
     def start_driver(self) -> None:
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS":
-               ray.get_runtime_context().gcs_address}
+        env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        }
         with open(self.dir / "driver.log", "ab") as log:
             self.driver = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.chaos", "--client-driver", self.namespace,
-                 str(self.dir), *map(str, self.driver_span)], env=env,
-                cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.chaos",
+                    "--client-driver",
+                    self.namespace,
+                    str(self.dir),
+                    *map(str, self.driver_span),
+                ],
+                env=env,
+                cwd=Path(__file__).resolve().parents[1],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     async def injector(self, start: float, stop: float) -> None:
         """Inject the seeded schedule's faults at their times (relative to ``start``)."""
@@ -206,7 +259,8 @@ class Chaos:
         await asyncio.sleep(max(stop - time.monotonic(), 0))
         # tokens still waiting keep the load going a while, so that they land
         while time.monotonic() < stop + TOKEN_GRACE_S and any(
-                not n.startswith("taken-") for n in os.listdir(self.crash_dir)):
+            not n.startswith("taken-") for n in os.listdir(self.crash_dir)
+        ):
             await asyncio.sleep(0.1)
         self.load_until = time.monotonic()
         for neighbour in self.neighbours:
@@ -223,8 +277,10 @@ class Chaos:
         if kind == "host_kill":  # the scheduled host, or if it is not up, the others in order
             service, index = fault.target.split(":")
             first = host_name(service, index)
-            return any(self._kill_host(name) for name in
-                       [first, *(n for n in SYSTEM_ACTORS[2:] if n != first)])
+            return any(
+                self._kill_host(name)
+                for name in [first, *(n for n in SYSTEM_ACTORS[2:] if n != first)]
+            )
         if kind in ("handler_exit", "await_exit"):
             prefix = apps.CRASH_TOKEN if kind == "handler_exit" else apps.AWAIT_TOKEN
             for i in range(int(fault.target)):
@@ -264,9 +320,21 @@ class Chaos:
         addresses = [a for a in (self._socket(JOURNAL), host) if a]
         if addresses:
             out = self.dir / f"neighbour-{len(self.neighbours)}.json"
-            self.neighbours.append(subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.neighbour", "--seconds", str(NEIGHBOUR_S),
-                 "--out", str(out), *addresses], cwd=Path(__file__).resolve().parents[1]))
+            self.neighbours.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.neighbour",
+                        "--seconds",
+                        str(NEIGHBOUR_S),
+                        "--out",
+                        str(out),
+                        *addresses,
+                    ],
+                    cwd=Path(__file__).resolve().parents[1],
+                )
+            )
         return False
 
     def _socket(self, name: str) -> str | None:
@@ -297,24 +365,36 @@ class Chaos:
         tag = f"poison-{fault.at}"
         for i, what in enumerate(apps.POISON_KINDS):
             dose = apps.Dose(work_dir=str(self.dir), kind=what, failing=1 + i % 2)
-            h = self._sync_retrying(lambda d=dose, i=i: rt.send(  # type: ignore[misc]
-                apps.poisoned, None, d, idempotency_key=f"{tag}-{i}"))
+            h = self._sync_retrying(
+                lambda d=dose, i=i: rt.send(  # type: ignore[misc]
+                    apps.poisoned, None, d, idempotency_key=f"{tag}-{i}"
+                )
+            )
             self.poisoned[h.id] = dose.failing
-        dose = apps.Dose(work_dir=str(self.dir), kind=apps.POISON_KINDS[int(fault.at * 1000) % 4],
-                         failing=10**9)
-        h = self._sync_retrying(lambda: rt.send(apps.poisoned, None, dose,
-                                                idempotency_key=f"{tag}-forever"))
+        dose = apps.Dose(
+            work_dir=str(self.dir), kind=apps.POISON_KINDS[int(fault.at * 1000) % 4], failing=10**9
+        )
+        h = self._sync_retrying(
+            lambda: rt.send(apps.poisoned, None, dose, idempotency_key=f"{tag}-forever")
+        )
         self.killed.append(h.id)
         deadline = time.monotonic() + 60
-        while apps.poison_attempts(str(self.dir), h.id) < POISON_KILL_AFTER and \
-                time.monotonic() < deadline:
+        while (
+            apps.poison_attempts(str(self.dir), h.id) < POISON_KILL_AFTER
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         return self._sync_retrying(lambda: rt.kill(h.id)) == "killed"
 
     def _sync_retrying(self, fn: Any) -> Any:
         """``fn()`` until it answers (faults land meanwhile); TerminalError is an answer."""
-        return retry_sync(fn, when=_not_terminal, backoff=Backoff(0.2, 1.0, 0.2), deadline_s=60,
-                          on_retry=self._count_retry)
+        return retry_sync(
+            fn,
+            when=_not_terminal,
+            backoff=Backoff(0.2, 1.0, 0.2),
+            deadline_s=60,
+            on_retry=self._count_retry,
+        )
 
     def _kill_host(self, name: str) -> bool:
         """Kill a host and, once its process is gone, say so in the ledger (the checks let
@@ -357,8 +437,7 @@ class Chaos:
                 with contextlib.suppress(ValueError):
                     actor_id = ray.get_actor(name, namespace=self.namespace)._actor_id.hex()
                     kind = "host" if name.startswith("host:") else name
-                    self.restarts_seen[kind] += int(table.get(actor_id, {}).get(
-                        "NumRestarts", 0))
+                    self.restarts_seen[kind] += int(table.get(actor_id, {}).get("NumRestarts", 0))
         except Exception as e:
             self.report.stats["actor_restarts_unavailable"] = repr(e)
 
@@ -368,19 +447,21 @@ class Chaos:
         rt = self.start()
         # hosts start on first use: bring them up first, so the calm phase measures throughput,
         # not actor start-up (seconds on a loaded machine)
-        await asyncio.gather(*(rt.call_async(apps.value, f"k{i}") for i in range(8)),
-                             *(rt.call_async(apps.ping) for _ in range(8)))
+        await asyncio.gather(
+            *(rt.call_async(apps.value, f"k{i}") for i in range(8)),
+            *(rt.call_async(apps.ping) for _ in range(8)),
+        )
         t0 = time.monotonic()
         calm_until = t0 + self.seconds * 0.25
         self.load_until = stop = t0 + self.seconds
         self.driver_span = (time.time(), time.time() + self.seconds)
         self.start_driver()
-        await asyncio.gather(self.injector(calm_until, stop),
-                             *(self.client(n) for n in range(self.clients)))
+        await asyncio.gather(
+            self.injector(calm_until, stop), *(self.client(n) for n in range(self.clients))
+        )
         calm = sum(t < calm_until for t in self.completed_at)
         self.report.calm_per_s = calm / (calm_until - t0)
-        self.report.faulty_per_s = (len(self.completed_at) - calm) / (
-            self.load_until - calm_until)
+        self.report.faulty_per_s = (len(self.completed_at) - calm) / (self.load_until - calm_until)
         return self.report
 
     def finish(self) -> Report:
@@ -437,48 +518,75 @@ def check(chaos: Chaos, rt: Runtime) -> None:
     lines = Path(chaos.ledger).read_text().splitlines() if Path(chaos.ledger).exists() else []
     r.invocations = _scalar(rt, "SELECT count(*) FROM sys_invocation")
     open_count = _scalar(rt, "SELECT count(*) FROM sys_invocation WHERE status <> 'completed'")
-    unfinished = rt.sql("SELECT id, target, status, last_failure FROM sys_invocation "
-                        "WHERE status <> 'completed' LIMIT 3").to_pylist()
-    r.checks["every accepted invocation finished"] = "ok" if not open_count else \
-        f"{open_count} unfinished, e.g. {unfinished}"
+    unfinished = rt.sql(
+        "SELECT id, target, status, last_failure FROM sys_invocation "
+        "WHERE status <> 'completed' LIMIT 3"
+    ).to_pylist()
+    r.checks["every accepted invocation finished"] = (
+        "ok" if not open_count else f"{open_count} unfinished, e.g. {unfinished}"
+    )
     killed = ", ".join(f"'{i}'" for i in chaos.killed) or "''"  # invocation ids: hex
-    failed = rt.sql("SELECT target_handler_name AS h, completion_failure AS f, count(*) AS n "
-                    "FROM sys_invocation WHERE completion_result = 'failure' "
-                    f"AND id NOT IN ({killed}) GROUP BY ALL").to_pylist()
+    failed = rt.sql(
+        "SELECT target_handler_name AS h, completion_failure AS f, count(*) AS n "
+        "FROM sys_invocation WHERE completion_result = 'failure' "
+        f"AND id NOT IN ({killed}) GROUP BY ALL"
+    ).to_pylist()
     r.checks["no invocation failed"] = "ok" if not failed else str(failed)
     _check_poisoned(chaos, rt)
-    status = {row["id"]: row["status"] for row in rt.sql(
-        "SELECT id, status FROM sys_invocation WHERE target_service_name = 'ChaosSteps'"
-    ).to_pylist()}
-    lost = [(h, i, status.get(i)) for h, i in chaos.handles
-            if status.get(i) != InvocationStatus.COMPLETED]
-    r.checks["every acknowledged send accepted and completed"] = "ok" if not lost else \
-        f"{len(lost)} of {len(chaos.handles)}, e.g. {lost[:3]}"
+    status = {
+        row["id"]: row["status"]
+        for row in rt.sql(
+            "SELECT id, status FROM sys_invocation WHERE target_service_name = 'ChaosSteps'"
+        ).to_pylist()
+    }
+    lost = [
+        (h, i, status.get(i))
+        for h, i in chaos.handles
+        if status.get(i) != InvocationStatus.COMPLETED
+    ]
+    r.checks["every acknowledged send accepted and completed"] = (
+        "ok" if not lost else f"{len(lost)} of {len(chaos.handles)}, e.g. {lost[:3]}"
+    )
     r.stats["sends_acked"] = len(chaos.handles)
     r.recoveries = {
         "invocations_retried": _scalar(
-            rt, "SELECT count(*) FROM sys_invocation WHERE retry_count > 0"),
+            rt, "SELECT count(*) FROM sys_invocation WHERE retry_count > 0"
+        ),
         "retries": _scalar(rt, "SELECT coalesce(sum(retry_count), 0) FROM sys_invocation"),
-        **{f"{k}_restarts": v for k, v in sorted(chaos.restarts_seen.items())}}
+        **{f"{k}_restarts": v for k, v in sorted(chaos.restarts_seen.items())},
+    }
 
-    journaled = {(j["i"], j["s"]): j["nonce"] for j in rt.sql(
-        "SELECT invocation_id AS i, name AS s, result->>'$' AS nonce FROM sys_journal "
-        "WHERE entry_type = 'run' AND name LIKE 'step%'").to_pylist()}
+    journaled = {
+        (j["i"], j["s"]): j["nonce"]
+        for j in rt.sql(
+            "SELECT invocation_id AS i, name AS s, result->>'$' AS nonce FROM sys_journal "
+            "WHERE entry_type = 'run' AND name LIKE 'step%'"
+        ).to_pylist()
+    }
     runs = checks.check_runs(lines, journaled, _alive)
-    r.checks["journaled ctx.run ran once (others only in attempts that died)"] = "ok" \
-        if not runs.problems else f"{len(runs.problems)}: {runs.problems[:3]}"
-    r.stats["runs"] = {"journaled": runs.journaled, "executed": runs.executions,
-                       "lost_with_their_process": runs.lost_with_process}
+    r.checks["journaled ctx.run ran once (others only in attempts that died)"] = (
+        "ok" if not runs.problems else f"{len(runs.problems)}: {runs.problems[:3]}"
+    )
+    r.stats["runs"] = {
+        "journaled": runs.journaled,
+        "executed": runs.executions,
+        "lost_with_their_process": runs.lost_with_process,
+    }
 
     # counters equal acknowledged increments (client, calls, sends, the driver process)
-    values = {row["k"]: int(row["v"]) for row in rt.sql(
-        "SELECT service_key AS k, value AS v FROM state WHERE service_name = 'ChaosCounter' "
-        "AND key = 'n'").to_pylist()}
+    values = {
+        row["k"]: int(row["v"])
+        for row in rt.sql(
+            "SELECT service_key AS k, value AS v FROM state WHERE service_name = 'ChaosCounter' "
+            "AND key = 'n'"
+        ).to_pylist()
+    }
     wrong = {k: (values.get(k, 0), n) for k, n in r.acked.items() if values.get(k, 0) != n}
     r.checks["counters equal acknowledged increments"] = "ok" if not wrong else str(wrong)
     driver_total = sum(v for k, v in values.items() if k.startswith("drv-"))
-    r.checks["driver's idempotent increments applied once"] = "ok" \
-        if driver_total == DRIVER_INCREMENTS else f"{driver_total} != {DRIVER_INCREMENTS}"
+    r.checks["driver's idempotent increments applied once"] = (
+        "ok" if driver_total == DRIVER_INCREMENTS else f"{driver_total} != {DRIVER_INCREMENTS}"
+    )
 
     r.checks["exclusive handlers never overlapped"] = checks.overlaps(lines)
     _check_sleeps(r, rt)
@@ -494,39 +602,58 @@ def _check_poisoned(chaos: Chaos, rt: Runtime) -> None:
     off; the never-healing ones were killed (the host served on throughout: the other checks)."""
     r = chaos.report
     ids = [*chaos.poisoned, *chaos.killed]
-    rows = {row["id"]: row for row in rt.sql(
-        "SELECT id, completion_result AS res, completion_failure AS f, retry_count AS n, "
-        "last_failure AS lf FROM sys_invocation WHERE id IN ("
-        + (", ".join(f"'{i}'" for i in ids) or "''") + ")").to_pylist()}
+    rows = {
+        row["id"]: row
+        for row in rt.sql(
+            "SELECT id, completion_result AS res, completion_failure AS f, retry_count AS n, "
+            "last_failure AS lf FROM sys_invocation WHERE id IN ("
+            + (", ".join(f"'{i}'" for i in ids) or "''")
+            + ")"
+        ).to_pylist()
+    }
     known = ("SystemExit: 3", "KeyboardInterrupt: ", "Poison: poisoned")
-    bad = [(i, rows.get(i)) for i, failing in chaos.poisoned.items()
-           if (rows.get(i) or {}).get("res") != "success" or rows[i]["n"] < failing
-           or rows[i]["lf"] not in known]
-    bad += [(i, rows.get(i)) for i in chaos.killed
-            if (rows.get(i) or {}).get("f") != "killed" or rows[i]["lf"] not in known]
-    r.checks["poisoned invocations failed as attempts, then healed or were killed"] = \
+    bad = [
+        (i, rows.get(i))
+        for i, failing in chaos.poisoned.items()
+        if (rows.get(i) or {}).get("res") != "success"
+        or rows[i]["n"] < failing
+        or rows[i]["lf"] not in known
+    ]
+    bad += [
+        (i, rows.get(i))
+        for i in chaos.killed
+        if (rows.get(i) or {}).get("f") != "killed" or rows[i]["lf"] not in known
+    ]
+    r.checks["poisoned invocations failed as attempts, then healed or were killed"] = (
         "ok" if not bad else f"{len(bad)} of {len(ids)}, e.g. {bad[:2]}"
+    )
     r.stats["poisoned"] = {"healed": len(chaos.poisoned), "killed": len(chaos.killed)}
 
 
 def _check_sleeps(r: Report, rt: Runtime) -> None:
     """No timer fired before its time; no nap woke before its timer; and every sleep's timer
     lies at least the requested seconds after its invocation was accepted."""
-    early = rt.sql("SELECT t.invocation_id FROM sys_timer t WHERE t.fired AND "
-                   "t.fired_at < t.fire_at").num_rows
+    early = rt.sql(
+        "SELECT t.invocation_id FROM sys_timer t WHERE t.fired AND t.fired_at < t.fire_at"
+    ).num_rows
     woke_early = rt.sql(
         "SELECT i.id FROM sys_invocation i JOIN sys_timer t ON t.invocation_id = i.id "
         "AND t.kind = 'sleep' WHERE i.target_handler_name = 'nap' AND "
-        "i.output::DOUBLE * 1000 < epoch_ms(t.fire_at)").num_rows
+        "i.output::DOUBLE * 1000 < epoch_ms(t.fire_at)"
+    ).num_rows
     short = rt.sql(
         "SELECT i.id, i.created_at, t.fire_at, i.input->>'seconds' AS s FROM sys_invocation i "
         "JOIN sys_timer t ON t.invocation_id = i.id AND t.kind = 'sleep' WHERE "
         "epoch_ms(t.fire_at) < epoch_ms(i.created_at) + floor((i.input->>'seconds')::DOUBLE "
-        "* 1000)").to_pylist()
+        "* 1000)"
+    ).to_pylist()
     sleeps = _scalar(rt, "SELECT count(*) FROM sys_timer WHERE kind = 'sleep'")
-    r.checks["no sleep woke early"] = "ok" if early == woke_early == len(short) == 0 else \
-        f"{early} timers fired early, {woke_early} naps woke early, {len(short)} timers set " \
+    r.checks["no sleep woke early"] = (
+        "ok"
+        if early == woke_early == len(short) == 0
+        else f"{early} timers fired early, {woke_early} naps woke early, {len(short)} timers set "
         f"shorter than asked, e.g. {short[:2]}"
+    )
     r.stats["sleeps"] = sleeps
 
 
@@ -538,29 +665,42 @@ def _check_awakeables(chaos: Chaos, rt: Runtime) -> None:
     rows = rt.sql(
         "WITH c AS (SELECT id, (meta->>'idx')::INTEGER AS idx, count(*) AS n FROM log "
         "WHERE kind = 'completion' GROUP BY ALL), "
-        "e AS (SELECT invocation_id AS id, \"index\" AS idx, count(*) AS entries "
+        'e AS (SELECT invocation_id AS id, "index" AS idx, count(*) AS entries '
         "FROM sys_journal WHERE entry_type = 'awakeable' GROUP BY ALL) "
         "SELECT i.id, count(e.idx) AS awakeables, max(e.entries) AS entries, "
         "min(coalesce(c.n, 0)) AS min_done, max(coalesce(c.n, 0)) AS max_done "
         "FROM sys_invocation i LEFT JOIN e ON e.id = i.id "
         "LEFT JOIN c ON c.id = e.id AND c.idx = e.idx "
-        "WHERE i.target_handler_name = 'approval' GROUP BY i.id").to_pylist()
-    bad = [row for row in rows if (row["awakeables"], row["entries"], row["min_done"],
-                                   row["max_done"]) != (1, 1, 1, 1)]
+        "WHERE i.target_handler_name = 'approval' GROUP BY i.id"
+    ).to_pylist()
+    bad = [
+        row
+        for row in rows
+        if (row["awakeables"], row["entries"], row["min_done"], row["max_done"]) != (1, 1, 1, 1)
+    ]
     wrong = rt.sql(
         "SELECT id, output FROM sys_invocation WHERE target_handler_name = 'approval' AND "
-        "(output IS NULL OR NOT contains(output::VARCHAR, id))").to_pylist()
+        "(output IS NULL OR NOT contains(output::VARCHAR, id))"
+    ).to_pylist()
     counts: dict[str, Any] = {}
     try:
-        counts.update(ray.get(ray.get_actor(apps.RESOLVER, namespace=apps.outside(
-            chaos.namespace)).counts.remote(), timeout=30))
+        counts.update(
+            ray.get(
+                ray.get_actor(
+                    apps.RESOLVER, namespace=apps.outside(chaos.namespace)
+                ).counts.remote(),
+                timeout=30,
+            )
+        )
     except Exception as e:
         counts["unavailable"] = str(e)
     twice = counts.get("resolved", 0) > len(rows)
-    r.checks["every awakeable delivered once, with its own value"] = "ok" \
-        if not bad and not wrong and not twice else \
-        f"{len(bad)} not completed exactly once (e.g. {bad[:2]}), {len(wrong)} wrong values " \
+    r.checks["every awakeable delivered once, with its own value"] = (
+        "ok"
+        if not bad and not wrong and not twice
+        else f"{len(bad)} not completed exactly once (e.g. {bad[:2]}), {len(wrong)} wrong values "
         f"(e.g. {wrong[:2]}), resolver accepted {counts.get('resolved')} for {len(rows)}"
+    )
     r.stats["awakeables"] = len(rows)
     r.stats["resolver"] = counts  # refused_second: second resolutions the runtime refused
 
@@ -591,12 +731,23 @@ def client_driver(namespace: str, work_dir: str, start: str, until: str) -> None
 # -- entry points -----------------------------------------------------------------------------
 
 
-def run_chaos(seconds: float, seed: int, *, restarts: bool = False,
-              work_dir: Path | None = None, namespace: str | None = None) -> Report:
+def run_chaos(
+    seconds: float,
+    seed: int,
+    *,
+    restarts: bool = False,
+    work_dir: Path | None = None,
+    namespace: str | None = None,
+) -> Report:
     """Run the chaos workload on this process's Ray (``ray.init`` first)."""
     work = work_dir or Path(tempfile.mkdtemp(prefix="raystate-chaos-"))
-    chaos = Chaos(work, seed, seconds, restarts=restarts,
-                  namespace=namespace or f"chaos-{seed}-{os.getpid()}-{time.time_ns() % 10**6}")
+    chaos = Chaos(
+        work,
+        seed,
+        seconds,
+        restarts=restarts,
+        namespace=namespace or f"chaos-{seed}-{os.getpid()}-{time.time_ns() % 10**6}",
+    )
     try:
         asyncio.run(chaos.run())
         chaos.finish()
@@ -617,9 +768,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--short", action="store_true", help="no full-runtime restarts")
-    parser.add_argument("--client-driver", nargs=4,
-                        metavar=("NAMESPACE", "WORK_DIR", "START", "UNTIL"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--client-driver",
+        nargs=4,
+        metavar=("NAMESPACE", "WORK_DIR", "START", "UNTIL"),
+        help=argparse.SUPPRESS,
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.client_driver:

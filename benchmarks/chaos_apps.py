@@ -155,8 +155,11 @@ async def three(ctx: Context, job: Job) -> list[str]:
     attempt = uuid.uuid4().hex[:8]  # not journaled: tells this attempt's executions apart
     out = []
     for i in range(3):
-        out.append(await ctx.run(f"step{i}", record_run, job.ledger, ctx.invocation_id(),
-                                 f"step{i}", attempt))
+        out.append(
+            await ctx.run(
+                f"step{i}", record_run, job.ledger, ctx.invocation_id(), f"step{i}", attempt
+            )
+        )
         await crash_point(ctx, job, f"crash{i}")
     return out
 
@@ -182,8 +185,9 @@ def ask_resolver(namespace: str, awakeable_id: str) -> None:
     still inside this process when a fault kills it would be lost with it, although the
     ``ctx.run`` that sent it may already be journaled (a side effect must be done, not just
     started, when its action returns)."""
-    ray.get(ray.get_actor(RESOLVER, namespace=outside(namespace)).ask.remote(awakeable_id),
-            timeout=60)
+    ray.get(
+        ray.get_actor(RESOLVER, namespace=outside(namespace)).ask.remote(awakeable_id), timeout=60
+    )
 
 
 @steps.handler()
@@ -219,9 +223,11 @@ class Resolver:
             self._rt = Runtime.connect(namespace=self.namespace)
         rt = self._rt
         try:
-            await retry(lambda: rt.resolve_awakeable_async(awakeable_id, f"ok:{awakeable_id}"),
-                        when=lambda e: not isinstance(e, AlreadyCompletedError),
-                        backoff=Backoff(0.1, 2.0, 2.0))
+            await retry(
+                lambda: rt.resolve_awakeable_async(awakeable_id, f"ok:{awakeable_id}"),
+                when=lambda e: not isinstance(e, AlreadyCompletedError),
+                backoff=Backoff(0.1, 2.0, 2.0),
+            )
         except AlreadyCompletedError:
             self.refused += 1
             return
@@ -246,8 +252,11 @@ class Dose(BaseModel):
     failing: int  # attempts that fail; a huge number: every one (the injector kills it)
 
 
-@steps.handler(retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10),
-                                        max_interval=timedelta(milliseconds=200)))
+@steps.handler(
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(milliseconds=10), max_interval=timedelta(milliseconds=200)
+    )
+)
 async def poisoned(ctx: Context, dose: Dose) -> int:
     """Fails its first ``dose.failing`` attempts with ``SystemExit``, ``KeyboardInterrupt``, a
     bare ``BaseException`` or ``sys.exit()`` in a ``ctx.run``'s thread; each must be a failed

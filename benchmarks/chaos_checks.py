@@ -71,7 +71,7 @@ def _deaths(lines: Sequence[str]) -> dict[str, list[int]]:
 
 
 def overlaps(lines: Sequence[str]) -> str:
-    """"ok", or the first time two exclusive handlers of a key were inside at once.
+    """ "ok", or the first time two exclusive handlers of a key were inside at once.
 
     Between an invocation's enter and exit no other invocation may enter the key, unless the
     process the first was inside has died since (its invocation runs again later, maybe after
@@ -86,8 +86,11 @@ def overlaps(lines: Sequence[str]) -> str:
         key, inv, pid = rest.split()
         now = inside.get(key)
         if kind == "enter":
-            if now is not None and now[0] != inv and not any(
-                    now[2] < d < pos for d in deaths.get(now[1], ())):
+            if (
+                now is not None
+                and now[0] != inv
+                and not any(now[2] < d < pos for d in deaths.get(now[1], ()))
+            ):
                 return f"{inv} entered {key} while {now[0]} was inside (pid {now[1]} alive)"
             inside[key] = (inv, pid, pos)
         elif now is not None and now[0] == inv:
@@ -105,8 +108,9 @@ class RunCheck:
     lost_with_process: int = 0  # executions whose process died before their result was durable
 
 
-def check_runs(lines: Sequence[str], journaled: dict[tuple[str, str], str],
-               alive: Callable[[int], bool]) -> RunCheck:
+def check_runs(
+    lines: Sequence[str], journaled: dict[tuple[str, str], str], alive: Callable[[int], bool]
+) -> RunCheck:
     """Guarantee 1 through the ledger: each journaled ``ctx.run`` ran once, except in
     attempts that died before their result was journaled.
 
@@ -137,11 +141,15 @@ def check_runs(lines: Sequence[str], journaled: dict[tuple[str, str], str],
                 continue
             died = any(d > pos for d in deaths.get(pid, ())) or not alive(int(pid))
             if pos > journaled_pos:
-                result.problems.append(f"{step_id}: ran again (pid {pid}) after its result "
-                                       f"{nonce} was executed and journaled")
+                result.problems.append(
+                    f"{step_id}: ran again (pid {pid}) after its result "
+                    f"{nonce} was executed and journaled"
+                )
             elif not died:
-                result.problems.append(f"{step_id}: execution {executed} in pid {pid} was not "
-                                       "journaled, yet its process lived on")
+                result.problems.append(
+                    f"{step_id}: execution {executed} in pid {pid} was not "
+                    "journaled, yet its process lived on"
+                )
             else:
                 result.lost_with_process += 1
     return result

@@ -29,13 +29,17 @@ from benchmarks.workloads import WORKLOADS, Cell
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.driver",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.driver", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--address", required=True, help="the Ray cluster's GCS address")
     parser.add_argument("--namespace", required=True, help="the runtime's Ray namespace")
     parser.add_argument("--cell", required=True, help="the cell, as JSON (benchmarks.Cell)")
-    parser.add_argument("--sync", action="store_true",
-                        help="hand-shake with the benchmark command at the window's edges")
+    parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="hand-shake with the benchmark command at the window's edges",
+    )
     return parser.parse_args(argv)
 
 
@@ -52,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cell = Cell(**json.loads(args.cell))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address=args.address, namespace=args.namespace, log_to_driver=False,
-             logging_level=logging.ERROR)
+    ray.init(
+        address=args.address,
+        namespace=args.namespace,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
     rt = Runtime.connect(namespace=args.namespace, address=args.address)
     try:
         run = WORKLOADS[cell.workload].run(rt, cell, sampler(args.sync))

@@ -112,9 +112,11 @@ class FoodLoad:
             "SELECT service_name AS s, count(*) AS n FROM state WHERE"
             f" starts_with(service_key, '{self.prefix}') AND ((service_name = '{orders.name}'"
             f" AND key = 'status' AND value->>'$' = 'DELIVERED') OR (service_name ="
-            f" '{delivery.name}' AND key = 'driver')) GROUP BY 1")
-        counts = dict(zip(table.column("s").to_pylist(), table.column("n").to_pylist(),
-                          strict=True))
+            f" '{delivery.name}' AND key = 'driver')) GROUP BY 1"
+        )
+        counts = dict(
+            zip(table.column("s").to_pylist(), table.column("n").to_pylist(), strict=True)
+        )
         for name in (orders.name, delivery.name):
             if counts.get(name, 0) != acked:
                 problems.append(f"{counts.get(name, 0)} {name} keys done, {acked} acknowledged")

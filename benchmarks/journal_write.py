@@ -51,8 +51,16 @@ def _invocation(n: int, *, finished: bool = True) -> list[Any]:
     key = f"k{n % KEYS}"
     at = T0 + n
     records: list[Any] = [
-        Accept(inv, SERVICE, "add", key, zlib.crc32(key.encode()), '{"delta": 5}',
-               created_at_ms=at, host_order=time.time_ns()),
+        Accept(
+            inv,
+            SERVICE,
+            "add",
+            key,
+            zlib.crc32(key.encode()),
+            '{"delta": 5}',
+            created_at_ms=at,
+            host_order=time.time_ns(),
+        ),
         Entry(inv, 0, EntryType.GET_STATE, "count", str(n), created_at_ms=at + 1),
         Entry(inv, 1, EntryType.SET_STATE, "count", str(n + 5), created_at_ms=at + 2),
         StateWrite(SERVICE, key, "count", str(n + 5)),
@@ -104,7 +112,8 @@ def _writes(store: Any, factory: Batches, label: str, quick: bool) -> dict[str, 
             iterations = max(10, iterations // 5)
         pending = [factory.make(per_call) for _ in range(iterations + 3)]
         out[f"{label} write {per_call:3d} batch{'es' if per_call > 1 else '  '}"] = _timed(
-            lambda pending=pending: store.write(pending.pop()), iterations)
+            lambda pending=pending: store.write(pending.pop()), iterations
+        )
     return out
 
 
@@ -155,24 +164,31 @@ def _lookups(store: Any, factory: Batches, quick: bool) -> dict[str, Any]:
     keys = iter([f"k{i}" for i in range(0, KEYS, 7)])
     out["load_state()"] = _timed(lambda: store.load_state(SERVICE, next(keys)), n)
     parts = iter(range(10**6))
-    pooled = _timed(lambda: store.pending([SERVICE], partition=(next(parts) % PARTITIONS,
-                                                                PARTITIONS)), few)
+    pooled = _timed(
+        lambda: store.pending([SERVICE], partition=(next(parts) % PARTITIONS, PARTITIONS)), few
+    )
     out[f"pending() pooled 1/{PARTITIONS}"] = pooled
     out["  (invocations returned)"] = len(store.pending([SERVICE], partition=(0, PARTITIONS)))
     keys2 = iter([f"k{i}" for i in range(0, KEYS, 3)])
-    out["pending() one key"] = _timed(
-        lambda: store.pending([SERVICE], key=next(keys2)), n)
+    out["pending() one key"] = _timed(lambda: store.pending([SERVICE], key=next(keys2)), n)
     out["pending_keys()"] = _timed(lambda: store.pending_keys(SERVICE), few)
     it3 = iter(ids * 10)
     out["sql: sys_invocation by id"] = _timed(
-        lambda: store.sql(f"SELECT * FROM sys_invocation WHERE id = '{next(it3)}'"), few)
+        lambda: store.sql(f"SELECT * FROM sys_invocation WHERE id = '{next(it3)}'"), few
+    )
     it4 = iter(ids * 10)
     out["sql: sys_journal by id"] = _timed(
-        lambda: store.sql(f"SELECT * FROM sys_journal WHERE invocation_id = '{next(it4)}'"), few)
-    out["sql: state of one key"] = _timed(lambda: store.sql(
-        f"SELECT * FROM state WHERE service_name = '{SERVICE}' AND service_key = 'k1'"), few)
+        lambda: store.sql(f"SELECT * FROM sys_journal WHERE invocation_id = '{next(it4)}'"), few
+    )
+    out["sql: state of one key"] = _timed(
+        lambda: store.sql(
+            f"SELECT * FROM state WHERE service_name = '{SERVICE}' AND service_key = 'k1'"
+        ),
+        few,
+    )
     out["sql: count by status"] = _timed(
-        lambda: store.sql("SELECT status, count(*) FROM sys_invocation GROUP BY 1"), few)
+        lambda: store.sql("SELECT status, count(*) FROM sys_invocation GROUP BY 1"), few
+    )
     done = factory.make(1)
     store.write(done)
     resent = [Batch(b.batch_id, b.records, resent=True) for b in done]
@@ -191,10 +207,12 @@ def _lookups(store: Any, factory: Batches, quick: bool) -> dict[str, Any]:
 
 # -- --paths: ways to get one group commit into DuckDB, interleaved so noise hits all alike ------
 
-WIDE_DDL = ("seq BIGINT, kind VARCHAR, id VARCHAR, service VARCHAR, key VARCHAR, name VARCHAR,"
-            " entry_type VARCHAR, idx INTEGER, data VARCHAR, failure VARCHAR, code INTEGER,"
-            " at_ms BIGINT, flag BOOLEAN, route_hash UBIGINT, host_order BIGINT,"
-            " idempotency_key VARCHAR, invoked_by VARCHAR")
+WIDE_DDL = (
+    "seq BIGINT, kind VARCHAR, id VARCHAR, service VARCHAR, key VARCHAR, name VARCHAR,"
+    " entry_type VARCHAR, idx INTEGER, data VARCHAR, failure VARCHAR, code INTEGER,"
+    " at_ms BIGINT, flag BOOLEAN, route_hash UBIGINT, host_order BIGINT,"
+    " idempotency_key VARCHAR, invoked_by VARCHAR"
+)
 
 
 def _wide_rows(batch: Any, seq: int) -> list[tuple[Any, ...]]:
@@ -206,31 +224,113 @@ def _wide_rows(batch: Any, seq: int) -> list[tuple[Any, ...]]:
     for r in batch.records:
         seq += 1
         if isinstance(r, Accept):
-            rows.append((seq, LogKind.ACCEPT, r.id, r.service, r.key, r.handler, None, None,
-                         r.input, None, None, r.created_at_ms, None, r.route_hash, r.host_order,
-                         r.idempotency_key, r.invoked_by))
+            rows.append(
+                (
+                    seq,
+                    LogKind.ACCEPT,
+                    r.id,
+                    r.service,
+                    r.key,
+                    r.handler,
+                    None,
+                    None,
+                    r.input,
+                    None,
+                    None,
+                    r.created_at_ms,
+                    None,
+                    r.route_hash,
+                    r.host_order,
+                    r.idempotency_key,
+                    r.invoked_by,
+                )
+            )
         elif isinstance(r, Entry):
-            rows.append((seq, LogKind.ENTRY, r.invocation_id, None, None, r.name, r.entry_type,
-                         r.idx, r.result, r.failure, r.failure_code, r.created_at_ms, r.completed,
-                         None, None, None, None))
+            rows.append(
+                (
+                    seq,
+                    LogKind.ENTRY,
+                    r.invocation_id,
+                    None,
+                    None,
+                    r.name,
+                    r.entry_type,
+                    r.idx,
+                    r.result,
+                    r.failure,
+                    r.failure_code,
+                    r.created_at_ms,
+                    r.completed,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
         elif isinstance(r, StateWrite):
-            rows.append((seq, LogKind.STATE, f"{r.service}/{r.key}", r.service, r.key, r.name, None,
-                         None, r.value) + (None,) * 8)
+            rows.append(
+                (
+                    seq,
+                    LogKind.STATE,
+                    f"{r.service}/{r.key}",
+                    r.service,
+                    r.key,
+                    r.name,
+                    None,
+                    None,
+                    r.value,
+                )
+                + (None,) * 8
+            )
         elif isinstance(r, StatusChange):
-            rows.append((seq, LogKind.STATUS, r.invocation_id, None, None, r.status, None,
-                         r.retry_count, None, r.failure, None, r.at_ms) + (None,) * 5)
+            rows.append(
+                (
+                    seq,
+                    LogKind.STATUS,
+                    r.invocation_id,
+                    None,
+                    None,
+                    r.status,
+                    None,
+                    r.retry_count,
+                    None,
+                    r.failure,
+                    None,
+                    r.at_ms,
+                )
+                + (None,) * 5
+            )
         elif isinstance(r, Output):
-            rows.append((seq, LogKind.OUTPUT, r.invocation_id, None, None, None, None, None,
-                         r.output, r.failure, r.failure_code, r.completed_at_ms, r.ok, None, None,
-                         None, None))
+            rows.append(
+                (
+                    seq,
+                    LogKind.OUTPUT,
+                    r.invocation_id,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    r.output,
+                    r.failure,
+                    r.failure_code,
+                    r.completed_at_ms,
+                    r.ok,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
     return rows
 
 
 class _Path:
     """One way of inserting a group commit's rows, on a table of its own in a file of its own."""
 
-    def __init__(self, root: Path, name: str, ddl: str, how: str, *, index: bool = True,
-                 wide: bool = False) -> None:
+    def __init__(
+        self, root: Path, name: str, ddl: str, how: str, *, index: bool = True, wide: bool = False
+    ) -> None:
         import duckdb
 
         self.how, self.wide = how, wide
@@ -265,9 +365,13 @@ class _Path:
             import pyarrow as pa
 
             columns = zip(*rows, strict=True)
-            table = pa.table([pa.array(c, type=_arrow_type(t))
-                              for c, t in zip(columns, self.types, strict=True)],
-                             names=self.columns)
+            table = pa.table(
+                [
+                    pa.array(c, type=_arrow_type(t))
+                    for c, t in zip(columns, self.types, strict=True)
+                ],
+                names=self.columns,
+            )
             if self.how == "arrow":
                 self.con.register("group_rows", table)
                 self.con.execute("INSERT INTO log SELECT * FROM group_rows")
@@ -276,19 +380,26 @@ class _Path:
                 self.con.from_arrow(table).insert_into("log")
         elif self.how == "values":
             row = "(" + ", ".join("?" * len(self.columns)) + ")"
-            self.con.execute("INSERT INTO log VALUES " + ", ".join([row] * len(rows)),
-                             [v for r in rows for v in r])
+            self.con.execute(
+                "INSERT INTO log VALUES " + ", ".join([row] * len(rows)),
+                [v for r in rows for v in r],
+            )
         elif self.how == "unnest":
             select = ", ".join(f"unnest(${i + 1}::{t}[])" for i, t in enumerate(self.types))
-            self.con.execute(f"INSERT INTO log SELECT {select}",
-                             [list(c) for c in zip(*rows, strict=True)])
+            self.con.execute(
+                f"INSERT INTO log SELECT {select}", [list(c) for c in zip(*rows, strict=True)]
+            )
 
 
 def _arrow_type(sql_type: str) -> Any:
     import pyarrow as pa
 
-    return {"BIGINT": pa.int64(), "INTEGER": pa.int32(), "UBIGINT": pa.uint64(),
-            "BOOLEAN": pa.bool_()}.get(sql_type, pa.string())
+    return {
+        "BIGINT": pa.int64(),
+        "INTEGER": pa.int32(),
+        "UBIGINT": pa.uint64(),
+        "BOOLEAN": pa.bool_(),
+    }.get(sql_type, pa.string())
 
 
 def insert_paths(quick: bool) -> dict[str, dict[str, Any]]:
@@ -301,9 +412,10 @@ def insert_paths(quick: bool) -> dict[str, dict[str, Any]]:
     try:
         store = JournalStore(root / "schema")  # the real DDL of the log table
         [ddl] = store._con.execute(
-            "SELECT sql FROM duckdb_tables() WHERE table_name = 'log'").fetchall()[0]
+            "SELECT sql FROM duckdb_tables() WHERE table_name = 'log'"
+        ).fetchall()[0]
         store.close()
-        log_ddl = ddl[ddl.index("(") + 1: ddl.rindex(")")]
+        log_ddl = ddl[ddl.index("(") + 1 : ddl.rindex(")")]
         as_json = log_ddl.replace("data VARCHAR", "data JSON").replace("meta VARCHAR", "meta JSON")
         files = root / "paths"
         files.mkdir()
@@ -334,7 +446,8 @@ def insert_paths(quick: bool) -> dict[str, dict[str, Any]]:
                         samples[p.name].append((time.perf_counter() - t0) * 1000)
             for p in paths:
                 out.setdefault(p.name, {})[f"{per_call} batch{'es' if per_call > 1 else ''}"] = (
-                    _stats(samples[p.name]))
+                    _stats(samples[p.name])
+                )
                 p.con.close()
         return out
     finally:
@@ -344,11 +457,15 @@ def insert_paths(quick: bool) -> dict[str, dict[str, Any]]:
 def _paths_table(results: dict[str, dict[str, Any]]) -> str:
     cols = list(next(iter(results.values())))
     width = max(len(n) for n in results) + 2
-    lines = ["".ljust(width) + "".join(f"{c:>20s}" for c in cols),
-             "".ljust(width) + "".join(f"{'median / p99 ms':>20s}" for _ in cols)]
+    lines = [
+        "".ljust(width) + "".join(f"{c:>20s}" for c in cols),
+        "".ljust(width) + "".join(f"{'median / p99 ms':>20s}" for _ in cols),
+    ]
     for name, by in results.items():
-        lines.append(name.ljust(width) + "".join(
-            f"{by[c]['median']:>11.2f} / {by[c]['p99']:<6.2f}" for c in cols))
+        lines.append(
+            name.ljust(width)
+            + "".join(f"{by[c]['median']:>11.2f} / {by[c]['p99']:<6.2f}" for c in cols)
+        )
     return "\n".join(lines)
 
 
@@ -356,8 +473,10 @@ def _table(columns: dict[str, dict[str, Any]]) -> str:
     names = list(columns)
     rows = list(dict.fromkeys(k for c in columns.values() for k in c if k != "journal"))
     width = max(len(r) for r in rows) + 2
-    lines = ["".ljust(width) + "".join(f"{n:>24s}" for n in names),
-             "".ljust(width) + "".join(f"{'median / p99 ms':>24s}" for _ in names)]
+    lines = [
+        "".ljust(width) + "".join(f"{n:>24s}" for n in names),
+        "".ljust(width) + "".join(f"{'median / p99 ms':>24s}" for _ in names),
+    ]
     for r in rows:
         cells = []
         for n in names:
@@ -373,15 +492,26 @@ def _table(columns: dict[str, dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.journal_write",
-                                     description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--prefill", type=int, default=200_000,
-                        help="invocations in the pre-filled data dir (default 200000)")
-    parser.add_argument("--before", metavar="DIR",
-                        help="also run DIR/journal (another copy of the package) and compare")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.journal_write", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=200_000,
+        help="invocations in the pre-filled data dir (default 200000)",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also run DIR/journal (another copy of the package) and compare",
+    )
     parser.add_argument("--journal-path", metavar="DIR", help=argparse.SUPPRESS)
-    parser.add_argument("--paths", action="store_true",
-                        help="compare ways of inserting a group commit (appender, Arrow, ...)")
+    parser.add_argument(
+        "--paths",
+        action="store_true",
+        help="compare ways of inserting a group commit (appender, Arrow, ...)",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
@@ -393,18 +523,33 @@ def main(argv: list[str] | None = None) -> None:
         return
     columns: dict[str, dict[str, Any]] = {}
     if args.before:
-        cmd = [sys.executable, "-m", "benchmarks.journal_write", "--json",
-               "--journal-path", os.path.abspath(args.before), "--prefill", str(args.prefill)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.journal_write",
+            "--json",
+            "--journal-path",
+            os.path.abspath(args.before),
+            "--prefill",
+            str(args.prefill),
+        ]
         if args.quick:
             cmd.append("--quick")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [os.path.abspath(args.before), os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(
+                [os.path.abspath(args.before), os.getcwd(), os.environ.get("PYTHONPATH", "")]
+            ),
+        )
         done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
         columns["before"] = json.loads(done.stdout)
     columns["after" if args.before else "this journal"] = run(args.prefill, args.quick)
     if args.json:
-        print(json.dumps(next(reversed(columns.values()))) if len(columns) == 1
-              else json.dumps(columns))
+        print(
+            json.dumps(next(reversed(columns.values())))
+            if len(columns) == 1
+            else json.dumps(columns)
+        )
     else:
         print(_table(columns))
 

@@ -56,12 +56,12 @@ def oversized(address: str, chunks: int = 64) -> bool | None:
     return False
 
 
-def flood(addresses: list[str], seconds: float, idle: int = 300,
-          oversized_every: int = 50) -> dict[str, int]:
+def flood(
+    addresses: list[str], seconds: float, idle: int = 300, oversized_every: int = 50
+) -> dict[str, int]:
     """Flood ``addresses`` for ``seconds``; what it did and what the servers did about it."""
     stats: collections.Counter[str] = collections.Counter()
-    held: dict[str, collections.deque[socket.socket]] = {
-        a: collections.deque() for a in addresses}
+    held: dict[str, collections.deque[socket.socket]] = {a: collections.deque() for a in addresses}
     until = time.monotonic() + seconds
     try:
         while time.monotonic() < until:
@@ -69,8 +69,13 @@ def flood(addresses: list[str], seconds: float, idle: int = 300,
                 stats["attempts"] += 1
                 if stats["attempts"] % oversized_every == 0:
                     refused = oversized(address)
-                    stats[{True: "oversized_refused", False: "oversized_taken",
-                           None: "connect_failed"}[refused]] += 1
+                    stats[
+                        {
+                            True: "oversized_refused",
+                            False: "oversized_taken",
+                            None: "connect_failed",
+                        }[refused]
+                    ] += 1
                     continue
                 sock = _connect(address)
                 if sock is None:

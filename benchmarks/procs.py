@@ -64,8 +64,9 @@ def classify(proc: psutil.Process, driver_pid: int | None, me: int) -> tuple[str
     return "ray", name if name in ("gcs_server", "raylet") else "other"
 
 
-def snapshot(data_dir: str | Path, driver_pid: int | None = None,
-             journal: dict[str, int] | None = None) -> Snapshot:
+def snapshot(
+    data_dir: str | Path, driver_pid: int | None = None, journal: dict[str, int] | None = None
+) -> Snapshot:
     """CPU and RSS of this process and all its descendants, and the journal's file sizes."""
     me = psutil.Process()
     snap = Snapshot(at=time.monotonic(), journal=journal or {})
@@ -75,7 +76,8 @@ def snapshot(data_dir: str | Path, driver_pid: int | None = None,
                 kind, name = classify(proc, driver_pid, me.pid)
                 cpu = proc.cpu_times()
                 snap.procs[(proc.pid, proc.create_time())] = Proc(
-                    kind, name, cpu.user + cpu.system, proc.memory_info().rss)
+                    kind, name, cpu.user + cpu.system, proc.memory_info().rss
+                )
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     for f in Path(data_dir).glob("journal.duckdb*"):

@@ -45,8 +45,7 @@ def array(megabytes: int) -> Any:
 
 
 def _spec(store: str, idx: int, durable_ref: bool = False) -> StepSpec:
-    return StepSpec("Bench", "run", "noop", "bench", idx, store_uri=store,
-                    durable_ref=durable_ref)
+    return StepSpec("Bench", "run", "noop", "bench", idx, store_uri=store, durable_ref=durable_ref)
 
 
 async def _load(call: Any, concurrency: int, seconds: float) -> dict[str, float]:
@@ -63,13 +62,18 @@ async def _load(call: Any, concurrency: int, seconds: float) -> dict[str, float]
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.monotonic() - t0
     latencies.sort()
-    return {"per_s": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1e3,
-            "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1e3, "n": len(latencies)}
+    return {
+        "per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1e3,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1e3,
+        "n": len(latencies),
+    }
 
 
 async def _noop_runs(store: str, concurrency: list[int], seconds: float) -> list[dict[str, Any]]:
     out = []
     for c in concurrency:
+
         def raw_call() -> Any:
             return noop.remote()
 
@@ -80,9 +84,15 @@ async def _noop_runs(store: str, concurrency: list[int], seconds: float) -> list
         await _load(step_call, c, 1.0)
         raw = await _load(raw_call, c, seconds)
         step = await _load(step_call, c, seconds)
-        out.append({"concurrency": c, "raw": raw, "step": step,
-                    "overhead_p50_ms": step["p50_ms"] - raw["p50_ms"],
-                    "throughput_ratio": step["per_s"] / raw["per_s"]})
+        out.append(
+            {
+                "concurrency": c,
+                "raw": raw,
+                "step": step,
+                "overhead_p50_ms": step["p50_ms"] - raw["p50_ms"],
+                "throughput_ratio": step["per_s"] / raw["per_s"],
+            }
+        )
     return out
 
 
@@ -95,8 +105,10 @@ def _durable_runs(data_dir: str, concurrency: list[int], seconds: float) -> list
     rt = Runtime.start([bench], data_dir=data_dir, namespace="bench-remote-steps", pool_size=1)
     out = []
     try:
+
         async def run() -> None:
             for c in concurrency:
+
                 def raw_call() -> Any:
                     return noop.remote()
 
@@ -122,8 +134,12 @@ async def _big(store: str, megabytes: int) -> dict[str, float]:
     value = await array.remote(megabytes)
     raw = time.perf_counter() - t0
     del value
-    return {"megabytes": megabytes, "durable_ref_s": durable, "object_store_s": raw,
-            "blob_bytes": ref.size}
+    return {
+        "megabytes": megabytes,
+        "durable_ref_s": durable,
+        "object_store_s": raw,
+        "blob_bytes": ref.size,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,28 +154,35 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         store = os.path.join(tmp, "blobs")
         levels = [int(c) for c in args.concurrency.split(",")]
-        report = {"noop": asyncio.run(_noop_runs(store, levels, args.seconds)),
-                  "big": asyncio.run(_big(store, args.megabytes)),
-                  "invocation": _durable_runs(os.path.join(tmp, "data"), levels,
-                                              args.seconds)}
+        report = {
+            "noop": asyncio.run(_noop_runs(store, levels, args.seconds)),
+            "big": asyncio.run(_big(store, args.megabytes)),
+            "invocation": _durable_runs(os.path.join(tmp, "data"), levels, args.seconds),
+        }
     ray.shutdown()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     for row in report["noop"]:
         raw, step = row["raw"], row["step"]
-        print(f"c={row['concurrency']:<3} raw {raw['per_s']:8.0f}/s p50 {raw['p50_ms']:6.2f} ms"
-              f" | step {step['per_s']:8.0f}/s p50 {step['p50_ms']:6.2f} ms p99 "
-              f"{step['p99_ms']:6.2f} ms | overhead p50 {row['overhead_p50_ms']:+.2f} ms, "
-              f"throughput {row['throughput_ratio']:.0%}")
+        print(
+            f"c={row['concurrency']:<3} raw {raw['per_s']:8.0f}/s p50 {raw['p50_ms']:6.2f} ms"
+            f" | step {step['per_s']:8.0f}/s p50 {step['p50_ms']:6.2f} ms p99 "
+            f"{step['p99_ms']:6.2f} ms | overhead p50 {row['overhead_p50_ms']:+.2f} ms, "
+            f"throughput {row['throughput_ratio']:.0%}"
+        )
     for row in report["invocation"]:
         raw, inv = row["raw"], row["invocation"]
-        print(f"c={row['concurrency']:<3} raw {raw['per_s']:8.0f}/s p50 {raw['p50_ms']:6.2f} ms"
-              f" | invocation with the step {inv['per_s']:8.0f}/s p50 {inv['p50_ms']:6.2f} ms "
-              f"p99 {inv['p99_ms']:6.2f} ms")
+        print(
+            f"c={row['concurrency']:<3} raw {raw['per_s']:8.0f}/s p50 {raw['p50_ms']:6.2f} ms"
+            f" | invocation with the step {inv['per_s']:8.0f}/s p50 {inv['p50_ms']:6.2f} ms "
+            f"p99 {inv['p99_ms']:6.2f} ms"
+        )
     big = report["big"]
-    print(f"{big['megabytes']} MB array: durable_ref {big['durable_ref_s']:.2f} s (worker "
-          f"writes {big['blob_bytes']:,} bytes) | object store {big['object_store_s']:.2f} s")
+    print(
+        f"{big['megabytes']} MB array: durable_ref {big['durable_ref_s']:.2f} s (worker "
+        f"writes {big['blob_bytes']:,} bytes) | object store {big['object_store_s']:.2f} s"
+    )
     return 0
 
 

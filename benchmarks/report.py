@@ -22,8 +22,9 @@ def _ratio(ours: Any, theirs: float | None) -> float | None:
     return round(ours / theirs, 2)
 
 
-def row(w: Workload, concurrency: int, result: dict[str, Any],
-        snaps: dict[str, Snapshot]) -> dict[str, Any]:
+def row(
+    w: Workload, concurrency: int, result: dict[str, Any], snaps: dict[str, Snapshot]
+) -> dict[str, Any]:
     """The JSON line of one cell: the driver's figures, CPU seconds per process kind over the
     measured window, RSS per kind (at the window's end, or when all timers sleep), journal
     file bytes per invocation, Restate's figures and the ratios to them, the check."""
@@ -35,30 +36,40 @@ def row(w: Workload, concurrency: int, result: dict[str, Any],
     out["check"] = "FAIL: " + "; ".join(problems) if problems else "OK"
     invocations = result.get("invocations") or 0
     start, end = snaps.get("start"), snaps.get("end")
-    notes = {k: round(v, 1) if isinstance(v, float) else v
-             for k, v in result.get("notes", {}).items()}
+    notes = {
+        k: round(v, 1) if isinstance(v, float) else v for k, v in result.get("notes", {}).items()
+    }
     if start is not None and end is not None:
         cpu, ray_cpu = cpu_between(start, end)
         span = end.at - start.at
         out["cpu_window_s"] = round(span, 2)
         out["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
         out["cpu_s_ray"] = {k: round(v, 2) for k, v in sorted(ray_cpu.items())}
-        out["cpu_ms_per_inv"] = round(sum(cpu.values()) * 1000 / invocations, 2) \
-            if invocations else None
+        out["cpu_ms_per_inv"] = (
+            round(sum(cpu.values()) * 1000 / invocations, 2) if invocations else None
+        )
         rss = snaps.get("rss", end)
         out["rss_mb"] = {k: round(v) for k, v in rss.rss_mb().items()}
         # DuckDB moves the WAL into the file at a checkpoint (compressed): across one, the
         # growth says nothing per invocation, so there is no figure for that cell
-        checkpointed = end.files.get("journal.duckdb.wal", 0) < \
-            start.files.get("journal.duckdb.wal", 0)
+        checkpointed = end.files.get("journal.duckdb.wal", 0) < start.files.get(
+            "journal.duckdb.wal", 0
+        )
         grown = end.db_bytes - start.db_bytes
-        out["db_bytes_per_inv"] = round(grown / invocations) \
-            if invocations and not checkpointed else None
+        out["db_bytes_per_inv"] = (
+            round(grown / invocations) if invocations and not checkpointed else None
+        )
         out["db_wal_checkpointed"] = checkpointed
-        for counter, key in (("transactions", "commits_per_s"), ("drains", "drains_per_s"),
-                             ("reads", "reads_per_s")):
-            out[key] = round((end.journal.get(counter, 0) - start.journal.get(counter, 0))
-                             / span, 1) if span > 0 else None
+        for counter, key in (
+            ("transactions", "commits_per_s"),
+            ("drains", "drains_per_s"),
+            ("reads", "reads_per_s"),
+        ):
+            out[key] = (
+                round((end.journal.get(counter, 0) - start.journal.get(counter, 0)) / span, 1)
+                if span > 0
+                else None
+            )
         if "rss" in snaps and invocations:
             sleeping = snaps["rss"].rss_mb()["hosts"] - start.rss_mb()["hosts"]
             notes["host_kb_per_sleeping"] = round(sleeping * 1024 / invocations, 2)
@@ -90,9 +101,11 @@ def _notes(r: dict[str, Any]) -> str:
     if "keys" in n:
         parts.append(f"{n['keys']:,} key{'s' if n['keys'] != 1 else ''}")
     if "sleeping" in n:
-        parts.append(f"{n['sleeping']:,} slept at once ({n['in_memory']:,} in memory), "
-                     f"late p50 {_num(n['lateness_p50_ms'], 0)} · p99 "
-                     f"{_num(n['lateness_p99_ms'], 0)} · max {_num(n['lateness_max_ms'], 0)} ms")
+        parts.append(
+            f"{n['sleeping']:,} slept at once ({n['in_memory']:,} in memory), "
+            f"late p50 {_num(n['lateness_p50_ms'], 0)} · p99 "
+            f"{_num(n['lateness_p99_ms'], 0)} · max {_num(n['lateness_max_ms'], 0)} ms"
+        )
         if "host_kb_per_sleeping" in n:
             parts.append(f"{n['host_kb_per_sleeping']:.1f} KB/sleeping")
         if n.get("window_opened_during_submission"):
@@ -107,39 +120,80 @@ def _notes(r: dict[str, Any]) -> str:
 def tables(rows: list[dict[str, Any]], title: str, restate: str = RESTATE) -> list[Table]:
     """The throughput table (``restate`` says where its Restate figures come from) and the
     resources table."""
-    speed = Table(title=f"{title}\nthroughput and latency (Restate: {restate})",
-                  title_justify="left", header_style="bold")
-    for name, right in [("workload", False), ("c", True), ("calls", True), ("inv/s", True),
-                        ("p50 ms", True), ("p90 ms", True), ("p99 ms", True),
-                        ("Restate inv/s (ours/theirs)", True),
-                        ("Restate ms (ours/theirs)", True),
-                        ("check", False)]:
+    speed = Table(
+        title=f"{title}\nthroughput and latency (Restate: {restate})",
+        title_justify="left",
+        header_style="bold",
+    )
+    for name, right in [
+        ("workload", False),
+        ("c", True),
+        ("calls", True),
+        ("inv/s", True),
+        ("p50 ms", True),
+        ("p90 ms", True),
+        ("p99 ms", True),
+        ("Restate inv/s (ours/theirs)", True),
+        ("Restate ms (ours/theirs)", True),
+        ("check", False),
+    ]:
         speed.add_column(name, justify="right" if right else "left", overflow="fold")
-    use = Table(title="resources in the measured window (CPU s per process kind; RSS MB)",
-                title_justify="left", header_style="bold")
-    for name in ["workload", "c", "cpu journal", "cpu sched", "cpu hosts", "cpu driver",
-                 "cpu ray", "cpu ms/inv", "rss journal", "rss hosts", "rss driver", "rss ray",
-                 "db B/inv", "commits/s", "notes"]:
-        use.add_column(name, justify="left" if name in ("workload", "notes") else "right",
-                       overflow="fold")
+    use = Table(
+        title="resources in the measured window (CPU s per process kind; RSS MB)",
+        title_justify="left",
+        header_style="bold",
+    )
+    for name in [
+        "workload",
+        "c",
+        "cpu journal",
+        "cpu sched",
+        "cpu hosts",
+        "cpu driver",
+        "cpu ray",
+        "cpu ms/inv",
+        "rss journal",
+        "rss hosts",
+        "rss driver",
+        "rss ray",
+        "db B/inv",
+        "commits/s",
+        "notes",
+    ]:
+        use.add_column(
+            name, justify="left" if name in ("workload", "notes") else "right", overflow="fold"
+        )
     for r in rows:
-        latency = " · ".join(x for x in (_vs(r, "p50_ms", "p50 "), _vs(r, "p99_ms", "p99 "))
-                             if x)
-        speed.add_row(r["workload"], str(r["concurrency"]), _num(r["calls"]),
-                      _num(r["inv_per_s"]), _num(r["p50_ms"]), _num(r["p90_ms"]),
-                      _num(r["p99_ms"]), _vs(r, "inv_per_s"), latency, r["check"])
+        latency = " · ".join(x for x in (_vs(r, "p50_ms", "p50 "), _vs(r, "p99_ms", "p99 ")) if x)
+        speed.add_row(
+            r["workload"],
+            str(r["concurrency"]),
+            _num(r["calls"]),
+            _num(r["inv_per_s"]),
+            _num(r["p50_ms"]),
+            _num(r["p90_ms"]),
+            _num(r["p99_ms"]),
+            _vs(r, "inv_per_s"),
+            latency,
+            r["check"],
+        )
         cpu, rss = r.get("cpu_s", {}), r.get("rss_mb", {})
-        use.add_row(r["workload"], str(r["concurrency"]),
-                    *(_num(cpu.get(k), 2) for k in ("journal", "scheduler", "hosts", "driver",
-                                                     "ray")),
-                    _num(r.get("cpu_ms_per_inv"), 2),
-                    *(_num(rss.get(k)) for k in ("journal", "hosts", "driver", "ray")),
-                    _num(r.get("db_bytes_per_inv")), _num(r.get("commits_per_s")), _notes(r))
+        use.add_row(
+            r["workload"],
+            str(r["concurrency"]),
+            *(_num(cpu.get(k), 2) for k in ("journal", "scheduler", "hosts", "driver", "ray")),
+            _num(r.get("cpu_ms_per_inv"), 2),
+            *(_num(rss.get(k)) for k in ("journal", "hosts", "driver", "ray")),
+            _num(r.get("db_bytes_per_inv")),
+            _num(r.get("commits_per_s")),
+            _notes(r),
+        )
     return [speed, use]
 
 
-def print_tables(rows: list[dict[str, Any]], title: str, file: IO[str] | None = None,
-                 restate: str = RESTATE) -> None:
+def print_tables(
+    rows: list[dict[str, Any]], title: str, file: IO[str] | None = None, restate: str = RESTATE
+) -> None:
     out = console(file)
     for t in tables(rows, title, restate):
         out.print(t)

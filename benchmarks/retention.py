@@ -51,8 +51,16 @@ def invocation(n: int, keys: int) -> list[Any]:
     key = f"k{n % keys}"
     at = now_ms()
     return [
-        Accept(inv, SERVICE, "add", key, zlib.crc32(key.encode()), "1", created_at_ms=at,
-               host_order=time.time_ns()),
+        Accept(
+            inv,
+            SERVICE,
+            "add",
+            key,
+            zlib.crc32(key.encode()),
+            "1",
+            created_at_ms=at,
+            host_order=time.time_ns(),
+        ),
         Entry(inv, 0, EntryType.GET_STATE, "count", str(n // keys), created_at_ms=at),
         Entry(inv, 1, EntryType.SET_STATE, "count", str(n // keys + 1), created_at_ms=at),
         StateWrite(SERVICE, key, "count", str(n // keys + 1)),
@@ -99,10 +107,18 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     interval_t0 = started = time.perf_counter()
     interval_n = 0
     report: list[dict[str, Any]] = []
-    print(f"\n== retention {mode}" + (f" ({args.retention:g} s; prune every "
-                                      f"{prune_period(args.retention):g} s)" if pruner else ""))
-    print(f"{'invocations':>11} {'db bytes':>12} {'wal bytes':>11} {'bytes/inv':>9} "
-          f"{'log rows':>9} {'inv/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+    print(
+        f"\n== retention {mode}"
+        + (
+            f" ({args.retention:g} s; prune every {prune_period(args.retention):g} s)"
+            if pruner
+            else ""
+        )
+    )
+    print(
+        f"{'invocations':>11} {'db bytes':>12} {'wal bytes':>11} {'bytes/inv':>9} "
+        f"{'log rows':>9} {'inv/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+    )
     try:
         while written < args.invocations:
             n = min(per_write, args.invocations - written)
@@ -128,16 +144,23 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 store.drain()  # the rows still in the write-ahead log, into DuckDB first
                 db, wal = sizes(data_dir)
                 rows = store.sql("SELECT count(*) AS n FROM log").to_pylist()[0]["n"]
-                line = {"invocations": written, "db_bytes": db, "wal_bytes": wal,
-                        "bytes_per_inv": round((db + wal) / written, 1), "log_rows": rows,
-                        "inv_per_s": round(interval_n / (now - interval_t0)),
-                        "write_p50_ms": _ms(interval_lat, 0.5),
-                        "write_p99_ms": _ms(interval_lat, 0.99),
-                        "write_max_ms": _ms(interval_lat, 1.0)}
+                line = {
+                    "invocations": written,
+                    "db_bytes": db,
+                    "wal_bytes": wal,
+                    "bytes_per_inv": round((db + wal) / written, 1),
+                    "log_rows": rows,
+                    "inv_per_s": round(interval_n / (now - interval_t0)),
+                    "write_p50_ms": _ms(interval_lat, 0.5),
+                    "write_p99_ms": _ms(interval_lat, 0.99),
+                    "write_max_ms": _ms(interval_lat, 1.0),
+                }
                 report.append(line)
-                print(f"{written:>11,} {db:>12,} {wal:>11,} {line['bytes_per_inv']:>9} "
-                      f"{rows:>9,} {line['inv_per_s']:>7} {line['write_p50_ms']:>7} "
-                      f"{line['write_p99_ms']:>7} {line['write_max_ms']:>7}")
+                print(
+                    f"{written:>11,} {db:>12,} {wal:>11,} {line['bytes_per_inv']:>9} "
+                    f"{rows:>9,} {line['inv_per_s']:>7} {line['write_p50_ms']:>7} "
+                    f"{line['write_p99_ms']:>7} {line['write_max_ms']:>7}"
+                )
                 interval_lat, interval_t0, interval_n = [], now, 0
         elapsed = time.perf_counter() - started
         if pruner:  # wait out the retention, prune what is left to prune, then stop
@@ -149,41 +172,54 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         store.drain()
         store._con.execute("CHECKPOINT")
         db, wal = sizes(data_dir)
-        kinds = dict(store._con.execute(
-            "SELECT kind, count(*) FROM log GROUP BY 1 ORDER BY 1").fetchall())
+        kinds = dict(
+            store._con.execute("SELECT kind, count(*) FROM log GROUP BY 1 ORDER BY 1").fetchall()
+        )
         live = store.sql("SELECT count(*) AS n, sum(value::BIGINT) AS total FROM state")
         state = live.to_pylist()[0]
     finally:
         if pruner:
             pruner.stop.set()
         store.close()
-    final = {"mode": mode, "invocations": written, "seconds": round(elapsed, 1),
-             "inv_per_s": round(written / elapsed), "db_bytes_final": db,
-             "wal_bytes_final": wal, "bytes_per_inv_final": round((db + wal) / written, 1),
-             "rows_by_kind": kinds, "state_entries": state["n"],
-             "state_sum_ok": state["total"] == args.invocations,
-             "intervals": report}
-    print(f"end (after CHECKPOINT): {db:,} bytes (WAL {wal:,}), "
-          f"{final['bytes_per_inv_final']} bytes/invocation; "
-          f"{final['inv_per_s']} invocations/s over {elapsed:.1f} s; rows left: {kinds}; "
-          f"state: {state['n']} entries, counts add up: {final['state_sum_ok']}")
+    final = {
+        "mode": mode,
+        "invocations": written,
+        "seconds": round(elapsed, 1),
+        "inv_per_s": round(written / elapsed),
+        "db_bytes_final": db,
+        "wal_bytes_final": wal,
+        "bytes_per_inv_final": round((db + wal) / written, 1),
+        "rows_by_kind": kinds,
+        "state_entries": state["n"],
+        "state_sum_ok": state["total"] == args.invocations,
+        "intervals": report,
+    }
+    print(
+        f"end (after CHECKPOINT): {db:,} bytes (WAL {wal:,}), "
+        f"{final['bytes_per_inv_final']} bytes/invocation; "
+        f"{final['inv_per_s']} invocations/s over {elapsed:.1f} s; rows left: {kinds}; "
+        f"state: {state['n']} entries, counts add up: {final['state_sum_ok']}"
+    )
     if pruner and pruner.stats:
         ps = pruner.stats
         busy = [p for p in ps if p.rows]
         final["prunes"] = {
-            "count": len(ps), "deleting": len(busy),
-            "invocations": sum(p.invocations for p in ps), "rows": sum(p.rows for p in ps),
+            "count": len(ps),
+            "deleting": len(busy),
+            "invocations": sum(p.invocations for p in ps),
+            "rows": sum(p.rows for p in ps),
             "chunks": sum(p.chunks for p in ps),
             "seconds_total": round(sum(p.seconds for p in ps), 2),
             "select_seconds": round(sum(p.select_seconds for p in ps), 2),
             "delete_seconds": round(sum(p.delete_seconds for p in ps), 2),
             "checkpoint_seconds": round(sum(p.checkpoint_seconds for p in ps), 2),
-            "seconds_median": round(statistics.median(p.seconds for p in busy), 3)
-            if busy else 0,
+            "seconds_median": round(statistics.median(p.seconds for p in busy), 3) if busy else 0,
             "seconds_max": round(max(p.seconds for p in ps), 3),
-            "idle_seconds_median": round(statistics.median(
-                [p.seconds for p in ps if not p.rows] or [0]), 3),
-            "checkpointed": sum(p.checkpointed for p in ps)}
+            "idle_seconds_median": round(
+                statistics.median([p.seconds for p in ps if not p.rows] or [0]), 3
+            ),
+            "checkpointed": sum(p.checkpointed for p in ps),
+        }
         print(f"prunes: {final['prunes']}")
     return final
 
@@ -203,8 +239,9 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.dir or tempfile.mkdtemp(prefix="retention-bench-"))
     try:
-        results = [run_mode(m, args, root) for m in (["off", "on"] if not args.only
-                                                      else [args.only])]
+        results = [
+            run_mode(m, args, root) for m in (["off", "on"] if not args.only else [args.only])
+        ]
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)

@@ -87,36 +87,76 @@ def _names(text: str, parser: argparse.ArgumentParser) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks",
-                                     description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[5:]))
-    parser.add_argument("--workloads", help="comma-separated workloads (default: all of them, "
-                        f"{','.join(DEFAULT)})")
-    parser.add_argument("--workload", help="one workload, or all (older spelling; keys = "
-                        "keys1k, steps = three_step)")
-    parser.add_argument("--concurrency", default="1,16,64",
-                        help="comma-separated client concurrencies (default 1,16,64)")
-    parser.add_argument("--seconds", type=float, default=5.0,
-                        help="measured seconds per cell (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0,
-                        help="warm-up seconds per cell, not measured (default 1)")
-    parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                        help="JSON lines, one per cell: to PATH, or after the tables")
-    parser.add_argument("--jsonl", action="store_true",
-                        help="JSON lines on stdout as cells finish; the tables go to stderr")
-    parser.add_argument("--timers", type=int, default=10_000,
-                        help="timers workload: invocations asleep at once (default 10000)")
-    parser.add_argument("--timers-budget", type=float, default=60.0,
-                        help="timers workload: at most this many seconds of submitting per "
-                        "cell, fewer timers if it runs out (default 60)")
-    parser.add_argument("--spread", type=float, default=5.0,
-                        help="timers workload: the timers are due within this many seconds")
-    parser.add_argument("--pool-size", type=int, default=None,
-                        help="host actors per service (default: the runtime's own default)")
-    parser.add_argument("--restate", action="store_true",
-                        help="run the real Restate on the same workloads first and compare "
-                        "with it (benchmarks.restate_peer) instead of the published figures")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[5:]),
+    )
+    parser.add_argument(
+        "--workloads", help=f"comma-separated workloads (default: all of them, {','.join(DEFAULT)})"
+    )
+    parser.add_argument(
+        "--workload",
+        help="one workload, or all (older spelling; keys = keys1k, steps = three_step)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        default="1,16,64",
+        help="comma-separated client concurrencies (default 1,16,64)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="measured seconds per cell (default 5)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="warm-up seconds per cell, not measured (default 1)",
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="JSON lines, one per cell: to PATH, or after the tables",
+    )
+    parser.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="JSON lines on stdout as cells finish; the tables go to stderr",
+    )
+    parser.add_argument(
+        "--timers",
+        type=int,
+        default=10_000,
+        help="timers workload: invocations asleep at once (default 10000)",
+    )
+    parser.add_argument(
+        "--timers-budget",
+        type=float,
+        default=60.0,
+        help="timers workload: at most this many seconds of submitting per "
+        "cell, fewer timers if it runs out (default 60)",
+    )
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=5.0,
+        help="timers workload: the timers are due within this many seconds",
+    )
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=None,
+        help="host actors per service (default: the runtime's own default)",
+    )
+    parser.add_argument(
+        "--restate",
+        action="store_true",
+        help="run the real Restate on the same workloads first and compare "
+        "with it (benchmarks.restate_peer) instead of the published figures",
+    )
     args = parser.parse_args(argv)
     if args.workloads and args.workload:
         parser.error("give --workloads or --workload, not both")
@@ -127,10 +167,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--concurrency wants integers like 1,16,64, not {args.concurrency!r}")
     if not args.concurrency or min(args.concurrency) < 1:
         parser.error("--concurrency wants positive integers")
-    if args.seconds <= 0 or args.warmup < 0 or args.timers < 1 or args.timers_budget <= 0 \
-            or (args.pool_size is not None and args.pool_size < 1):
-        parser.error("--seconds, --timers, --timers-budget and --pool-size must be positive, "
-                     "--warmup not negative")
+    if (
+        args.seconds <= 0
+        or args.warmup < 0
+        or args.timers < 1
+        or args.timers_budget <= 0
+        or (args.pool_size is not None and args.pool_size < 1)
+    ):
+        parser.error(
+            "--seconds, --timers, --timers-budget and --pool-size must be positive, "
+            "--warmup not negative"
+        )
     return args
 
 
@@ -147,36 +194,71 @@ class CellRunner:
 
     def snapshot(self, driver_pid: int | None) -> procs.Snapshot:
         info: Any = ray.get(self.journal.info.remote(), timeout=30)
-        return procs.snapshot(self.data_dir, driver_pid,
-                              {k: int(info[k]) for k in ("transactions", "drains", "reads")})
+        return procs.snapshot(
+            self.data_dir,
+            driver_pid,
+            {k: int(info[k]) for k in ("transactions", "drains", "reads")},
+        )
 
     def run(self, w: Workload, concurrency: int) -> tuple[dict[str, Any], dict]:
         a = self.args
-        cell = Cell(w.name, concurrency, a.seconds, a.warmup, f"{w.name}-c{concurrency}-",
-                    a.timers, a.timers_budget, a.spread)
-        timeout = a.warmup + a.seconds + 180 + (a.timers_budget + a.spread + 300
-                                                if w.name == "timers" else 0)
-        cmd = [sys.executable, "-m", "benchmarks.driver", "--address", self.address,
-               "--namespace", NAMESPACE, "--cell", json.dumps(dataclasses.asdict(cell)),
-               "--sync"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        cell = Cell(
+            w.name,
+            concurrency,
+            a.seconds,
+            a.warmup,
+            f"{w.name}-c{concurrency}-",
+            a.timers,
+            a.timers_budget,
+            a.spread,
+        )
+        timeout = (
+            a.warmup
+            + a.seconds
+            + 180
+            + (a.timers_budget + a.spread + 300 if w.name == "timers" else 0)
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.driver",
+            "--address",
+            self.address,
+            "--namespace",
+            NAMESPACE,
+            "--cell",
+            json.dumps(dataclasses.asdict(cell)),
+            "--sync",
+        ]
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+        }
         snaps: dict[str, procs.Snapshot] = {}
         result: dict[str, Any] | None = None
         with tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=err)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=env,
+                text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
             assert proc.stdin is not None and proc.stdout is not None
             lines = _reader(proc.stdout)
             deadline = time.monotonic() + timeout
             try:
-                while (line := lines.get(timeout=max(deadline - time.monotonic(), 0.1))):
+                while line := lines.get(timeout=max(deadline - time.monotonic(), 0.1)):
                     if line.startswith("@@sample "):
                         snaps[line.split()[1]] = self.snapshot(proc.pid)
                         proc.stdin.write("ok\n")
                         proc.stdin.flush()
                     elif line.startswith("@@result "):
-                        result = json.loads(line[len("@@result "):])
+                        result = json.loads(line[len("@@result ") :])
                 proc.wait(timeout=60)
             except (queue.Empty, subprocess.TimeoutExpired):
                 proc.kill()
@@ -220,8 +302,12 @@ def settled_journal(data_dir: str) -> dict[str, Any]:
     finally:
         con.close()
     size = sum(f.stat().st_size for f in Path(data_dir).glob("journal.duckdb*"))
-    return {"journal_bytes": size, "invocations": invocations, "log_rows": rows,
-            "bytes_per_invocation": round(size / invocations) if invocations else None}
+    return {
+        "journal_bytes": size,
+        "invocations": invocations,
+        "log_rows": rows,
+        "bytes_per_invocation": round(size / invocations) if invocations else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     tables_to = sys.stderr if args.jsonl else sys.stdout
     json_file = open(args.json, "w") if args.json not in (None, "-") else None  # noqa: SIM115
     rows: list[dict[str, Any]] = [
-        {"workload": n, "concurrency": None, "skipped": why} for n, why in skipped.items()]
+        {"workload": n, "concurrency": None, "skipped": why} for n, why in skipped.items()
+    ]
 
     def emit(r: dict[str, Any]) -> None:
         if args.jsonl:
@@ -248,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     peer_rows: list[dict[str, Any]] = []
     if args.restate:  # before Ray starts: the two systems never run at the same time
         try:
-            peer_rows = bench.run([w.name for w in runnable], args.concurrency, args.seconds,
-                                  args.warmup, emit=emit)
+            peer_rows = bench.run(
+                [w.name for w in runnable], args.concurrency, args.seconds, args.warmup, emit=emit
+            )
         except install.SetupError as e:
             print(f"--restate: {e}", file=sys.stderr)
             return 2
@@ -260,20 +348,34 @@ def main(argv: list[str] | None = None) -> int:
     settled: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="raystate-bench-") as data_dir:
         if runnable:
-            ray.init(address="local", namespace=NAMESPACE, include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.ERROR)
+            ray.init(
+                address="local",
+                namespace=NAMESPACE,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
             try:
-                rt = Runtime.start(services, data_dir=data_dir, namespace=NAMESPACE,
-                                   pool_size=args.pool_size)
+                rt = Runtime.start(
+                    services, data_dir=data_dir, namespace=NAMESPACE, pool_size=args.pool_size
+                )
                 # Pool hosts start on first use (1-2 s each here); start them all now, so that
                 # every cell measures the steady state, not the creation of host processes.
-                ray.get([rt.router.pooled(d, i).ready.remote()
-                         for d in services for i in range(rt.pool_size)])
-                print(f"raystate benchmarks: {os.cpu_count()} CPUs, python "
-                      f"{platform.python_version()}, ray {ray.__version__}, duckdb "
-                      f"{duckdb.__version__}, host pool {rt.pool_size} per service; started in "
-                      f"{time.monotonic() - began:.1f}s; {args.warmup:g}s warm-up + "
-                      f"{args.seconds:g}s per cell; load average {_load()}", file=sys.stderr)
+                ray.get(
+                    [
+                        rt.router.pooled(d, i).ready.remote()
+                        for d in services
+                        for i in range(rt.pool_size)
+                    ]
+                )
+                print(
+                    f"raystate benchmarks: {os.cpu_count()} CPUs, python "
+                    f"{platform.python_version()}, ray {ray.__version__}, duckdb "
+                    f"{duckdb.__version__}, host pool {rt.pool_size} per service; started in "
+                    f"{time.monotonic() - began:.1f}s; {args.warmup:g}s warm-up + "
+                    f"{args.seconds:g}s per cell; load average {_load()}",
+                    file=sys.stderr,
+                )
                 try:
                     runner = CellRunner(ray.get_runtime_context().gcs_address, data_dir, args)
                     for w in runnable:
@@ -285,8 +387,11 @@ def main(argv: list[str] | None = None) -> int:
                             r["load_avg_1m"] = round(os.getloadavg()[0], 1)
                             rows.append(r)
                             emit(r)
-                            print(f"  {w.name} x{c}: {r['inv_per_s']} inv/s, p50 {r['p50_ms']}"
-                                  f" ms, p99 {r['p99_ms']} ms, {r['check']}", file=sys.stderr)
+                            print(
+                                f"  {w.name} x{c}: {r['inv_per_s']} inv/s, p50 {r['p50_ms']}"
+                                f" ms, p99 {r['p99_ms']} ms, {r['check']}",
+                                file=sys.stderr,
+                            )
                 finally:
                     rt.shutdown()
             finally:
@@ -294,19 +399,25 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(Exception):
                 settled = settled_journal(data_dir)
     measured = [r for r in rows if "skipped" not in r]
-    title = (f"raystate benchmarks, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
-             f"driver in a separate process; {time.monotonic() - began:.0f}s in all, load "
-             f"average now {_load()}")
+    title = (
+        f"raystate benchmarks, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
+        f"driver in a separate process; {time.monotonic() - began:.0f}s in all, load "
+        f"average now {_load()}"
+    )
     if peer_rows:
         peer_table.print_table(peer_rows, bench.title(), file=tables_to)
-    report.print_tables(measured, title, file=tables_to,
-                        restate=baseline.LABEL if args.restate else report.RESTATE)
+    report.print_tables(
+        measured, title, file=tables_to, restate=baseline.LABEL if args.restate else report.RESTATE
+    )
     for name, why in skipped.items():
         print(f"{name}: {why}", file=tables_to)
     if settled:
-        print(f"journal file after the run, checkpointed: {settled['journal_bytes']:,} bytes "
-              f"for {settled['invocations']:,} invocations ({settled['log_rows']:,} log rows),"
-              f" {settled['bytes_per_invocation']:,} bytes per invocation", file=tables_to)
+        print(
+            f"journal file after the run, checkpointed: {settled['journal_bytes']:,} bytes "
+            f"for {settled['invocations']:,} invocations ({settled['log_rows']:,} log rows),"
+            f" {settled['bytes_per_invocation']:,} bytes per invocation",
+            file=tables_to,
+        )
         emit({"summary": "journal", **settled})
     if args.json == "-":
         for r in [*peer_rows, *rows]:

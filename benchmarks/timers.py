@@ -39,8 +39,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def submit_until(rt: Runtime, n: int, due: Callable[[int], float], *,
-                       concurrency: int = 64, stop_at: float | None = None) -> list[float]:
+async def submit_until(
+    rt: Runtime,
+    n: int,
+    due: Callable[[int], float],
+    *,
+    concurrency: int = 64,
+    stop_at: float | None = None,
+) -> list[float]:
     """Send up to ``n`` ``nap_until(due(i))`` invocations from ``concurrency`` clients, each
     sending its next when the last is durable; stop early once ``stop_at`` (epoch seconds) has
     passed. Returns the send latencies (seconds), one per invocation sent."""
@@ -57,23 +63,26 @@ async def submit_until(rt: Runtime, n: int, due: Callable[[int], float], *,
     return latencies
 
 
-async def submit(rt: Runtime, n: int, spread: float, opens_at: float,
-                 concurrency: int = 64) -> None:
+async def submit(
+    rt: Runtime, n: int, spread: float, opens_at: float, concurrency: int = 64
+) -> None:
     rng = random.Random(n)
-    await submit_until(rt, n, lambda _: opens_at + rng.random() * spread,
-                       concurrency=concurrency)
+    await submit_until(rt, n, lambda _: opens_at + rng.random() * spread, concurrency=concurrency)
 
 
 def _since(since_ms: int) -> str:
-    return (f"SELECT id FROM sys_invocation WHERE target_service_name = '{apps.sleepy.name}'"
-            f" AND epoch_ms(created_at) >= {int(since_ms)}")
+    return (
+        f"SELECT id FROM sys_invocation WHERE target_service_name = '{apps.sleepy.name}'"
+        f" AND epoch_ms(created_at) >= {int(since_ms)}"
+    )
 
 
 async def completed(rt: Runtime, since_ms: int = 0) -> int:
     """How many ``BenchSleepy`` invocations created since ``since_ms`` have completed."""
     table = await rt.sql_async(
         "SELECT count(*) AS n FROM sys_invocation WHERE status = 'completed'"
-        f" AND id IN ({_since(since_ms)})")
+        f" AND id IN ({_since(since_ms)})"
+    )
     return int(table.column("n")[0].as_py())
 
 
@@ -86,14 +95,19 @@ async def lateness(rt: Runtime, since_ms: int = 0) -> dict[str, Any]:
         " max(fired_at_ms - fire_at_ms) AS max, min(fired_at_ms - fire_at_ms) AS min,"
         " count(*) AS timers, count(*) FILTER (WHERE fired) AS fired"
         " FROM (SELECT epoch_ms(fire_at) AS fire_at_ms, epoch_ms(fired_at) AS fired_at_ms,"
-        f" fired FROM sys_timer WHERE kind = 'sleep' AND invocation_id IN ({_since(since_ms)}))")
+        f" fired FROM sys_timer WHERE kind = 'sleep' AND invocation_id IN ({_since(since_ms)}))"
+    )
     return table.to_pylist()[0]
 
 
 def run(n: int, spread: float, suspend_after: float) -> dict:
     data = tempfile.mkdtemp(prefix="raystate-timers-")
-    rt = Runtime.start([apps.sleepy], data_dir=data, namespace=f"bench-timers-{n}-{suspend_after}",
-                       suspend_after=suspend_after)
+    rt = Runtime.start(
+        [apps.sleepy],
+        data_dir=data,
+        namespace=f"bench-timers-{n}-{suspend_after}",
+        suspend_after=suspend_after,
+    )
     try:
         # pooled hosts start on their first use: start them now, to read their idle RSS
         hosts = [rt.router.pooled(apps.sleepy, i) for i in range(rt.pool_size)]
@@ -111,15 +125,23 @@ def run(n: int, spread: float, suspend_after: float) -> dict:
         while (done := asyncio.run(completed(rt))) < n and time.time() < deadline:
             time.sleep(0.5)
         late = asyncio.run(lateness(rt))
-        return {"timers": n, "suspend_after_s": suspend_after, "submit_s": round(submitted, 1),
-                "completed": done, "lateness_p50_ms": late["p50"],
-                "lateness_p99_ms": late["p99"], "lateness_max_ms": late["max"],
-                "early": (late["min"] or 0) < 0,
-                "host_rss_idle_mb": round(base), "host_rss_sleeping_mb": round(sleeping),
-                "kb_per_sleeping": round((sleeping - base) * 1024 / n, 2),
-                "in_memory": sum(s["active"] for s in stats),
-                "check": "OK" if done == n and late["fired"] == n and (late["min"] or 0) >= 0
-                else "FAIL"}
+        return {
+            "timers": n,
+            "suspend_after_s": suspend_after,
+            "submit_s": round(submitted, 1),
+            "completed": done,
+            "lateness_p50_ms": late["p50"],
+            "lateness_p99_ms": late["p99"],
+            "lateness_max_ms": late["max"],
+            "early": (late["min"] or 0) < 0,
+            "host_rss_idle_mb": round(base),
+            "host_rss_sleeping_mb": round(sleeping),
+            "kb_per_sleeping": round((sleeping - base) * 1024 / n, 2),
+            "in_memory": sum(s["active"] for s in stats),
+            "check": "OK"
+            if done == n and late["fired"] == n and (late["min"] or 0) >= 0
+            else "FAIL",
+        }
     finally:
         rt.shutdown()
 
@@ -132,8 +154,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    rows = [run(int(n), args.spread, float(s)) for n in args.timers.split(",")
-            for s in args.suspend_after.split(",")]
+    rows = [
+        run(int(n), args.spread, float(s))
+        for n in args.timers.split(",")
+        for s in args.suspend_after.split(",")
+    ]
     write(pa.Table.from_pylist(rows))
     ray.shutdown()
 

@@ -66,11 +66,17 @@ def _quote(text: str) -> str:
 
 
 def summary(s: Samples, invocations: int | None = None) -> dict[str, Any]:
-    return {"calls": s.completed_in_window, "window_s": s.window_s,
-            "inv_per_s": round(s.per_s, 1),
-            "p50_ms": round(s.percentile_ms(0.50), 2), "p90_ms": round(s.percentile_ms(0.90), 2),
-            "p99_ms": round(s.percentile_ms(0.99), 2), "ok": s.ok, "errors": s.errors,
-            "invocations": s.completed_in_window if invocations is None else invocations}
+    return {
+        "calls": s.completed_in_window,
+        "window_s": s.window_s,
+        "inv_per_s": round(s.per_s, 1),
+        "p50_ms": round(s.percentile_ms(0.50), 2),
+        "p90_ms": round(s.percentile_ms(0.90), 2),
+        "p99_ms": round(s.percentile_ms(0.99), 2),
+        "ok": s.ok,
+        "errors": s.errors,
+        "invocations": s.completed_in_window if invocations is None else invocations,
+    }
 
 
 def closed_loop(make: Callable[[Runtime, Cell], Load]) -> RunCell:
@@ -81,8 +87,13 @@ def closed_loop(make: Callable[[Runtime, Cell], Load]) -> RunCell:
         warm = getattr(load, "warm", None)
         if warm is not None:
             await warm()
-        s = await drive(load.call, concurrency=cell.concurrency, warmup_s=cell.warmup,
-                        seconds=cell.seconds, on_window=sync)
+        s = await drive(
+            load.call,
+            concurrency=cell.concurrency,
+            warmup_s=cell.warmup,
+            seconds=cell.seconds,
+            on_window=sync,
+        )
         problems = []
         if s.errors:
             problems.append(f"{s.errors} calls failed, first: {s.first_error}")
@@ -100,8 +111,9 @@ class CounterLoad:
     acknowledged adds, and the adds of a key returned exactly 1, 2, ..., n (none lost, none
     applied twice, none overlapping)."""
 
-    def __init__(self, rt: Runtime, prefix: str, key_of: Callable[[int], str],
-                 warm_keys: int = 0) -> None:
+    def __init__(
+        self, rt: Runtime, prefix: str, key_of: Callable[[int], str], warm_keys: int = 0
+    ) -> None:
         self.rt, self.prefix, self.key_of = rt, prefix, key_of
         self.warm_keys = warm_keys
         self.returned: dict[str, list[int]] = defaultdict(list)
@@ -128,23 +140,27 @@ class CounterLoad:
         table = await self.rt.sql_async(
             "SELECT service_key AS k, value::BIGINT AS n FROM state"
             f" WHERE service_name = {_quote(apps.counter.name)} AND key = 'count'"
-            f" AND starts_with(service_key, {_quote(self.prefix)})")
-        stored = dict(zip(table.column("k").to_pylist(), table.column("n").to_pylist(),
-                          strict=True))
+            f" AND starts_with(service_key, {_quote(self.prefix)})"
+        )
+        stored = dict(
+            zip(table.column("k").to_pylist(), table.column("n").to_pylist(), strict=True)
+        )
         acked = {k: len(v) for k, v in self.returned.items()}
         problems = []
         wrong = [k for k in acked.keys() | stored.keys() if acked.get(k, 0) != stored.get(k, 0)]
         if wrong:
             k = sorted(wrong)[0]
-            problems.append(f"{len(wrong)} keys' counts differ from their acknowledged adds"
-                            f" (e.g. {k}: stored {stored.get(k, 0)}, acknowledged "
-                            f"{acked.get(k, 0)}); totals {sum(stored.values())} vs "
-                            f"{sum(acked.values())}")
+            problems.append(
+                f"{len(wrong)} keys' counts differ from their acknowledged adds"
+                f" (e.g. {k}: stored {stored.get(k, 0)}, acknowledged "
+                f"{acked.get(k, 0)}); totals {sum(stored.values())} vs "
+                f"{sum(acked.values())}"
+            )
         gaps = [k for k, v in self.returned.items() if sorted(v) != list(range(1, len(v) + 1))]
         if gaps:
             problems.append(f"{len(gaps)} keys' adds did not return 1..n (lost or doubled)")
         if len(acked) == 1:  # the hot key: read it back through a shared handler too
-            (key, n), = acked.items()
+            ((key, n),) = acked.items()
             seen = await self.rt.call_async(apps.get, key=key)
             if seen != n:
                 problems.append(f"shared get({key}) read {seen}, {n} adds were acknowledged")
@@ -184,11 +200,14 @@ class StepsLoad:
         table = await self.rt.sql_async(
             "SELECT count(*) AS n, count(*) FILTER (WHERE completion_result = 'success') AS ok"
             f" FROM sys_invocation WHERE target_service_name = {_quote(apps.steps.name)}"
-            f" AND epoch_ms(created_at) >= {self.since_ms}")
+            f" AND epoch_ms(created_at) >= {self.since_ms}"
+        )
         row = table.to_pylist()[0]
         if row["n"] != self.ok or row["ok"] != self.ok:
-            problems.append(f"sys_invocation holds {row['n']} invocations ({row['ok']} "
-                            f"succeeded), {self.ok} were acknowledged")
+            problems.append(
+                f"sys_invocation holds {row['n']} invocations ({row['ok']} "
+                f"succeeded), {self.ok} were acknowledged"
+            )
         return problems
 
     def notes(self) -> dict[str, Any]:
@@ -206,8 +225,13 @@ async def timers_cell(rt: Runtime, cell: Cell, sync: Sync) -> dict[str, Any]:
     Check: all completed, every timer fired, none early."""
     c = cell.concurrency
     began = time.perf_counter()
-    warm = await timers.submit_until(rt, 10**9, lambda _: time.time(), concurrency=c,
-                                     stop_at=time.time() + cell.warmup) if cell.warmup else []
+    warm = (
+        await timers.submit_until(
+            rt, 10**9, lambda _: time.time(), concurrency=c, stop_at=time.time() + cell.warmup
+        )
+        if cell.warmup
+        else []
+    )
     rate = len(warm) / max(time.perf_counter() - began, 1e-3) if warm else 20.0
     lead = min(cell.timers / rate * 1.3, cell.timers_budget) + 1.0
     await asyncio.sleep(0.2)  # the warm-up sleeps fire and complete
@@ -217,12 +241,18 @@ async def timers_cell(rt: Runtime, cell: Cell, sync: Sync) -> dict[str, Any]:
     opens_at = t0 + lead
     rng = random.Random(cell.timers)
     latencies = await timers.submit_until(
-        rt, cell.timers, lambda _: opens_at + rng.random() * cell.spread, concurrency=c,
-        stop_at=opens_at - 0.5)
+        rt,
+        cell.timers,
+        lambda _: opens_at + rng.random() * cell.spread,
+        concurrency=c,
+        stop_at=opens_at - 0.5,
+    )
     submit_s = time.time() - t0
     await sync("rss")
-    hosts = [ray.get_actor(host_name(apps.sleepy.name, i), namespace=rt.namespace)
-             for i in range(rt.pool_size)]
+    hosts = [
+        ray.get_actor(host_name(apps.sleepy.name, i), namespace=rt.namespace)
+        for i in range(rt.pool_size)
+    ]
     stats: list[dict[str, int]] = await asyncio.gather(*(h.ready.remote() for h in hosts))
     in_memory = sum(s["active"] for s in stats)
     n = len(latencies)
@@ -239,10 +269,15 @@ async def timers_cell(rt: Runtime, cell: Cell, sync: Sync) -> dict[str, Any]:
         problems.append(f"{late['timers']} timers, {late['fired']} fired, {n} expected")
     if (late["min"] or 0) < 0:
         problems.append(f"a timer fired {-late['min']} ms early")
-    notes = {"sleeping": n, "in_memory": in_memory, "submit_s": round(submit_s, 1),
-             "window_opened_during_submission": t0 + submit_s > opens_at,
-             "lateness_p50_ms": late["p50"], "lateness_p99_ms": late["p99"],
-             "lateness_max_ms": late["max"]}
+    notes = {
+        "sleeping": n,
+        "in_memory": in_memory,
+        "submit_s": round(submit_s, 1),
+        "window_opened_during_submission": t0 + submit_s > opens_at,
+        "lateness_p50_ms": late["p50"],
+        "lateness_p99_ms": late["p99"],
+        "lateness_max_ms": late["max"],
+    }
     return {**summary(s, invocations=n), "problems": problems, "notes": notes}
 
 
@@ -252,8 +287,11 @@ async def timers_cell(rt: Runtime, cell: Cell, sync: Sync) -> dict[str, Any]:
 def _food_missing() -> str | None:
     from actors.engine.context import InvocationContext
 
-    absent = [m for m in ("awakeable", "resolve_awakeable", "object_call")
-              if not hasattr(InvocationContext, m)]
+    absent = [
+        m
+        for m in ("awakeable", "resolve_awakeable", "object_call")
+        if not hasattr(InvocationContext, m)
+    ]
     return f"not available yet (needs ctx.{', ctx.'.join(absent)})" if absent else None
 
 
@@ -282,23 +320,58 @@ class Workload:
     aliases: tuple[str, ...] = ()
 
 
-WORKLOADS: dict[str, Workload] = {w.name: w for w in [
-    Workload("hot", "counter add, one hot key", lambda: [apps.counter],
-             closed_loop(counters(1)),
-             {1: {"inv_per_s": 228, "p50_ms": 4.2}, 16: {"inv_per_s": 234},
-              64: {"inv_per_s": 319, "p99_ms": 287}}),
-    Workload("keys1k", "counter add, 1,000 keys", lambda: [apps.counter],
-             closed_loop(counters(1_000, warm=True)),
-             {1: {"inv_per_s": 169, "p50_ms": 5.8}, 16: {"inv_per_s": 589},
-              64: {"inv_per_s": 633, "p99_ms": 169}}, aliases=("keys",)),
-    Workload("keys100k", "counter add, 100,000 keys (a new key per call)",
-             lambda: [apps.counter], closed_loop(counters(100_000))),
-    Workload("three_step", "service, three ctx.run steps", lambda: [apps.steps],
-             closed_loop(lambda rt, cell: StepsLoad(rt)),
-             {1: {"inv_per_s": 114, "p50_ms": 8.5}, 16: {"inv_per_s": 304},
-              64: {"inv_per_s": 322, "p99_ms": 273}}, aliases=("steps",)),
-    Workload("timers", "10,000 sleeping timers (sends)", lambda: [apps.sleepy], timers_cell),
-    Workload("food", "food-order flow", _food_services, closed_loop(_food_load),
-             {1: {"inv_per_s": 27}, 16: {"inv_per_s": 104}, 64: {"inv_per_s": 67}},
-             missing=_food_missing),
-]}
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in [
+        Workload(
+            "hot",
+            "counter add, one hot key",
+            lambda: [apps.counter],
+            closed_loop(counters(1)),
+            {
+                1: {"inv_per_s": 228, "p50_ms": 4.2},
+                16: {"inv_per_s": 234},
+                64: {"inv_per_s": 319, "p99_ms": 287},
+            },
+        ),
+        Workload(
+            "keys1k",
+            "counter add, 1,000 keys",
+            lambda: [apps.counter],
+            closed_loop(counters(1_000, warm=True)),
+            {
+                1: {"inv_per_s": 169, "p50_ms": 5.8},
+                16: {"inv_per_s": 589},
+                64: {"inv_per_s": 633, "p99_ms": 169},
+            },
+            aliases=("keys",),
+        ),
+        Workload(
+            "keys100k",
+            "counter add, 100,000 keys (a new key per call)",
+            lambda: [apps.counter],
+            closed_loop(counters(100_000)),
+        ),
+        Workload(
+            "three_step",
+            "service, three ctx.run steps",
+            lambda: [apps.steps],
+            closed_loop(lambda rt, cell: StepsLoad(rt)),
+            {
+                1: {"inv_per_s": 114, "p50_ms": 8.5},
+                16: {"inv_per_s": 304},
+                64: {"inv_per_s": 322, "p99_ms": 273},
+            },
+            aliases=("steps",),
+        ),
+        Workload("timers", "10,000 sleeping timers (sends)", lambda: [apps.sleepy], timers_cell),
+        Workload(
+            "food",
+            "food-order flow",
+            _food_services,
+            closed_loop(_food_load),
+            {1: {"inv_per_s": 27}, 16: {"inv_per_s": 104}, 64: {"inv_per_s": 67}},
+            missing=_food_missing,
+        ),
+    ]
+}

@@ -35,11 +35,13 @@ def main(data_dir: str = "raystate-data") -> None:
         handle = rt.send(add, key="bob", arg=10, idempotency_key="bonus")
         print("bob after idempotent bonus:", handle.result())
         print("\nThe journal, queried with SQL:")
-        write(rt.sql(
-            "SELECT target, status, count(*) AS invocations, "
-            "arg_max(output, created_at) AS last_output "
-            "FROM sys_invocation GROUP BY ALL ORDER BY 1"
-        ))
+        write(
+            rt.sql(
+                "SELECT target, status, count(*) AS invocations, "
+                "arg_max(output, created_at) AS last_output "
+                "FROM sys_invocation GROUP BY ALL ORDER BY 1"
+            )
+        )
         write(rt.sql("SELECT service_key, key, value FROM state ORDER BY 1"))
     finally:
         rt.shutdown()

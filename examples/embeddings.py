@@ -65,8 +65,11 @@ def index(vectors: np.ndarray, query: int) -> dict[str, Any]:
     """A brute-force index: the documents nearest to one of them, and the matrix's shape."""
     scores = vectors @ vectors[query]
     nearest = np.argsort(-scores)[:4]
-    return {"shape": list(vectors.shape), "query": query,
-            "nearest": [[int(i), round(float(scores[i]), 3)] for i in nearest]}
+    return {
+        "shape": list(vectors.shape),
+        "query": query,
+        "nearest": [[int(i), round(float(scores[i]), 3)] for i in nearest],
+    }
 
 
 @embeddings.handler()
@@ -86,15 +89,25 @@ def main(data_dir: str = "raystate-data") -> None:
         attempts.unlink(missing_ok=True)
         handle = rt.send(pipeline, arg=str(attempts))
         out = handle.result(timeout=300)
-        print(f"index over {out['shape'][0]} documents x {out['shape'][1]} dims; nearest to "
-              f"doc {out['query']}: {out['nearest']}")
-        print(f"corpus {out['corpus_bytes']:,} bytes, vectors {out['vectors_bytes']:,} bytes,"
-              " both in the blob store")
-        print(f"embed ran {attempts.read_text().count('embed')} times "
-              "(its first worker was killed half-way)")
+        print(
+            f"index over {out['shape'][0]} documents x {out['shape'][1]} dims; nearest to "
+            f"doc {out['query']}: {out['nearest']}"
+        )
+        print(
+            f"corpus {out['corpus_bytes']:,} bytes, vectors {out['vectors_bytes']:,} bytes,"
+            " both in the blob store"
+        )
+        print(
+            f"embed ran {attempts.read_text().count('embed')} times "
+            "(its first worker was killed half-way)"
+        )
         print("\nThe journal keeps references, not the data:")
-        write(rt.sql("SELECT index, name, left(result::VARCHAR, 72) AS result FROM sys_journal "
-                     f"WHERE invocation_id = '{handle.id}' ORDER BY index"))
+        write(
+            rt.sql(
+                "SELECT index, name, left(result::VARCHAR, 72) AS result FROM sys_journal "
+                f"WHERE invocation_id = '{handle.id}' ORDER BY index"
+            )
+        )
     finally:
         rt.shutdown()
 

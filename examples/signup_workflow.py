@@ -96,11 +96,18 @@ def main(data_dir: str = "raystate-data") -> None:
         mails = sum(line.startswith(f"to={email} ") for line in outbox.read_text().splitlines())
         print(f"mails sent to {email}: {mails}")
         print("\nThe workflow's journal and promise, queried with SQL:")
-        write(rt.sql(
-            "SELECT j.index, j.entry_type, j.name, j.completed FROM sys_journal j "
-            f"WHERE j.invocation_id = '{first.id}' ORDER BY j.index"))
-        write(rt.sql("SELECT service_key, key, completion_success_value FROM sys_promise "
-                     f"WHERE service_key = '{email}'"))
+        write(
+            rt.sql(
+                "SELECT j.index, j.entry_type, j.name, j.completed FROM sys_journal j "
+                f"WHERE j.invocation_id = '{first.id}' ORDER BY j.index"
+            )
+        )
+        write(
+            rt.sql(
+                "SELECT service_key, key, completion_success_value FROM sys_promise "
+                f"WHERE service_key = '{email}'"
+            )
+        )
     finally:
         rt.shutdown()
 

@@ -69,7 +69,8 @@ class GroupCommitJournal:
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = defaultdict(list)
         self._config_file = Path(data_dir) / CONFIG_FILE
         self._config: dict[str, object] = (
-            pickle.loads(self._config_file.read_bytes()) if self._config_file.exists() else {})
+            pickle.loads(self._config_file.read_bytes()) if self._config_file.exists() else {}
+        )
         self.transactions = 0
         self._pruner: asyncio.Task[None] | None = None
         self.prunes = 0
@@ -102,8 +103,9 @@ class GroupCommitJournal:
                 started = time.perf_counter()
                 outputs = self.store.write(batches) if batches else []
                 if batches:
-                    metrics.journal_commit(time.perf_counter() - started,
-                                           sum(len(b.records) for b in batches))
+                    metrics.journal_commit(
+                        time.perf_counter() - started, sum(len(b.records) for b in batches)
+                    )
             except Exception as e:
                 for _, fut in queued:
                     if not fut.done():
@@ -138,7 +140,8 @@ class GroupCommitJournal:
         it stops the actor, so the DuckDB file alone holds everything); return how many."""
         await self._settled()
         moved = await asyncio.get_running_loop().run_in_executor(
-            self._drain_thread, self.store.drain)
+            self._drain_thread, self.store.drain
+        )
         self.drains += bool(moved)
         return moved
 
@@ -188,8 +191,13 @@ class GroupCommitJournal:
         self._waiters[invocation_id].append(fut)
         done = await self.outcome(invocation_id)
         if done is None and await self.accepted(invocation_id) is None and not fut.done():
-            done = Outcome(False, None, f"unknown invocation {invocation_id} (never accepted, "
-                           "or pruned after the journal's retention)", StatusCode.NOT_FOUND)
+            done = Outcome(
+                False,
+                None,
+                f"unknown invocation {invocation_id} (never accepted, "
+                "or pruned after the journal's retention)",
+                StatusCode.NOT_FOUND,
+            )
         if done is not None:
             waiters = self._waiters.get(invocation_id, [])
             if fut in waiters:  # a commit may have resolved and dropped it meanwhile
@@ -200,12 +208,16 @@ class GroupCommitJournal:
         return await fut
 
     async def pending(
-        self, services: list[str], partition: tuple[int, int] | None = None,
-        key: str | None = None, ids: list[str] | None = None,
+        self,
+        services: list[str],
+        partition: tuple[int, int] | None = None,
+        key: str | None = None,
+        ids: list[str] | None = None,
     ) -> list[PendingInvocation]:
         await self._settled()
-        return await asyncio.to_thread(self.store.pending, services, partition=partition, key=key,
-                                       ids=ids)
+        return await asyncio.to_thread(
+            self.store.pending, services, partition=partition, key=key, ids=ids
+        )
 
     async def pending_timers(self, host: str | None = None) -> list[Timer]:
         await self._settled()
@@ -228,8 +240,9 @@ class GroupCommitJournal:
         """A user's read-only query, on threads of its own, under the time limit and the
         result cap (``journal.usersql``)."""
         await self._settled()
-        return await self.user_queries.run(query, timeout_s=self.sql_timeout_s(),
-                                           max_bytes=self.sql_max_bytes, query_id=query_id)
+        return await self.user_queries.run(
+            query, timeout_s=self.sql_timeout_s(), max_bytes=self.sql_max_bytes, query_id=query_id
+        )
 
     async def sql_or_error(self, query: str, query_id: str | None = None) -> pa.Table | SqlRefused:
         """Like ``sql``, with a refusal or SQL error returned as a ``SqlRefused`` (errors
@@ -279,8 +292,12 @@ class GroupCommitJournal:
         self.prunes += 1
         self.last_prune = stats
         if stats.rows:
-            log.info("pruned %d finished invocations (%d rows) in %.2f s", stats.invocations,
-                     stats.rows, stats.seconds)
+            log.info(
+                "pruned %d finished invocations (%d rows) in %.2f s",
+                stats.invocations,
+                stats.rows,
+                stats.seconds,
+            )
         return stats
 
     async def _prune_loop(self) -> None:
@@ -328,23 +345,32 @@ class GroupCommitJournal:
 
     def info(self) -> dict[str, object]:
         last = self.last_prune
-        return {"data_dir": str(self.store.data_dir.resolve()), "pid": os.getpid(),
-                "transactions": self.transactions, "drains": self.drains,
-                "reads": self.store.reads,
-                "user_queries": self.user_queries.admitted,
-                "retention_s": self.retention_s(),
-                "prunes": self.prunes,
-                "last_prune": None if last is None else {
-                    "invocations": last.invocations, "rows": last.rows,
-                    "seconds": round(last.seconds, 3), "checkpointed": last.checkpointed}}
+        return {
+            "data_dir": str(self.store.data_dir.resolve()),
+            "pid": os.getpid(),
+            "transactions": self.transactions,
+            "drains": self.drains,
+            "reads": self.store.reads,
+            "user_queries": self.user_queries.admitted,
+            "retention_s": self.retention_s(),
+            "prunes": self.prunes,
+            "last_prune": None
+            if last is None
+            else {
+                "invocations": last.invocations,
+                "rows": last.rows,
+                "seconds": round(last.seconds, 3),
+                "checkpointed": last.checkpointed,
+            },
+        }
 
 
 class JournalActor(GroupCommitJournal, WireServed):
     """The remote form (``ray.remote(JournalActor)``): a named, detached, restartable actor."""
 
-    def __init__(self, data_dir: str,
-                 on_pruned: Callable[[list[str], dict[str, object]], None] | None = None
-                 ) -> None:
+    def __init__(
+        self, data_dir: str, on_pruned: Callable[[list[str], dict[str, object]], None] | None = None
+    ) -> None:
         tune_gc()
         owner_only_umask()  # a process of its own: what DuckDB makes later is owner-only too
         self.start_failure: str | None = None

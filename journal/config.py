@@ -66,8 +66,9 @@ class RuntimeConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The stored and sent form (the secret under ``SECRET``, when there is one)."""
-        raw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name != "secret"}
+        raw = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "secret"
+        }
         return raw if self.secret is None else {**raw, SECRET: self.secret}
 
     def without_secret(self) -> RuntimeConfig:

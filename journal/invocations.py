@@ -29,6 +29,7 @@ class InvocationReads:
     """Mixed into ``JournalStore``: what hosts and the scheduler read to recover and resume."""
 
     if TYPE_CHECKING:
+
         def _reader(self) -> duckdb.DuckDBPyConnection: ...
 
     def outcome(self, invocation_id: str) -> Outcome | None:
@@ -45,8 +46,9 @@ class InvocationReads:
         """The first completion of entry ``idx`` of an invocation (finished or not)."""
         with self._reader() as cur:
             rows = rows_of(cur, ["data", "meta", "seq"], [invocation_id], (LogKind.COMPLETION,))
-        found = sorted((seq, data, meta) for _, data, meta, seq in rows
-                       if json.loads(meta)["idx"] == idx)
+        found = sorted(
+            (seq, data, meta) for _, data, meta, seq in rows if json.loads(meta)["idx"] == idx
+        )
         return decode_completion(invocation_id, found[0][1], found[0][2]) if found else None
 
     def pending(
@@ -71,24 +73,39 @@ class InvocationReads:
                 done = {r[1] for r in rows_of(cur, ["id"], ids, (LogKind.OUTPUT,))}
                 open_ids = [i for i in ids if i not in done]
             elif objects:  # a key's invocations by name (a scan of two columns), then by id
-                ids = [r[0] for r in cur.execute(
-                    f"SELECT id FROM log WHERE kind = 'accept' AND name IN ({marks(objects)})",
-                    list(objects)).fetchall()]
+                ids = [
+                    r[0]
+                    for r in cur.execute(
+                        f"SELECT id FROM log WHERE kind = 'accept' AND name IN ({marks(objects)})",
+                        list(objects),
+                    ).fetchall()
+                ]
                 if len(ids) <= INDEX_LOOKUP_MAX_IDS:
                     done = {r[1] for r in rows_of(cur, ["id"], ids, (LogKind.OUTPUT,))}
                     open_ids = [i for i in ids if i not in done]
             if open_ids is None and services:
                 open_ids = self._open_ids(cur)
-            rows = rows_of(cur, ["id", "name", "data", "meta", "seq", ROUTE_SQL], open_ids or [],
-                            (LogKind.ACCEPT, LogKind.ENTRY, LogKind.STATUS, LogKind.TIMER,
-                             LogKind.FIRED, LogKind.COMPLETION))
+            rows = rows_of(
+                cur,
+                ["id", "name", "data", "meta", "seq", ROUTE_SQL],
+                open_ids or [],
+                (
+                    LogKind.ACCEPT,
+                    LogKind.ENTRY,
+                    LogKind.STATUS,
+                    LogKind.TIMER,
+                    LogKind.FIRED,
+                    LogKind.COMPLETION,
+                ),
+            )
         wanted = set(services)
         accepts: list[tuple[Accept, int]] = []
         for kind, id, name, data, meta, seq, route in rows:
-            if (kind == LogKind.ACCEPT
-                    and (partition is None or route % partition[1] == partition[0])
-                    and (name in objects if objects is not None
-                         else name.partition("/")[0] in wanted)):
+            if (
+                kind == LogKind.ACCEPT
+                and (partition is None or route % partition[1] == partition[0])
+                and (name in objects if objects is not None else name.partition("/")[0] in wanted)
+            ):
                 accepts.append((decode_accept(id, name, data, meta), seq))
         if not accepts:
             return []
@@ -116,10 +133,19 @@ class InvocationReads:
         accepts.sort(key=lambda a: (a[0].host_order, a[1]))
         return [
             PendingInvocation(
-                a, dedup_entries(sorted(entries.get(a.id, []), key=by_idx)), retries.get(a.id, 0),
+                a,
+                dedup_entries(sorted(entries.get(a.id, []), key=by_idx)),
+                retries.get(a.id, 0),
                 completions.get(a.id, {}),
-                next((k for t, k in timers.get(a.id, {}).items()
-                      if k in (TimerKind.START, TimerKind.RETRY) and t not in fired), None))
+                next(
+                    (
+                        k
+                        for t, k in timers.get(a.id, {}).items()
+                        if k in (TimerKind.START, TimerKind.RETRY) and t not in fired
+                    ),
+                    None,
+                ),
+            )
             for a, _ in accepts
         ]
 
@@ -127,8 +153,10 @@ class InvocationReads:
         """Every timer that has not fired, or those of one host (the scheduler reloads them
         when it starts; a host hands its own over again when it starts, since it may have died
         between committing a timer and handing it over)."""
-        query = ("SELECT id, name, meta FROM log WHERE kind = 'timer' AND name NOT IN"
-                 " (SELECT name FROM log WHERE kind = 'fired')")
+        query = (
+            "SELECT id, name, meta FROM log WHERE kind = 'timer' AND name NOT IN"
+            " (SELECT name FROM log WHERE kind = 'fired')"
+        )
         params: list[str] = []
         if host is not None:
             query += " AND meta->>'host' = ?"
@@ -145,7 +173,8 @@ class InvocationReads:
             rows = cur.execute(
                 "SELECT id, name, meta FROM log WHERE kind = 'timer'"
                 " AND name IN (SELECT name FROM log WHERE kind = 'fired')"
-                " AND id NOT IN (SELECT id FROM log WHERE kind = 'output')").fetchall()
+                " AND id NOT IN (SELECT id FROM log WHERE kind = 'output')"
+            ).fetchall()
         return decode_timers(rows)
 
     @staticmethod
@@ -153,9 +182,13 @@ class InvocationReads:
         """Ids of all unfinished invocations: one scan of accepts and outputs grouped by id
         (faster than an anti-join of accepts with outputs; filtering on the service in the same
         scan costs more than filtering the few open invocations afterwards)."""
-        return [r[0] for r in cur.execute(
-            "SELECT id FROM log WHERE kind IN ('accept', 'output')"
-            " GROUP BY id HAVING bool_and(kind = 'accept')").fetchall()]
+        return [
+            r[0]
+            for r in cur.execute(
+                "SELECT id FROM log WHERE kind IN ('accept', 'output')"
+                " GROUP BY id HAVING bool_and(kind = 'accept')"
+            ).fetchall()
+        ]
 
     def pending_services(self) -> list[str]:
         """Names of the services (and objects) with accepted, unfinished invocations."""

@@ -33,8 +33,7 @@ class KeyFilter:
     def __init__(self, capacity: int, bloom: Bloom | None = None, items: int = 0) -> None:
         self.capacity = capacity
         self.items = items  # keys added (an upper bound: a key added twice counts twice)
-        self._bloom = bloom if bloom is not None else Bloom(capacity, FALSE_POSITIVE_RATE,
-                                                            key_hash)
+        self._bloom = bloom if bloom is not None else Bloom(capacity, FALSE_POSITIVE_RATE, key_hash)
 
     @classmethod
     def of(cls, keys: Iterable[str], count: int) -> KeyFilter:

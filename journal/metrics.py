@@ -27,8 +27,24 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 PREFIX = "raystate_"
-_LATENCY_S: list[float] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10,
-                           30, 60, 300]
+_LATENCY_S: list[float] = [
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    30,
+    60,
+    300,
+]
 _BATCH: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 
 
@@ -44,25 +60,40 @@ class _Metrics:
         from ray.util.metrics import Counter, Gauge, Histogram
 
         self.invocations = Counter(
-            PREFIX + "invocations", "Invocations that finished, by outcome",
-            tag_keys=("service", "handler", "status"))
+            PREFIX + "invocations",
+            "Invocations that finished, by outcome",
+            tag_keys=("service", "handler", "status"),
+        )
         self.attempt = Histogram(
-            PREFIX + "attempt_latency_seconds", "Time of one attempt of an invocation",
-            boundaries=_LATENCY_S, tag_keys=("service", "handler"))
+            PREFIX + "attempt_latency_seconds",
+            "Time of one attempt of an invocation",
+            boundaries=_LATENCY_S,
+            tag_keys=("service", "handler"),
+        )
         self.step = Histogram(
-            PREFIX + "step_latency_seconds", "Time of one ctx.run step (not replayed ones)",
-            boundaries=_LATENCY_S, tag_keys=("service", "handler", "kind"))
+            PREFIX + "step_latency_seconds",
+            "Time of one ctx.run step (not replayed ones)",
+            boundaries=_LATENCY_S,
+            tag_keys=("service", "handler", "kind"),
+        )
         self.commit = Histogram(
-            PREFIX + "journal_commit_latency_seconds", "Time of one journal group commit",
-            boundaries=_LATENCY_S)
+            PREFIX + "journal_commit_latency_seconds",
+            "Time of one journal group commit",
+            boundaries=_LATENCY_S,
+        )
         self.batch = Histogram(
-            PREFIX + "journal_commit_batch_size", "Records in one journal group commit",
-            boundaries=_BATCH)
+            PREFIX + "journal_commit_batch_size",
+            "Records in one journal group commit",
+            boundaries=_BATCH,
+        )
         self.lateness = Histogram(
-            PREFIX + "timer_lateness_seconds", "How late a timer fired after its due time",
-            boundaries=_LATENCY_S)
+            PREFIX + "timer_lateness_seconds",
+            "How late a timer fired after its due time",
+            boundaries=_LATENCY_S,
+        )
         self.queued = Gauge(
-            PREFIX + "queued_invocations", "Invocations waiting on a host", tag_keys=("host",))
+            PREFIX + "queued_invocations", "Invocations waiting on a host", tag_keys=("host",)
+        )
 
 
 class InvocationStatus(StrEnum):
@@ -163,8 +194,14 @@ def _put(metric: Any, op: _Op, value: float, *tags: tuple[str, str]) -> None:
 def invocation_done(service: str, handler: str, status: str) -> None:
     """An invocation finished: ``status`` is its outcome (``succeeded``, ``failed`` ...)."""
     if (m := _get()) is not None:
-        _put(m.invocations, _Op.INC, 1, ("service", service), ("handler", handler),
-             ("status", str(status)))
+        _put(
+            m.invocations,
+            _Op.INC,
+            1,
+            ("service", service),
+            ("handler", handler),
+            ("status", str(status)),
+        )
 
 
 def attempt_latency(service: str, handler: str, seconds: float) -> None:
@@ -175,8 +212,14 @@ def attempt_latency(service: str, handler: str, seconds: float) -> None:
 def step_latency(service: str, handler: str, seconds: float, remote: bool = False) -> None:
     if (m := _get()) is not None:
         kind = StepKind.REMOTE if remote else StepKind.LOCAL
-        _put(m.step, _Op.OBSERVE, seconds, ("service", service), ("handler", handler),
-             ("kind", kind.value))
+        _put(
+            m.step,
+            _Op.OBSERVE,
+            seconds,
+            ("service", service),
+            ("handler", handler),
+            ("kind", kind.value),
+        )
 
 
 def journal_commit(seconds: float, batch_size: int) -> None:

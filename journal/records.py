@@ -82,7 +82,6 @@ class Output:
     completed_at_ms: int = 0
 
 
-
 @dataclass(frozen=True, slots=True)
 class AttemptFailed:
     """An attempt of an invocation failed (one per failed attempt: ``sys_journal_events``).
@@ -176,5 +175,14 @@ class Completion:
     by: str | None = None
 
 
-Record = (Accept | Entry | StateWrite | StatusChange | Output | Timer | TimerFired | Completion
-          | AttemptFailed)
+Record = (
+    Accept
+    | Entry
+    | StateWrite
+    | StatusChange
+    | Output
+    | Timer
+    | TimerFired
+    | Completion
+    | AttemptFailed
+)

@@ -81,8 +81,16 @@ CHECKPOINT_TRIES = 5
 
 # Row kinds whose ``id`` is an invocation id (see journal.schema). A kind not listed here is
 # never pruned with its invocation.
-INVOCATION_KINDS = (LogKind.ACCEPT, LogKind.ENTRY, LogKind.STATUS, LogKind.OUTPUT, LogKind.TIMER,
-                    LogKind.FIRED, LogKind.COMPLETION, LogKind.EVENT)
+INVOCATION_KINDS = (
+    LogKind.ACCEPT,
+    LogKind.ENTRY,
+    LogKind.STATUS,
+    LogKind.OUTPUT,
+    LogKind.TIMER,
+    LogKind.FIRED,
+    LogKind.COMPLETION,
+    LogKind.EVENT,
+)
 
 
 def retention_seconds(retention: timedelta | float | None) -> float | None:
@@ -95,11 +103,15 @@ def retention_seconds(retention: timedelta | float | None) -> float | None:
     elif isinstance(retention, int | float) and not isinstance(retention, bool):
         seconds = float(retention)
     else:
-        raise TypeError("retention must be a timedelta, a number of seconds or None, "
-                        f"not {type(retention).__name__}")
+        raise TypeError(
+            "retention must be a timedelta, a number of seconds or None, "
+            f"not {type(retention).__name__}"
+        )
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"retention must be a positive duration, not {retention!r} "
-                         "(None keeps finished invocations forever)")
+        raise ValueError(
+            f"retention must be a positive duration, not {retention!r} "
+            "(None keeps finished invocations forever)"
+        )
     return seconds
 
 
@@ -192,7 +204,8 @@ def prune(
     cur.execute("BEGIN TRANSACTION")  # one snapshot for every read
     try:
         done, batches = cur.execute(
-            _CUTOFFS, {"cutoff": cutoff_ms, "batch_cutoff": batch_cutoff_ms}).fetchall()[0]
+            _CUTOFFS, {"cutoff": cutoff_ms, "batch_cutoff": batch_cutoff_ms}
+        ).fetchall()[0]
         parts: list[str] = []
         params: dict[str, object] = {}
         gone: tuple[str, ...] = ()
@@ -209,8 +222,12 @@ def prune(
             params["batches"] = batches
         plan: list[tuple[int, int, int, int, int]] = []
         if parts:
-            cur.execute("CREATE OR REPLACE TEMP TABLE raystate_doomed AS SELECT * FROM ("
-                        + " UNION ALL ".join(parts) + ") AS d(seq, unit, invocation)", params)
+            cur.execute(
+                "CREATE OR REPLACE TEMP TABLE raystate_doomed AS SELECT * FROM ("
+                + " UNION ALL ".join(parts)
+                + ") AS d(seq, unit, invocation)",
+                params,
+            )
             plan = _chunks(cur, chunk_rows)
         cur.execute("COMMIT")
     except BaseException:
@@ -233,9 +250,17 @@ def prune(
     deleted = time.perf_counter()
     checkpointed = bool(rows) and checkpoint and _checkpoint(cur)
     end = time.perf_counter()
-    stats = PruneStats(sum(c[4] for c in plan), rows, len(plan), end - started,
-                       selected - started, deleted - selected, checkpointed, end - deleted,
-                       gone)
+    stats = PruneStats(
+        sum(c[4] for c in plan),
+        rows,
+        len(plan),
+        end - started,
+        selected - started,
+        deleted - selected,
+        checkpointed,
+        end - deleted,
+        gone,
+    )
     return stats, state_since if done is None or not compact_state else max(done, state_since)
 
 
@@ -246,7 +271,9 @@ def _chunks(cur: duckdb.DuckDBPyConnection, rows: int) -> list[tuple[int, int, i
     buckets = cur.execute(
         "SELECT unit // $width AS b, count(*), min(seq), max(seq),"
         " count(DISTINCT unit) FILTER (WHERE invocation)"
-        " FROM raystate_doomed GROUP BY b ORDER BY b", {"width": rows}).fetchall()
+        " FROM raystate_doomed GROUP BY b ORDER BY b",
+        {"width": rows},
+    ).fetchall()
     plan: list[list[int]] = []
     filled = rows
     for b, n, lo, hi, invocations in buckets:

@@ -40,10 +40,16 @@ class Backoff:
 class _Attempts:
     """Decides, after a failure, whether to go on and how long to wait first."""
 
-    def __init__(self, retry_on: Errors, when: Callable[[BaseException], bool] | None,
-                 backoff: Backoff, deadline_s: float | None, max_attempts: int | None,
-                 on_retry: Callable[[BaseException], None] | None,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        retry_on: Errors,
+        when: Callable[[BaseException], bool] | None,
+        backoff: Backoff,
+        deadline_s: float | None,
+        max_attempts: int | None,
+        on_retry: Callable[[BaseException], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
         self.retry_on = retry_on
         self.when = when
         self.on_retry = on_retry
@@ -54,8 +60,7 @@ class _Attempts:
 
     def after(self, error: BaseException) -> float | None:
         """The wait before the next attempt, or None: give up (re-raise ``error``)."""
-        if not isinstance(error, self.retry_on) or (self.when is not None
-                                                     and not self.when(error)):
+        if not isinstance(error, self.retry_on) or (self.when is not None and not self.when(error)):
             return None
         if self.left is not None:
             self.left -= 1

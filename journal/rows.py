@@ -47,8 +47,10 @@ def _object(service: str, key: str | None) -> str:
 
 
 def _accept_row(seq: int, r: Accept) -> Row:
-    meta = (f'{{"handler":{_q(r.handler)},"route_hash":{r.route_hash:d}'
-            f',"created_at_ms":{r.created_at_ms:d},"host_order":{r.host_order:d}')
+    meta = (
+        f'{{"handler":{_q(r.handler)},"route_hash":{r.route_hash:d}'
+        f',"created_at_ms":{r.created_at_ms:d},"host_order":{r.host_order:d}'
+    )
     if r.idempotency_key is not None:
         meta += ',"idempotency_key":' + _q(r.idempotency_key)
     if r.invoked_by is not None:
@@ -57,8 +59,10 @@ def _accept_row(seq: int, r: Accept) -> Row:
 
 
 def _entry_row(seq: int, r: Entry) -> Row:
-    meta = (f'{{"idx":{r.idx:d},"entry_type":{_q(r.entry_type)}'
-            f',"created_at_ms":{r.created_at_ms:d},"completed":{_BOOL[r.completed]}')
+    meta = (
+        f'{{"idx":{r.idx:d},"entry_type":{_q(r.entry_type)}'
+        f',"created_at_ms":{r.created_at_ms:d},"completed":{_BOOL[r.completed]}'
+    )
     if r.failure is not None:
         meta += ',"failure":' + _q(r.failure)
     if r.failure_code is not None:
@@ -87,8 +91,10 @@ def _output_row(seq: int, r: Output) -> Row:
 
 
 def _timer_row(seq: int, r: Timer) -> Row:
-    meta = (f'{{"idx":{r.idx:d},"timer_kind":{_q(r.kind)},"fire_at_ms":{r.fire_at_ms:d}'
-            f',"host":{_q(r.host)}}}')
+    meta = (
+        f'{{"idx":{r.idx:d},"timer_kind":{_q(r.kind)},"fire_at_ms":{r.fire_at_ms:d}'
+        f',"host":{_q(r.host)}}}'
+    )
     return (seq, LogKind.TIMER, r.invocation_id, r.timer_id, None, meta)
 
 
@@ -108,13 +114,23 @@ def _completion_row(seq: int, r: Completion) -> Row:
 
 
 def _event_row(seq: int, r: AttemptFailed) -> Row:
-    event = {"failure": r.failure, "stacktrace": r.stacktrace, "retry_count": r.retry_count,
-             "related_entry_index": r.related_entry_index,
-             "related_entry_name": r.related_entry_name,
-             "related_entry_type": r.related_entry_type,
-             "next_retry_at_ms": r.next_retry_at_ms}
-    return (seq, LogKind.EVENT, r.invocation_id, EVENT_TRANSIENT_ERROR, json.dumps(event),
-            f'{{"at_ms":{r.at_ms:d}}}')
+    event = {
+        "failure": r.failure,
+        "stacktrace": r.stacktrace,
+        "retry_count": r.retry_count,
+        "related_entry_index": r.related_entry_index,
+        "related_entry_name": r.related_entry_name,
+        "related_entry_type": r.related_entry_type,
+        "next_retry_at_ms": r.next_retry_at_ms,
+    }
+    return (
+        seq,
+        LogKind.EVENT,
+        r.invocation_id,
+        EVENT_TRANSIENT_ERROR,
+        json.dumps(event),
+        f'{{"at_ms":{r.at_ms:d}}}',
+    )
 
 
 _ENCODERS: dict[type, Callable[[int, Any], Row]] = {
@@ -148,21 +164,40 @@ def log_rows(batch: Batch, seq: int) -> list[Row]:
 def decode_accept(id: str, name: str, data: str, meta: str) -> Accept:
     m = json.loads(meta)
     service, slash, key = name.partition("/")
-    return Accept(id, service, m["handler"], key if slash else None, m["route_hash"], data,
-                  m.get("idempotency_key"), m.get("invoked_by"), m["created_at_ms"],
-                  m["host_order"])
+    return Accept(
+        id,
+        service,
+        m["handler"],
+        key if slash else None,
+        m["route_hash"],
+        data,
+        m.get("idempotency_key"),
+        m.get("invoked_by"),
+        m["created_at_ms"],
+        m["host_order"],
+    )
 
 
 def decode_entry(id: str, name: str | None, data: str | None, meta: str) -> Entry:
     m = json.loads(meta)
-    return Entry(id, m["idx"], m["entry_type"], name, data, m.get("failure"),
-                 m.get("failure_code"), m["created_at_ms"], m["completed"])
+    return Entry(
+        id,
+        m["idx"],
+        m["entry_type"],
+        name,
+        data,
+        m.get("failure"),
+        m.get("failure_code"),
+        m["created_at_ms"],
+        m["completed"],
+    )
 
 
 def decode_completion(id: str, data: str | None, meta: str) -> Completion:
     m = json.loads(meta)
-    return Completion(id, m["idx"], data, m.get("failure"), m.get("failure_code"), m["at_ms"],
-                      m.get("by"))
+    return Completion(
+        id, m["idx"], data, m.get("failure"), m.get("failure_code"), m["at_ms"], m.get("by")
+    )
 
 
 def decode_outcome(data: str | None, meta: str) -> Outcome:

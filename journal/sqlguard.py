@@ -32,23 +32,80 @@ ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 READ_NODES = {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"}
 # Table functions that only compute or describe: an allow-list, so a function a later DuckDB
 # adds is refused until someone looks at it.
-TABLE_FUNCTIONS = frozenset({
-    "range", "generate_series", "unnest", "repeat", "repeat_row", "json_each", "json_tree",
-    "histogram", "histogram_values", "summary", "pg_timezone_names", "icu_calendar_names",
-    "pragma_table_info", "pragma_show", "pragma_version", "pragma_platform",
-    "pragma_database_size", "pragma_storage_info", "pragma_metadata_info", "pragma_collations",
-    "duckdb_columns", "duckdb_constraints", "duckdb_databases", "duckdb_dependencies",
-    "duckdb_functions", "duckdb_indexes", "duckdb_keywords", "duckdb_optimizers",
-    "duckdb_schemas", "duckdb_sequences", "duckdb_settings", "duckdb_tables", "duckdb_types",
-    "duckdb_views", "duckdb_memory", "duckdb_temporary_files", "duckdb_variables",
-})
+TABLE_FUNCTIONS = frozenset(
+    {
+        "range",
+        "generate_series",
+        "unnest",
+        "repeat",
+        "repeat_row",
+        "json_each",
+        "json_tree",
+        "histogram",
+        "histogram_values",
+        "summary",
+        "pg_timezone_names",
+        "icu_calendar_names",
+        "pragma_table_info",
+        "pragma_show",
+        "pragma_version",
+        "pragma_platform",
+        "pragma_database_size",
+        "pragma_storage_info",
+        "pragma_metadata_info",
+        "pragma_collations",
+        "duckdb_columns",
+        "duckdb_constraints",
+        "duckdb_databases",
+        "duckdb_dependencies",
+        "duckdb_functions",
+        "duckdb_indexes",
+        "duckdb_keywords",
+        "duckdb_optimizers",
+        "duckdb_schemas",
+        "duckdb_sequences",
+        "duckdb_settings",
+        "duckdb_tables",
+        "duckdb_types",
+        "duckdb_views",
+        "duckdb_memory",
+        "duckdb_temporary_files",
+        "duckdb_variables",
+    }
+)
 # Scalar functions that change something (a sequence, the session's random seed).
 SCALAR_DENIED = frozenset({"nextval", "setval", "setseed"})
 # Keywords that never belong in a read (checked where the syntax tree is not available).
-WRITE_KEYWORDS = frozenset({
-    "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "ATTACH", "DETACH", "CREATE", "DROP",
-    "ALTER", "INSTALL", "LOAD", "SET", "RESET", "PRAGMA", "CALL", "CHECKPOINT", "EXPORT",
-    "IMPORT", "VACUUM", "TRUNCATE", "ANALYZE", "ANALYSE", "BEGIN", "COMMIT", "ROLLBACK"})
+WRITE_KEYWORDS = frozenset(
+    {
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "MERGE",
+        "COPY",
+        "ATTACH",
+        "DETACH",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "INSTALL",
+        "LOAD",
+        "SET",
+        "RESET",
+        "PRAGMA",
+        "CALL",
+        "CHECKPOINT",
+        "EXPORT",
+        "IMPORT",
+        "VACUUM",
+        "TRUNCATE",
+        "ANALYZE",
+        "ANALYSE",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+    }
+)
 
 
 _parser_lock = threading.Lock()
@@ -66,7 +123,8 @@ def check_read_only(query: str) -> str:
         _check_tree(query)
     else:
         raise SqlRefused(
-            f"only read-only queries (SELECT, WITH, EXPLAIN) are accepted, not {kind.name}")
+            f"only read-only queries (SELECT, WITH, EXPLAIN) are accepted, not {kind.name}"
+        )
     return query
 
 
@@ -77,14 +135,17 @@ def _statement_type(query: str) -> duckdb.StatementType:
     except duckdb.Error as e:
         raise SqlRefused(f"cannot parse SQL: {e}") from None
     except ValueError:  # a statement type this DuckDB's Python enum lacks (UPDATE EXTENSIONS)
-        raise SqlRefused("only read-only queries (SELECT, WITH, EXPLAIN) are accepted, not "
-                         f"{' '.join(_words(query)[:2]).upper()}") from None
+        raise SqlRefused(
+            "only read-only queries (SELECT, WITH, EXPLAIN) are accepted, not "
+            f"{' '.join(_words(query)[:2]).upper()}"
+        ) from None
     if len(kinds) != 1:
         raise SqlRefused(f"expected exactly one statement, got {len(kinds)}")
     kind = kinds[0]
     if kind not in (*ALLOWED, duckdb.StatementType.MULTI):
         raise SqlRefused(
-            f"only read-only queries (SELECT, WITH, EXPLAIN) are accepted, not {kind.name}")
+            f"only read-only queries (SELECT, WITH, EXPLAIN) are accepted, not {kind.name}"
+        )
     return kind
 
 
@@ -114,7 +175,7 @@ def _explained(query: str) -> str:
         elif text.startswith(")"):
             depth -= 1
         elif depth == 0:
-            return query[raw[i][0]:]
+            return query[raw[i][0] :]
         i += 1
     raise SqlRefused("EXPLAIN of nothing")
 
@@ -148,8 +209,10 @@ def _check_node(node: dict[str, Any]) -> None:
     if not isinstance(kind, str):
         return
     if kind.endswith("_NODE") and kind not in READ_NODES:
-        raise SqlRefused("only read-only queries are accepted: this one contains a write "
-                         f"({kind.removesuffix('_NODE').removesuffix('_QUERY')})")
+        raise SqlRefused(
+            "only read-only queries are accepted: this one contains a write "
+            f"({kind.removesuffix('_NODE').removesuffix('_QUERY')})"
+        )
     if kind == "TABLE_FUNCTION":
         name = str((node.get("function") or {}).get("function_name", "")).lower()
         if name not in TABLE_FUNCTIONS:
@@ -166,8 +229,10 @@ def _check_pivot(query: str) -> None:
     tokens = _tokens(query)
     words = [t.upper() for t, kind in tokens if kind == "keyword"]
     if "PIVOT" not in words:
-        raise SqlRefused("only read-only queries (SELECT, WITH, EXPLAIN) are accepted, not a "
-                         "multi-part statement")
+        raise SqlRefused(
+            "only read-only queries (SELECT, WITH, EXPLAIN) are accepted, not a "
+            "multi-part statement"
+        )
     writes = sorted(WRITE_KEYWORDS.intersection(words))
     if writes:
         raise SqlRefused(f"only read-only queries are accepted: this one says {writes[0]}")
@@ -177,8 +242,7 @@ def _check_pivot(query: str) -> None:
             if name in _table_function_names() and name not in TABLE_FUNCTIONS:
                 raise SqlRefused(f"table function {name}() is not allowed in queries")
             if name in SCALAR_DENIED:
-                raise SqlRefused(f"function {name}() changes the database; not allowed in "
-                                 "queries")
+                raise SqlRefused(f"function {name}() changes the database; not allowed in queries")
 
 
 _table_functions: frozenset[str] | None = None
@@ -189,8 +253,10 @@ def _table_function_names() -> frozenset[str]:
     if _table_functions is None:
         with _parser_lock:
             con = duckdb.connect(":memory:", config={"enable_external_access": False})
-            rows = con.execute("SELECT DISTINCT function_name FROM duckdb_functions() WHERE "
-                               "function_type IN ('table', 'table_macro')").fetchall()
+            rows = con.execute(
+                "SELECT DISTINCT function_name FROM duckdb_functions() WHERE "
+                "function_type IN ('table', 'table_macro')"
+            ).fetchall()
             con.close()
         _table_functions = frozenset(r[0].lower() for r in rows)
     return _table_functions

@@ -17,6 +17,7 @@ class StateReads:
     """Mixed into ``JournalStore``: the committed state hosts load."""
 
     if TYPE_CHECKING:
+
         def _reader(self) -> duckdb.DuckDBPyConnection: ...
 
     def load_state(self, service: str, key: str) -> dict[str, str]:
@@ -34,16 +35,21 @@ class StateReads:
         rows: list[tuple[Any, ...]] = []
         with self._reader() as cur:
             for i in range(0, len(keys), INDEX_LOOKUP_MAX_IDS):
-                objs = [f"{service}/{k}" for k in keys[i:i + INDEX_LOOKUP_MAX_IDS]]
+                objs = [f"{service}/{k}" for k in keys[i : i + INDEX_LOOKUP_MAX_IDS]]
                 where = f"id IN ({marks(objs)}) AND {state}"
                 # Usually a few rows per key, folded here (an aggregate in SQL costs about twice
                 # as much); a long history (a hot key's) is folded by DuckDB instead.
-                chunk = cur.execute(f"SELECT id, name, data, seq FROM log WHERE {where}"
-                                    f" LIMIT {FOLD_IN_SQL_ROWS + 1}", objs).fetchall()
+                chunk = cur.execute(
+                    f"SELECT id, name, data, seq FROM log WHERE {where}"
+                    f" LIMIT {FOLD_IN_SQL_ROWS + 1}",
+                    objs,
+                ).fetchall()
                 if len(chunk) > FOLD_IN_SQL_ROWS:
-                    chunk = cur.execute("SELECT id, name, arg_max_null(data, seq), max(seq)"
-                                        f" FROM log WHERE {where} GROUP BY id, name",
-                                        objs).fetchall()
+                    chunk = cur.execute(
+                        "SELECT id, name, arg_max_null(data, seq), max(seq)"
+                        f" FROM log WHERE {where} GROUP BY id, name",
+                        objs,
+                    ).fetchall()
                 rows += chunk
         latest: dict[tuple[str, str], tuple[int, str | None]] = {}
         for obj, name, data, seq in rows:
@@ -59,7 +65,9 @@ class StateReads:
         """A ``KeyFilter`` (as bytes) of the keys of ``service`` that have state rows: a host
         loads nothing for a key outside it."""
         with self._reader() as cur:
-            ids = cur.execute("SELECT DISTINCT id FROM log WHERE kind = 'state'"
-                              " AND starts_with(id, ?)", [f"{service}/"]).fetchall()
+            ids = cur.execute(
+                "SELECT DISTINCT id FROM log WHERE kind = 'state' AND starts_with(id, ?)",
+                [f"{service}/"],
+            ).fetchall()
         prefix = len(service) + 1
         return KeyFilter.of((i[prefix:] for (i,) in ids), len(ids)).to_bytes()

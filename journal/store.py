@@ -97,8 +97,9 @@ class JournalStore(InvocationReads, StateReads):
     ``clock`` (epoch ms) stamps the marks retention counts time by (see ``prune``); tests
     inject their own."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], *,
-                 clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self, data_dir: str | os.PathLike[str], *, clock: Callable[[], int] = now_ms
+    ) -> None:
         self.data_dir = Path(data_dir)
         self._clock = clock
         self._con = open_database(self.data_dir)
@@ -273,13 +274,20 @@ class JournalStore(InvocationReads, StateReads):
             if batch_retention_ms is None:
                 batch_retention_ms = max(retention_ms, retention.BATCH_ID_RETENTION_MS)
             if checkpoint is None:
-                checkpoint = (time.monotonic() - self._checkpointed_at
-                              >= retention.CHECKPOINT_INTERVAL_S)
+                checkpoint = (
+                    time.monotonic() - self._checkpointed_at >= retention.CHECKPOINT_INTERVAL_S
+                )
             with self._con.cursor() as cur:
                 stats, self._state_seen = retention.prune(
-                    cur, now - retention_ms, now - batch_retention_ms,
-                    state_since=self._state_seen, compact_state=compact_state,
-                    chunk_rows=chunk_rows, pause_s=pause_s, checkpoint=checkpoint)
+                    cur,
+                    now - retention_ms,
+                    now - batch_retention_ms,
+                    state_since=self._state_seen,
+                    compact_state=compact_state,
+                    chunk_rows=chunk_rows,
+                    pause_s=pause_s,
+                    checkpoint=checkpoint,
+                )
             if stats.checkpointed:
                 self._checkpointed_at = time.monotonic()
             return stats
@@ -300,6 +308,7 @@ class JournalStore(InvocationReads, StateReads):
         self.reads += 1
         self.drain()
         return self._con.cursor()
+
     def set_services(self, rows: Sequence[Sequence[str | None]]) -> None:
         """Replace the registry ``sys_service`` shows: (name, ty, handler, kind, options JSON)
         per handler (kind None for a service's). A table of its own, replaced in one
@@ -309,8 +318,10 @@ class JournalStore(InvocationReads, StateReads):
             try:
                 cur.execute("DELETE FROM service_registry")
                 if rows:
-                    cur.executemany("INSERT INTO service_registry VALUES (?, ?, ?, ?, ?)",
-                                    [list(r) for r in rows])
+                    cur.executemany(
+                        "INSERT INTO service_registry VALUES (?, ?, ?, ?, ?)",
+                        [list(r) for r in rows],
+                    )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")

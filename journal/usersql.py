@@ -58,8 +58,12 @@ class _Job:
                     self.cursor.interrupt()
 
 
-def run_read_only(cur: duckdb.DuckDBPyConnection, query: str,
-                  max_bytes: int = MAX_RESULT_BYTES, job: _Job | None = None) -> pa.Table:
+def run_read_only(
+    cur: duckdb.DuckDBPyConnection,
+    query: str,
+    max_bytes: int = MAX_RESULT_BYTES,
+    job: _Job | None = None,
+) -> pa.Table:
     """Check ``query`` and run it on ``cur`` in a READ ONLY transaction that is rolled back,
     streaming its rows up to ``max_bytes``."""
     check_read_only(query)
@@ -75,7 +79,8 @@ def run_read_only(cur: duckdb.DuckDBPyConnection, query: str,
                 if size > max_bytes:
                     raise SqlResultTooLarge(
                         f"the result is larger than the cap of {max_bytes / 2**20:g} MiB of Arrow "
-                        "data; select fewer rows or columns (LIMIT, aggregates)")
+                        "data; select fewer rows or columns (LIMIT, aggregates)"
+                    )
                 if job is not None and job.stopped:
                     raise SqlCancelled("the query was interrupted: its caller gave up")
                 batches.append(batch)
@@ -90,8 +95,13 @@ def run_read_only(cur: duckdb.DuckDBPyConnection, query: str,
 class UserQueries:
     """The journal's runner of users' queries (see the module docstring)."""
 
-    def __init__(self, cursor: Callable[[], duckdb.DuckDBPyConnection], *,
-                 workers: int = SQL_WORKERS, waiting: int = SQL_WAITING) -> None:
+    def __init__(
+        self,
+        cursor: Callable[[], duckdb.DuckDBPyConnection],
+        *,
+        workers: int = SQL_WORKERS,
+        waiting: int = SQL_WAITING,
+    ) -> None:
         """``cursor``: a fresh cursor that sees every acknowledged row."""
         self._cursor = cursor
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="journal-user-sql")
@@ -112,17 +122,26 @@ class UserQueries:
                 job.cursor.close()
                 job.cursor = None
 
-    async def run(self, query: str, *, timeout_s: float | None = DEFAULT_SQL_TIMEOUT_S,
-                  max_bytes: int = MAX_RESULT_BYTES, query_id: str | None = None) -> pa.Table:
+    async def run(
+        self,
+        query: str,
+        *,
+        timeout_s: float | None = DEFAULT_SQL_TIMEOUT_S,
+        max_bytes: int = MAX_RESULT_BYTES,
+        query_id: str | None = None,
+    ) -> pa.Table:
         """The query's result; ``SqlTimeout`` past ``timeout_s`` (None: no limit)."""
         if self.admitted >= self._admit:
-            raise SqlBusy(f"{self.admitted} queries run or wait already (at most "
-                          f"{self._admit}); try again later")
+            raise SqlBusy(
+                f"{self.admitted} queries run or wait already (at most "
+                f"{self._admit}); try again later"
+            )
         job = _Job()
         key = query_id if query_id is not None else f"_{id(job)}"
         self.admitted += 1
         fut = asyncio.get_running_loop().run_in_executor(
-            self._pool, self._execute, job, query, max_bytes)
+            self._pool, self._execute, job, query, max_bytes
+        )
         self._jobs[key] = (job, fut)
 
         def done(_: object) -> None:
@@ -135,8 +154,10 @@ class UserQueries:
             return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
         except TimeoutError:
             await self._stop(job, fut)
-            raise SqlTimeout(f"the query ran past its time limit of {timeout_s:g} s and was "
-                             "interrupted (Runtime.start(..., sql_timeout=...) sets it)") from None
+            raise SqlTimeout(
+                f"the query ran past its time limit of {timeout_s:g} s and was "
+                "interrupted (Runtime.start(..., sql_timeout=...) sets it)"
+            ) from None
         except asyncio.CancelledError:
             await self._stop(job, fut)
             raise

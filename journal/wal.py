@@ -52,7 +52,7 @@ def decode_frames(data: bytes) -> tuple[list[list[Row]], int]:
     at = 0
     while at + FRAME.size <= len(data):
         size, crc = FRAME.unpack_from(data, at)
-        payload = data[at + FRAME.size:at + FRAME.size + size]
+        payload = data[at + FRAME.size : at + FRAME.size + size]
         if len(payload) < size or zlib.crc32(payload) != crc:
             break
         try:
@@ -73,8 +73,9 @@ def _row(r: Any) -> Row:
 class WriteAheadLog:
     """Segments of durable log rows in ``<data dir>/wal``. Not thread-safe: one writer."""
 
-    def __init__(self, data_dir: str | os.PathLike[str],
-                 segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self, data_dir: str | os.PathLike[str], segment_bytes: int = SEGMENT_BYTES
+    ) -> None:
         self.dir = Path(data_dir) / WAL_DIR
         self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         restrict(self.dir, DIR_MODE)  # made looser by an older version
@@ -95,9 +96,12 @@ class WriteAheadLog:
             data = path.read_bytes()
             frames, good = decode_frames(data)
             if good < len(data):
-                log.warning("write-ahead log %s: %d bytes after the last whole frame ignored%s",
-                            path, len(data) - good,
-                            "" if i == len(paths) - 1 else " (not the last segment)")
+                log.warning(
+                    "write-ahead log %s: %d bytes after the last whole frame ignored%s",
+                    path,
+                    len(data) - good,
+                    "" if i == len(paths) - 1 else " (not the last segment)",
+                )
             for frame in frames:
                 yield from frame
             if good < len(data):
@@ -137,8 +141,11 @@ class WriteAheadLog:
     def release(self, drained_seq: int) -> None:
         """DuckDB holds every row up to ``drained_seq``: delete the segments it covers (and
         seal the open one, if it is covered and big enough to be worth starting anew)."""
-        if (self._path is not None and self._last_seq <= drained_seq
-                and self._size >= self.segment_bytes):
+        if (
+            self._path is not None
+            and self._last_seq <= drained_seq
+            and self._size >= self.segment_bytes
+        ):
             self._close()
         done = [p for p, last in self._sealed.items() if last <= drained_seq]
         for path in done:

@@ -51,5 +51,9 @@ class SchedulerActor(TimerScheduler, WireServed):
                 await handle.wake.remote(items)
 
         with contextlib.suppress(*UNAVAILABLE, WireClosed):  # still down: it reads the journal
-            await retry(once, retry_on=(*UNAVAILABLE, WireClosed), deadline_s=WAKE_PATIENCE_S,
-                        on_retry=lambda _: self._hosts.pop(host, None))
+            await retry(
+                once,
+                retry_on=(*UNAVAILABLE, WireClosed),
+                deadline_s=WAKE_PATIENCE_S,
+                on_retry=lambda _: self._hosts.pop(host, None),
+            )

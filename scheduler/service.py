@@ -46,8 +46,7 @@ class TimerJournal(Protocol):
 class TimerScheduler:
     """Fires due timers: durable first, then a notification to each timer's host."""
 
-    def __init__(self, journal: TimerJournal,
-                 notify: Callable[[str, list[Wake]], None]) -> None:
+    def __init__(self, journal: TimerJournal, notify: Callable[[str, list[Wake]], None]) -> None:
         self.journal = journal
         self.notify = notify
         self.queue: TimerQueue[Timer] = TimerQueue()
@@ -74,8 +73,11 @@ class TimerScheduler:
         self._task.cancel()
 
     async def _run(self) -> None:
-        fired = await retry(self._load, backoff=LOAD_BACKOFF, on_retry=lambda _: log.exception(
-            "cannot load timers from the journal; trying again"))
+        fired = await retry(
+            self._load,
+            backoff=LOAD_BACKOFF,
+            on_retry=lambda _: log.exception("cannot load timers from the journal; trying again"),
+        )
         self.loaded.set()
         self._renotify(fired)
         while True:

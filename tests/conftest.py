@@ -14,8 +14,9 @@ import pytest
 T = TypeVar("T")
 
 
-def assert_eventually(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
-                      message: str = "condition") -> T:
+def assert_eventually(
+    fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, message: str = "condition"
+) -> T:
     """Poll ``fn`` until it returns a truthy value; fail with ``message`` at the deadline."""
     deadline = time.monotonic() + timeout
     last: T = fn()

@@ -96,30 +96,47 @@ app = _App(
 
 AddressOpt = Annotated[
     str | None,
-    typer.Option("--address", envvar="RAY_ADDRESS", metavar="ADDRESS",
-                 help="Ray cluster address (default: auto, the running local cluster)."),
+    typer.Option(
+        "--address",
+        envvar="RAY_ADDRESS",
+        metavar="ADDRESS",
+        help="Ray cluster address (default: auto, the running local cluster).",
+    ),
 ]
 NamespaceOpt = Annotated[
-    str, typer.Option("--namespace", envvar="RAYSTATE_NAMESPACE", metavar="NAMESPACE",
-                      help="The runtime's namespace.")
+    str,
+    typer.Option(
+        "--namespace",
+        envvar="RAYSTATE_NAMESPACE",
+        metavar="NAMESPACE",
+        help="The runtime's namespace.",
+    ),
 ]
 DbOpt = Annotated[
     Path | None,
-    typer.Option("--db", metavar="DATA_DIR",
-                 help="Read this data dir (or its journal.duckdb) directly and read-only, when "
-                      "no runtime runs on it."),
+    typer.Option(
+        "--db",
+        metavar="DATA_DIR",
+        help="Read this data dir (or its journal.duckdb) directly and read-only, when "
+        "no runtime runs on it.",
+    ),
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", case_sensitive=False)]
 LiveDbOpt = Annotated[
     Path | None,
-    typer.Option("--db", metavar="DATA_DIR", hidden=True,
-                 help="Refused: acting on an invocation needs its running runtime."),
+    typer.Option(
+        "--db",
+        metavar="DATA_DIR",
+        hidden=True,
+        help="Refused: acting on an invocation needs its running runtime.",
+    ),
 ]
 
 
 def sql_literal(value: str) -> str:
     """``value`` as a SQL string literal: quoted, with single quotes doubled."""
     return "'" + value.replace("'", "''") + "'"
+
 
 def _fail(message: str, code: int) -> None:
     typer.echo(f"raystate: {message}", err=True)
@@ -168,8 +185,9 @@ def sql(
         write(source.sql(query), fmt)
 
 
-INVOCATION_COLUMNS = ("id, target, status, completion_result, retry_count, last_failure,"
-                      " created_at, modified_at")
+INVOCATION_COLUMNS = (
+    "id, target, status, completion_result, retry_count, last_failure, created_at, modified_at"
+)
 # Unfinished invocations first (what needs a look), then the most recently changed.
 INVOCATION_ORDER = "status = 'completed', modified_at DESC, id"
 FAILURE_WIDTH = 60  # characters of last_failure the table shows (json and csv: all of it)
@@ -181,33 +199,52 @@ def _table_columns(width: int) -> list[str]:
     (json and csv have every column; ``describe`` has the rest)."""
     columns = ["id", "target", "status", "retry_count", "last_failure"]
     return columns + (["modified_at"] if width >= WIDE else [])
+
+
 TOTAL = "total_rows"
 
 
-def invocations_query(status: str | None = None, service: str | None = None,
-                      key: str | None = None, limit: int | None = 50) -> str:
+def invocations_query(
+    status: str | None = None,
+    service: str | None = None,
+    key: str | None = None,
+    limit: int | None = 50,
+) -> str:
     """The ``raystate invocations`` query: unfinished first, then the most recently changed;
     the column ``total_rows`` counts every row that matches, also those past ``limit``
     (None: no limit)."""
-    where = [f"{column} = {sql_literal(value)}" for column, value in
-             (("status", status), ("target_service_name", service),
-              ("target_service_key", key)) if value is not None]
+    where = [
+        f"{column} = {sql_literal(value)}"
+        for column, value in (
+            ("status", status),
+            ("target_service_name", service),
+            ("target_service_key", key),
+        )
+        if value is not None
+    ]
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     cut = "" if limit is None else f" LIMIT {int(limit)}"
-    return (f"SELECT {INVOCATION_COLUMNS}, count(*) OVER () AS {TOTAL}"
-            f" FROM sys_invocation{clause} ORDER BY {INVOCATION_ORDER}{cut}")
+    return (
+        f"SELECT {INVOCATION_COLUMNS}, count(*) OVER () AS {TOTAL}"
+        f" FROM sys_invocation{clause} ORDER BY {INVOCATION_ORDER}{cut}"
+    )
 
 
 @app.command(cls=RaystateCommand)
 def invocations(
-    status: Annotated[InvocationStatus | None, typer.Option(
-        help="Only invocations in this status.", case_sensitive=False)] = None,
-    service: Annotated[str | None, typer.Option(metavar="SERVICE",
-                                                help="Target service name.")] = None,
-    key: Annotated[str | None, typer.Option(metavar="KEY",
-                                            help="Target virtual-object key.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, metavar="N",
-                                       help="Show at most N invocations.")] = 50,
+    status: Annotated[
+        InvocationStatus | None,
+        typer.Option(help="Only invocations in this status.", case_sensitive=False),
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option(metavar="SERVICE", help="Target service name.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(metavar="KEY", help="Target virtual-object key.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, metavar="N", help="Show at most N invocations.")
+    ] = 50,
     every: Annotated[bool, typer.Option("--all", help="Show all of them (no --limit).")] = False,
     fmt: FormatOpt = Format.table,
     address: AddressOpt = None,
@@ -216,8 +253,9 @@ def invocations(
 ) -> None:
     """List invocations: unfinished first, then the most recently changed. Says on stderr how
     many more there are."""
-    query = invocations_query(status.value if status else None, service, key,
-                              None if every else limit)
+    query = invocations_query(
+        status.value if status else None, service, key, None if every else limit
+    )
     with _errors(), open_source(db, address, namespace) as source:
         table = source.sql(query)
         total = table.column(TOTAL)[0].as_py() if table.num_rows else 0
@@ -225,11 +263,14 @@ def invocations(
         if Format(fmt) is Format.table:
             columns = _table_columns(console().width)
             table = table.select(columns).rename_columns(
-                ["retries" if c == "retry_count" else c for c in columns])
+                ["retries" if c == "retry_count" else c for c in columns]
+            )
         write(table, fmt, widths={"last_failure": FAILURE_WIDTH})
         if total > table.num_rows:
-            typer.echo(f"({total - table.num_rows} more not shown: --limit {total} or --all "
-                       "shows them)", err=True)
+            typer.echo(
+                f"({total - table.num_rows} more not shown: --limit {total} or --all shows them)",
+                err=True,
+            )
 
 
 @app.command(cls=RaystateCommand)
@@ -248,7 +289,7 @@ def describe(
         if row.num_rows == 0:
             raise NotFound(f"unknown invocation {invocation_id!r}")
         entries = source.sql(
-            'SELECT "index", date_diff(\'millisecond\', i.created_at, j.created_at) AS at_ms,'
+            "SELECT \"index\", date_diff('millisecond', i.created_at, j.created_at) AS at_ms,"
             " j.entry_type, j.name, j.completed, j.result, j.created_at"
             f" FROM sys_journal j, (SELECT created_at FROM sys_invocation WHERE id = {inv}) i"
             f' WHERE j.invocation_id = {inv} ORDER BY "index"'
@@ -261,17 +302,22 @@ def _sleeps_as_times(entries: pa.Table) -> pa.Table:
     text, like every result)."""
     kinds = entries.column("entry_type").to_pylist()
     results = entries.column("result").to_pylist()
-    shown = [json.dumps(timestamp(dt.datetime.fromtimestamp(int(r) / 1000, dt.UTC)))
-             if kind == EntryType.SLEEP and isinstance(r, str) and r.isdigit() else r
-             for kind, r in zip(kinds, results, strict=True)]
+    shown = [
+        json.dumps(timestamp(dt.datetime.fromtimestamp(int(r) / 1000, dt.UTC)))
+        if kind == EntryType.SLEEP and isinstance(r, str) and r.isdigit()
+        else r
+        for kind, r in zip(kinds, results, strict=True)
+    ]
     column = entries.schema.get_field_index("result")
     return entries.set_column(column, "result", pa.array(shown, pa.string()))
 
 
 def _write_description(row: pa.Table, entries: pa.Table, fmt: Format) -> None:
     if fmt is Format.json:
-        doc = {"invocation": next(records(row, embed_json=True)),
-               "journal": list(records(entries, embed_json=True))}
+        doc = {
+            "invocation": next(records(row, embed_json=True)),
+            "journal": list(records(entries, embed_json=True)),
+        }
         typer.echo(json.dumps(doc, default=str, ensure_ascii=False))
     elif fmt is Format.csv:
         write(row, fmt)
@@ -279,8 +325,12 @@ def _write_description(row: pa.Table, entries: pa.Table, fmt: Format) -> None:
         write(entries, fmt)
     else:
         invocation = next(records(row))
-        fields = pa.table({"field": list(invocation),
-                           "value": ["" if v is None else str(v) for v in invocation.values()]})
+        fields = pa.table(
+            {
+                "field": list(invocation),
+                "value": ["" if v is None else str(v) for v in invocation.values()],
+            }
+        )
         out = console()
         out.print(rich_table(fields, title=f"invocation {invocation['id']}"))
         out.print(rich_table(entries, title=f"journal ({entries.num_rows} entries)"))
@@ -300,7 +350,8 @@ def state(
     with _errors(), open_source(db, address, namespace) as source:
         table = source.sql(
             f"SELECT key, value FROM state WHERE service_name = {sql_literal(service)}"
-            f" AND service_key = {sql_literal(key)} ORDER BY key")
+            f" AND service_key = {sql_literal(key)} ORDER BY key"
+        )
         if table.num_rows == 0:
             raise NotFound(_no_state(source, service, key))
         write(table, fmt)
@@ -308,12 +359,19 @@ def state(
 
 def _no_state(source: Source, service: str, key: str) -> str:
     """Why ``state`` found nothing: the service is unknown, or this key has no state."""
-    known = source.sql(
-        "SELECT DISTINCT target_service_name AS name FROM sys_invocation"
-        " UNION SELECT DISTINCT service_name FROM state ORDER BY name").column(0).to_pylist()
+    known = (
+        source.sql(
+            "SELECT DISTINCT target_service_name AS name FROM sys_invocation"
+            " UNION SELECT DISTINCT service_name FROM state ORDER BY name"
+        )
+        .column(0)
+        .to_pylist()
+    )
     if service not in known:
-        return (f"unknown service {service!r} (services with invocations or state: "
-                f"{', '.join(known) or 'none'})")
+        return (
+            f"unknown service {service!r} (services with invocations or state: "
+            f"{', '.join(known) or 'none'})"
+        )
     return f"{service} has no state for key {key!r}"
 
 
@@ -325,7 +383,8 @@ def _live(address: str | None, namespace: str, db: Path | None) -> Iterator[Any]
     if db is not None:  # a stopped runtime's journal can be read, not acted on
         raise Unreachable(
             "this command acts on a running runtime; reach it with --namespace (and --address),"
-            " or start the runtime on the data dir first: Runtime.start(..., data_dir=...)")
+            " or start the runtime on the data dir first: Runtime.start(..., data_dir=...)"
+        )
     with attach_ray(address, namespace):
         runtime: Any = connect(address, namespace)
         try:

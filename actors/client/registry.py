@@ -53,8 +53,11 @@ def _options(d: ServiceDefinition, spec: HandlerSpec) -> str:
         "output": _type_name(spec.output.type),
     }
     if isinstance(d, VirtualObject):
-        options.update(placement=d.placement, idle_timeout=_plain(d.idle_timeout),
-                       actor_options=d.actor_options)
+        options.update(
+            placement=d.placement,
+            idle_timeout=_plain(d.idle_timeout),
+            actor_options=d.actor_options,
+        )
     return json.dumps(options, default=str, sort_keys=True)
 
 

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import contextlib
 import os
-import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import pyarrow as pa
 import ray
 
+from actors.client.handles import CLOSED, InvocationHandle, ObjectProxy, _LoopThread, decode
 from actors.client.startup import prepare, start_hosts
 from actors.client.waiting import within
 from actors.cluster.host_actor import HostActor
@@ -44,7 +43,6 @@ from actors.steps.runner import INLINE_LIMIT
 from journal.config import RuntimeConfig
 from journal.errors import StatusCode
 from journal.kinds import InvokeMode
-from journal.records import Outcome
 from journal.retention import DEFAULT_RETENTION
 from journal.sqlguard import SqlRefused
 from journal.usersql import DEFAULT_SQL_TIMEOUT_S
@@ -52,104 +50,11 @@ from journal.usersql import DEFAULT_SQL_TIMEOUT_S
 T = TypeVar("T")
 _background: set[asyncio.Future[Any]] = set()  # fire-and-forget calls, kept until done
 
-CLOSED = ("this raystate Runtime client is closed (close() or shutdown() was called); "
-          "Runtime.connect() gives a new one")
-
-
-class _LoopThread:
-    """A private event loop in a daemon thread, so sync methods can reuse the async ones."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.stopped = False
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                        name="raystate-client")
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self.stopped:
-            coro.close()
-            raise RuntimeError(CLOSED)
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.CancelledError:
-            if self.stopped:  # cancelled by ``stop``: the wait ends with the client
-                raise RuntimeError(CLOSED) from None
-            raise
-        except BaseException:  # Ctrl-C or a timeout: stop the work (a user's query stops too)
-            future.cancel()
-            raise
-
-    def stop(self) -> None:
-        """Stop the loop; whatever waits on it (a call in another thread) gets RuntimeError."""
-        self.stopped = True
-
-        async def cancel_all() -> None:
-            tasks = asyncio.all_tasks() - {asyncio.current_task()}
-            for task in tasks:
-                task.cancel()
-            if tasks:  # let the cancellations reach the threads that wait on them
-                await asyncio.wait(tasks, timeout=5)
-            self.loop.stop()
-
-        with contextlib.suppress(RuntimeError):  # the loop is closed already
-            asyncio.run_coroutine_threadsafe(cancel_all(), self.loop)
-
 
 def _close_at_exit(ref: weakref.ref[Runtime]) -> None:
     rt = ref()
     if rt is not None:
         rt.close()
-
-
-def decode(spec: HandlerSpec | None, out: Outcome) -> Any:
-    if not out.ok:
-        raise TerminalError(out.failure or "failed", out.failure_code or StatusCode.INTERNAL)
-    if out.output is None:
-        return None
-    return (spec.output if spec is not None else ANY).load(out.output)
-
-
-class InvocationHandle(Generic[Out]):
-    """A submitted invocation: its ``id``, and its result once it has one (typed as its
-    handler's return type when ``send`` was given the handler itself)."""
-
-    def __init__(self, runtime: Runtime, invocation_id: str, spec: HandlerSpec | None) -> None:
-        self.runtime = runtime
-        self.id = invocation_id
-        self._spec = spec
-
-    async def result_async(self, timeout: float | None = None) -> Out:
-        rt = self.runtime
-        rt._check_open()
-        return decode(self._spec, await within(  # type: ignore[no-any-return]
-            timeout, self.id, rt._journal.await_output(self.id), rt.sql_async))
-
-    def result(self, timeout: float | None = None) -> Out:
-        """Wait for the outcome: the handler's return value, or its ``TerminalError``. After
-        ``timeout`` seconds (None: no limit) ``actors.client.waiting.InvocationTimeoutError`` (a
-        ``TimeoutError``) names the invocation and its last failure; it goes on running."""
-        return self.runtime._loop.run(self.result_async(timeout))
-
-    def __repr__(self) -> str:
-        return f"InvocationHandle({self.id!r})"
-
-
-class ObjectProxy:
-    """``rt.object(counter, "alice").add(5)``: handlers of one key as methods."""
-
-    def __init__(self, runtime: Runtime, service: str, key: str) -> None:
-        self._rt, self._service, self._key = runtime, service, key
-
-    def __getattr__(self, handler: str) -> Callable[..., Any]:
-        if handler.startswith("_"):
-            raise AttributeError(handler)
-
-        def call(arg: Any = None, **options: Any) -> Any:
-            return self._rt.call(f"{self._service}/{handler}", key=self._key, arg=arg, **options)
-
-        return call
 
 
 class Runtime:
@@ -217,10 +122,17 @@ class Runtime:
         URI, size and sha256.
         """
         config, journal = prepare(
-            services, data_dir=data_dir, namespace=namespace, address=address,
-            pool_size=pool_size, suspend_after=suspend_after, retention=retention,
-            sql_timeout=sql_timeout, blob_store=blob_store,
-            inline_limit=inline_limit)
+            services,
+            data_dir=data_dir,
+            namespace=namespace,
+            address=address,
+            pool_size=pool_size,
+            suspend_after=suspend_after,
+            retention=retention,
+            sql_timeout=sql_timeout,
+            blob_store=blob_store,
+            inline_limit=inline_limit,
+        )
         rt = cls(namespace, config)
         start_hosts(rt.router, journal, list(services))
         return rt
@@ -247,105 +159,209 @@ class Runtime:
         return self.router.resolve(target)
 
     @overload
-    async def call_async(self, target: HandlerNoArg[Out], key: str | None = None,
-                         arg: None = None, *, idempotency_key: str | None = None,
-                         timeout: float | None = None) -> Out: ...
+    async def call_async(
+        self,
+        target: HandlerNoArg[Out],
+        key: str | None = None,
+        arg: None = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Out: ...
 
     @overload
-    async def call_async(self, target: HandlerWithArg[In, Out], key: str | None = None,
-                         arg: In = ..., *, idempotency_key: str | None = None,
-                         timeout: float | None = None) -> Out: ...
+    async def call_async(
+        self,
+        target: HandlerWithArg[In, Out],
+        key: str | None = None,
+        arg: In = ...,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Out: ...
 
     @overload
-    async def call_async(self, target: str, key: str | None = None, arg: Any = None, *,
-                         idempotency_key: str | None = None,
-                         timeout: float | None = None) -> Any: ...
+    async def call_async(
+        self,
+        target: str,
+        key: str | None = None,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Any: ...
 
-    async def call_async(self, target: Target, key: str | None = None, arg: Any = None, *,
-                         idempotency_key: str | None = None, timeout: float | None = None) -> Any:
+    async def call_async(
+        self,
+        target: Target,
+        key: str | None = None,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         self._check_open()
         _check_names(key, idempotency_key)
-        spec, req = self.router.request(target, key, arg, InvokeMode.CALL,
-                                        idempotency_key=idempotency_key)
+        spec, req = self.router.request(
+            target, key, arg, InvokeMode.CALL, idempotency_key=idempotency_key
+        )
         out = await within(timeout, req.id, self.router.submit(spec, req), self.sql_async)
         assert out is not None
         return decode(spec, out)
 
     @overload
-    def call(self, target: HandlerNoArg[Out], key: str | None = None, arg: None = None, *,
-             idempotency_key: str | None = None, timeout: float | None = None) -> Out: ...
+    def call(
+        self,
+        target: HandlerNoArg[Out],
+        key: str | None = None,
+        arg: None = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Out: ...
 
     @overload
-    def call(self, target: HandlerWithArg[In, Out], key: str | None = None, arg: In = ..., *,
-             idempotency_key: str | None = None, timeout: float | None = None) -> Out: ...
+    def call(
+        self,
+        target: HandlerWithArg[In, Out],
+        key: str | None = None,
+        arg: In = ...,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Out: ...
 
     @overload
-    def call(self, target: str, key: str | None = None, arg: Any = None, *,
-             idempotency_key: str | None = None, timeout: float | None = None) -> Any: ...
+    def call(
+        self,
+        target: str,
+        key: str | None = None,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Any: ...
 
-    def call(self, target: Target, key: str | None = None, arg: Any = None, *,
-             idempotency_key: str | None = None, timeout: float | None = None) -> Any:
+    def call(
+        self,
+        target: Target,
+        key: str | None = None,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """Invoke a handler and wait for its result (``TerminalError`` if it failed). After
         ``timeout`` seconds (None: no limit) ``actors.client.waiting.InvocationTimeoutError`` (a
         ``TimeoutError``) names the invocation and its last failure; it goes on running."""
-        return self._loop.run(self.call_async(target, key, arg, idempotency_key=idempotency_key,
-                                              timeout=timeout))
+        return self._loop.run(
+            self.call_async(target, key, arg, idempotency_key=idempotency_key, timeout=timeout)
+        )
 
     @overload
-    async def send_async(self, target: HandlerNoArg[Out], key: str | None = None,
-                         arg: None = None, *, idempotency_key: str | None = None,
-                         delay: timedelta | float | None = None) -> InvocationHandle[Out]: ...
+    async def send_async(
+        self,
+        target: HandlerNoArg[Out],
+        key: str | None = None,
+        arg: None = None,
+        *,
+        idempotency_key: str | None = None,
+        delay: timedelta | float | None = None,
+    ) -> InvocationHandle[Out]: ...
 
     @overload
-    async def send_async(self, target: HandlerWithArg[In, Out], key: str | None = None,
-                         arg: In = ..., *, idempotency_key: str | None = None,
-                         delay: timedelta | float | None = None) -> InvocationHandle[Out]: ...
+    async def send_async(
+        self,
+        target: HandlerWithArg[In, Out],
+        key: str | None = None,
+        arg: In = ...,
+        *,
+        idempotency_key: str | None = None,
+        delay: timedelta | float | None = None,
+    ) -> InvocationHandle[Out]: ...
 
     @overload
-    async def send_async(self, target: str, key: str | None = None, arg: Any = None, *,
-                         idempotency_key: str | None = None,
-                         delay: timedelta | float | None = None) -> InvocationHandle[Any]: ...
+    async def send_async(
+        self,
+        target: str,
+        key: str | None = None,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        delay: timedelta | float | None = None,
+    ) -> InvocationHandle[Any]: ...
 
-    async def send_async(self, target: Target, key: str | None = None, arg: Any = None, *,
-                         idempotency_key: str | None = None,
-                         delay: timedelta | float | None = None) -> InvocationHandle[Any]:
+    async def send_async(
+        self,
+        target: Target,
+        key: str | None = None,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        delay: timedelta | float | None = None,
+    ) -> InvocationHandle[Any]:
         self._check_open()
         _check_names(key, idempotency_key)
-        spec, req = self.router.request(target, key, arg, InvokeMode.SEND,
-                                        idempotency_key=idempotency_key, delay=delay)
+        spec, req = self.router.request(
+            target, key, arg, InvokeMode.SEND, idempotency_key=idempotency_key, delay=delay
+        )
         await self.router.submit(spec, req)
         return InvocationHandle(self, req.id, spec)
 
     @overload
-    def send(self, target: HandlerNoArg[Out], key: str | None = None, arg: None = None, *,
-             idempotency_key: str | None = None,
-             delay: timedelta | float | None = None) -> InvocationHandle[Out]: ...
+    def send(
+        self,
+        target: HandlerNoArg[Out],
+        key: str | None = None,
+        arg: None = None,
+        *,
+        idempotency_key: str | None = None,
+        delay: timedelta | float | None = None,
+    ) -> InvocationHandle[Out]: ...
 
     @overload
-    def send(self, target: HandlerWithArg[In, Out], key: str | None = None, arg: In = ..., *,
-             idempotency_key: str | None = None,
-             delay: timedelta | float | None = None) -> InvocationHandle[Out]: ...
+    def send(
+        self,
+        target: HandlerWithArg[In, Out],
+        key: str | None = None,
+        arg: In = ...,
+        *,
+        idempotency_key: str | None = None,
+        delay: timedelta | float | None = None,
+    ) -> InvocationHandle[Out]: ...
 
     @overload
-    def send(self, target: str, key: str | None = None, arg: Any = None, *,
-             idempotency_key: str | None = None,
-             delay: timedelta | float | None = None) -> InvocationHandle[Any]: ...
+    def send(
+        self,
+        target: str,
+        key: str | None = None,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        delay: timedelta | float | None = None,
+    ) -> InvocationHandle[Any]: ...
 
-    def send(self, target: Target, key: str | None = None, arg: Any = None, *,
-             idempotency_key: str | None = None,
-             delay: timedelta | float | None = None) -> InvocationHandle[Any]:
+    def send(
+        self,
+        target: Target,
+        key: str | None = None,
+        arg: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        delay: timedelta | float | None = None,
+    ) -> InvocationHandle[Any]:
         """Submit without waiting for the result; returns once the invocation is durable.
         With ``delay`` it starts no earlier than that (a durable timer; status ``scheduled``)."""
-        return self._loop.run(self.send_async(target, key, arg, idempotency_key=idempotency_key,
-                                              delay=delay))
+        return self._loop.run(
+            self.send_async(target, key, arg, idempotency_key=idempotency_key, delay=delay)
+        )
 
     def attach(self, invocation_id: str) -> InvocationHandle[Any]:
         """A handle on an invocation submitted earlier (by any driver)."""
         self._check_open()
         accept = self._loop.run(self._journal.accepted(invocation_id))
         if accept is None:
-            raise TerminalError(f"unknown invocation {invocation_id!r}",
-                                StatusCode.NOT_FOUND)
+            raise TerminalError(f"unknown invocation {invocation_id!r}", StatusCode.NOT_FOUND)
         d = self.definitions.get(accept.service)
         return InvocationHandle(self, invocation_id, d.handlers.get(accept.handler) if d else None)
 
@@ -432,6 +448,7 @@ class Runtime:
 
     def _close_wires(self) -> None:
         """Close this client's sockets to hosts and the journal (``journal.transport.wire``)."""
+
         async def close() -> None:
             await self.router.close_wires()
             await self._journal.close_wire()
@@ -457,8 +474,11 @@ class Runtime:
         self._check_open()
         self._shut_down = True
         self._close_wires()
-        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                 if a["namespace"] == self.namespace]
+        names = [
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == self.namespace
+        ]
         for name in sorted(names, key=lambda n: n == JOURNAL):
             with contextlib.suppress(ValueError):  # gone meanwhile
                 actor = ray.get_actor(name, namespace=self.namespace)
@@ -470,8 +490,9 @@ class Runtime:
         # creates new actors instead of finding the dying ones
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(
-                a["namespace"] == self.namespace and a["name"] in names
-                for a in ray.util.list_named_actors(all_namespaces=True)):
+            a["namespace"] == self.namespace and a["name"] in names
+            for a in ray.util.list_named_actors(all_namespaces=True)
+        ):
             time.sleep(0.05)
         self.close()
 
@@ -485,10 +506,12 @@ def _check_names(key: str | None, idempotency_key: str | None) -> None:
     if idempotency_key is not None:
         check_text(idempotency_key, "idempotency_key")
 
+
 def _json_value(value: Any) -> str:
     try:
         data = ANY.dump(value)
     except Exception as e:
-        raise TerminalError(f"awakeable value is not JSON-serializable: {e}",
-                            StatusCode.BAD_REQUEST) from None
+        raise TerminalError(
+            f"awakeable value is not JSON-serializable: {e}", StatusCode.BAD_REQUEST
+        ) from None
     return check_size(data, "awakeable value")

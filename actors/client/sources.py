@@ -54,8 +54,9 @@ class LiveJournal:
         try:
             self._journal = ray.get_actor(JOURNAL_ACTOR, namespace=namespace)
         except ValueError:
-            raise Unreachable(f"no raystate runtime runs in namespace {namespace!r}; "
-                              f"{hint}") from None
+            raise Unreachable(
+                f"no raystate runtime runs in namespace {namespace!r}; {hint}"
+            ) from None
 
     def sql(self, query: str) -> pa.Table:
         import ray
@@ -66,8 +67,10 @@ class LiveJournal:
         try:
             result: Any = ray.get(ref)
         except UNAVAILABLE as e:
-            raise Unreachable(f"the journal actor is not available ({first_line(e)}); "
-                              "try again once it has restarted") from None
+            raise Unreachable(
+                f"the journal actor is not available ({first_line(e)}); "
+                "try again once it has restarted"
+            ) from None
         except KeyboardInterrupt:  # Ctrl-C: the journal interrupts the query
             ray.cancel(ref)
             raise
@@ -98,8 +101,11 @@ class OfflineJournal:
         if WriteAheadLog(path.parent).segments():
             _recover(path.parent)
         try:
-            self._con = duckdb.connect(str(path), read_only=True, config={
-                "enable_external_access": False, "lock_configuration": True})
+            self._con = duckdb.connect(
+                str(path),
+                read_only=True,
+                config={"enable_external_access": False, "lock_configuration": True},
+            )
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise _in_use(path) from None
@@ -113,8 +119,10 @@ class OfflineJournal:
             try:
                 return run_read_only(cur, query)
             except duckdb.InterruptException:
-                raise SqlTimeout(f"the query ran past its time limit of "
-                                 f"{DEFAULT_SQL_TIMEOUT_S:g} s and was interrupted") from None
+                raise SqlTimeout(
+                    f"the query ran past its time limit of "
+                    f"{DEFAULT_SQL_TIMEOUT_S:g} s and was interrupted"
+                ) from None
             finally:
                 timer.cancel()
 
@@ -131,13 +139,16 @@ def _recover(data_dir: Path) -> None:
     except DataDirError as e:
         if "in use" in str(e):
             raise _in_use(data_dir / DB_FILE) from None
-        raise Unreachable(f"{e}; query it live with --namespace (and --address) instead of "
-                          "--db") from None
+        raise Unreachable(
+            f"{e}; query it live with --namespace (and --address) instead of --db"
+        ) from None
 
 
 def _in_use(path: Path) -> Unreachable:
-    return Unreachable(f"{path} is in use by a running runtime; query it live with --namespace "
-                       "(and --address) instead of --db")
+    return Unreachable(
+        f"{path} is in use by a running runtime; query it live with --namespace "
+        "(and --address) instead of --db"
+    )
 
 
 HINT = "start one, pass --namespace/--address, or read a stopped data dir with --db DATA_DIR"
@@ -166,8 +177,13 @@ def attach_ray(address: str | None, namespace: str) -> Iterator[None]:
     if not ray.is_initialized():  # (in-process, as in tests and notebooks, it is)
         _probe(address)
         try:
-            ray.init(address=address or "auto", namespace=namespace, include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.ERROR)
+            ray.init(
+                address=address or "auto",
+                namespace=namespace,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
         except (ConnectionError, RuntimeError) as e:
             raise Unreachable(f"no Ray cluster reachable ({first_line(e)}); {HINT}") from None
         ATTACHED.append(True)

@@ -48,16 +48,23 @@ def prepare(
     journal and scheduler actors, and agree on the runtime's config with a running one. Returns
     the config and the journal actor's handle."""
     retention_s = retention_seconds(retention)
-    sql_timeout_s = sql_timeout.total_seconds() if isinstance(sql_timeout, timedelta) \
-        else sql_timeout
+    sql_timeout_s = (
+        sql_timeout.total_seconds() if isinstance(sql_timeout, timedelta) else sql_timeout
+    )
     if sql_timeout_s is not None and not sql_timeout_s > 0:
         raise ValueError(f"Runtime.start: sql_timeout must be positive, not {sql_timeout!r}")
-    problems = [f"{s!r} is not a Service or VirtualObject" for s in services
-                if not isinstance(s, ServiceDefinition)]
+    problems = [
+        f"{s!r} is not a Service or VirtualObject"
+        for s in services
+        if not isinstance(s, ServiceDefinition)
+    ]
     names = [s.name for s in services if isinstance(s, ServiceDefinition)]
     problems += [f"service {n!r} is given twice" for n in set(names) if names.count(n) > 1]
-    problems += [f"workflow {s.name!r} has no @main() handler" for s in services
-                 if isinstance(s, Workflow) and s.main_handler is None]
+    problems += [
+        f"workflow {s.name!r} has no @main() handler"
+        for s in services
+        if isinstance(s, Workflow) and s.main_handler is None
+    ]
     if problems:
         raise ValueError("Runtime.start: " + "; ".join(problems))
     if not ray.is_initialized():
@@ -67,14 +74,22 @@ def prepare(
     journal = _start_journal(data_dir, namespace)
     if pool_size is None:
         pool_size = default_pool_size(ray.cluster_resources().get("CPU", 1))
-    suspend_s = suspend_after.total_seconds() if isinstance(suspend_after, timedelta) \
+    suspend_s = (
+        suspend_after.total_seconds()
+        if isinstance(suspend_after, timedelta)
         else float(suspend_after)
+    )
     if os.environ.get("RAYSTATE_ALWAYS_REPLAY") == "1":
         suspend_s = 0.0
-    config = RuntimeConfig(data_dir=data_dir, pool_size=pool_size, suspend_after_s=suspend_s,
-                           retention_s=retention_s, sql_timeout_s=sql_timeout_s,
-                           definitions=cloudpickle.dumps(list(services)),
-                           **steps_config(data_dir, blob_store, inline_limit))
+    config = RuntimeConfig(
+        data_dir=data_dir,
+        pool_size=pool_size,
+        suspend_after_s=suspend_s,
+        retention_s=retention_s,
+        sql_timeout_s=sql_timeout_s,
+        definitions=cloudpickle.dumps(list(services)),
+        **steps_config(data_dir, blob_store, inline_limit),
+    )
     registered: list[ServiceDefinition] = list(services)
     existing = ray.get(journal.config.remote())
     if existing:  # attach: the running runtime's layout wins
@@ -82,8 +97,9 @@ def prepare(
         merged = {d.name: d for d in cloudpickle.loads(running.definitions)}
         merged.update({d.name: d for d in services})
         registered = list(merged.values())
-        config = dataclasses.replace(config, pool_size=running.pool_size,
-                                     definitions=cloudpickle.dumps(registered))
+        config = dataclasses.replace(
+            config, pool_size=running.pool_size, definitions=cloudpickle.dumps(registered)
+        )
     ray.get(journal.set_config.remote(config.to_dict()))
     ray.get(journal.set_services.remote([astuple(r) for r in service_rows(registered)]))
     config = RuntimeConfig.from_dict(ray.get(journal.config.remote()))  # with the secret
@@ -106,8 +122,10 @@ def start_hosts(router: Router, journal: Any, services: list[ServiceDefinition])
             continue
         if _dedicated(d):
             keys = ray.get(journal.pending_keys.remote(d.name))
-            ready += [router.dedicated(d, k).ready.remote()  # type: ignore[arg-type]
-                      for k in keys]
+            ready += [
+                router.dedicated(d, k).ready.remote()  # type: ignore[arg-type]
+                for k in keys
+            ]
         else:
             ready += [router.pooled(d, i).ready.remote() for i in range(router.pool_size)]
     for ref in ready:
@@ -129,8 +147,11 @@ def _spread(router: Router, d: ServiceDefinition, timeout: float = 30.0) -> None
         if not misplaced:
             return
         if time.monotonic() > deadline:
-            warnings.warn(f"raystate: {len(misplaced)} host(s) of {d.name} stay off their "
-                          "preferred node (Ray placed them elsewhere)", stacklevel=3)
+            warnings.warn(
+                f"raystate: {len(misplaced)} host(s) of {d.name} stay off their "
+                "preferred node (Ray placed them elsewhere)",
+                stacklevel=3,
+            )
             return
         moved = [router.replace(d, i) for i in misplaced]
         with contextlib.suppress(*UNAVAILABLE):
@@ -144,8 +165,7 @@ def _misplaced(router: Router, d: ServiceDefinition, index: int) -> bool:
     host = router.pooled(d, index)
     try:
         stats = ray.get(host.ready.remote())
-        return ray.get(host.node.remote()) != want and not stats["active"] \
-            and not stats["parked"]
+        return ray.get(host.node.remote()) != want and not stats["active"] and not stats["parked"]
     except UNAVAILABLE:
         return False  # restarting: Ray places it again
 
@@ -162,8 +182,11 @@ def _ship_handler_modules(services: Sequence[ServiceDefinition]) -> None:
         for spec in d.handlers.values():
             module = sys.modules.get(spec.fn.__module__)
             path = getattr(module, "__file__", None) or ""
-            if module is not None and module.__name__ != "__main__" and \
-                    not path.startswith(installed):
+            if (
+                module is not None
+                and module.__name__ != "__main__"
+                and not path.startswith(installed)
+            ):
                 cloudpickle.register_pickle_by_value(module)
 
 
@@ -173,12 +196,19 @@ def _start_journal(data_dir: str, namespace: str) -> Any:
     try:
         journal = ray.get_actor(JOURNAL, namespace=namespace)
     except ValueError:
-        journal = ray.remote(JournalActor).options(
-            name=JOURNAL, namespace=namespace, get_if_exists=True,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(
-                ray.get_runtime_context().get_node_id(), soft=False),
-            **SYSTEM_ACTOR,
-        ).remote(data_dir, on_pruned=delete_blobs)
+        journal = (
+            ray.remote(JournalActor)
+            .options(
+                name=JOURNAL,
+                namespace=namespace,
+                get_if_exists=True,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    ray.get_runtime_context().get_node_id(), soft=False
+                ),
+                **SYSTEM_ACTOR,
+            )
+            .remote(data_dir, on_pruned=delete_blobs)
+        )
     try:
         failure: str | None = ray.get(journal.start_error.remote())
         info: dict[str, Any] = ray.get(journal.info.remote()) if failure is None else {}
@@ -189,6 +219,7 @@ def _start_journal(data_dir: str, namespace: str) -> Any:
         ray.kill(journal, no_restart=True)
         raise DataDirError(failure)
     if info["data_dir"] != data_dir:
-        raise DataDirError(f"namespace {namespace!r} already runs a runtime on "
-                           f"{info['data_dir']}, not {data_dir}")
+        raise DataDirError(
+            f"namespace {namespace!r} already runs a runtime on {info['data_dir']}, not {data_dir}"
+        )
     return journal

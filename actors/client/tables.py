@@ -71,8 +71,9 @@ def _json_value(text: Any) -> Any:
 
 
 def is_json_column(field: pa.Field) -> bool:
-    return field.name in JSON_COLUMNS and (pa.types.is_string(field.type)
-                                           or pa.types.is_large_string(field.type))
+    return field.name in JSON_COLUMNS and (
+        pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+    )
 
 
 def records(table: pa.Table, *, embed_json: bool = False) -> Iterator[dict[str, Any]]:
@@ -92,13 +93,15 @@ def is_id_column(name: str) -> bool:
     return name == "id" or name.endswith("_id")
 
 
-def rich_table(table: pa.Table, title: str | None = None,
-               widths: Mapping[str, int] | None = None) -> Table:
+def rich_table(
+    table: pa.Table, title: str | None = None, widths: Mapping[str, int] | None = None
+) -> Table:
     """``table`` for a terminal. Id and timestamp columns keep their full width (other
     columns fold first); ``widths`` cuts the named columns' text to that many characters."""
     out = Table(title=title, title_justify="left", header_style="bold")
-    rows = [[_cell(v, (widths or {}).get(name)) for name, v in row.items()]
-            for row in table.to_pylist()]
+    rows = [
+        [_cell(v, (widths or {}).get(name)) for name, v in row.items()] for row in table.to_pylist()
+    ]
     for i, field in enumerate(table.schema):
         numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
         if is_id_column(field.name) or pa.types.is_timestamp(field.type):
@@ -116,7 +119,7 @@ def _cell(value: Any, width: int | None) -> str:
     if width is not None:
         first = text.splitlines()[0] if text else ""
         if len(first) > width:
-            text = first[:width - 1] + "…"
+            text = first[: width - 1] + "…"
         elif first != text:
             text = first + " …"
     return text
@@ -129,8 +132,14 @@ def console(file: IO[str] | None = None) -> Console:
     return Console(file=target, width=wide, soft_wrap=wide is not None)
 
 
-def write(table: pa.Table, fmt: Format | str = Format.table, *, title: str | None = None,
-          file: IO[str] | None = None, widths: Mapping[str, int] | None = None) -> None:
+def write(
+    table: pa.Table,
+    fmt: Format | str = Format.table,
+    *,
+    title: str | None = None,
+    file: IO[str] | None = None,
+    widths: Mapping[str, int] | None = None,
+) -> None:
     """Print ``table`` in ``fmt`` to ``file`` (default stdout); ``widths``: see
     ``rich_table`` (the table format only)."""
     fmt = Format(fmt)

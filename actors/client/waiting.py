@@ -29,8 +29,14 @@ class InvocationTimeoutError(RaystateError, TimeoutError):
 
     code = StatusCode.REQUEST_TIMEOUT
 
-    def __init__(self, invocation_id: str, timeout: float, status: str | None = None,
-                 retry_count: int | None = None, last_failure: str | None = None) -> None:
+    def __init__(
+        self,
+        invocation_id: str,
+        timeout: float,
+        status: str | None = None,
+        retry_count: int | None = None,
+        last_failure: str | None = None,
+    ) -> None:
         self.invocation_id = invocation_id
         self.timeout = timeout
         self.status = status
@@ -53,18 +59,20 @@ class InvocationTimeoutError(RaystateError, TimeoutError):
         return f"{text} ({where}; no failure so far)"
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.invocation_id, self.timeout, self.status, self.retry_count,
-                             self.last_failure))
+        return (
+            type(self),
+            (self.invocation_id, self.timeout, self.status, self.retry_count, self.last_failure),
+        )
 
 
 def status_query(invocation_id: str) -> str:
     quoted = "'" + invocation_id.replace("'", "''") + "'"
-    return ("SELECT status, retry_count, last_failure FROM sys_invocation"
-            f" WHERE id = {quoted}")
+    return f"SELECT status, retry_count, last_failure FROM sys_invocation WHERE id = {quoted}"
 
 
-async def timed_out(invocation_id: str, timeout: float,
-                    sql: Callable[[str], Awaitable[Any]]) -> InvocationTimeoutError:
+async def timed_out(
+    invocation_id: str, timeout: float, sql: Callable[[str], Awaitable[Any]]
+) -> InvocationTimeoutError:
     """The error for a wait on ``invocation_id`` that gave up, with its status from ``sql``
     (``Runtime.sql_async``); without it if the journal does not answer in time."""
     try:
@@ -75,12 +83,17 @@ async def timed_out(invocation_id: str, timeout: float,
     if not rows:
         return InvocationTimeoutError(invocation_id, timeout, "not accepted yet")
     row = rows[0]
-    return InvocationTimeoutError(invocation_id, timeout, row["status"], row["retry_count"],
-                                  row["last_failure"])
+    return InvocationTimeoutError(
+        invocation_id, timeout, row["status"], row["retry_count"], row["last_failure"]
+    )
 
 
-async def within(timeout: float | None, invocation_id: str, wait: Awaitable[T],
-                 sql: Callable[[str], Awaitable[Any]]) -> T:
+async def within(
+    timeout: float | None,
+    invocation_id: str,
+    wait: Awaitable[T],
+    sql: Callable[[str], Awaitable[Any]],
+) -> T:
     """``await wait``, giving up after ``timeout`` seconds (None: no limit) with an
     ``InvocationTimeoutError`` for ``invocation_id``."""
     if timeout is None:

@@ -31,8 +31,12 @@ class HostChannel:
     """``call(method, *args)`` calls the host (over Ray or its socket); it raises one of
     ``HOST_DOWN`` when the host died, which ``forget_host`` is then told."""
 
-    def __init__(self, call: Callable[..., Awaitable[Any]], forget_host: Callable[[], None],
-                 on_idle: Callable[[HostChannel], None]) -> None:
+    def __init__(
+        self,
+        call: Callable[..., Awaitable[Any]],
+        forget_host: Callable[[], None],
+        on_idle: Callable[[HostChannel], None],
+    ) -> None:
         self._call = call
         self._forget_host = forget_host
         self._on_idle = on_idle

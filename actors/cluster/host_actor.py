@@ -58,8 +58,9 @@ class LazyRouter:
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         if self._router is None:
-            raise TerminalError("the runtime's configuration is not loaded yet",
-                                StatusCode.UNAVAILABLE)
+            raise TerminalError(
+                "the runtime's configuration is not loaded yet", StatusCode.UNAVAILABLE
+            )
         return self._router.request(*args, **kwargs)
 
     async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None:
@@ -70,8 +71,9 @@ class LazyRouter:
         assert self._router is not None
         return await self._router.cancel(invocation_id, kill)
 
-    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None, by: str | None = None) -> None:
+    async def resolve_awakeable(
+        self, awakeable_id: str, result: str | None, failure: str | None, by: str | None = None
+    ) -> None:
         assert self._router is not None
         await self._router.resolve_awakeable(awakeable_id, result, failure, by)
 
@@ -89,14 +91,21 @@ class HostActor(WireServed):
         tune_gc()
         slot = key if key is not None else (partition[0] if partition else 0)
         journal = RemoteJournal(namespace)
-        self.host = ObjectHost(definition, journal, partition=partition, key=key,
-                               name=host_name(definition.name, slot),
-                               scheduler=RemoteScheduler(namespace),
-                               suspend_after=suspend_after_s, outbox=LazyRouter(journal))
+        self.host = ObjectHost(
+            definition,
+            journal,
+            partition=partition,
+            key=key,
+            name=host_name(definition.name, slot),
+            scheduler=RemoteScheduler(namespace),
+            suspend_after=suspend_after_s,
+            outbox=LazyRouter(journal),
+        )
         self.idle_timeout_s = idle_timeout_s
         # a handler holding the loop is logged; a loop that died ends the process (Ray restarts)
-        self.watchdog = LoopWatchdog(asyncio.get_running_loop(), threading.current_thread(),
-                                     name=self.host.name).start()
+        self.watchdog = LoopWatchdog(
+            asyncio.get_running_loop(), threading.current_thread(), name=self.host.name
+        ).start()
         self.mailboxes = Mailboxes()
         self._starter = asyncio.get_running_loop().create_task(self._start())
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -141,9 +150,9 @@ class HostActor(WireServed):
         await self._starter
         return await self.host.cancel(invocation_id, kill)
 
-    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None,
-                                by: str | None = None) -> tuple[bool, str, int]:
+    async def resolve_awakeable(
+        self, awakeable_id: str, result: str | None, failure: str | None, by: str | None = None
+    ) -> tuple[bool, str, int]:
         await self._starter
         return await self.host.resolve_awakeable(awakeable_id, result, failure, by)
 

@@ -12,8 +12,14 @@ import zlib
 from journal.transport.remote import JOURNAL_ACTOR as JOURNAL
 from scheduler.actor import SCHEDULER_ACTOR as SCHEDULER
 
-__all__ = ["JOURNAL", "SCHEDULER", "host_name", "idempotent_invocation_id", "new_invocation_id",
-           "route_hash"]
+__all__ = [
+    "JOURNAL",
+    "SCHEDULER",
+    "host_name",
+    "idempotent_invocation_id",
+    "new_invocation_id",
+    "route_hash",
+]
 
 
 def host_name(service: str, slot: int | str) -> str:

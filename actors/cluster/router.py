@@ -32,8 +32,13 @@ from journal.transport.remote import RemoteJournal
 from journal.transport.wire import WireRoute
 
 Target = Callable[..., Any] | str
-SYSTEM_ACTOR = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": 0,
-                "num_cpus": 0, "max_concurrency": 100_000}
+SYSTEM_ACTOR = {
+    "lifetime": "detached",
+    "max_restarts": -1,
+    "max_task_retries": 0,
+    "num_cpus": 0,
+    "max_concurrency": 100_000,
+}
 # Hosts spread over the cluster's nodes (they take no CPU, so Ray's default strategy would
 # pack them all onto the creating node): a pool's host i prefers node i of the alive nodes
 # (``pooled``), dedicated hosts SPREAD unless their object's actor_options say otherwise.
@@ -42,8 +47,11 @@ HOST_ACTOR = {**SYSTEM_ACTOR, "scheduling_strategy": "SPREAD"}
 
 def idle_timeout_s(d: ServiceDefinition) -> float:
     """How long a key of ``d`` stays in memory unused (services hold no keys: the default)."""
-    return d.idle_timeout.total_seconds() if isinstance(d, VirtualObject) else \
-        VirtualObject.idle_timeout.total_seconds()
+    return (
+        d.idle_timeout.total_seconds()
+        if isinstance(d, VirtualObject)
+        else VirtualObject.idle_timeout.total_seconds()
+    )
 
 
 def preferred_node(index: int) -> str | None:
@@ -56,14 +64,17 @@ def preferred_node(index: int) -> str | None:
 class Router:
     """Routes requests of one runtime (its namespace and config) to host actors."""
 
-    def __init__(self, namespace: str, config: RuntimeConfig | Mapping[str, Any],
-                 host_actor: type) -> None:
+    def __init__(
+        self, namespace: str, config: RuntimeConfig | Mapping[str, Any], host_actor: type
+    ) -> None:
         """``host_actor``: the class of the host actors it creates (``HostActor``; passed in,
         since that actor holds a router itself and this module stays below it)."""
         typed = RuntimeConfig.of(config)
         if typed.secret is None:
-            raise ValueError("Router: the runtime config carries no secret (it comes from "
-                             "the journal actor's config())")
+            raise ValueError(
+                "Router: the runtime config carries no secret (it comes from "
+                "the journal actor's config())"
+            )
         self.namespace = namespace
         self.host_actor = host_actor
         self.pool_size = typed.pool_size
@@ -84,10 +95,18 @@ class Router:
             node = preferred_node(index)
             if node is not None:  # SPREAD is best effort: it once put a whole pool on one node
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
-            handle = self._hosts[name] = ray.remote(self.host_actor).options(
-                name=name, namespace=self.namespace, get_if_exists=True, **options
-            ).remote(d, self.namespace, (index, self.pool_size), None, idle_timeout_s(d),
-                     self.suspend_after_s)
+            handle = self._hosts[name] = (
+                ray.remote(self.host_actor)
+                .options(name=name, namespace=self.namespace, get_if_exists=True, **options)
+                .remote(
+                    d,
+                    self.namespace,
+                    (index, self.pool_size),
+                    None,
+                    idle_timeout_s(d),
+                    self.suspend_after_s,
+                )
+            )
         return handle
 
     def replace(self, d: ServiceDefinition, index: int, timeout: float = 30.0) -> Any:
@@ -112,10 +131,11 @@ class Router:
         handle = self._hosts.get(name)
         if handle is None:
             options = {**HOST_ACTOR, **d.actor_options}
-            handle = self._hosts[name] = ray.remote(self.host_actor).options(
-                name=name, namespace=self.namespace, get_if_exists=True, **options
-            ).remote(d, self.namespace, None, key, idle_timeout_s(d),
-                     self.suspend_after_s)
+            handle = self._hosts[name] = (
+                ray.remote(self.host_actor)
+                .options(name=name, namespace=self.namespace, get_if_exists=True, **options)
+                .remote(d, self.namespace, None, key, idle_timeout_s(d), self.suspend_after_s)
+            )
         return handle
 
     def _slot(self, d: ServiceDefinition, key: str | None, route_hash: int) -> int | str:
@@ -146,35 +166,51 @@ class Router:
             service, _, handler = target.partition("/")
             d = self.definitions.get(service)
             if d is None:
-                raise TerminalError(f"unknown service {service!r} (known: "
-                                    f"{', '.join(sorted(self.definitions)) or 'none'})",
-                                    StatusCode.NOT_FOUND)
+                raise TerminalError(
+                    f"unknown service {service!r} (known: "
+                    f"{', '.join(sorted(self.definitions)) or 'none'})",
+                    StatusCode.NOT_FOUND,
+                )
             spec = d.handlers.get(handler)
             if spec is None:
-                raise TerminalError(f"unknown handler {target!r} (known: "
-                                    f"{', '.join(sorted(d.handlers))})", StatusCode.NOT_FOUND)
+                raise TerminalError(
+                    f"unknown handler {target!r} (known: {', '.join(sorted(d.handlers))})",
+                    StatusCode.NOT_FOUND,
+                )
             return spec
         spec = spec_of(target)
         if spec is None:
             raise TerminalError(f"{target!r} is not a raystate handler", StatusCode.NOT_FOUND)
         if spec.definition.name not in self.definitions:
-            raise TerminalError(f"service {spec.definition.name!r} is not part of this runtime",
-                                StatusCode.NOT_FOUND)
+            raise TerminalError(
+                f"service {spec.definition.name!r} is not part of this runtime",
+                StatusCode.NOT_FOUND,
+            )
         return self.definitions[spec.definition.name].handlers[spec.name]
 
-    def request(self, target: Target, key: str | None, arg: Any, mode: InvokeMode, *,
-                idempotency_key: str | None = None, delay: timedelta | float | None = None,
-                invocation_id: str | None = None,
-                invoked_by: str | None = None) -> tuple[HandlerSpec, InvokeRequest]:
+    def request(
+        self,
+        target: Target,
+        key: str | None,
+        arg: Any,
+        mode: InvokeMode,
+        *,
+        idempotency_key: str | None = None,
+        delay: timedelta | float | None = None,
+        invocation_id: str | None = None,
+        invoked_by: str | None = None,
+    ) -> tuple[HandlerSpec, InvokeRequest]:
         """Validate a request before any round trip (bad input: ``TerminalError`` 400/404)."""
         spec = self.resolve(target)
         keyed = spec.definition.keyed
         if keyed and not isinstance(key, str):
-            raise TerminalError(f"{spec.target} is a virtual-object handler: pass key=<str>",
-                                StatusCode.BAD_REQUEST)
+            raise TerminalError(
+                f"{spec.target} is a virtual-object handler: pass key=<str>", StatusCode.BAD_REQUEST
+            )
         if not keyed and key is not None:
-            raise TerminalError(f"{spec.target} is a service handler: it takes no key",
-                                StatusCode.BAD_REQUEST)
+            raise TerminalError(
+                f"{spec.target} is a service handler: it takes no key", StatusCode.BAD_REQUEST
+            )
         if key is not None:
             check_text(key, "key")
         if idempotency_key is not None:
@@ -182,24 +218,39 @@ class Router:
         if spec.takes_arg:
             data = spec.input.to_json(arg, f"input of {spec.target}")
         elif arg is not None:
-            raise TerminalError(f"{spec.target} takes no input, got {type(arg).__name__}",
-                                StatusCode.BAD_REQUEST)
+            raise TerminalError(
+                f"{spec.target} takes no input, got {type(arg).__name__}", StatusCode.BAD_REQUEST
+            )
         else:
             data = "null"
         run_once = isinstance(spec.definition, Workflow) and spec.definition.is_main(spec.name)
         if run_once:  # one run per workflow key: every submission names the same invocation
             invocation_id = idempotent_invocation_id(spec.target, key, "\x00workflow-run")
         elif invocation_id is None:
-            invocation_id = new_invocation_id() if idempotency_key is None else \
-                idempotent_invocation_id(spec.target, key, idempotency_key)
+            invocation_id = (
+                new_invocation_id()
+                if idempotency_key is None
+                else idempotent_invocation_id(spec.target, key, idempotency_key)
+            )
         delay_s = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
         if delay_s < 0:
-            raise TerminalError(f"delay must not be negative, got {delay!r}",
-                                StatusCode.BAD_REQUEST)
-        req = InvokeRequest(invocation_id, spec.definition.name, spec.name, key, data,
-                            mode,
-                            route_hash(spec.definition.name, key, invocation_id),
-                            idempotency_key, invoked_by, run_once, now_ms(), round(delay_s * 1000))
+            raise TerminalError(
+                f"delay must not be negative, got {delay!r}", StatusCode.BAD_REQUEST
+            )
+        req = InvokeRequest(
+            invocation_id,
+            spec.definition.name,
+            spec.name,
+            key,
+            data,
+            mode,
+            route_hash(spec.definition.name, key, invocation_id),
+            idempotency_key,
+            invoked_by,
+            run_once,
+            now_ms(),
+            round(delay_s * 1000),
+        )
         return spec, req
 
     async def submit(self, spec: HandlerSpec, req: InvokeRequest) -> Outcome | None:
@@ -214,7 +265,8 @@ class Router:
             channel = self._channels[at] = HostChannel(
                 partial(self._call_host, name, lambda: self.host_for(d, key, hash_)),
                 lambda: self._hosts.pop(name, None),
-                lambda ch: self._drop_channel(at, ch))
+                lambda ch: self._drop_channel(at, ch),
+            )
         return await channel.submit(req)
 
     def _wire_route(self, name: str) -> WireRoute:
@@ -223,8 +275,7 @@ class Router:
             route = self._wires[name] = WireRoute()
         return route
 
-    async def _call_host(self, name: str, host: Callable[[], Any], method: str,
-                         *args: Any) -> Any:
+    async def _call_host(self, name: str, host: Callable[[], Any], method: str, *args: Any) -> Any:
         """``method(*args)`` on the host: over its socket when it runs on this node
         (``journal.transport.wire``), else through Ray. Raises ``HOST_DOWN`` if the host died."""
         handle = host()
@@ -233,19 +284,22 @@ class Router:
             return await getattr(handle, method).remote(*args)
         return await wire.call(method, *args)
 
-    def _drop_channel(self, at: tuple[asyncio.AbstractEventLoop, str],
-                      channel: HostChannel) -> None:
+    def _drop_channel(
+        self, at: tuple[asyncio.AbstractEventLoop, str], channel: HostChannel
+    ) -> None:
         """An idle channel goes (a dedicated key's host may never be called again)."""
         if self._channels.get(at) is channel and channel.idle():
             del self._channels[at]
 
     async def cancel(self, invocation_id: str, kill: bool = False) -> str:
         """Cancel or kill an invocation on the host that runs it (see ``ObjectHost.cancel``)."""
-        return await self._on_host_of(invocation_id, f"unknown invocation {invocation_id!r}",
-                                      "cancel", invocation_id, kill)
+        return await self._on_host_of(
+            invocation_id, f"unknown invocation {invocation_id!r}", "cancel", invocation_id, kill
+        )
 
-    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None, by: str | None = None) -> str:
+    async def resolve_awakeable(
+        self, awakeable_id: str, result: str | None, failure: str | None, by: str | None = None
+    ) -> str:
         """Complete an awakeable on its invocation's host; ``TerminalError`` if that is
         refused (``AlreadyCompletedError`` when it was completed before). ``by``: the
         resolving handler's entry, when a handler resolves it (``ObjectHost``); else a token
@@ -254,15 +308,20 @@ class Router:
         inv_id, _ = self.awakeables.parse(awakeable_id)
         by = by or f"client:{uuid.uuid4().hex}"
         ok, message, code = await self._on_host_of(
-            inv_id, f"unknown awakeable {awakeable_id} (no such invocation)",
-            "resolve_awakeable", awakeable_id, result, failure, by)
+            inv_id,
+            f"unknown awakeable {awakeable_id} (no such invocation)",
+            "resolve_awakeable",
+            awakeable_id,
+            result,
+            failure,
+            by,
+        )
         if not ok:
             error = AlreadyCompletedError if code == StatusCode.CONFLICT else TerminalError
             raise error(message, code)
         return str(message)
 
-    async def _on_host_of(self, invocation_id: str, unknown: str, method: str,
-                          *args: Any) -> Any:
+    async def _on_host_of(self, invocation_id: str, unknown: str, method: str, *args: Any) -> Any:
         """Call ``method(*args)`` on the host of an accepted invocation."""
         if self._journal is None:
             self._journal = RemoteJournal(self.namespace)
@@ -272,17 +331,21 @@ class Router:
         service, key, route_hash = route
         d = self.definitions.get(service)
         if d is None:
-            raise TerminalError(f"invocation {invocation_id!r} belongs to service "
-                                f"{service!r}, which this runtime does not know",
-                                StatusCode.NOT_FOUND)
+            raise TerminalError(
+                f"invocation {invocation_id!r} belongs to service "
+                f"{service!r}, which this runtime does not know",
+                StatusCode.NOT_FOUND,
+            )
         return await self._on_host(d, key, route_hash, method, *args)
 
-    async def _on_host(self, d: ServiceDefinition, key: str | None, route_hash: int,
-                       method: str, *args: Any) -> Any:
+    async def _on_host(
+        self, d: ServiceDefinition, key: str | None, route_hash: int, method: str, *args: Any
+    ) -> Any:
         """Call ``method(*args)`` on the host of (d, key), again after a host failure."""
         name = host_name(d.name, self._slot(d, key, route_hash))
         # (a broken socket is closed: the route asks the successor)
         return await retry(
-            lambda: self._call_host(name, lambda: self.host_for(d, key, route_hash), method,
-                                    *args),
-            retry_on=HOST_DOWN, on_retry=lambda _: self._hosts.pop(name, None))
+            lambda: self._call_host(name, lambda: self.host_for(d, key, route_hash), method, *args),
+            retry_on=HOST_DOWN,
+            on_retry=lambda _: self._hosts.pop(name, None),
+        )

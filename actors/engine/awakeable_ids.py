@@ -20,8 +20,10 @@ CHECK_CHARS = 16  # hex digits of the HMAC kept in an id (64 bits)
 MAX_ID_CHARS = 256  # far above any id we make (about 60 characters)
 # One canonical form: ASCII only, the index without leading zeros and below 2**31 (so "_00_",
 # Arabic-Indic digits or "²" never name an awakeable, nor a 4,301-digit index crash ``int``).
-_ID = re.compile(r"awk_([A-Za-z0-9_.-]{1,128})_(0|[1-9][0-9]{0,9})_([0-9a-f]{"
-                 + str(CHECK_CHARS) + "})", re.ASCII)
+_ID = re.compile(
+    r"awk_([A-Za-z0-9_.-]{1,128})_(0|[1-9][0-9]{0,9})_([0-9a-f]{" + str(CHECK_CHARS) + "})",
+    re.ASCII,
+)
 
 
 class AwakeableIds:
@@ -45,14 +47,19 @@ class AwakeableIds:
         for anything else: malformed, truncated, non-canonical (``_00_``, non-ASCII digits),
         too long, or with a check not made with our secret. Never another exception: a handler
         that resolves a bad id fails for good instead of being retried."""
-        match = _ID.fullmatch(text) if isinstance(text, str) and len(text) <= MAX_ID_CHARS \
-            else None
+        match = _ID.fullmatch(text) if isinstance(text, str) and len(text) <= MAX_ID_CHARS else None
         if match is not None:
             inv_id, idx = match[1], int(match[2])
             if idx < 2**31 and hmac.compare_digest(match[3], self._check(inv_id, idx)):
                 return inv_id, idx
-        shown = repr(text[:80]) + ("..." if len(text) > 80 else "") if isinstance(text, str) \
+        shown = (
+            repr(text[:80]) + ("..." if len(text) > 80 else "")
+            if isinstance(text, str)
             else f"of type {type(text).__name__}"
-        raise TerminalError(f"malformed awakeable id {shown} (expected an id that "
-                            "ctx.awakeable() of this runtime returned: "
-                            "awk_<invocation>_<index>_<check>)", StatusCode.BAD_REQUEST)
+        )
+        raise TerminalError(
+            f"malformed awakeable id {shown} (expected an id that "
+            "ctx.awakeable() of this runtime returned: "
+            "awk_<invocation>_<index>_<check>)",
+            StatusCode.BAD_REQUEST,
+        )

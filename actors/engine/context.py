@@ -16,17 +16,16 @@ records too), which is why writes go straight into the key's working state.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import inspect
 import json
 import logging
 import time
-import typing
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from actors.engine.calls import CallProxy, return_serde, service_name
 from actors.engine.cursor import JournalCursor
 from actors.engine.failures import ReplayAwareLogger, UserBaseException, describe, stacktrace
 from actors.engine.invocation import (
@@ -100,13 +99,19 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
 
     # -- journaled actions -------------------------------------------------------------------
 
-    async def run(self, name: str, fn: Callable[..., Any], *args: Any,
-                  retry_policy: RetryPolicy | None = None, durable_ref: bool = False,
-                  **kwargs: Any) -> Any:
+    async def run(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry_policy: RetryPolicy | None = None,
+        durable_ref: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         if not isinstance(name, str):
             raise TypeError("ctx.run(name, fn, ...): name must be a string")
         remote = steps.is_remote(fn)  # a Ray task or actor method (actors.steps)
-        serde = _return_serde(steps.annotated(fn) if remote else fn)
+        serde = return_serde(steps.annotated(fn) if remote else fn)
         self._cancel_point()
         entry = self._cursor.replay(EntryType.RUN, name)
         config: steps.StepsConfig = getattr(self._host, "steps", steps.NO_STORE)
@@ -122,13 +127,27 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         idx, inv = self._cursor.index, self._inv
         t0 = time.monotonic() if remote else 0.0
         self._at = (idx, EntryType.RUN, name)
-        step = steps.RemoteStep.make(fn, config, self._spec.definition.name, self._spec.name,
-                                     name, inv.id, idx, durable_ref, serde,
-                                     adopt=not inv.first_run) if remote else None
+        step = (
+            steps.RemoteStep.make(
+                fn,
+                config,
+                self._spec.definition.name,
+                self._spec.name,
+                name,
+                inv.id,
+                idx,
+                durable_ref,
+                serde,
+                adopt=not inv.first_run,
+            )
+            if remote
+            else None
+        )
         while True:
             try:
-                result = await (step.run(args, kwargs) if step is not None
-                                else self._action(fn, args, kwargs))
+                result = await (
+                    step.run(args, kwargs) if step is not None else self._action(fn, args, kwargs)
+                )
                 break
             except TerminalError as e:
                 self._cursor.record(EntryType.RUN, name, failure=e)
@@ -140,26 +159,27 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
                     raise
                 failures += 1
                 if retry_policy.exhausted(failures):
-                    err = TerminalError(
-                        f"ctx.run({name!r}) failed {failures} times: {describe(e)}"
-                    )
+                    err = TerminalError(f"ctx.run({name!r}) failed {failures} times: {describe(e)}")
                     self._cursor.record(EntryType.RUN, name, failure=err)
                     self._at = None
                     await self._durable()
                     raise err from e
                 await asyncio.sleep(retry_policy.delay(failures))
         if remote:  # a local step's time is in its attempt's (Ray's record costs ~2 us)
-            metrics.step_latency(self._spec.definition.name, self._spec.name,
-                                 time.monotonic() - t0, remote=True)
-        data, value = await steps.journal(result, serde, name, inv.id, idx, config,
-                                          durable_ref, step)
+            metrics.step_latency(
+                self._spec.definition.name, self._spec.name, time.monotonic() - t0, remote=True
+            )
+        data, value = await steps.journal(
+            result, serde, name, inv.id, idx, config, durable_ref, step
+        )
         self._cursor.record(EntryType.RUN, name, result=data)
         self._at = None
         await self._durable()
         return value
 
-    async def _action(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> Any:
+    async def _action(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Run a ``ctx.run`` action; a ``BaseException`` it raises that is not raystate's
         own signal comes out as ``UserBaseException`` (see ``actors.engine.failures``)."""
         try:
@@ -174,8 +194,9 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         except BaseException as e:
             raise UserBaseException(e) from e
 
-    def failure_event(self, e: BaseException, retry_count: int,
-                      next_retry_at_ms: int | None) -> AttemptFailed:
+    def failure_event(
+        self, e: BaseException, retry_count: int, next_retry_at_ms: int | None
+    ) -> AttemptFailed:
         """The record of this failed attempt: the journal entry it was at is the action that
         raised, the entry a replay diverged at, else the last entry it reached."""
         at: tuple[int, str, str | None] | None = self._at
@@ -185,9 +206,17 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         elif at is None and self._cursor.index > 0:
             entry = self._inv.entries[self._cursor.index - 1]
             at = (entry.idx, entry.entry_type, entry.name)
-        return AttemptFailed(self._inv.id, retry_count, describe(e), stacktrace(e),
-                             at[0] if at else None, at[2] if at else None,
-                             at[1] if at else None, next_retry_at_ms, now_ms())
+        return AttemptFailed(
+            self._inv.id,
+            retry_count,
+            describe(e),
+            stacktrace(e),
+            at[0] if at else None,
+            at[2] if at else None,
+            at[1] if at else None,
+            next_retry_at_ms,
+            now_ms(),
+        )
 
     async def _durable(self) -> None:
         """Guarantee 1: a ``ctx.run`` returns (or raises its journaled ``TerminalError``) only
@@ -203,10 +232,17 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         if entry is None:
             idx = self._cursor.index
             fire_at = now_ms() + round(seconds * 1000)
-            timer = Timer(f"{self._inv.id}:{idx}", self._inv.id, idx, TimerKind.SLEEP, fire_at,
-                          self._host.name)
-            entry = self._cursor.record(EntryType.SLEEP, None, result=str(fire_at),
-                                        completed=False, extra=(timer,))
+            timer = Timer(
+                f"{self._inv.id}:{idx}",
+                self._inv.id,
+                idx,
+                TimerKind.SLEEP,
+                fire_at,
+                self._host.name,
+            )
+            entry = self._cursor.record(
+                EntryType.SLEEP, None, result=str(fire_at), completed=False, extra=(timer,)
+            )
         await self._await_entry(entry)
 
     def _cancel_point(self) -> None:
@@ -221,8 +257,9 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
             self._inv.cancel_delivered = True
             raise cancelled()
 
-    async def _await_entry(self, entry: Entry,
-                           start: Callable[[int], None] | None = None) -> Completion:
+    async def _await_entry(
+        self, entry: Entry, start: Callable[[int], None] | None = None
+    ) -> Completion:
         """Wait for the completion of ``entry`` (a sleep, a call ...), made durable first;
         ``start`` (if given) is called once the entry is durable and its completion missing.
         A cancellation that surfaces while a call is pending is passed on to the callee."""
@@ -253,27 +290,32 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
                 self._host.pass_on(json.loads(entry.result), kill=False)
             raise
 
-    def object_send(self, handler: Any, key: str, arg: Any = None, *,
-                    delay: timedelta | float | None = None) -> str:
+    def object_send(
+        self, handler: Any, key: str, arg: Any = None, *, delay: timedelta | float | None = None
+    ) -> str:
         """Send to a virtual-object handler without waiting for it; returns the callee's
         invocation id. Delivered exactly once: the id derives from this invocation and the
         journal index, so a replay re-sends the same invocation and the callee ignores it."""
         return self._send(handler, key, arg, delay)
 
-    def service_send(self, handler: Any, arg: Any = None, *,
-                     delay: timedelta | float | None = None) -> str:
+    def service_send(
+        self, handler: Any, arg: Any = None, *, delay: timedelta | float | None = None
+    ) -> str:
         """Like ``object_send``, for a service handler."""
         return self._send(handler, None, arg, delay)
 
-    def workflow_send(self, handler: Any, key: str, arg: Any = None, *,
-                      delay: timedelta | float | None = None) -> str:
+    def workflow_send(
+        self, handler: Any, key: str, arg: Any = None, *, delay: timedelta | float | None = None
+    ) -> str:
         """Like ``object_send``, for a workflow handler (``key``: the workflow id)."""
         return self._send(handler, key, arg, delay)
 
-    def _send(self, handler: Any, key: str | None, arg: Any,
-              delay: timedelta | float | None) -> str:
+    def _send(
+        self, handler: Any, key: str | None, arg: Any, delay: timedelta | float | None
+    ) -> str:
         target, callee, deliver = self._host.send(
-            handler, key, arg, delay, callee_id(self._inv.id, self._cursor.index), self._inv)
+            handler, key, arg, delay, callee_id(self._inv.id, self._cursor.index), self._inv
+        )
         if self._cursor.replay(EntryType.SEND, target) is None:
             self._cursor.record(EntryType.SEND, target, result=json.dumps(callee))
         self._deliveries.append(deliver())
@@ -294,23 +336,25 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
 
     def object_client(self, obj: Any, key: str) -> CallProxy:
         """``await ctx.object_client(counter, "bob").add(1)``: a key's handlers as methods."""
-        return CallProxy(self, _service_name(obj), key)
+        return CallProxy(self, service_name(obj), key)
 
     def service_client(self, service: Any) -> CallProxy:
         """``await ctx.service_client(payments).charge(order)``."""
-        return CallProxy(self, _service_name(service), None)
+        return CallProxy(self, service_name(service), None)
 
     def workflow_client(self, workflow: Any, key: str) -> CallProxy:
-        return CallProxy(self, _service_name(workflow), key)
+        return CallProxy(self, service_name(workflow), key)
 
     async def _call(self, handler: Any, key: str | None, arg: Any) -> Any:
         self._cancel_point()
         target, callee, output, start = self._host.call(
-            handler, key, arg, callee_id(self._inv.id, self._cursor.index), self._inv)
+            handler, key, arg, callee_id(self._inv.id, self._cursor.index), self._inv
+        )
         entry = self._cursor.replay(EntryType.CALL, target)
         if entry is None:
-            entry = self._cursor.record(EntryType.CALL, target, result=json.dumps(callee),
-                                        completed=False)
+            entry = self._cursor.record(
+                EntryType.CALL, target, result=json.dumps(callee), completed=False
+            )
         done = await self._await_entry(entry, start)
         if done.failure is not None:
             raise TerminalError(done.failure, done.failure_code or StatusCode.INTERNAL)
@@ -369,8 +413,11 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         entry = self._cursor.replay(EntryType.GET_STATE, name)
         if entry is None:
             data = self._current(name)
-            self._cursor.record(EntryType.GET_STATE, name,
-                                result=self._reads.journal(name, self._cursor.index, data))
+            self._cursor.record(
+                EntryType.GET_STATE,
+                name,
+                result=self._reads.journal(name, self._cursor.index, data),
+            )
         else:
             data = self._reads.resolve(entry, self._inv.entries)
         if data is None:
@@ -381,8 +428,9 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         self._require_keyed("ctx.state_keys")
         entry = self._cursor.replay(EntryType.GET_STATE_KEYS, None)
         if entry is None:
-            entry = self._cursor.record(EntryType.GET_STATE_KEYS, None,
-                                        result=json.dumps(self._names()))
+            entry = self._cursor.record(
+                EntryType.GET_STATE_KEYS, None, result=json.dumps(self._names())
+            )
         assert entry.result is not None
         return list(json.loads(entry.result))
 
@@ -391,7 +439,9 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         if entry is not None:
             if entry.result != value:
                 raise JournalMismatch(
-                    self._inv.id, entry.idx, f"{entry_type}({name!r}, {entry.result})",
+                    self._inv.id,
+                    entry.idx,
+                    f"{entry_type}({name!r}, {entry.result})",
                     f"{entry_type}({name!r}, {value})",
                 )
             self._reads.wrote(name, entry.idx, value)
@@ -407,8 +457,11 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         if not isinstance(name, str):
             raise TypeError("ctx.set(name, value): name must be a string")
         if name.startswith(PROMISE_STATE):
-            raise TerminalError(f"ctx.set: state names starting with {PROMISE_STATE!r} are "
-                                "reserved for workflow promises", StatusCode.BAD_REQUEST)
+            raise TerminalError(
+                f"ctx.set: state names starting with {PROMISE_STATE!r} are "
+                "reserved for workflow promises",
+                StatusCode.BAD_REQUEST,
+            )
         check_text(name, "ctx.set: state name")
         try:
             data = ANY.dump(value)
@@ -433,45 +486,3 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         self._cursor.record(EntryType.CLEAR_ALL_STATE, None, extra=writes)
         for w in writes:
             self._apply(w.name, None)
-
-
-class CallProxy:
-    """Handlers of one service (and key) as awaitable methods: ``await proxy.add(1)``."""
-
-    def __init__(self, ctx: InvocationContext, service: str, key: str | None) -> None:
-        self._ctx, self._service, self._key = ctx, service, key
-
-    def __getattr__(self, handler: str) -> Callable[..., Any]:
-        if handler.startswith("_"):
-            raise AttributeError(handler)
-
-        def call(arg: Any = None) -> Any:
-            return self._ctx._call(f"{self._service}/{handler}", self._key, arg)
-
-        return call
-
-
-def _service_name(obj: Any) -> str:
-    if isinstance(obj, str):
-        return obj
-    name = getattr(obj, "name", None)
-    if not isinstance(name, str):
-        raise TypeError(f"expected a service definition or its name, got {obj!r}")
-    return name
-
-
-@functools.lru_cache(maxsize=1024)
-def _return_serde(fn: Callable[..., Any]) -> Serde:
-    """Decode ``ctx.run`` results as the action's return annotation, so that a first run and a
-    replay return the same type; plain JSON when there is none."""
-    try:
-        hint = typing.get_type_hints(fn).get("return")
-    except Exception:
-        return ANY
-    if hint is None or hint is type(None):
-        return ANY
-    try:
-        return Serde(hint)
-    except Exception:
-        return ANY
-

@@ -51,20 +51,35 @@ class JournalCursor:
         entry = self.entries[self.index]
         if entry.entry_type != entry_type or entry.name != name:
             raise JournalMismatch(
-                self.invocation_id, self.index,
-                _describe(entry.entry_type, entry.name), _describe(entry_type, name),
+                self.invocation_id,
+                self.index,
+                _describe(entry.entry_type, entry.name),
+                _describe(entry_type, name),
             )
         self.index += 1
         return entry
 
-    def record(self, entry_type: EntryType, name: str | None, *, result: str | None = None,
-               failure: TerminalError | None = None, extra: tuple[Record, ...] = (),
-               completed: bool = True) -> Entry:
+    def record(
+        self,
+        entry_type: EntryType,
+        name: str | None,
+        *,
+        result: str | None = None,
+        failure: TerminalError | None = None,
+        extra: tuple[Record, ...] = (),
+        completed: bool = True,
+    ) -> Entry:
         self._check_open()
         entry = Entry(
-            self.invocation_id, self.index, entry_type, name, result,
-            failure.message if failure else None, failure.status_code if failure else None,
-            now_ms(), completed,
+            self.invocation_id,
+            self.index,
+            entry_type,
+            name,
+            result,
+            failure.message if failure else None,
+            failure.status_code if failure else None,
+            now_ms(),
+            completed,
         )
         self.entries.append(entry)
         self.buffer.append(entry)

@@ -46,8 +46,9 @@ async def execute(
             try:
                 args = (spec.input.load(inv.accept.input),) if spec.takes_arg else ()
             except Exception as e:
-                raise TerminalError(f"input of {spec.target} does not validate: {e}",
-                                    StatusCode.BAD_REQUEST) from None
+                raise TerminalError(
+                    f"input of {spec.target} does not validate: {e}", StatusCode.BAD_REQUEST
+                ) from None
             if inv.killed:
                 raise asyncio.CancelledError
             if inv.cancel_pending and not inv.entries:  # cancelled before it started
@@ -56,8 +57,15 @@ async def execute(
             await ctx.settle()
             out = Outcome(True, spec.output.output_json(result, spec.target))
         except Suspended:
-            await host.submit(inv, [*ctx.take_records(), StatusChange(
-                inv.id, InvocationStatus.SUSPENDED, inv.retry_count, None, now_ms())])
+            await host.submit(
+                inv,
+                [
+                    *ctx.take_records(),
+                    StatusChange(
+                        inv.id, InvocationStatus.SUSPENDED, inv.retry_count, None, now_ms()
+                    ),
+                ],
+            )
             raise
         except asyncio.CancelledError as e:
             me = asyncio.current_task()
@@ -74,16 +82,21 @@ async def execute(
         metrics.attempt_latency(spec.definition.name, spec.name, time.monotonic() - started)
         if out is None:  # back off; a cancellation request ends that early: the next attempt
             # meets it
-            await host.await_completion(inv, retry_index(inv.retry_count),
-                                        [*ctx.take_records(), *failed])
+            await host.await_completion(
+                inv, retry_index(inv.retry_count), [*ctx.take_records(), *failed]
+            )
             continue
-        records = [*ctx.take_records(), *failed,
-                   Output(inv.id, out.ok, out.output, out.failure, out.failure_code, now_ms())]
+        records = [
+            *ctx.take_records(),
+            *failed,
+            Output(inv.id, out.ok, out.output, out.failure, out.failure_code, now_ms()),
+        ]
         return out, host.submit(inv, records)
 
 
-def _attempt_failed(host: HostPort, inv: Invocation, ctx: InvocationContext,
-                    e: BaseException) -> tuple[Outcome | None, list[Record]]:
+def _attempt_failed(
+    host: HostPort, inv: Invocation, ctx: InvocationContext, e: BaseException
+) -> tuple[Outcome | None, list[Record]]:
     """Count a failed attempt, log it (once, with its traceback) and say what follows: the
     outcome if it ends the invocation, else None and the records of its retry back-off (a
     durable timer) to commit while waiting. Either way the attempt's ``AttemptFailed``."""
@@ -94,8 +107,9 @@ def _attempt_failed(host: HostPort, inv: Invocation, ctx: InvocationContext,
     if policy.exhausted(inv.retry_count):
         out = Outcome(False, None, f"gave up after {inv.retry_count} attempts: {failure}")
     elif inv.cancel_pending:  # it failed before it could see the cancellation
-        out = Outcome(False, None, f"{CANCELLED} (its last attempt failed: {failure})",
-                      CANCELLED_CODE)
+        out = Outcome(
+            False, None, f"{CANCELLED} (its last attempt failed: {failure})", CANCELLED_CODE
+        )
     if out is not None:
         event = ctx.failure_event(e, inv.retry_count, None)
         report(event, inv.spec.target, e, None)
@@ -104,8 +118,13 @@ def _attempt_failed(host: HostPort, inv: Invocation, ctx: InvocationContext,
     fire_at = now_ms() + round(delay * 1000)
     event = ctx.failure_event(e, inv.retry_count, fire_at)
     report(event, inv.spec.target, e, delay)
-    timer = Timer(f"{inv.id}:retry:{inv.retry_count}", inv.id, retry_index(inv.retry_count),
-                  TimerKind.RETRY, fire_at, host.name)
-    status = StatusChange(inv.id, InvocationStatus.BACKING_OFF, inv.retry_count, failure,
-                          now_ms())
+    timer = Timer(
+        f"{inv.id}:retry:{inv.retry_count}",
+        inv.id,
+        retry_index(inv.retry_count),
+        TimerKind.RETRY,
+        fire_at,
+        host.name,
+    )
+    status = StatusChange(inv.id, InvocationStatus.BACKING_OFF, inv.retry_count, failure, now_ms())
     return None, [event, status, timer]

@@ -52,17 +52,35 @@ def stacktrace(e: BaseException) -> str:
 def report(event: AttemptFailed, target: str, e: BaseException, retry_in_s: float | None) -> None:
     """Log a failed attempt once, with its traceback (Ray forwards a host's stderr to the
     driver's terminal)."""
-    at = "" if event.related_entry_index is None else (
-        f" at journal entry {event.related_entry_index}"
-        f" ({event.related_entry_type} {event.related_entry_name!r})")
+    at = (
+        ""
+        if event.related_entry_index is None
+        else (
+            f" at journal entry {event.related_entry_index}"
+            f" ({event.related_entry_type} {event.related_entry_name!r})"
+        )
+    )
     if retry_in_s is None:
-        log.error("invocation %s (%s) failed (attempt %d)%s: %s; no retry follows",
-                  event.invocation_id, target, event.retry_count, at, event.failure,
-                  exc_info=original(e))
+        log.error(
+            "invocation %s (%s) failed (attempt %d)%s: %s; no retry follows",
+            event.invocation_id,
+            target,
+            event.retry_count,
+            at,
+            event.failure,
+            exc_info=original(e),
+        )
     else:
-        log.warning("invocation %s (%s) failed (attempt %d)%s: %s; retrying in %.2f s",
-                    event.invocation_id, target, event.retry_count, at, event.failure,
-                    retry_in_s, exc_info=original(e))
+        log.warning(
+            "invocation %s (%s) failed (attempt %d)%s: %s; retrying in %.2f s",
+            event.invocation_id,
+            target,
+            event.retry_count,
+            at,
+            event.failure,
+            retry_in_s,
+            exc_info=original(e),
+        )
 
 
 class ReplayAwareLogger(logging.Logger):
@@ -78,8 +96,7 @@ class ReplayAwareLogger(logging.Logger):
         self._replaying = replaying
 
     def isEnabledFor(self, level: int) -> bool:
-        return not self._replaying() and self.parent is not None and \
-            self.parent.isEnabledFor(level)
+        return not self._replaying() and self.parent is not None and self.parent.isEnabledFor(level)
 
     def getEffectiveLevel(self) -> int:
         return self.parent.getEffectiveLevel() if self.parent is not None else logging.WARNING

@@ -82,4 +82,3 @@ PROMISE_STATE = "$promise:"  # workflow promises are kept as state entries with 
 def retry_index(retry_count: int) -> int:
     """The completion index a retry back-off timer wakes (negative: never an entry's)."""
     return -retry_count
-

@@ -35,16 +35,23 @@ class HostPort(Protocol):
         """The host's actor name: timers carry it, so the scheduler knows whom to wake."""
         ...
 
-    async def await_completion(self, invocation: Invocation, idx: int,
-                               records: list[Record]) -> Completion | None:
+    async def await_completion(
+        self, invocation: Invocation, idx: int, records: list[Record]
+    ) -> Completion | None:
         """Make ``records`` durable, then wait for the completion of entry ``idx``; raise
         ``Suspended`` when that takes longer than the host keeps invocations in memory.
         None: the wait was interrupted by a cancellation request."""
         ...
 
-    def send(self, target: Any, key: str | None, arg: Any, delay: timedelta | float | None,
-             invocation_id: str, sender: Invocation
-             ) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
+    def send(
+        self,
+        target: Any,
+        key: str | None,
+        arg: Any,
+        delay: timedelta | float | None,
+        invocation_id: str,
+        sender: Invocation,
+    ) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
         """Validate a one-way request to another handler (``TerminalError`` on bad input);
         returns the target's name, the callee's invocation id and a function that starts
         delivering it (its future is done once the callee's invocation is durable). The id is
@@ -65,9 +72,15 @@ class HostPort(Protocol):
         ``serde`` while this host remembers it."""
         ...
 
-    def complete_awakeable(self, invocation: Invocation, idx: int, awakeable_id: str,
-                           result: str | None, failure: str | None,
-                           after: asyncio.Future[None]) -> asyncio.Future[None]:
+    def complete_awakeable(
+        self,
+        invocation: Invocation,
+        idx: int,
+        awakeable_id: str,
+        result: str | None,
+        failure: str | None,
+        after: asyncio.Future[None],
+    ) -> asyncio.Future[None]:
         """Deliver the resolution journaled at entry ``idx`` of ``invocation`` once ``after``
         is done (the entry is durable); the verdict (delivered, or refused: 409, 404 ...)
         becomes the entry's completion. Done once that completion is durable; one delivery
@@ -87,8 +100,9 @@ class HostPort(Protocol):
         """Complete entry ``idx`` of ``invocation`` when the promise ``name`` is completed."""
         ...
 
-    def call(self, target: Any, key: str | None, arg: Any, invocation_id: str,
-             caller: Invocation) -> tuple[str, str, Serde, Callable[[int], None]]:
+    def call(
+        self, target: Any, key: str | None, arg: Any, invocation_id: str, caller: Invocation
+    ) -> tuple[str, str, Serde, Callable[[int], None]]:
         """Validate a call to another handler (``TerminalError`` on bad input, or when it would
         wait for its own key); returns the target's name, the callee's invocation id (as for
         ``send``), its output serde and a function that starts the call for journal entry

@@ -31,11 +31,12 @@ class AwakeablesAndPromises:
     _deliveries: list[asyncio.Future[None]]
 
     if TYPE_CHECKING:
+
         def _cancel_point(self) -> None: ...
 
-        async def _await_entry(self, entry: Entry,
-                               start: Callable[[int], None] | None = None) -> Completion: ...
-
+        async def _await_entry(
+            self, entry: Entry, start: Callable[[int], None] | None = None
+        ) -> Completion: ...
 
     def awakeable(self, type_hint: Any = None) -> tuple[str, Awakeable]:
         serde = Serde(type_hint) if type_hint is not None else ANY
@@ -58,27 +59,38 @@ class AwakeablesAndPromises:
     def reject_awakeable(self, awakeable_id: str, reason: str) -> Awaitable[None]:
         return self._complete_awakeable(awakeable_id, None, str(reason))
 
-    def _complete_awakeable(self, awk_id: str, result: str | None,
-                            failure: str | None) -> _Resolution:
+    def _complete_awakeable(
+        self, awk_id: str, result: str | None, failure: str | None
+    ) -> _Resolution:
         """Journal the resolution (an entry that completes later, like a call), deliver it
         once the entry is durable, and hand back the verdict to await. The handler's output
         waits for the delivery either way (``settle``)."""
         self._host.awakeables.parse(awk_id)
-        data = json.dumps({"value": json.loads(result) if result is not None else None}
-                          if failure is None else {"failure": failure})
+        data = json.dumps(
+            {"value": json.loads(result) if result is not None else None}
+            if failure is None
+            else {"failure": failure}
+        )
         entry = self._cursor.replay(EntryType.COMPLETE_AWAKEABLE, awk_id)
         if entry is None:
-            entry = self._cursor.record(EntryType.COMPLETE_AWAKEABLE, awk_id, result=data,
-                                        completed=False)
+            entry = self._cursor.record(
+                EntryType.COMPLETE_AWAKEABLE, awk_id, result=data, completed=False
+            )
         elif entry.result != data:
-            raise JournalMismatch(self._inv.id, entry.idx,
-                                  f"complete_awakeable({awk_id!r}, {entry.result})",
-                                  f"complete_awakeable({awk_id!r}, {data})")
+            raise JournalMismatch(
+                self._inv.id,
+                entry.idx,
+                f"complete_awakeable({awk_id!r}, {entry.result})",
+                f"complete_awakeable({awk_id!r}, {data})",
+            )
         # journaled as completed (before resolutions had a verdict), or delivered before
         if not entry.completed and entry.idx not in self._inv.completions:
             durable = self._host.submit(self._inv, self._cursor.take())
-            self._deliveries.append(self._host.complete_awakeable(
-                self._inv, entry.idx, awk_id, result, failure, durable))
+            self._deliveries.append(
+                self._host.complete_awakeable(
+                    self._inv, entry.idx, awk_id, result, failure, durable
+                )
+            )
         return _Resolution(self, entry)
 
     async def _await_resolution(self, entry: Entry) -> None:
@@ -102,38 +114,44 @@ class AwakeablesAndPromises:
         entry = self._cursor.replay(EntryType.PROMISE, name)
         if entry is None:
             data = self._host.promise_of(self._inv, name)
-            entry = self._cursor.record(EntryType.PROMISE, name, result=data,
-                                        completed=data is not None)
+            entry = self._cursor.record(
+                EntryType.PROMISE, name, result=data, completed=data is not None
+            )
         data = entry.result
         if not entry.completed:
             inv, idx = self._inv, entry.idx
             done = await self._await_entry(
-                entry, lambda _: self._host.watch_promise(inv, idx, name))
+                entry, lambda _: self._host.watch_promise(inv, idx, name)
+            )
             data = done.result
         return _promise_result(name, data, serde)
 
     async def _promise_peek(self, name: str, serde: Serde) -> Any:
         entry = self._cursor.replay(EntryType.PEEK_PROMISE, name)
         if entry is None:
-            entry = self._cursor.record(EntryType.PEEK_PROMISE, name,
-                                        result=self._host.promise_of(self._inv, name))
+            entry = self._cursor.record(
+                EntryType.PEEK_PROMISE, name, result=self._host.promise_of(self._inv, name)
+            )
         return None if entry.result is None else _promise_result(name, entry.result, serde)
 
     def _complete_promise(self, name: str, data: str) -> None:
         entry = self._cursor.replay(EntryType.COMPLETE_PROMISE, name)
         if entry is not None:
             if entry.failure is not None:
-                raise AlreadyCompletedError(entry.failure,
-                                            entry.failure_code or StatusCode.CONFLICT)
+                raise AlreadyCompletedError(
+                    entry.failure, entry.failure_code or StatusCode.CONFLICT
+                )
             return
         if not self._host.claim_promise(self._inv, name, data):
             err = AlreadyCompletedError(
-                f"promise {name!r} of workflow {self._inv.accept.key!r} is already completed")
+                f"promise {name!r} of workflow {self._inv.accept.key!r} is already completed"
+            )
             self._cursor.record(EntryType.COMPLETE_PROMISE, name, failure=err)
             raise err
         assert self._inv.accept.key is not None
-        write = StateWrite(self._spec.definition.name, self._inv.accept.key,
-                           PROMISE_STATE + name, data)
+        write = StateWrite(
+            self._spec.definition.name, self._inv.accept.key, PROMISE_STATE + name, data
+        )
         self._cursor.record(EntryType.COMPLETE_PROMISE, name, result=data, extra=(write,))
         self._host.submit(self._inv, self._cursor.take())  # queued before anyone sees it
 
@@ -179,8 +197,9 @@ def _json(value: Any, what: str) -> str:
     try:
         data = ANY.dump(value)
     except Exception as e:
-        raise TerminalError(f"{what} is not JSON-serializable: {e}",
-                            StatusCode.BAD_REQUEST) from None
+        raise TerminalError(
+            f"{what} is not JSON-serializable: {e}", StatusCode.BAD_REQUEST
+        ) from None
     return check_size(data, what)
 
 

@@ -51,8 +51,11 @@ class StateReads:
         if value is None:
             return None
         held = self._held.get(name)
-        if held is not None and len(value) > MIN_REF_CHARS and (
-                held[1] is value or held[1] == value):
+        if (
+            held is not None
+            and len(value) > MIN_REF_CHARS
+            and (held[1] is value or held[1] == value)
+        ):
             return f"{REF_PREFIX}{held[0]}}}"
         self._held[name] = (idx, value)
         return ESCAPED_PREFIX + value + "}" if value.startswith(REF_PREFIX) else value
@@ -66,24 +69,31 @@ class StateReads:
         idx = entry.idx
         if data.startswith(REF_PREFIX):
             if data.startswith(ESCAPED_PREFIX):
-                data = data[len(ESCAPED_PREFIX):-1]
+                data = data[len(ESCAPED_PREFIX) : -1]
             else:
                 idx = _ref_index(data)
                 target = entries[idx] if 0 <= idx < entry.idx else None
-                if target is None or target.entry_type not in HOLDERS or \
-                        target.name != entry.name or target.result is None:
-                    raise JournalMismatch(entry.invocation_id, entry.idx,
-                                          f"get_state({entry.name!r}) -> entry {idx}",
-                                          f"a replay where entry {idx} is {_describe(target)}")
+                if (
+                    target is None
+                    or target.entry_type not in HOLDERS
+                    or target.name != entry.name
+                    or target.result is None
+                ):
+                    raise JournalMismatch(
+                        entry.invocation_id,
+                        entry.idx,
+                        f"get_state({entry.name!r}) -> entry {idx}",
+                        f"a replay where entry {idx} is {_describe(target)}",
+                    )
                 data = target.result
                 if target.entry_type == EntryType.GET_STATE and data.startswith(ESCAPED_PREFIX):
-                    data = data[len(ESCAPED_PREFIX):-1]
+                    data = data[len(ESCAPED_PREFIX) : -1]
         self._held[entry.name] = (idx, data)
         return data
 
 
 def _ref_index(data: str) -> int:
-    digits = data[len(REF_PREFIX):-1]
+    digits = data[len(REF_PREFIX) : -1]
     return int(digits) if digits.isascii() and digits.isdigit() and data.endswith("}") else -1
 
 

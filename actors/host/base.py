@@ -62,7 +62,8 @@ class HostBase:
         self.flusher = Flusher(journal.commit, self._apply_committed, self.actions.settle)
         self.loader = StateLoader(  # a dedicated host loads its one key once: no filter
             partial(journal.load_states, definition.name),
-            None if key is not None else partial(journal.state_key_filter, definition.name))
+            None if key is not None else partial(journal.state_key_filter, definition.name),
+        )
         self._active: dict[str, Invocation] = {}
         self._parked: dict[str, Parked] = {}
         self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
@@ -79,8 +80,9 @@ class HostBase:
         # resolutions waiting for a recovered invocation's replay to declare an awakeable's type
         self._types_due: dict[tuple[str, int], asyncio.Future[None]] = {}
         # awakeables completed here (first one wins): done once durable, and who completed it
-        self._resolved: OrderedDict[tuple[str, int],
-                                    tuple[asyncio.Future[None], str | None]] = OrderedDict()
+        self._resolved: OrderedDict[tuple[str, int], tuple[asyncio.Future[None], str | None]] = (
+            OrderedDict()
+        )
         self._resolving: dict[tuple[str, int], asyncio.Future[None]] = {}  # handlers' deliveries
         self.last_activity = time.monotonic()
 
@@ -104,16 +106,16 @@ class HostBase:
         if slot is None:
             slot = self._slots[key] = KeySlot()
         return slot
+
     if TYPE_CHECKING:  # defined by ``ObjectHost``; the parts call them
+
         async def start(self) -> None: ...
 
         async def wake(self, items: list[tuple[str, int, Completion | None]]) -> None: ...
 
-        def submit(self, invocation: Invocation,
-                   records: list[Record]) -> asyncio.Future[None]: ...
+        def submit(self, invocation: Invocation, records: list[Record]) -> asyncio.Future[None]: ...
 
-        def resume_ahead(self, completion: Completion
-                         ) -> tuple[asyncio.Future[None], bool]: ...
+        def resume_ahead(self, completion: Completion) -> tuple[asyncio.Future[None], bool]: ...
 
         async def _complete(self, completion: Completion) -> None: ...
 

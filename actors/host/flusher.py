@@ -27,9 +27,12 @@ class Flusher:
     records are already in the invocations' in-memory journals, so dropping them would let a
     retry replay entries that were never durable."""
 
-    def __init__(self, commit: Callable[[Batch], Awaitable[None]],
-                 on_committed: Callable[[list[Record]], None],
-                 settle: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        commit: Callable[[Batch], Awaitable[None]],
+        on_committed: Callable[[list[Record]], None],
+        settle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """``settle``: awaited before each batch is cut, to let records that are moments
         away join it (``SyncActions.settle``)."""
         self._commit = commit

@@ -59,8 +59,13 @@ class Lifecycle(HostBase):
         if idx is None:
             return
         entry = inv.entries[idx] if 0 <= idx < len(inv.entries) else None
-        if kill and entry is not None and entry.entry_type == EntryType.CALL and \
-                entry.result is not None and idx not in inv.completions:
+        if (
+            kill
+            and entry is not None
+            and entry.entry_type == EntryType.CALL
+            and entry.result is not None
+            and idx not in inv.completions
+        ):
             self.pass_on(json.loads(entry.result), kill)  # (a cancel passes on in the engine)
         waiter = inv.waiters.pop(idx, None)
         if waiter is not None and not waiter.done():
@@ -77,16 +82,21 @@ class Lifecycle(HostBase):
         outbox = self.outbox
 
         def still_delivering(e: BaseException) -> bool:
-            return isinstance(e, TerminalError) and e.status_code == StatusCode.NOT_FOUND \
+            return (
+                isinstance(e, TerminalError)
+                and e.status_code == StatusCode.NOT_FOUND
                 and callee in self._delivering
+            )
 
         try:
-            await retry(lambda: outbox.cancel(callee, kill), when=still_delivering,
-                        backoff=PASS_ON_BACKOFF)
+            await retry(
+                lambda: outbox.cancel(callee, kill), when=still_delivering, backoff=PASS_ON_BACKOFF
+            )
         except Exception:
             # unknown (never delivered) or gone: the caller moves on anyway
-            log.warning("could not %s callee %s", "kill" if kill else "cancel", callee,
-                        exc_info=True)
+            log.warning(
+                "could not %s callee %s", "kill" if kill else "cancel", callee, exc_info=True
+            )
 
     async def _kill(self, inv_id: str, inv: Invocation | None, parked: Parked | None) -> None:
         out = Outcome(False, None, KILLED, CANCELLED_CODE)
@@ -129,6 +139,9 @@ class Lifecycle(HostBase):
         return len(stale)
 
     def is_idle(self, idle_seconds: float) -> bool:
-        return not self._active and not self._parked and not self._tasks and \
-            time.monotonic() - self.last_activity > idle_seconds
-
+        return (
+            not self._active
+            and not self._parked
+            and not self._tasks
+            and time.monotonic() - self.last_activity > idle_seconds
+        )

@@ -28,8 +28,11 @@ log = logging.getLogger("raystate.host")
 class StateLoader:
     """One load in flight; the keys asked for meanwhile wait for the next, together."""
 
-    def __init__(self, load_many: Callable[[list[str]], Awaitable[dict[str, State]]],
-                 fetch_filter: Callable[[], Awaitable[bytes]] | None = None) -> None:
+    def __init__(
+        self,
+        load_many: Callable[[list[str]], Awaitable[dict[str, State]]],
+        fetch_filter: Callable[[], Awaitable[bytes]] | None = None,
+    ) -> None:
         self._load_many = load_many
         self._waiting: dict[str, asyncio.Future[State]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -76,9 +79,12 @@ class StateLoader:
 
     def _refresh_filter(self) -> None:
         """Fetch a (fresh) filter unless one is on its way or the last attempt just failed."""
-        if self._fetch_filter is None or self._written_meanwhile is not None or \
-                (self._filter is not None and not self._filter.full) or \
-                time.monotonic() < self._next_fetch:
+        if (
+            self._fetch_filter is None
+            or self._written_meanwhile is not None
+            or (self._filter is not None and not self._filter.full)
+            or time.monotonic() < self._next_fetch
+        ):
             return
         # the journal reads what is durable when the fetch gets there: add what is not yet
         self._written_meanwhile = set(self._uncommitted)

@@ -51,8 +51,9 @@ class Mailboxes:
             box = self._boxes[token] = Mailbox()
         return box
 
-    def submit(self, token: str, requests: list[Any],
-               invoke: Callable[[Any], Awaitable[Any]]) -> None:
+    def submit(
+        self, token: str, requests: list[Any], invoke: Callable[[Any], Awaitable[Any]]
+    ) -> None:
         """Start ``invoke(request)`` for each; its result goes to the caller's mailbox."""
         box = self._box(token)
         for req in requests:

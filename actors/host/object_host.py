@@ -77,11 +77,13 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
             self._ready = asyncio.get_running_loop().create_future()
             if self.scheduler is None:
                 self._local_timers = TimerScheduler(
-                    self.journal, lambda _host, items: self._spawn(self.wake(items)))
+                    self.journal, lambda _host, items: self._spawn(self.wake(items))
+                )
                 self.scheduler = self._local_timers
             try:
                 pending = await self.journal.pending(
-                    [self.definition.name], self.partition, self.dedicated_key)
+                    [self.definition.name], self.partition, self.dedicated_key
+                )
                 timers = await self.journal.pending_timers(self._name) if pending else []
             except BaseException as e:
                 self._ready.set_exception(e)
@@ -107,8 +109,11 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
         # Anything else replays: a call is re-issued (same id), a promise watched again, and
         # an awakeable may be followed by code that never ran (handing out its id).
         waiting = p.waiting_for == TimerKind.RETRY or (
-            last is not None and not last.completed and last.idx not in p.completions
-            and last.entry_type == EntryType.SLEEP)
+            last is not None
+            and not last.completed
+            and last.idx not in p.completions
+            and last.entry_type == EntryType.SLEEP
+        )
         spec = self.definition.handlers.get(p.accept.handler)
         if waiting and spec is not None:
             self._park_suspended(p.accept.id, key, spec.kind == "exclusive")
@@ -119,8 +124,14 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
 
     def _invocation_of(self, p: PendingInvocation) -> Invocation:
         spec = self.definition.handlers.get(p.accept.handler)
-        inv = Invocation(p.accept, spec, p.entries, p.retry_count,  # type: ignore[arg-type]
-                         accept_durable=True, completions=dict(p.completions))
+        inv = Invocation(
+            p.accept,
+            spec,  # type: ignore[arg-type]
+            p.entries,
+            p.retry_count,
+            accept_durable=True,
+            completions=dict(p.completions),
+        )
         inv.durable.set_result(None)
         return inv
 
@@ -147,12 +158,25 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
         if not known:
             spec = self.definition.handlers.get(req.handler)
             if spec is None:
-                return Outcome(False, None, f"unknown handler {req.service}/{req.handler}",
-                               StatusCode.NOT_FOUND)
+                return Outcome(
+                    False,
+                    None,
+                    f"unknown handler {req.service}/{req.handler}",
+                    StatusCode.NOT_FOUND,
+                )
             self._order = max(self._order + 1, time.time_ns())
-            accept = Accept(req.id, req.service, req.handler, req.key, req.route_hash,
-                            req.input, req.idempotency_key, req.invoked_by,
-                            req.created_at_ms, self._order)
+            accept = Accept(
+                req.id,
+                req.service,
+                req.handler,
+                req.key,
+                req.route_hash,
+                req.input,
+                req.idempotency_key,
+                req.invoked_by,
+                req.created_at_ms,
+                self._order,
+            )
             if req.delay_ms > 0:
                 durable = self._accept_delayed(accept, req.delay_ms)
                 if req.mode == InvokeMode.SEND:
@@ -173,11 +197,13 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
 
     def _accept_delayed(self, accept: Accept, delay_ms: int) -> asyncio.Future[None]:
         fire_at = now_ms() + delay_ms
-        timer = Timer(f"{accept.id}:start", accept.id, START_INDEX, TimerKind.START, fire_at,
-                      self._name)
+        timer = Timer(
+            f"{accept.id}:start", accept.id, START_INDEX, TimerKind.START, fire_at, self._name
+        )
         self._parked[accept.id] = Parked(accept.id, accept.key, TimerKind.START)
         return self.flusher.submit(
-            [accept, StatusChange(accept.id, InvocationStatus.SCHEDULED, 0, None, now_ms()), timer])
+            [accept, StatusChange(accept.id, InvocationStatus.SCHEDULED, 0, None, now_ms()), timer]
+        )
 
     def _schedule(self, inv: Invocation) -> None:
         if inv.spec is None:
@@ -231,8 +257,10 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
         pending = await retry(
             lambda: self.journal.pending([self.definition.name], ids=[p.id for p in parked]),
             backoff=RELOAD_BACKOFF,
-            on_retry=lambda _: log.exception("cannot reload %d parked invocations; trying again",
-                                             len(parked)))
+            on_retry=lambda _: log.exception(
+                "cannot reload %d parked invocations; trying again", len(parked)
+            ),
+        )
         by_id = {p.accept.id: p for p in pending}
         for p in parked:
             if self._parked.get(p.id) is not p:
@@ -247,8 +275,12 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
     def _resume_parked(self, parked: Parked, inv: Invocation) -> None:
         self._active[inv.id] = inv
         key = parked.key
-        if parked.reason == TimerKind.START or key is None or inv.spec is None \
-                or inv.spec.kind != "exclusive":
+        if (
+            parked.reason == TimerKind.START
+            or key is None
+            or inv.spec is None
+            or inv.spec.kind != "exclusive"
+        ):
             self._schedule(inv)
             return
         slot = self._slot(key)
@@ -305,12 +337,14 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
                     raise  # the host is closing
                 # killed where ``execute`` could not answer (while it was suspending)
                 out = Outcome(False, None, KILLED, CANCELLED_CODE)
-                durable = self.submit(inv, [Output(inv.id, False, None, KILLED, CANCELLED_CODE,
-                                                   now_ms())])
+                durable = self.submit(
+                    inv, [Output(inv.id, False, None, KILLED, CANCELLED_CODE, now_ms())]
+                )
                 break
             except Suspended:
-                if inv.awaiting is not None and (inv.awaiting in inv.completions
-                                                 or inv.cancel_pending):
+                if inv.awaiting is not None and (
+                    inv.awaiting in inv.completions or inv.cancel_pending
+                ):
                     continue  # woken while suspending: replay right away
                 self._active.pop(inv.id, None)
                 self._parked[inv.id] = Parked(inv.id, key, InvocationStatus.SUSPENDED)
@@ -324,8 +358,9 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
         self._spawn(self._finish_when_durable(inv, out, durable, slot if exclusive else None))
         return True
 
-    async def _finish_when_durable(self, inv: Invocation, out: Outcome,
-                                   durable: asyncio.Future[None], slot: KeySlot | None) -> None:
+    async def _finish_when_durable(
+        self, inv: Invocation, out: Outcome, durable: asyncio.Future[None], slot: KeySlot | None
+    ) -> None:
         await durable
         if slot is not None:
             slot.uncommitted -= 1
@@ -359,8 +394,11 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
             if slot.committed is None:
                 slot.committed = dict(state)
                 slot.working = dict(state)
-                slot.promises = {n[len(PROMISE_STATE):]: v for n, v in state.items()
-                                 if n.startswith(PROMISE_STATE)}
+                slot.promises = {
+                    n[len(PROMISE_STATE) :]: v
+                    for n, v in state.items()
+                    if n.startswith(PROMISE_STATE)
+                }
 
     # -- durability (the engine's HostPort) --------------------------------------------------
 
@@ -391,8 +429,9 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
         slot = self._slots.get(invocation.accept.key)
         return slot is not None and slot.uncommitted > 0
 
-    async def await_completion(self, invocation: Invocation, idx: int,
-                               records: list[Record]) -> Completion | None:
+    async def await_completion(
+        self, invocation: Invocation, idx: int, records: list[Record]
+    ) -> Completion | None:
         if idx in invocation.completions:
             if records:
                 self.submit(invocation, records)
@@ -474,8 +513,7 @@ class ObjectHost(Lifecycle, Awakeables, Outbound, Promises):
     # -- memory ------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        return {"active": len(self._active), "parked": len(self._parked),
-                "keys": len(self._slots)}
+        return {"active": len(self._active), "parked": len(self._parked), "keys": len(self._slots)}
 
     async def close(self) -> None:
         if self._local_timers is not None:

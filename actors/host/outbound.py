@@ -23,12 +23,26 @@ log = logging.getLogger("raystate.host")
 class Outbound(HostBase):
     """Sends and calls (the engine's ``HostPort.send`` and ``call``)."""
 
-    def send(self, target: Any, key: str | None, arg: Any, delay: Any, invocation_id: str,
-             sender: Invocation) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
+    def send(
+        self,
+        target: Any,
+        key: str | None,
+        arg: Any,
+        delay: Any,
+        invocation_id: str,
+        sender: Invocation,
+    ) -> tuple[str, str, Callable[[], asyncio.Future[None]]]:
         if self.outbox is None:
             raise TerminalError("sending to other handlers needs a runtime (no outbox here)")
-        spec, req = self.outbox.request(target, key, arg, InvokeMode.SEND, delay=delay,
-                                        invocation_id=invocation_id, invoked_by=sender.id)
+        spec, req = self.outbox.request(
+            target,
+            key,
+            arg,
+            InvokeMode.SEND,
+            delay=delay,
+            invocation_id=invocation_id,
+            invoked_by=sender.id,
+        )
         # a replay sends the same id again: then the callee's host checks the journal first
         # (as it always does for a workflow's run, which ``request`` marks as a resubmission)
         req.resubmit = req.resubmit or not sender.first_run
@@ -45,32 +59,39 @@ class Outbound(HostBase):
 
         return spec.target, req.id, lambda: asyncio.ensure_future(deliver())
 
-    def call(self, target: Any, key: str | None, arg: Any, invocation_id: str,
-             caller: Invocation) -> tuple[str, str, Any, Callable[[int], None]]:
+    def call(
+        self, target: Any, key: str | None, arg: Any, invocation_id: str, caller: Invocation
+    ) -> tuple[str, str, Any, Callable[[int], None]]:
         if self.outbox is None:
             raise TerminalError("calling other handlers needs a runtime (no outbox here)")
-        spec, req = self.outbox.request(target, key, arg, InvokeMode.CALL,
-                                        invocation_id=invocation_id, invoked_by=caller.id)
-        if caller.spec.kind == "exclusive" and spec.kind == "exclusive" and \
-                caller.accept.key is not None and key == caller.accept.key and \
-                spec.definition.name == caller.accept.service:
+        spec, req = self.outbox.request(
+            target, key, arg, InvokeMode.CALL, invocation_id=invocation_id, invoked_by=caller.id
+        )
+        if (
+            caller.spec.kind == "exclusive"
+            and spec.kind == "exclusive"
+            and caller.accept.key is not None
+            and key == caller.accept.key
+            and spec.definition.name == caller.accept.service
+        ):
             raise TerminalError(
                 f"{caller.spec.target} (exclusive) calls {spec.target} (exclusive) on its own "
                 f"key {key!r}: that call would wait for the caller to finish, forever. Use "
                 "object_send, a shared handler, or a plain function",
-                StatusCode.CONFLICT)
+                StatusCode.CONFLICT,
+            )
         req.resubmit = req.resubmit or not caller.first_run  # see ``send``
 
         def start(idx: int) -> None:
             if (caller.id, idx) not in self._calls:
                 self._delivering[req.id] = self._delivering.get(req.id, 0) + 1
                 self._calls[caller.id, idx] = asyncio.ensure_future(
-                    self._deliver_call(caller.id, idx, spec, req))
+                    self._deliver_call(caller.id, idx, spec, req)
+                )
 
         return spec.target, req.id, spec.output, start
 
-    async def _deliver_call(self, caller_id: str, idx: int, spec: Any,
-                            req: InvokeRequest) -> None:
+    async def _deliver_call(self, caller_id: str, idx: int, spec: Any, req: InvokeRequest) -> None:
         """Wait for the callee's outcome, make it durable as the call entry's completion in
         the caller's journal, then resume the caller (replayed if it left memory meanwhile)."""
         assert self.outbox is not None
@@ -81,12 +102,22 @@ class Outbound(HostBase):
             req.resubmit = True  # the first try may have got through
 
         try:
-            out = await retry(lambda: outbox.submit(spec, req), backoff=RELOAD_BACKOFF,
-                              on_retry=again)
+            out = await retry(
+                lambda: outbox.submit(spec, req), backoff=RELOAD_BACKOFF, on_retry=again
+            )
             assert out is not None
-            completion = Completion(caller_id, idx, out.output, None, None, now_ms()) if out.ok \
-                else Completion(caller_id, idx, None, out.failure or "failed",
-                                out.failure_code or StatusCode.INTERNAL, now_ms())
+            completion = (
+                Completion(caller_id, idx, out.output, None, None, now_ms())
+                if out.ok
+                else Completion(
+                    caller_id,
+                    idx,
+                    None,
+                    out.failure or "failed",
+                    out.failure_code or StatusCode.INTERNAL,
+                    now_ms(),
+                )
+            )
             await self._complete(completion)
         finally:
             self._calls.pop((caller_id, idx), None)

@@ -19,9 +19,13 @@ class JournalPort(Protocol):
 
     async def completion(self, invocation_id: str, idx: int) -> Completion | None: ...
 
-    async def pending(self, services: list[str], partition: tuple[int, int] | None = None,
-                      key: str | None = None,
-                      ids: list[str] | None = None) -> list[PendingInvocation]: ...
+    async def pending(
+        self,
+        services: list[str],
+        partition: tuple[int, int] | None = None,
+        key: str | None = None,
+        ids: list[str] | None = None,
+    ) -> list[PendingInvocation]: ...
 
     async def load_states(self, service: str, keys: list[str]) -> dict[str, dict[str, str]]: ...
 
@@ -39,13 +43,22 @@ class SchedulerPort(Protocol):
 class OutboxPort(Protocol):
     """How a host reaches other handlers (the runtime's ``Router`` in an actor)."""
 
-    def request(self, target: Any, key: str | None, arg: Any, mode: InvokeMode, *,
-                delay: Any = None, invocation_id: str | None = None,
-                invoked_by: str | None = None) -> tuple[Any, InvokeRequest]: ...
+    def request(
+        self,
+        target: Any,
+        key: str | None,
+        arg: Any,
+        mode: InvokeMode,
+        *,
+        delay: Any = None,
+        invocation_id: str | None = None,
+        invoked_by: str | None = None,
+    ) -> tuple[Any, InvokeRequest]: ...
 
     async def submit(self, spec: Any, req: InvokeRequest) -> Outcome | None: ...
 
     async def cancel(self, invocation_id: str, kill: bool = False) -> str: ...
 
-    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None, by: str | None = None) -> None: ...
+    async def resolve_awakeable(
+        self, awakeable_id: str, result: str | None, failure: str | None, by: str | None = None
+    ) -> None: ...

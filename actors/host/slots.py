@@ -55,6 +55,10 @@ class KeySlot:
 
     @property
     def idle(self) -> bool:
-        return not self.inbox and self.users == 0 and self.uncommitted == 0 and \
-            not self.watchers and \
-            (self.worker is None or self.worker.done())
+        return (
+            not self.inbox
+            and self.users == 0
+            and self.uncommitted == 0
+            and not self.watchers
+            and (self.worker is None or self.worker.done())
+        )

@@ -36,9 +36,16 @@ def _exit_process() -> None:
 class LoopWatchdog:
     """Probes ``loop`` (running in ``loop_thread``) from a daemon thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread, *,
-                 threshold_s: float = LAG_WARN_S, interval_s: float = INTERVAL_S,
-                 on_dead: Callable[[], None] = _exit_process, name: str = "host") -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        loop_thread: threading.Thread,
+        *,
+        threshold_s: float = LAG_WARN_S,
+        interval_s: float = INTERVAL_S,
+        on_dead: Callable[[], None] = _exit_process,
+        name: str = "host",
+    ) -> None:
         self.loop = loop
         self.loop_thread = loop_thread
         self.threshold_s = threshold_s
@@ -47,8 +54,9 @@ class LoopWatchdog:
         self.name = name
         self.stalls = 0  # warnings logged so far
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"raystate-watchdog-{name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch, name=f"raystate-watchdog-{name}", daemon=True
+        )
 
     def start(self) -> LoopWatchdog:
         self._thread.start()
@@ -58,8 +66,9 @@ class LoopWatchdog:
         self._stop.set()
 
     def _dead(self) -> bool:
-        return not self.loop_thread.is_alive() or self.loop.is_closed() or \
-            not self.loop.is_running()
+        return (
+            not self.loop_thread.is_alive() or self.loop.is_closed() or not self.loop.is_running()
+        )
 
     def _watch(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -76,17 +85,22 @@ class LoopWatchdog:
             if answered.wait(self.threshold_s):
                 continue
             self.stalls += 1
-            log.warning("%s: a handler has held the event loop for %.1f s (every other key "
-                        "of this host waits meanwhile); the loop is at:\n%s", self.name,
-                        time.monotonic() - sent, self._loop_stack())
+            log.warning(
+                "%s: a handler has held the event loop for %.1f s (every other key "
+                "of this host waits meanwhile); the loop is at:\n%s",
+                self.name,
+                time.monotonic() - sent,
+                self._loop_stack(),
+            )
             while not answered.wait(self.interval_s):
                 if self._stop.is_set():
                     return
                 if self._dead():
                     self.on_dead()
                     return
-            log.warning("%s: the event loop was held for %.1f s", self.name,
-                        time.monotonic() - sent)
+            log.warning(
+                "%s: the event loop was held for %.1f s", self.name, time.monotonic() - sent
+            )
 
     def _loop_stack(self) -> str:
         frame = sys._current_frames().get(self.loop_thread.ident or -1)

@@ -79,19 +79,22 @@ class Context(ABC):
     def invocation_id(self) -> str: ...
 
     @abstractmethod
-    def object_send(self, handler: Any, key: str, arg: Any = None, *,
-                    delay: timedelta | float | None = None) -> str:
+    def object_send(
+        self, handler: Any, key: str, arg: Any = None, *, delay: timedelta | float | None = None
+    ) -> str:
         """Send to a virtual-object handler (function or ``"Service/handler"``) without
         waiting; optionally ``delay``-ed. Returns the callee's invocation id; delivered once."""
 
     @abstractmethod
-    def service_send(self, handler: Any, arg: Any = None, *,
-                     delay: timedelta | float | None = None) -> str:
+    def service_send(
+        self, handler: Any, arg: Any = None, *, delay: timedelta | float | None = None
+    ) -> str:
         """Send to a service handler without waiting (see ``object_send``)."""
 
     @abstractmethod
-    def workflow_send(self, handler: Any, key: str, arg: Any = None, *,
-                      delay: timedelta | float | None = None) -> str:
+    def workflow_send(
+        self, handler: Any, key: str, arg: Any = None, *, delay: timedelta | float | None = None
+    ) -> str:
         """Send to a workflow handler (``key``: the workflow id) without waiting."""
 
     @overload
@@ -124,8 +127,9 @@ class Context(ABC):
         """Call a service handler and wait for its result (see ``object_call``)."""
 
     @overload
-    async def workflow_call(self, handler: HandlerNoArg[Out], key: str,
-                            arg: None = None) -> Out: ...
+    async def workflow_call(
+        self, handler: HandlerNoArg[Out], key: str, arg: None = None
+    ) -> Out: ...
 
     @overload
     async def workflow_call(self, handler: HandlerWithArg[In, Out], key: str, arg: In) -> Out: ...

@@ -140,7 +140,8 @@ class ServiceDefinition:
         except (TypeError, ValueError, NameError) as e:
             issues.append(f"cannot read its signature or annotations: {e}")
         positional = [
-            p for p in params
+            p
+            for p in params
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
         ]
         if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY) for p in params):
@@ -211,8 +212,9 @@ class VirtualObject(ServiceDefinition):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.placement not in ("pooled", "dedicated"):
-            raise DefinitionError(self.name, [f"placement must be 'pooled' or 'dedicated', "
-                                              f"not {self.placement!r}"])
+            raise DefinitionError(
+                self.name, [f"placement must be 'pooled' or 'dedicated', not {self.placement!r}"]
+            )
 
     def _context_type(self, kind: str) -> type:
         return ObjectContext if kind == "exclusive" else ObjectSharedContext
@@ -236,8 +238,9 @@ class Workflow(VirtualObject):
     def main(self, name: F, /) -> F: ...
 
     @overload
-    def main(self, name: str | None = None, *,
-             retry_policy: RetryPolicy | None = None) -> Callable[[F], F]: ...
+    def main(
+        self, name: str | None = None, *, retry_policy: RetryPolicy | None = None
+    ) -> Callable[[F], F]: ...
 
     def main(self, name: Any = None, *, retry_policy: RetryPolicy | None = None) -> Any:
         """Register the workflow's main handler (exactly one per workflow); ``@wf.main()`` and
@@ -245,10 +248,13 @@ class Workflow(VirtualObject):
 
         def register(fn: F) -> F:
             if self.main_handler is not None:
-                raise DefinitionError(f"workflow {self.name}", [
-                    f"has a main handler already ({self.main_handler}); a workflow has one"])
-            out = ServiceDefinition.handler(self, name, kind="exclusive",
-                                            retry_policy=retry_policy)(fn)
+                raise DefinitionError(
+                    f"workflow {self.name}",
+                    [f"has a main handler already ({self.main_handler}); a workflow has one"],
+                )
+            out = ServiceDefinition.handler(
+                self, name, kind="exclusive", retry_policy=retry_policy
+            )(fn)
             self.main_handler = spec_of(out).name  # type: ignore[union-attr]
             return out
 
@@ -261,15 +267,27 @@ class Workflow(VirtualObject):
     def handler(self, name: F, /) -> F: ...
 
     @overload
-    def handler(self, name: str | None = None, *, kind: HandlerKind = "shared",
-                retry_policy: RetryPolicy | None = None) -> Callable[[F], F]: ...
+    def handler(
+        self,
+        name: str | None = None,
+        *,
+        kind: HandlerKind = "shared",
+        retry_policy: RetryPolicy | None = None,
+    ) -> Callable[[F], F]: ...
 
-    def handler(self, name: Any = None, *, kind: HandlerKind = "shared",
-                retry_policy: RetryPolicy | None = None) -> Any:
+    def handler(
+        self,
+        name: Any = None,
+        *,
+        kind: HandlerKind = "shared",
+        retry_policy: RetryPolicy | None = None,
+    ) -> Any:
         """Register a shared handler (queries, signals): it runs beside the main handler."""
         if kind != "shared":
-            raise DefinitionError(f"workflow {self.name}", [
-                "its handlers are shared; the one exclusive handler is @wf.main()"])
+            raise DefinitionError(
+                f"workflow {self.name}",
+                ["its handlers are shared; the one exclusive handler is @wf.main()"],
+            )
         return super().handler(name, kind=kind, retry_policy=retry_policy)
 
     def _context_type(self, kind: str) -> type:

@@ -27,8 +27,10 @@ def check_size(data: str, what: str) -> str:
     """Refuse a payload over ``MAX_PAYLOAD_BYTES`` (``TerminalError`` 413) before it is
     journaled: every byte of it would be written to DuckDB and shipped between actors."""
     if len(data) > MAX_PAYLOAD_BYTES // 4 and len(data.encode()) > MAX_PAYLOAD_BYTES:
-        raise TerminalError(f"{what} is {len(data.encode()):,} bytes of JSON; the limit is "
-                            f"{MAX_PAYLOAD_BYTES:,}", StatusCode.PAYLOAD_TOO_LARGE)
+        raise TerminalError(
+            f"{what} is {len(data.encode()):,} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES:,}",
+            StatusCode.PAYLOAD_TOO_LARGE,
+        )
     return data
 
 
@@ -43,9 +45,10 @@ def check_text(text: str, what: str) -> str:
         try:
             text.encode()
         except UnicodeEncodeError as e:
-            raise TerminalError(f"{what} {text[:40]!r} is not valid text: "
-                                f"{e.reason} at position {e.start}",
-                                StatusCode.BAD_REQUEST) from None
+            raise TerminalError(
+                f"{what} {text[:40]!r} is not valid text: {e.reason} at position {e.start}",
+                StatusCode.BAD_REQUEST,
+            ) from None
     return text
 
 
@@ -62,8 +65,9 @@ def non_finite(value: Any, path: str = "value", depth: int = 0) -> str | None:
     elif isinstance(value, BaseModel):
         items = ((f"{path}.{k}", v) for k, v in value.__dict__.items())
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        items = ((f"{path}.{f.name}", getattr(value, f.name, None))
-                 for f in dataclasses.fields(value))
+        items = (
+            (f"{path}.{f.name}", getattr(value, f.name, None)) for f in dataclasses.fields(value)
+        )
     else:
         return None
     for where, v in items:
@@ -125,11 +129,13 @@ class Serde:
             raise TerminalError(
                 f"the output of {target} does not match its return annotation "
                 f"{_type_name(self.type)} (got {type(value).__name__}): {_short(e)}",
-                StatusCode.INTERNAL
+                StatusCode.INTERNAL,
             ) from None
         except (ValueError, TypeError) as e:
-            raise TerminalError(f"the output of {target} is not JSON-serializable "
-                                f"({type(value).__name__}): {e}", StatusCode.INTERNAL) from None
+            raise TerminalError(
+                f"the output of {target} is not JSON-serializable ({type(value).__name__}): {e}",
+                StatusCode.INTERNAL,
+            ) from None
         return check_size(data, f"the output of {target}")
 
     def __reduce__(self):  # type: ignore[no-untyped-def]

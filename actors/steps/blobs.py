@@ -135,8 +135,7 @@ class BlobStore:
                 raise BlobStoreUnavailable(text, str(e)) from None
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        self._base = (Path(self.root).as_uri() if self.local
-                      else f"{parts.scheme}://{self.root}")
+        self._base = Path(self.root).as_uri() if self.local else f"{parts.scheme}://{self.root}"
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -154,8 +153,9 @@ class BlobStore:
 
     # -- the operations ----------------------------------------------------------------------
 
-    def put(self, invocation_id: str, idx: int, data: bytes | BinaryIO | Writer,
-            kind: Kind) -> BlobRef:
+    def put(
+        self, invocation_id: str, idx: int, data: bytes | BinaryIO | Writer, kind: Kind
+    ) -> BlobRef:
         """Write a blob for the step at journal index ``idx``: ``data`` is bytes, a readable
         binary stream, or a function that writes to a binary sink (``codec.writer``)."""
         directory = self._dir(invocation_id, idx)
@@ -177,8 +177,7 @@ class BlobStore:
             raise
         return self._ref(final, sink.size, sink.sha.hexdigest(), kind)
 
-    def _put_object(self, directory: str, data: bytes | BinaryIO | Writer,
-                    kind: Kind) -> BlobRef:
+    def _put_object(self, directory: str, data: bytes | BinaryIO | Writer, kind: Kind) -> BlobRef:
         """An object store: the name needs the hash before the upload, which is atomic."""
         if not isinstance(data, bytes | bytearray | memoryview):
             buf = io.BytesIO()
@@ -201,7 +200,7 @@ class BlobStore:
             out.write(data)
 
     def _ref(self, path: str, size: int, sha: str, kind: Kind) -> BlobRef:
-        return BlobRef(self._base + path[len(self.root):], int(size), sha, kind)
+        return BlobRef(self._base + path[len(self.root) :], int(size), sha, kind)
 
     def put_encoded(self, invocation_id: str, idx: int, encoded: Encoded) -> BlobRef:
         return self.put(invocation_id, idx, encoded.payload, encoded.kind)
@@ -210,7 +209,7 @@ class BlobStore:
         """The blob's bytes, after checking their size and sha256."""
         if not ref.uri.startswith(self._base + "/"):
             return store_for(ref).get(ref)  # written under another configuration
-        path = self.root + ref.uri[len(self._base):]
+        path = self.root + ref.uri[len(self._base) :]
         try:
             with self.fs.open_input_stream(path) as f:
                 payload = f.read()
@@ -219,12 +218,14 @@ class BlobStore:
         except OSError as e:
             raise BlobStoreUnavailable(self.uri, f"reading {ref.uri}: {e}") from None
         if len(payload) != ref.size:
-            raise BlobCorrupted(f"blob {ref.uri} has {len(payload):,} bytes, its reference "
-                                f"says {ref.size:,}")
+            raise BlobCorrupted(
+                f"blob {ref.uri} has {len(payload):,} bytes, its reference says {ref.size:,}"
+            )
         digest = hashlib.sha256(payload).hexdigest()
         if digest != ref.sha256:
-            raise BlobCorrupted(f"blob {ref.uri} does not match its sha256 (expected "
-                                f"{ref.sha256}, found {digest})")
+            raise BlobCorrupted(
+                f"blob {ref.uri} does not match its sha256 (expected {ref.sha256}, found {digest})"
+            )
         return Encoded(ref.kind, payload)
 
     def find(self, invocation_id: str, idx: int) -> BlobRef | None:

@@ -96,8 +96,11 @@ def writer(value: Any, step: str, dump: Callable[[Any], str] | None = None) -> t
         return Kind.BYTES, lambda sink: sink.write(data)
     if _is_ndarray(value):
         if value.dtype.hasobject:
-            raise _unsupported(step, value, "a NumPy array of Python objects (dtype "
-                                            f"{value.dtype}) would need pickle")
+            raise _unsupported(
+                step,
+                value,
+                f"a NumPy array of Python objects (dtype {value.dtype}) would need pickle",
+            )
         from numpy.lib import format as npy
 
         return Kind.NDARRAY, lambda sink: npy.write_array(sink, value, allow_pickle=False)
@@ -157,4 +160,3 @@ def _unsupported(step: str, value: Any, why: str) -> TerminalError:
         "may return JSON values, bytes, numpy.ndarray, pyarrow.Table or pyarrow.RecordBatch",
         500,
     )
-

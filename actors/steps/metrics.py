@@ -12,5 +12,13 @@ from journal.metrics import (
     timer_lateness,
 )
 
-__all__ = ["PREFIX", "StepKind", "attempt_latency", "invocation_done", "journal_commit",
-           "queued_invocations", "step_latency", "timer_lateness"]
+__all__ = [
+    "PREFIX",
+    "StepKind",
+    "attempt_latency",
+    "invocation_done",
+    "journal_commit",
+    "queued_invocations",
+    "step_latency",
+    "timer_lateness",
+]

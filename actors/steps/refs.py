@@ -54,11 +54,14 @@ class DurableRef:
         return f"DurableRef({self.blob.uri!r}, {self.blob.kind.value}, {self.blob.size:,} bytes)"
 
 
-def resolve_args(args: tuple[Any, ...], kwargs: dict[str, Any]
-                 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def resolve_args(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Top-level ``DurableRef`` arguments replaced by their values (in the worker that runs
     a step, so the values never pass through the host)."""
     if not any(isinstance(a, DurableRef) for a in (*args, *kwargs.values())):
         return args, kwargs
-    return (tuple(a.get_sync() if isinstance(a, DurableRef) else a for a in args),
-            {k: v.get_sync() if isinstance(v, DurableRef) else v for k, v in kwargs.items()})
+    return (
+        tuple(a.get_sync() if isinstance(a, DurableRef) else a for a in args),
+        {k: v.get_sync() if isinstance(v, DurableRef) else v for k, v in kwargs.items()},
+    )

@@ -98,8 +98,7 @@ class RemoteStepError(Exception):
 
 def is_remote(fn: Any) -> bool:
     """True for a Ray remote function, its ``.options(...)``, or an actor handle's method."""
-    return (isinstance(fn, RemoteFunction | ActorMethod)
-            or _options_of(fn) is not None)
+    return isinstance(fn, RemoteFunction | ActorMethod) or _options_of(fn) is not None
 
 
 def python_function(fn: Any) -> Callable[..., Any] | None:
@@ -131,10 +130,12 @@ def _options_of(fn: Any) -> tuple[RemoteFunction, dict[str, Any]] | None:
 
 # -- in the worker ----------------------------------------------------------------------------
 
+
 def _persist(value: Any, spec: StepSpec) -> _Outcome:
     size = binary_size(value)
-    if not spec.durable_ref and (size is None or size <= spec.inline_limit
-                                 or spec.store_uri is None):
+    if not spec.durable_ref and (
+        size is None or size <= spec.inline_limit or spec.store_uri is None
+    ):
         return _Outcome(value=value)
     assert spec.store_uri is not None
     kind, write = writer(value, spec.step)
@@ -142,8 +143,9 @@ def _persist(value: Any, spec: StepSpec) -> _Outcome:
     return _Outcome(value=None if spec.durable_ref else value, blob=blob)
 
 
-def _execute(fn: Callable[..., Any], spec: StepSpec, args: tuple[Any, ...],
-             kwargs: dict[str, Any]) -> _Outcome:
+def _execute(
+    fn: Callable[..., Any], spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> _Outcome:
     try:
         args, kwargs = resolve_args(args, kwargs)
         return _persist(fn(*args, **kwargs), spec)
@@ -166,8 +168,7 @@ def _persist_task(spec: StepSpec, value: Any) -> _Outcome:
 
 # -- at the host ------------------------------------------------------------------------------
 
-_wrappers: weakref.WeakKeyDictionary[RemoteFunction, RemoteFunction] = (
-    weakref.WeakKeyDictionary())
+_wrappers: weakref.WeakKeyDictionary[RemoteFunction, RemoteFunction] = weakref.WeakKeyDictionary()
 _bound_cache: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
@@ -189,12 +190,14 @@ def _wrapper(func: RemoteFunction) -> RemoteFunction:
 
 def _check_returns(spec: StepSpec, options: dict[str, Any], generator: bool) -> None:
     if options.get("num_returns") not in (None, 1) or generator:
-        raise TerminalError(f"step {spec.step!r}: a remote step returns one value (num_returns "
-                            f"is {options.get('num_returns')!r})", 400)
+        raise TerminalError(
+            f"step {spec.step!r}: a remote step returns one value (num_returns "
+            f"is {options.get('num_returns')!r})",
+            400,
+        )
 
 
-def submit(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-           spec: StepSpec) -> ray.ObjectRef:
+def submit(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], spec: StepSpec) -> ray.ObjectRef:
     """Start the step; the ``ObjectRef`` of its ``_Outcome`` (or, for an actor method without
     ``durable_ref``, of its value)."""
     if spec.durable_ref and spec.store_uri is None:
@@ -233,8 +236,7 @@ def _loaded(arg: Any, spec: StepSpec) -> Any:
     return arg
 
 
-async def adopt(spec: StepSpec, load_json: Callable[[str], Any] | None = None
-                ) -> StepResult | None:
+async def adopt(spec: StepSpec, load_json: Callable[[str], Any] | None = None) -> StepResult | None:
     """The result a run of this step wrote to the blob store before its host died (a
     ``durable_ref`` result, or one over the inline limit), so a replay journals it instead of
     running the step again; None if there is none (then run the step)."""
@@ -250,8 +252,9 @@ async def adopt(spec: StepSpec, load_json: Callable[[str], Any] | None = None
     return StepResult(await asyncio.to_thread(decode, encoded, load_json), blob)
 
 
-async def run_remote(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     spec: StepSpec) -> StepResult:
+async def run_remote(
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], spec: StepSpec
+) -> StepResult:
     """Run a remote step and await it without blocking the event loop.
 
     Raises:

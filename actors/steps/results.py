@@ -69,8 +69,13 @@ def _doc(form: Form, **fields: Any) -> str:
 
 def blob_to_journal(ref: BlobRef, durable_ref: bool = False) -> str:
     """The journal text of a result in the blob store (or of a ``DurableRef`` to one)."""
-    return _doc(Form.REF if durable_ref else Form.BLOB, kind=ref.kind.value, uri=ref.uri,
-                size=ref.size, sha256=ref.sha256)
+    return _doc(
+        Form.REF if durable_ref else Form.BLOB,
+        kind=ref.kind.value,
+        uri=ref.uri,
+        size=ref.size,
+        sha256=ref.sha256,
+    )
 
 
 def _ref_to_journal(value: BlobRef | DurableRef) -> str:
@@ -79,9 +84,14 @@ def _ref_to_journal(value: BlobRef | DurableRef) -> str:
     return blob_to_journal(value)
 
 
-def to_journal(value: Any, inline_limit: int = INLINE_LIMIT, *, step: str = "step",
-               dump: Callable[[Any], str] | None = None,
-               spill: Callable[[Encoded], BlobRef] | None = None) -> str:
+def to_journal(
+    value: Any,
+    inline_limit: int = INLINE_LIMIT,
+    *,
+    step: str = "step",
+    dump: Callable[[Any], str] | None = None,
+    spill: Callable[[Encoded], BlobRef] | None = None,
+) -> str:
     """The journal text of a step result.
 
     Args:
@@ -109,14 +119,17 @@ def _inline(value: Any, encoded: Encoded) -> str:
         if is_marked(text):  # a user object that looks like ours: escaped
             return _doc(Form.JSON, value=json.loads(text))
         return text
-    return _doc(Form.INLINE, kind=encoded.kind.value,
-                data=base64.b64encode(encoded.payload).decode())
+    return _doc(
+        Form.INLINE, kind=encoded.kind.value, data=base64.b64encode(encoded.payload).decode()
+    )
 
 
 def _too_large(step: str, encoded: Encoded, inline_limit: int) -> TerminalError:
-    return TerminalError(f"the result of step {step!r} is {len(encoded.payload):,} bytes, over "
-                         f"the inline limit of {inline_limit:,}, and there is no blob store",
-                         413)
+    return TerminalError(
+        f"the result of step {step!r} is {len(encoded.payload):,} bytes, over "
+        f"the inline limit of {inline_limit:,}, and there is no blob store",
+        413,
+    )
 
 
 def from_journal(text: str) -> Journaled:
@@ -133,9 +146,16 @@ def from_journal(text: str) -> Journaled:
     return Journaled(form, blob=BlobRef(doc["uri"], int(doc["size"]), doc["sha256"], kind))
 
 
-async def save(value: Any, *, step: str, store: BlobStore | None, invocation_id: str,
-               idx: int, inline_limit: int = INLINE_LIMIT,
-               dump: Callable[[Any], str] | None = None) -> str:
+async def save(
+    value: Any,
+    *,
+    step: str,
+    store: BlobStore | None,
+    invocation_id: str,
+    idx: int,
+    inline_limit: int = INLINE_LIMIT,
+    dump: Callable[[Any], str] | None = None,
+) -> str:
     """``to_journal`` for the engine: a small JSON result is journaled on the event loop, a
     result to encode at length or write to the blob store is handled on a thread."""
     if isinstance(value, BlobRef | DurableRef):
@@ -153,9 +173,12 @@ async def save(value: Any, *, step: str, store: BlobStore | None, invocation_id:
     return blob_to_journal(ref)
 
 
-async def load(text: str, store: BlobStore | None,
-               load_json: Callable[[str], Any] | None = None,
-               make_ref: Callable[[BlobRef], Any] | None = None) -> Any:
+async def load(
+    text: str,
+    store: BlobStore | None,
+    load_json: Callable[[str], Any] | None = None,
+    make_ref: Callable[[BlobRef], Any] | None = None,
+) -> Any:
     """The value a journaled result stands for (a blob is read, on a thread, and verified);
     for a ``ref`` document ``make_ref(blob)`` (the engine builds a ``DurableRef``)."""
     if not is_marked(text):

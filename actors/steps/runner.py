@@ -63,12 +63,14 @@ class StepsConfig:
 NO_STORE = StepsConfig()
 
 
-def steps_config(data_dir: str, blob_store: str | os.PathLike[str] | None,
-                 inline_limit: int) -> dict[str, Any]:
+def steps_config(
+    data_dir: str, blob_store: str | os.PathLike[str] | None, inline_limit: int
+) -> dict[str, Any]:
     """The runtime config entries of ``Runtime.start(blob_store=..., inline_limit=...)``."""
     if isinstance(inline_limit, bool) or not isinstance(inline_limit, int) or inline_limit < 0:
-        raise ValueError(f"Runtime.start: inline_limit must be a number of bytes, not "
-                         f"{inline_limit!r}")
+        raise ValueError(
+            f"Runtime.start: inline_limit must be a number of bytes, not {inline_limit!r}"
+        )
     uri = os.fspath(blob_store) if blob_store is not None else os.path.join(data_dir, "blobs")
     if "://" not in uri:
         uri = Path(uri).expanduser().absolute().as_uri()
@@ -123,20 +125,30 @@ class RemoteStep:
     (only when this is not the invocation's first run), else runs it; ``out`` is the last
     result (the journal text of a blob the worker wrote comes from it)."""
 
-    def __init__(self, fn: Any, spec: StepSpec, load: Callable[[str], Any],
-                 adopt: bool) -> None:
+    def __init__(self, fn: Any, spec: StepSpec, load: Callable[[str], Any], adopt: bool) -> None:
         self.fn, self.spec, self.load, self._adopt = fn, spec, load, adopt
         self.out: StepResult | None = None
 
     @classmethod
-    def make(cls, fn: Any, config: StepsConfig, service: str, handler: str, step: str,
-             invocation_id: str, idx: int, durable_ref: bool, serde: Serde,
-             adopt: bool) -> RemoteStep:
+    def make(
+        cls,
+        fn: Any,
+        config: StepsConfig,
+        service: str,
+        handler: str,
+        step: str,
+        invocation_id: str,
+        idx: int,
+        durable_ref: bool,
+        serde: Serde,
+        adopt: bool,
+    ) -> RemoteStep:
         from actors.steps.remote import StepSpec
 
         limit = min(config.inline_limit, MAX_PAYLOAD_BYTES)
-        spec = StepSpec(service, handler, step, invocation_id, idx, config.store_uri, limit,
-                        durable_ref)
+        spec = StepSpec(
+            service, handler, step, invocation_id, idx, config.store_uri, limit, durable_ref
+        )
         return cls(fn, spec, serde.load, adopt)
 
     async def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -151,8 +163,10 @@ class RemoteStep:
 
 
 def _not_json(name: str, result: Any, e: Exception) -> TerminalError:
-    return TerminalError(f"ctx.run({name!r}) returned a value that is not JSON-serializable "
-                         f"({type(result).__name__}): {e}")
+    return TerminalError(
+        f"ctx.run({name!r}) returned a value that is not JSON-serializable "
+        f"({type(result).__name__}): {e}"
+    )
 
 
 def _is_ref(value: Any) -> bool:
@@ -160,9 +174,16 @@ def _is_ref(value: Any) -> bool:
     return refs is not None and isinstance(value, refs.DurableRef | refs.BlobRef)
 
 
-async def journal(result: Any, serde: Serde, name: str, invocation_id: str, idx: int,
-                  config: StepsConfig, durable_ref: bool = False,
-                  step: RemoteStep | None = None) -> tuple[str, Any]:
+async def journal(
+    result: Any,
+    serde: Serde,
+    name: str,
+    invocation_id: str,
+    idx: int,
+    config: StepsConfig,
+    durable_ref: bool = False,
+    step: RemoteStep | None = None,
+) -> tuple[str, Any]:
     """The journal text of a step's result and the value ``ctx.run`` returns (what a replay
     returns too: JSON goes through the step's serde)."""
     written = step.out.journal_text() if step is not None and step.out is not None else None
@@ -187,8 +208,15 @@ async def journal(result: Any, serde: Serde, name: str, invocation_id: str, idx:
         kind, write = writer(result, name, serde.dump)
         blob = await asyncio.to_thread(store.put, invocation_id, idx, write, kind)
         return results.blob_to_journal(blob, durable_ref=True), _make_ref(config)(blob)
-    text = await results.save(result, step=name, store=store, invocation_id=invocation_id,
-                              idx=idx, inline_limit=config.inline_limit, dump=serde.dump)
+    text = await results.save(
+        result,
+        step=name,
+        store=store,
+        invocation_id=invocation_id,
+        idx=idx,
+        inline_limit=config.inline_limit,
+        dump=serde.dump,
+    )
     if is_marked(text):
         return text, result
     return text, serde.load(text)
@@ -205,5 +233,4 @@ def delete_blobs(invocation_ids: list[str], config: dict[str, Any]) -> None:
         try:
             store.delete_invocation(invocation_id)
         except Exception as e:
-            log.warning("could not delete the blobs of pruned invocation %s: %s",
-                        invocation_id, e)
+            log.warning("could not delete the blobs of pruned invocation %s: %s", invocation_id, e)

@@ -43,5 +43,9 @@ def measured(workloads: list[W], rows: list[dict[str, Any]]) -> list[W]:
     run keeps the figures it has."""
     found = figures(rows)
     ran = {r["workload"] for r in rows}
-    return [dataclasses.replace(w, restate=found.get(w.name, {}))  # type: ignore[type-var]
-            if w.name in ran else w for w in workloads]
+    return [
+        dataclasses.replace(w, restate=found.get(w.name, {}))  # type: ignore[type-var]
+        if w.name in ran
+        else w
+        for w in workloads
+    ]

@@ -44,16 +44,36 @@ def _lines(stream: IO[str]) -> queue.Queue[str]:
 def run_cell(peer: cluster.Peer, cell: PeerCell) -> dict[str, Any]:
     """One cell in its own driver process; the row (``table.row``)."""
     timeout = cell.warmup + cell.seconds + 180
-    cmd = [sys.executable, "-m", "benchmarks.restate_peer.driver",
-           "--ingress-port", str(peer.ingress_port), "--admin-url", peer.admin_url,
-           "--cell", json.dumps(dataclasses.asdict(cell)), "--sync"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(cluster.ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.restate_peer.driver",
+        "--ingress-port",
+        str(peer.ingress_port),
+        "--admin-url",
+        peer.admin_url,
+        "--cell",
+        json.dumps(dataclasses.asdict(cell)),
+        "--sync",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(cluster.ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    }
     snaps: dict[str, tuple[float, dict[str, procstat.Usage | None]]] = {}
     result: dict[str, Any] | None = None
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, cwd=cluster.ROOT, env=env, text=True,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cluster.ROOT,
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
         assert proc.stdin is not None and proc.stdout is not None
         pids = {**peer.pids(), "driver": proc.pid}
         lines = _lines(proc.stdout)
@@ -61,12 +81,14 @@ def run_cell(peer: cluster.Peer, cell: PeerCell) -> dict[str, Any]:
         try:
             while line := lines.get(timeout=max(deadline - time.monotonic(), 0.1)):
                 if line.startswith("@@sample "):
-                    snaps[line.split()[1]] = (time.monotonic(),
-                                              {k: procstat.usage(p) for k, p in pids.items()})
+                    snaps[line.split()[1]] = (
+                        time.monotonic(),
+                        {k: procstat.usage(p) for k, p in pids.items()},
+                    )
                     proc.stdin.write("ok\n")
                     proc.stdin.flush()
                 elif line.startswith("@@result "):
-                    result = json.loads(line[len("@@result "):])
+                    result = json.loads(line[len("@@result ") :])
             proc.wait(timeout=60)
         except (queue.Empty, subprocess.TimeoutExpired):
             proc.kill()
@@ -79,8 +101,15 @@ def run_cell(peer: cluster.Peer, cell: PeerCell) -> dict[str, Any]:
     return table.row(cell.workload, cell.concurrency, result, snaps)
 
 
-def run(names: list[str], concurrency: list[int], seconds: float, warmup: float, *,
-        http1: bool = False, emit: Emit | None = None) -> list[dict[str, Any]]:
+def run(
+    names: list[str],
+    concurrency: list[int],
+    seconds: float,
+    warmup: float,
+    *,
+    http1: bool = False,
+    emit: Emit | None = None,
+) -> list[dict[str, Any]]:
     """Every cell of the workloads the peer has (others are left out), one after another on
     one Restate; progress on stderr. Raises ``install.SetupError`` where something is missing."""
     install.check_sdk()
@@ -91,10 +120,14 @@ def run(names: list[str], concurrency: list[int], seconds: float, warmup: float,
         return rows
     began = time.monotonic()
     with cluster.running(binary, http1=http1) as peer:
-        print(f"restate peer: restate-server {install.VERSION}, restate-sdk "
-              f"{_sdk_version()} on hypercorn, {os.cpu_count()} CPUs, python "
-              f"{platform.python_version()}; started in {time.monotonic() - began:.1f}s; "
-              f"{warmup:g}s warm-up + {seconds:g}s per cell", file=sys.stderr, flush=True)
+        print(
+            f"restate peer: restate-server {install.VERSION}, restate-sdk "
+            f"{_sdk_version()} on hypercorn, {os.cpu_count()} CPUs, python "
+            f"{platform.python_version()}; started in {time.monotonic() - began:.1f}s; "
+            f"{warmup:g}s warm-up + {seconds:g}s per cell",
+            file=sys.stderr,
+            flush=True,
+        )
         for name in names:
             for c in concurrency:
                 t0 = time.monotonic()
@@ -104,8 +137,12 @@ def run(names: list[str], concurrency: list[int], seconds: float, warmup: float,
                 rows.append(r)
                 if emit is not None:
                     emit(r)
-                print(f"  restate {name} x{c}: {r['inv_per_s']} inv/s, p50 {r['p50_ms']} ms, "
-                      f"p99 {r['p99_ms']} ms, {r['check']}", file=sys.stderr, flush=True)
+                print(
+                    f"  restate {name} x{c}: {r['inv_per_s']} inv/s, p50 {r['p50_ms']} ms, "
+                    f"p99 {r['p99_ms']} ms, {r['check']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return rows
 
 
@@ -120,25 +157,42 @@ def _sdk_version() -> str:
 
 def title(http1: bool = False) -> str:
     sdk = "HTTP/1.1, request-response" if http1 else "h2c, bidirectional stream"
-    return (f"Restate {install.VERSION} measured in this run on this machine, "
-            f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs (restate-server + "
-            f"restate-sdk on hypercorn over {sdk}; driver in a separate process, raw HTTP/1.1 "
-            "keep-alive, one connection per client)")
+    return (
+        f"Restate {install.VERSION} measured in this run on this machine, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs (restate-server + "
+        f"restate-sdk on hypercorn over {sdk}; driver in a separate process, raw HTTP/1.1 "
+        "keep-alive, one connection per client)"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.restate_peer",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default=",".join(LOADS),
-                        help=f"comma-separated, of {', '.join(LOADS)} (default: all)")
-    parser.add_argument("--concurrency", default="1,16,64",
-                        help="comma-separated client concurrencies (default 1,16,64)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.restate_peer", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(LOADS),
+        help=f"comma-separated, of {', '.join(LOADS)} (default: all)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        default="1,16,64",
+        help="comma-separated client concurrencies (default 1,16,64)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell")
-    parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                        help="JSON lines, one per cell: to PATH, or after the table")
-    parser.add_argument("--http1", action="store_true",
-                        help="register the deployment with use_http_11 (default: h2c)")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="JSON lines, one per cell: to PATH, or after the table",
+    )
+    parser.add_argument(
+        "--http1",
+        action="store_true",
+        help="register the deployment with use_http_11 (default: h2c)",
+    )
     args = parser.parse_args(argv)
     args.names = [n.strip() for n in args.workloads.split(",") if n.strip()]
     if unknown := [n for n in args.names if n not in LOADS]:
@@ -147,8 +201,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     except ValueError:
         parser.error(f"--concurrency wants integers like 1,16,64, not {args.concurrency!r}")
-    if not args.concurrency or min(args.concurrency) < 1 or args.seconds <= 0 \
-            or args.warmup < 0:
+    if not args.concurrency or min(args.concurrency) < 1 or args.seconds <= 0 or args.warmup < 0:
         parser.error("--concurrency and --seconds must be positive, --warmup not negative")
     return args
 
@@ -163,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             json_file.flush()
 
     try:
-        rows = run(args.names, args.concurrency, args.seconds, args.warmup,
-                   http1=args.http1, emit=emit)
+        rows = run(
+            args.names, args.concurrency, args.seconds, args.warmup, http1=args.http1, emit=emit
+        )
     except install.SetupError as e:
         print(f"restate peer: {e}", file=sys.stderr)
         return 2

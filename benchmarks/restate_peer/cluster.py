@@ -62,8 +62,11 @@ def free_ports(n: int) -> list[int]:
 def admin(url: str, path: str, payload: Any = None, timeout: float = 30.0) -> Any:
     """A JSON request to Restate's admin API (POST when there is a payload)."""
     data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url + path, data=data, headers={
-        "content-type": "application/json", "accept": "application/json"})
+    request = urllib.request.Request(
+        url + path,
+        data=data,
+        headers={"content-type": "application/json", "accept": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         body = response.read()
     return json.loads(body) if body else None
@@ -80,8 +83,10 @@ def _wait(what: str, ready: Any, peer: Peer, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         for proc, name in ((peer.server, "restate-server"), (peer.sdk, "the SDK process")):
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for "
-                                   f"{what}: {peer.log_tail()}")
+                raise RuntimeError(
+                    f"{name} exited with {proc.returncode} while waiting for "
+                    f"{what}: {peer.log_tail()}"
+                )
         try:
             if ready():
                 return
@@ -123,23 +128,52 @@ def _ingress_serves(peer: Peer) -> bool:
 @contextlib.contextmanager
 def running(binary: Path, http1: bool = False) -> Iterator[Peer]:
     """Start everything, yield it, stop it and remove the data dir."""
-    with tempfile.TemporaryDirectory(prefix="restate-peer-") as data_dir, \
-            open(Path(data_dir) / "peer.log", "wb") as log:
+    with (
+        tempfile.TemporaryDirectory(prefix="restate-peer-") as data_dir,
+        open(Path(data_dir) / "peer.log", "wb") as log,
+    ):
         ingress, admin_port, node, sdk_port = free_ports(4)
-        env = {**os.environ, "RESTATE_ADMIN__BIND_ADDRESS": f"{HOST}:{admin_port}",
-               "RESTATE_INGRESS__BIND_ADDRESS": f"{HOST}:{ingress}",
-               "RESTATE_LOG_FILTER": "warn", "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
-               "RESTATE_DISABLE_TELEMETRY": "true"}
+        env = {
+            **os.environ,
+            "RESTATE_ADMIN__BIND_ADDRESS": f"{HOST}:{admin_port}",
+            "RESTATE_INGRESS__BIND_ADDRESS": f"{HOST}:{ingress}",
+            "RESTATE_LOG_FILTER": "warn",
+            "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
+            "RESTATE_DISABLE_TELEMETRY": "true",
+        }
         server = subprocess.Popen(
-            [str(binary), "--no-logo", "--listen-mode", "tcp", "--node-name", "bench",
-             "--base-dir", str(Path(data_dir) / "restate-data"),
-             "--bind-address", f"{HOST}:{node}"],
-            cwd=data_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        sdk_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+            [
+                str(binary),
+                "--no-logo",
+                "--listen-mode",
+                "tcp",
+                "--node-name",
+                "bench",
+                "--base-dir",
+                str(Path(data_dir) / "restate-data"),
+                "--bind-address",
+                f"{HOST}:{node}",
+            ],
+            cwd=data_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        sdk_env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+        }
         sdk = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.restate_peer.serve", "--port", str(sdk_port)],
-            cwd=ROOT, env=sdk_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            cwd=ROOT,
+            env=sdk_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
         peer = Peer(server, sdk, ingress, admin_port, sdk_port, data_dir, log)
         try:
             _wait("the SDK process", lambda: _connects(sdk_port), peer)

@@ -25,13 +25,17 @@ from benchmarks.runner import drive
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.restate_peer.driver",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.restate_peer.driver", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--ingress-port", type=int, required=True)
     parser.add_argument("--admin-url", required=True)
     parser.add_argument("--cell", required=True, help="the cell, as JSON (loads.PeerCell)")
-    parser.add_argument("--sync", action="store_true",
-                        help="hand-shake with the benchmark command at the window's edges")
+    parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="hand-shake with the benchmark command at the window's edges",
+    )
     return parser.parse_args(argv)
 
 
@@ -44,22 +48,30 @@ def sampler(enabled: bool) -> Any:
     return sample
 
 
-async def run_cell(cell: PeerCell, ingress_port: int, admin_url: str,
-                   sync: Any) -> dict[str, Any]:
+async def run_cell(cell: PeerCell, ingress_port: int, admin_url: str, sync: Any) -> dict[str, Any]:
     client = rawhttp.Client(cluster.HOST, ingress_port)
     try:
         load = LOADS[cell.workload](client, functools.partial(cluster.query, admin_url), cell)
         warm = getattr(load, "warm", None)
         if warm is not None:
             await warm()
-        s = await drive(load.call, concurrency=cell.concurrency, warmup_s=cell.warmup,
-                        seconds=cell.seconds, on_window=sync)
+        s = await drive(
+            load.call,
+            concurrency=cell.concurrency,
+            warmup_s=cell.warmup,
+            seconds=cell.seconds,
+            on_window=sync,
+        )
         problems = []
         if s.errors:
             problems.append(f"{s.errors} calls failed, first: {s.first_error}")
         problems += await load.check()
-        return {**summary(s), "problems": problems, "notes": load.notes(),
-                "connections": len(client.idle)}
+        return {
+            **summary(s),
+            "problems": problems,
+            "notes": load.notes(),
+            "connections": len(client.idle),
+        }
     finally:
         client.close()
 
@@ -68,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cell = PeerCell(**json.loads(args.cell))
     try:
-        result = asyncio.run(run_cell(cell, args.ingress_port, args.admin_url,
-                                      sampler(args.sync)))
+        result = asyncio.run(run_cell(cell, args.ingress_port, args.admin_url, sampler(args.sync)))
     except Exception as e:
         traceback.print_exc()
         result = {"problems": [f"the driver failed: {type(e).__name__}: {e}"]}

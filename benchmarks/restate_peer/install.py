@@ -36,14 +36,21 @@ def install_command(prefix: Path | None = None) -> list[str]:
 def _platform_package() -> str:
     system = {"Linux": "linux", "Darwin": "darwin"}.get(platform.system(), platform.system())
     machine = {"x86_64": "x64", "AMD64": "x64", "aarch64": "arm64"}.get(
-        platform.machine(), platform.machine())
+        platform.machine(), platform.machine()
+    )
     return f"restate-server-{system}-{machine}"
 
 
 def binary_path(prefix: Path | None = None) -> Path:
     """The native binary itself, not npm's node wrapper: CPU is then that of the server."""
-    return (prefix or cache_dir()) / "node_modules" / "@restatedev" / _platform_package() / \
-        "bin" / "restate-server"
+    return (
+        (prefix or cache_dir())
+        / "node_modules"
+        / "@restatedev"
+        / _platform_package()
+        / "bin"
+        / "restate-server"
+    )
 
 
 def server_binary(install: bool = True) -> Path:
@@ -58,10 +65,16 @@ def server_binary(install: bool = True) -> Path:
     if not install:
         raise SetupError(f"restate-server {VERSION} is not installed at {path}; {how}")
     if shutil.which("npm") is None:
-        raise SetupError(f"restate-server {VERSION} is not installed and npm is missing; "
-                         f"install Node.js and npm, then {how}")
-    print(f"restate peer: installing restate-server {VERSION} into {cache_dir()} (first use): "
-          f"{shlex.join(command)}", file=sys.stderr, flush=True)
+        raise SetupError(
+            f"restate-server {VERSION} is not installed and npm is missing; "
+            f"install Node.js and npm, then {how}"
+        )
+    print(
+        f"restate peer: installing restate-server {VERSION} into {cache_dir()} (first use): "
+        f"{shlex.join(command)}",
+        file=sys.stderr,
+        flush=True,
+    )
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0 or not path.is_file():
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
@@ -73,8 +86,10 @@ def check_sdk() -> None:
     """Fail early, with the command to run, where the SDK process could not start."""
     missing = [m for m in ("restate", "hypercorn") if _missing(m)]
     if missing:
-        raise SetupError(f"{', '.join(missing)} not installed; run: pip install -e '.[peer]' "
-                         "(restate-sdk==1.3.0, hypercorn)")
+        raise SetupError(
+            f"{', '.join(missing)} not installed; run: pip install -e '.[peer]' "
+            "(restate-sdk==1.3.0, hypercorn)"
+        )
 
 
 def _missing(module: str) -> bool:

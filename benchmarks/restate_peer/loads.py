@@ -41,11 +41,17 @@ class Load(Protocol):
 
 def summary(s: Samples) -> dict[str, Any]:
     """The figures of one cell under raystate's field names (``benchmarks.workloads``)."""
-    return {"calls": s.completed_in_window, "window_s": s.window_s,
-            "inv_per_s": round(s.per_s, 1),
-            "p50_ms": round(s.percentile_ms(0.50), 2), "p90_ms": round(s.percentile_ms(0.90), 2),
-            "p99_ms": round(s.percentile_ms(0.99), 2), "ok": s.ok, "errors": s.errors,
-            "invocations": s.completed_in_window}
+    return {
+        "calls": s.completed_in_window,
+        "window_s": s.window_s,
+        "inv_per_s": round(s.per_s, 1),
+        "p50_ms": round(s.percentile_ms(0.50), 2),
+        "p90_ms": round(s.percentile_ms(0.90), 2),
+        "p99_ms": round(s.percentile_ms(0.99), 2),
+        "ok": s.ok,
+        "errors": s.errors,
+        "invocations": s.completed_in_window,
+    }
 
 
 def _quote(text: str) -> str:
@@ -91,8 +97,10 @@ class CounterLoad:
         wrong = [k for k in keys if seen[k] != len(self.returned[k])]
         if wrong:
             k = wrong[0]
-            problems.append(f"{len(wrong)} keys' get differs from their acknowledged adds (e.g. "
-                            f"{k}: get {seen[k]}, acknowledged {len(self.returned[k])})")
+            problems.append(
+                f"{len(wrong)} keys' get differs from their acknowledged adds (e.g. "
+                f"{k}: get {seen[k]}, acknowledged {len(self.returned[k])})"
+            )
         gaps = [k for k in keys if sorted(self.returned[k]) != list(range(1, seen[k] + 1))]
         if gaps:
             problems.append(f"{len(gaps)} keys' adds did not return 1..n (lost or doubled)")
@@ -115,8 +123,10 @@ class StepsLoad:
     """``three_steps(n)``. Check: every call returned ``(n + 1) * 2 - 1``, and Restate's
     ``sys_invocation`` gained as many completed invocations as were acknowledged."""
 
-    SQL = ("SELECT count(*) AS n FROM sys_invocation WHERE target_service_name = 'BenchSteps'"
-           " AND status = 'completed'")
+    SQL = (
+        "SELECT count(*) AS n FROM sys_invocation WHERE target_service_name = 'BenchSteps'"
+        " AND status = 'completed'"
+    )
 
     def __init__(self, client: rawhttp.Client, query: Query) -> None:
         self.client, self.query = client, query
@@ -136,8 +146,9 @@ class StepsLoad:
         problems = [f"{self.wrong} calls returned a wrong value"] if self.wrong else []
         done = await _count(self.query, self.SQL) - self.before
         if done != self.ok:
-            problems.append(f"sys_invocation holds {done} completed invocations, {self.ok} "
-                            "were acknowledged")
+            problems.append(
+                f"sys_invocation holds {done} completed invocations, {self.ok} were acknowledged"
+            )
         return problems
 
     def notes(self) -> dict[str, Any]:
@@ -166,11 +177,15 @@ class FoodLoad:
         if self.results["DELIVERED"] != acked:
             problems.append(f"results {dict(self.results)}, all {acked} should be DELIVERED")
         where = f"starts_with(service_key, {_quote(self.prefix)})"
-        for name, key, value in (("BenchFoodOrder", "status", '"DELIVERED"'),
-                                 ("BenchDelivery", "driver", None)):
-            sql = (f"SELECT count(*) AS n FROM state WHERE service_name = '{name}' AND "
-                   f"key = '{key}' AND {where}"
-                   + (f" AND value_utf8 = {_quote(value)}" if value else ""))
+        for name, key, value in (
+            ("BenchFoodOrder", "status", '"DELIVERED"'),
+            ("BenchDelivery", "driver", None),
+        ):
+            sql = (
+                f"SELECT count(*) AS n FROM state WHERE service_name = '{name}' AND "
+                f"key = '{key}' AND {where}"
+                + (f" AND value_utf8 = {_quote(value)}" if value else "")
+            )
             done = await _count(self.query, sql)
             if done != acked:
                 problems.append(f"{done} {name} keys done, {acked} acknowledged")

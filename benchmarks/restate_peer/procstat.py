@@ -22,7 +22,7 @@ class Usage:
 def parse_stat(line: str, ticks: int = TICKS, page: int = PAGE) -> Usage:
     """The usage in one ``/proc/PID/stat`` line. The command name, in parentheses, may hold
     spaces and parentheses itself, so fields are counted from the last ``)``."""
-    fields = line[line.rindex(")") + 2:].split()
+    fields = line[line.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): utime is field 14, stime 15, rss 24
     utime, stime, rss = int(fields[11]), int(fields[12]), int(fields[21])
     return Usage((utime + stime) / ticks, rss * page)

@@ -39,8 +39,13 @@ class Response:
         return self.headers.get("connection", "").lower() != "close"
 
 
-def request_bytes(method: str, path: str, host: str, body: bytes = b"",
-                  content_type: str | None = "application/json") -> bytes:
+def request_bytes(
+    method: str,
+    path: str,
+    host: str,
+    body: bytes = b"",
+    content_type: str | None = "application/json",
+) -> bytes:
     """One request; ``Content-Type`` only when there is a body (Restate rejects a typed empty
     body for a handler that takes no input)."""
     head = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
@@ -98,8 +103,9 @@ async def read_response(reader: asyncio.StreamReader) -> Response:
 class Connection:
     """One keep-alive connection; one request at a time."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 host: str) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str
+    ) -> None:
         self.reader, self.writer, self.host = reader, writer, host
         self.usable = True
 

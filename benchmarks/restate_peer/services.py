@@ -90,8 +90,9 @@ def _find_driver(order_id: str) -> str:
 async def process(ctx: ObjectContext, order: Order) -> str:
     ctx.set("status", "CREATED")
     token = str(ctx.uuid())
-    if not await ctx.run_typed("charge", _charge, order_id=order.id, token=token,
-                               amount=order.total_cost):
+    if not await ctx.run_typed(
+        "charge", _charge, order_id=order.id, token=token, amount=order.total_cost
+    ):
         ctx.set("status", "REJECTED")
         return "REJECTED"
     ctx.set("status", "SCHEDULED")

@@ -16,8 +16,12 @@ SYSTEM = f"restate-{VERSION}"
 KINDS = ("restate", "sdk", "driver")
 
 
-def row(workload: str, concurrency: int, result: dict[str, Any],
-        snaps: dict[str, tuple[float, dict[str, Usage | None]]]) -> dict[str, Any]:
+def row(
+    workload: str,
+    concurrency: int,
+    result: dict[str, Any],
+    snaps: dict[str, tuple[float, dict[str, Usage | None]]],
+) -> dict[str, Any]:
     """One cell's JSON line: the driver's figures, CPU seconds of restate-server, the SDK
     process and the driver over the measured window (and per invocation, all three), RSS at
     the window's end, the check."""
@@ -29,8 +33,11 @@ def row(workload: str, concurrency: int, result: dict[str, Any],
     out["check"] = "FAIL: " + "; ".join(problems) if problems else "OK"
     if "start" in snaps and "end" in snaps:
         (t0, start), (t1, end) = snaps["start"], snaps["end"]
-        cpu = {k: round(e.cpu_s - s.cpu_s, 2) for k in KINDS
-               if (s := start.get(k)) is not None and (e := end.get(k)) is not None}
+        cpu = {
+            k: round(e.cpu_s - s.cpu_s, 2)
+            for k in KINDS
+            if (s := start.get(k)) is not None and (e := end.get(k)) is not None
+        }
         out["cpu_window_s"] = round(t1 - t0, 2)
         out["cpu_s"] = cpu
         calls = result.get("invocations") or 0
@@ -50,18 +57,41 @@ def _num(v: Any, digits: int = 1) -> str:
 
 def table(rows: list[dict[str, Any]], title: str) -> Table:
     out = Table(title=title, title_justify="left", header_style="bold")
-    for name in ("workload", "c", "calls", "inv/s", "p50 ms", "p90 ms", "p99 ms",
-                 "cpu restate", "cpu sdk", "cpu driver", "cpu ms/inv", "rss restate",
-                 "rss sdk", "check"):
-        out.add_column(name, justify="left" if name in ("workload", "check") else "right",
-                       overflow="fold")
+    for name in (
+        "workload",
+        "c",
+        "calls",
+        "inv/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "cpu restate",
+        "cpu sdk",
+        "cpu driver",
+        "cpu ms/inv",
+        "rss restate",
+        "rss sdk",
+        "check",
+    ):
+        out.add_column(
+            name, justify="left" if name in ("workload", "check") else "right", overflow="fold"
+        )
     for r in rows:
         cpu, rss = r.get("cpu_s", {}), r.get("rss_mb", {})
-        out.add_row(r["workload"], str(r["concurrency"]), _num(r.get("calls")),
-                    _num(r.get("inv_per_s")), _num(r.get("p50_ms")), _num(r.get("p90_ms")),
-                    _num(r.get("p99_ms")), *(_num(cpu.get(k), 2) for k in KINDS),
-                    _num(r.get("cpu_ms_per_inv"), 2), _num(rss.get("restate")),
-                    _num(rss.get("sdk")), r["check"])
+        out.add_row(
+            r["workload"],
+            str(r["concurrency"]),
+            _num(r.get("calls")),
+            _num(r.get("inv_per_s")),
+            _num(r.get("p50_ms")),
+            _num(r.get("p90_ms")),
+            _num(r.get("p99_ms")),
+            *(_num(cpu.get(k), 2) for k in KINDS),
+            _num(r.get("cpu_ms_per_inv"), 2),
+            _num(rss.get("restate")),
+            _num(rss.get("sdk")),
+            r["check"],
+        )
     return out
 
 

@@ -48,7 +48,13 @@ log = logging.getLogger("food_order")
 
 # statuses of an order, in the order they happen (the seed's ``Status``)
 CREATED, SCHEDULED, IN_PREPARATION, SCHEDULING_DELIVERY, DELIVERED, REJECTED = (
-    "CREATED", "SCHEDULED", "IN_PREPARATION", "SCHEDULING_DELIVERY", "DELIVERED", "REJECTED")
+    "CREATED",
+    "SCHEDULED",
+    "IN_PREPARATION",
+    "SCHEDULING_DELIVERY",
+    "DELIVERED",
+    "REJECTED",
+)
 STATUSES = (CREATED, SCHEDULED, IN_PREPARATION, SCHEDULING_DELIVERY, DELIVERED, REJECTED)
 FINAL = (DELIVERED, REJECTED)
 
@@ -98,8 +104,9 @@ def ms(seconds: float) -> int:
 processor = VirtualObject(
     "OrderProcessor",
     # a failed attempt (the payment gateway timed out ...) is retried from its journal soon
-    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100),
-                             max_interval=timedelta(seconds=1)),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(milliseconds=100), max_interval=timedelta(seconds=1)
+    ),
 )
 
 
@@ -110,8 +117,9 @@ async def process(ctx: ObjectContext, order: Order) -> str:
     # 2. Handle payment: the token is the same on every replay, so the provider charges once
     token = str(ctx.rand.uuid4())
     try:
-        charge_id = await ctx.run("charge", charge, order.backends, order.id, token,
-                                  order.total_cents, order.card)
+        charge_id = await ctx.run(
+            "charge", charge, order.backends, order.id, token, order.total_cents, order.card
+        )
     except TerminalError as declined:
         ctx.set("status", REJECTED)
         ctx.set("rejection", declined.message)
@@ -120,12 +128,14 @@ async def process(ctx: ObjectContext, order: Order) -> str:
     # 3. Wait until the preparation time (a durable timer: survives any crash, never early)
     ctx.set("status", SCHEDULED)
     now_ms = ms(await ctx.time())
-    await ctx.sleep(timedelta(milliseconds=max(0, order.deliver_at_ms - order.backends.lead_ms
-                                               - now_ms)))
+    await ctx.sleep(
+        timedelta(milliseconds=max(0, order.deliver_at_ms - order.backends.lead_ms - now_ms))
+    )
     # 4. Trigger preparation: the restaurant resolves the awakeable when the food is ready
     awakeable_id, prepared = ctx.awakeable(Meal)
-    ticket: str = await ctx.run("restaurant", send_ticket, order.backends.namespace, order.id,
-                                awakeable_id)
+    ticket: str = await ctx.run(
+        "restaurant", send_ticket, order.backends.namespace, order.id, awakeable_id
+    )
     ctx.set("ticket", ticket)
     ctx.set("status", IN_PREPARATION)
     meal: Meal = await prepared
@@ -222,8 +232,10 @@ def charge(backends: Backends, order_id: str, token: str, amount_cents: int, car
     rng = random.Random(f"{backends.seed}:{order_id}:{len(past)}")  # reproducible per attempt
 
     def record(event: str, charge_id: str = "") -> None:
-        _append(backends.ledger, [ms(time.time()), event, order_id, token, charge_id,
-                                  amount_cents, os.getpid()])
+        _append(
+            backends.ledger,
+            [ms(time.time()), event, order_id, token, charge_id, amount_cents, os.getpid()],
+        )
 
     time.sleep(rng.uniform(0.02, 0.1))  # the network
     if done := [r["charge_id"] for r in past if r["event"] == "charged"]:
@@ -244,6 +256,7 @@ def charge(backends: Backends, order_id: str, token: str, amount_cents: int, car
 
 
 # -- the restaurant (outside raystate) -------------------------------------------------------
+
 
 async def send_ticket(namespace: str, order_id: str, awakeable_id: str) -> str:
     """Hand the order to the restaurant's actor; returns once it has taken the ticket."""
@@ -268,8 +281,9 @@ class Kitchen:
         with self._lock:
             if awakeable_id not in self.tickets:
                 self.tickets[awakeable_id] = len(self.tickets) + 1
-                threading.Thread(target=self._cook, args=(order_id, awakeable_id),
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._cook, args=(order_id, awakeable_id), daemon=True
+                ).start()
             return f"ticket {self.tickets[awakeable_id]}"
 
     def tickets_taken(self) -> int:
@@ -312,9 +326,16 @@ class Kitchen:
 def start_kitchen(namespace: str, seed: int, cook_s: tuple[float, float]) -> object:
     """Start (or find) the restaurant actor in ``namespace``; returns once it is open. It
     lives as long as the returned handle (and this driver)."""
-    kitchen = ray.remote(Kitchen).options(
-        name=KITCHEN, namespace=namespace, get_if_exists=True, num_cpus=0,
-        max_concurrency=16,
-    ).remote(namespace, seed, cook_s)
+    kitchen = (
+        ray.remote(Kitchen)
+        .options(
+            name=KITCHEN,
+            namespace=namespace,
+            get_if_exists=True,
+            num_cpus=0,
+            max_concurrency=16,
+        )
+        .remote(namespace, seed, cook_s)
+    )
     ray.get(kitchen.tickets_taken.remote())  # type: ignore[attr-defined]
     return kitchen

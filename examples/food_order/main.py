@@ -43,10 +43,23 @@ from actors import Runtime
 from actors.client import tables
 from examples.food_order import app
 
-MENU = {"margherita": 1150, "pad thai": 1390, "ramen": 1450, "falafel wrap": 890,
-        "green curry": 1290, "tiramisu": 650, "lemonade": 350}
-COLORS = {app.CREATED: "white", app.SCHEDULED: "cyan", app.IN_PREPARATION: "yellow",
-          app.SCHEDULING_DELIVERY: "magenta", app.DELIVERED: "green", app.REJECTED: "red"}
+MENU = {
+    "margherita": 1150,
+    "pad thai": 1390,
+    "ramen": 1450,
+    "falafel wrap": 890,
+    "green curry": 1290,
+    "tiramisu": 650,
+    "lemonade": 350,
+}
+COLORS = {
+    app.CREATED: "white",
+    app.SCHEDULED: "cyan",
+    app.IN_PREPARATION: "yellow",
+    app.SCHEDULING_DELIVERY: "magenta",
+    app.DELIVERED: "green",
+    app.REJECTED: "red",
+}
 
 
 @dataclass(frozen=True)
@@ -65,8 +78,16 @@ class Plan:
     timeout: float = 120.0
 
 
-SHORT = Plan(orders=8, place_within=1.0, deliver_in=(3.0, 5.0), lead_ms=2000, cook=(0.2, 0.8),
-             ride=(0.2, 0.5), suspend_after=1.0, timeout=90.0)
+SHORT = Plan(
+    orders=8,
+    place_within=1.0,
+    deliver_in=(3.0, 5.0),
+    lead_ms=2000,
+    cook=(0.2, 0.8),
+    ride=(0.2, 0.5),
+    suspend_after=1.0,
+    timeout=90.0,
+)
 
 
 @dataclass
@@ -99,23 +120,31 @@ def positive(text: str) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="food_order", description=__doc__.split("\n\n")[0])
-    p.add_argument("data_dir", nargs="?", default="raystate-data",
-                   help="journal and payment ledger go here (default: ./raystate-data)")
+    p.add_argument(
+        "data_dir",
+        nargs="?",
+        default="raystate-data",
+        help="journal and payment ledger go here (default: ./raystate-data)",
+    )
     p.add_argument("--orders", type=positive, help="how many orders (default 30, --short: 8)")
     p.add_argument("--short", action="store_true", help="few orders, short waits (for tests)")
     p.add_argument("--seed", type=int, default=7, help="seed of orders and payment failures")
-    p.add_argument("--no-kill", dest="kill", action="store_false",
-                   help="do not kill a host part-way")
+    p.add_argument(
+        "--no-kill", dest="kill", action="store_false", help="do not kill a host part-way"
+    )
     p.add_argument("--namespace", default="food-order", help="the runtime's Ray namespace")
     return p.parse_args(argv)
 
 
 # -- placing orders --------------------------------------------------------------------------
 
+
 def next_run(rt: Runtime) -> str:
     """``r<n>``: one more than the runs this data dir has seen."""
-    seen = rt.sql("SELECT count(DISTINCT split_part(target_service_key, '-', 1)) AS n "
-                  "FROM sys_invocation WHERE target_service_name = 'OrderProcessor'")
+    seen = rt.sql(
+        "SELECT count(DISTINCT split_part(target_service_key, '-', 1)) AS n "
+        "FROM sys_invocation WHERE target_service_name = 'OrderProcessor'"
+    )
     return f"r{seen.column('n')[0].as_py() + 1}"
 
 
@@ -126,11 +155,17 @@ def make_orders(run: str, plan: Plan, seed: int, backends: app.Backends) -> list
         items = rng.sample(sorted(MENU), rng.randint(1, 3))
         declined = rng.random() < plan.decline_rate
         card = app.DECLINED_CARD if declined else f"4242-4242-4242-{rng.randrange(10_000):04d}"
-        order = app.Order(id=f"{run}-{n:02d}", items=items, card=card,
-                          total_cents=sum(MENU[i] for i in items) + 299,  # + delivery fee
-                          deliver_at_ms=0, backends=backends)
-        placed.append(Placed(order, rng.uniform(0, plan.place_within),
-                             rng.uniform(*plan.deliver_in)))
+        order = app.Order(
+            id=f"{run}-{n:02d}",
+            items=items,
+            card=card,
+            total_cents=sum(MENU[i] for i in items) + 299,  # + delivery fee
+            deliver_at_ms=0,
+            backends=backends,
+        )
+        placed.append(
+            Placed(order, rng.uniform(0, plan.place_within), rng.uniform(*plan.deliver_in))
+        )
     if plan.orders >= 4 and not any(p.order.card == app.DECLINED_CARD for p in placed):
         placed[rng.randrange(len(placed))].order.card = app.DECLINED_CARD  # show one rejection
     return sorted(placed, key=lambda p: p.place_at)
@@ -148,6 +183,7 @@ def place_due(rt: Runtime, orders: list[Placed], elapsed: float) -> None:
 
 # -- killing a host --------------------------------------------------------------------------
 
+
 def kill_host(kill: Kill, namespace: str, started: float, in_flight: int) -> None:
     """Kill the host process (Ray restarts it; it resumes its orders from the journal) and
     note how long it took to come back, in a thread so that the live view goes on."""
@@ -161,8 +197,12 @@ def kill_host(kill: Kill, namespace: str, started: float, in_flight: int) -> Non
             ray.kill(actor, no_restart=False)
             while kill.new_pid is None and time.monotonic() - t0 < 60:
                 try:
-                    pid = cast(int, ray.get(
-                        ray.get_actor(kill.name, namespace=namespace).pid.remote(), timeout=10))
+                    pid = cast(
+                        int,
+                        ray.get(
+                            ray.get_actor(kill.name, namespace=namespace).pid.remote(), timeout=10
+                        ),
+                    )
                     if pid != kill.old_pid:
                         kill.new_pid, kill.back_after = pid, time.monotonic() - t0
                 except Exception:  # still restarting
@@ -176,31 +216,53 @@ def kill_host(kill: Kill, namespace: str, started: float, in_flight: int) -> Non
 
 # -- watching --------------------------------------------------------------------------------
 
+
 def snapshot(rt: Runtime, run: str) -> tuple[dict[str, str], Counter[str]]:
     """Each order's status (its ``status`` state) and its ``process`` invocation's status."""
     states = rt.sql(
         "SELECT service_key AS id, value->>'$' AS status FROM state WHERE service_name = "
-        f"'OrderProcessor' AND key = 'status' AND starts_with(service_key, '{run}-')")
+        f"'OrderProcessor' AND key = 'status' AND starts_with(service_key, '{run}-')"
+    )
     invocations = rt.sql(
         "SELECT status, count(*) AS n FROM sys_invocation WHERE target_service_name = "
         "'OrderProcessor' AND target_handler_name = 'process' AND "
-        f"starts_with(target_service_key, '{run}-') GROUP BY 1")
-    return (dict(zip(states.column("id").to_pylist(), states.column("status").to_pylist(),
-                     strict=True)),
-            Counter(dict(zip(invocations.column("status").to_pylist(),
-                             invocations.column("n").to_pylist(), strict=True))))
+        f"starts_with(target_service_key, '{run}-') GROUP BY 1"
+    )
+    return (
+        dict(
+            zip(states.column("id").to_pylist(), states.column("status").to_pylist(), strict=True)
+        ),
+        Counter(
+            dict(
+                zip(
+                    invocations.column("status").to_pylist(),
+                    invocations.column("n").to_pylist(),
+                    strict=True,
+                )
+            )
+        ),
+    )
 
 
 def payments_line(ledger: Path, run: str) -> str:
-    events = Counter(r["event"] for r in app.read_ledger(ledger)
-                     if r["order_id"].startswith(f"{run}-"))
-    return (f"payments: {events['charged']} charged · {events['declined']} declined · retried: "
-            f"{events['unreachable']} unreachable, {events['replayed']} answers lost (same "
-            "token: not charged again)")
+    events = Counter(
+        r["event"] for r in app.read_ledger(ledger) if r["order_id"].startswith(f"{run}-")
+    )
+    return (
+        f"payments: {events['charged']} charged · {events['declined']} declined · retried: "
+        f"{events['unreachable']} unreachable, {events['replayed']} answers lost (same "
+        "token: not charged again)"
+    )
 
 
-def render(orders: list[Placed], statuses: dict[str, str], invocations: Counter[str],
-           elapsed: float, kill: Kill | None, payments: str) -> Group:
+def render(
+    orders: list[Placed],
+    statuses: dict[str, str],
+    invocations: Counter[str],
+    elapsed: float,
+    kill: Kill | None,
+    payments: str,
+) -> Group:
     done = sum(s in app.FINAL for s in statuses.values())
     by_status: dict[str, list[str]] = {s: [] for s in app.STATUSES}
     for oid, s in sorted(statuses.items()):
@@ -217,11 +279,16 @@ def render(orders: list[Placed], statuses: dict[str, str], invocations: Counter[
         table.add_row(Text(s, style=COLORS.get(s, "")), str(len(ids)), " ".join(ids))
     inv = " · ".join(f"{k} {v}" for k, v in sorted(invocations.items()))
     head = Table.grid(padding=(0, 1))
-    head.add_row(ProgressBar(total=len(orders), completed=done, width=40),
-                 Text(f"{done}/{len(orders)} orders done   t+{elapsed:4.1f}s", style="bold"))
+    head.add_row(
+        ProgressBar(total=len(orders), completed=done, width=40),
+        Text(f"{done}/{len(orders)} orders done   t+{elapsed:4.1f}s", style="bold"),
+    )
     lines: list[RenderableType] = [
-        head, table, Text(f"process invocations: {inv or '-'}", style="dim"),
-        Text(payments, style="dim")]
+        head,
+        table,
+        Text(f"process invocations: {inv or '-'}", style="dim"),
+        Text(payments, style="dim"),
+    ]
     if kill is not None and kill.at is not None:
         msg = f"✖ killed {kill.name} (pid {kill.old_pid}) at t+{kill.at:.1f}s"
         if kill.new_pid is not None:
@@ -230,8 +297,15 @@ def render(orders: list[Placed], statuses: dict[str, str], invocations: Counter[
     return Group(*lines)
 
 
-def watch(rt: Runtime, run: str, orders: list[Placed], plan: Plan, ledger: Path,
-          kill: Kill | None, console: Console) -> bool:
+def watch(
+    rt: Runtime,
+    run: str,
+    orders: list[Placed],
+    plan: Plan,
+    ledger: Path,
+    kill: Kill | None,
+    console: Console,
+) -> bool:
     """Place the orders on time and show progress until every order is done; kill the host
     once the first order is being prepared. False on timeout."""
     started = time.monotonic()
@@ -241,22 +315,38 @@ def watch(rt: Runtime, run: str, orders: list[Placed], plan: Plan, ledger: Path,
         elapsed = time.monotonic() - started
         place_due(rt, orders, elapsed)
         statuses, invocations = snapshot(rt, run)
-        if kill is not None and kill.at is None and all(p.sent for p in orders) and any(
+        if (
+            kill is not None
+            and kill.at is None
+            and all(p.sent for p in orders)
+            and any(
                 s in (app.IN_PREPARATION, app.SCHEDULING_DELIVERY, app.DELIVERED)
-                for s in statuses.values()):
-            kill_host(kill, rt.namespace, started,
-                      sum(s not in app.FINAL for s in statuses.values()))
-        finished = (all(p.sent for p in orders) and invocations["completed"] == len(orders)
-                    and len(statuses) == len(orders))
+                for s in statuses.values()
+            )
+        ):
+            kill_host(
+                kill, rt.namespace, started, sum(s not in app.FINAL for s in statuses.values())
+            )
+        finished = (
+            all(p.sent for p in orders)
+            and invocations["completed"] == len(orders)
+            and len(statuses) == len(orders)
+        )
         counts = Counter(statuses.values())
-        line = ("  ".join(f"{s} {counts[s]}" for s in app.STATUSES)
-                + f"  | process invocations: {dict(sorted(invocations.items()))}")
-        return render(orders, statuses, invocations, elapsed, kill,
-                      payments_line(ledger, run)), finished, line
+        line = (
+            "  ".join(f"{s} {counts[s]}" for s in app.STATUSES)
+            + f"  | process invocations: {dict(sorted(invocations.items()))}"
+        )
+        return (
+            render(orders, statuses, invocations, elapsed, kill, payments_line(ledger, run)),
+            finished,
+            line,
+        )
 
     finished = False
-    with Live(console=console, refresh_per_second=8, transient=False,
-              auto_refresh=console.is_terminal) as live:
+    with Live(
+        console=console, refresh_per_second=8, transient=False, auto_refresh=console.is_terminal
+    ) as live:
         while not finished and time.monotonic() - started < plan.timeout:
             view, finished, line = frame()
             if console.is_terminal:
@@ -273,14 +363,22 @@ def watch(rt: Runtime, run: str, orders: list[Placed], plan: Plan, ledger: Path,
 
 # -- the summary, read back from the journal -------------------------------------------------
 
+
 def arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
     """A local DuckDB result as a ``pyarrow.Table`` (``.arrow()`` before DuckDB 1.4)."""
     to_table = getattr(relation, "to_arrow_table", None)
     return to_table() if to_table is not None else relation.arrow()
 
 
-def summary(rt: Runtime, run: str, orders: list[Placed], ledger: Path, run_start_ms: int,
-            kill: Kill | None, console: Console) -> dict[str, Any]:
+def summary(
+    rt: Runtime,
+    run: str,
+    orders: list[Placed],
+    ledger: Path,
+    run_start_ms: int,
+    kill: Kill | None,
+    console: Console,
+) -> dict[str, Any]:
     def show(title: str, table: pa.Table) -> None:
         console.print(tables.rich_table(table, title=f"[bold]{title}[/bold]"))
 
@@ -288,27 +386,32 @@ def summary(rt: Runtime, run: str, orders: list[Placed], ledger: Path, run_start
     final = rt.sql(
         "SELECT value->>'$' AS final_status, count(*) AS orders FROM state "
         f"WHERE service_name = 'OrderProcessor' AND key = 'status' AND {order_filter} "
-        "GROUP BY 1 ORDER BY 1")
+        "GROUP BY 1 ORDER BY 1"
+    )
     show("Orders by final status (state)", final)
 
     # the journal's view of each order (status, journaled charge results) joined with the
     # payment provider's ledger, which counts charges outside the processes that asked
     status = rt.sql(
         "SELECT service_key AS order_id, value->>'$' AS status FROM state "
-        f"WHERE service_name = 'OrderProcessor' AND key = 'status' AND {order_filter}")
+        f"WHERE service_name = 'OrderProcessor' AND key = 'status' AND {order_filter}"
+    )
     journaled = rt.sql(
         "SELECT i.target_service_key AS order_id, count(*) AS journaled FROM sys_journal j "
         "JOIN sys_invocation i ON i.id = j.invocation_id WHERE j.entry_type = 'run' AND "
         "j.name = 'charge' AND j.result->>'failure' IS NULL AND i.target_handler_name = "
-        f"'process' AND starts_with(i.target_service_key, '{run}-') GROUP BY 1")
+        f"'process' AND starts_with(i.target_service_key, '{run}-') GROUP BY 1"
+    )
     db = duckdb.connect()
     db.register("status", status)
     db.register("journaled", journaled)
     cols = ", ".join(f"'{c}': 'VARCHAR'" for c in app.LEDGER_FIELDS)
     ledger.touch()
     path = str(ledger).replace("'", "''")
-    db.execute(f"CREATE VIEW ledger AS SELECT * FROM read_csv('{path}', header = false, "
-               f"columns = {{{cols}}})")
+    db.execute(
+        f"CREATE VIEW ledger AS SELECT * FROM read_csv('{path}', header = false, "
+        f"columns = {{{cols}}})"
+    )
     db.execute(
         "CREATE VIEW per_order AS "
         "SELECT s.order_id, s.status, coalesce(j.journaled, 0) AS journaled_charges, "
@@ -317,14 +420,18 @@ def summary(rt: Runtime, run: str, orders: list[Placed], ledger: Path, run_start
         "  count(l.event) FILTER (WHERE l.event = 'unreachable') AS unreachable, "
         "  count(l.event) FILTER (WHERE l.event = 'replayed') AS replayed "
         "FROM status s LEFT JOIN journaled j USING (order_id) "
-        "LEFT JOIN ledger l ON l.order_id = s.order_id GROUP BY ALL")
-    charges = arrow(db.sql(
-        "SELECT status, ledger_charges AS charges_per_order, count(*) AS orders, "
-        "  sum(journaled_charges)::BIGINT AS journaled_charges, "
-        "  sum(attempts)::BIGINT AS attempts, "
-        "  sum(unreachable)::BIGINT AS failed_before_charging, "
-        "  sum(replayed)::BIGINT AS answered_again_by_token "
-        "FROM per_order GROUP BY ALL ORDER BY 1, 2"))
+        "LEFT JOIN ledger l ON l.order_id = s.order_id GROUP BY ALL"
+    )
+    charges = arrow(
+        db.sql(
+            "SELECT status, ledger_charges AS charges_per_order, count(*) AS orders, "
+            "  sum(journaled_charges)::BIGINT AS journaled_charges, "
+            "  sum(attempts)::BIGINT AS attempts, "
+            "  sum(unreachable)::BIGINT AS failed_before_charging, "
+            "  sum(replayed)::BIGINT AS answered_again_by_token "
+            "FROM per_order GROUP BY ALL ORDER BY 1, 2"
+        )
+    )
     show("Payment charges per order (payment provider's ledger ⋈ journal)", charges)
 
     in_status = rt.sql(f"""
@@ -368,27 +475,40 @@ def summary(rt: Runtime, run: str, orders: list[Placed], ledger: Path, run_start
                arg_max(last_failure, retry_count) AS for_example
         FROM sys_invocation WHERE created_at >= make_timestamp({run_start_ms} * 1000)
         GROUP BY ALL ORDER BY 1, 2""")
-    show("Invocations of this run (retries: attempts that failed and ran again from the "
-         "journal)", retries)
+    show(
+        "Invocations of this run (retries: attempts that failed and ran again from the journal)",
+        retries,
+    )
 
     rows = arrow(db.sql("SELECT * FROM per_order")).to_pylist()
     unfinished = sum(r["status"] not in app.FINAL for r in rows) + len(orders) - len(rows)
     if kill is not None and kill.at is not None:
-        back = (f"Ray restarted it (pid {kill.new_pid}) {kill.back_after:.1f}s later"
-                if kill.new_pid is not None else f"it did not come back ({kill.error})")
-        outcome = "every order still finished" if not unfinished else \
-            f"{unfinished} orders did not finish"
-        console.print(f"[bold]Recovery:[/bold] killed {kill.name} (pid {kill.old_pid}) at "
-                      f"t+{kill.at:.1f}s with {kill.in_flight} orders in flight; {back}; "
-                      f"{outcome}.")
+        back = (
+            f"Ray restarted it (pid {kill.new_pid}) {kill.back_after:.1f}s later"
+            if kill.new_pid is not None
+            else f"it did not come back ({kill.error})"
+        )
+        outcome = (
+            "every order still finished"
+            if not unfinished
+            else f"{unfinished} orders did not finish"
+        )
+        console.print(
+            f"[bold]Recovery:[/bold] killed {kill.name} (pid {kill.old_pid}) at "
+            f"t+{kill.at:.1f}s with {kill.in_flight} orders in flight; {back}; "
+            f"{outcome}."
+        )
 
     # a shared handler answers while nothing else is running: it agrees with the SQL view
     by_handler = {p.order.id: rt.call(app.get_status, key=p.order.id) for p in orders}
-    by_sql = dict(zip(status.column("order_id").to_pylist(),
-                      status.column("status").to_pylist(), strict=True))
+    by_sql = dict(
+        zip(status.column("order_id").to_pylist(), status.column("status").to_pylist(), strict=True)
+    )
     agree = sum(by_handler[k] == by_sql.get(k) for k in by_handler)
-    console.print(f"get_status (shared handler) agrees with the state view for {agree} of "
-                  f"{len(orders)} orders")
+    console.print(
+        f"get_status (shared handler) agrees with the state view for {agree} of "
+        f"{len(orders)} orders"
+    )
 
     delivered = on_time.to_pylist()[0]
     result = {
@@ -396,10 +516,12 @@ def summary(rt: Runtime, run: str, orders: list[Placed], ledger: Path, run_start
         "orders": len(orders),
         "final": dict(Counter(r["status"] for r in rows)),
         "unfinished": unfinished,
-        "charges_per_paid_order": dict(Counter(
-            str(r["ledger_charges"]) for r in rows if r["status"] == app.DELIVERED)),
-        "charges_per_rejected_order": dict(Counter(
-            str(r["ledger_charges"]) for r in rows if r["status"] == app.REJECTED)),
+        "charges_per_paid_order": dict(
+            Counter(str(r["ledger_charges"]) for r in rows if r["status"] == app.DELIVERED)
+        ),
+        "charges_per_rejected_order": dict(
+            Counter(str(r["ledger_charges"]) for r in rows if r["status"] == app.REJECTED)
+        ),
         "delivered_before_requested_time": delivered["before_requested_time"],
         "get_status_agrees": agree,
         "host_killed": kill is not None and kill.new_pid is not None,
@@ -436,18 +558,30 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     # two host processes per service are plenty for a few dozen orders (and start quickly);
     # orders that wait longer than suspend_after leave memory and are replayed when woken
-    rt = Runtime.start(app.SERVICES, data_dir=data_dir, namespace=args.namespace, pool_size=2,
-                       suspend_after=timedelta(seconds=plan.suspend_after))
+    rt = Runtime.start(
+        app.SERVICES,
+        data_dir=data_dir,
+        namespace=args.namespace,
+        pool_size=2,
+        suspend_after=timedelta(seconds=plan.suspend_after),
+    )
     try:
         kitchen = app.start_kitchen(args.namespace, args.seed, plan.cook)  # keep the handle
         run = next_run(rt)
-        backends = app.Backends(ledger=str(ledger), namespace=args.namespace, seed=args.seed,
-                                payment_failure_rate=plan.payment_failure_rate,
-                                lead_ms=plan.lead_ms, ride_s=plan.ride)
+        backends = app.Backends(
+            ledger=str(ledger),
+            namespace=args.namespace,
+            seed=args.seed,
+            payment_failure_rate=plan.payment_failure_rate,
+            lead_ms=plan.lead_ms,
+            ride_s=plan.ride,
+        )
         orders = make_orders(run, plan, args.seed, backends)
-        console.print(f"Runtime up in {time.monotonic() - t0:.1f}s. Run {run}: placing "
-                      f"{len(orders)} orders over {plan.place_within:.0f}s, each to be delivered "
-                      f"{plan.deliver_in[0]:.0f}-{plan.deliver_in[1]:.0f}s after it is placed.")
+        console.print(
+            f"Runtime up in {time.monotonic() - t0:.1f}s. Run {run}: placing "
+            f"{len(orders)} orders over {plan.place_within:.0f}s, each to be delivered "
+            f"{plan.deliver_in[0]:.0f}-{plan.deliver_in[1]:.0f}s after it is placed."
+        )
         run_start_ms = app.ms(time.time()) - 1000
         kill = Kill(f"host:{app.processor.name}:0") if args.kill else None  # see README: Hosts
         finished = watch(rt, run, orders, plan, ledger, kill, console)
@@ -461,9 +595,14 @@ def main(argv: list[str] | None = None) -> int:
         result = summary(rt, run, orders, ledger, run_start_ms, kill, console)
         result["elapsed_s"] = round(time.monotonic() - t0, 1)
         problems = check(result) + ([] if finished else ["timed out"])
-        console.print(("[green]All invariants hold[/green]" if not problems else
-                       "[red]Invariants violated: " + "; ".join(problems) + "[/red]") +
-                      f" ({result['elapsed_s']}s in all).")
+        console.print(
+            (
+                "[green]All invariants hold[/green]"
+                if not problems
+                else "[red]Invariants violated: " + "; ".join(problems) + "[/red]"
+            )
+            + f" ({result['elapsed_s']}s in all)."
+        )
         print("SUMMARY " + json.dumps(result), flush=True)
         return 1 if problems else 0
     finally:

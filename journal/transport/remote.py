@@ -38,8 +38,9 @@ class RemoteActor:
             self._handle = ray.get_actor(self.name, namespace=self.namespace)
         return self._handle
 
-    async def call(self, method: str, *args: Any,
-                   on_retry: Callable[[], None] | None = None) -> Any:
+    async def call(
+        self, method: str, *args: Any, on_retry: Callable[[], None] | None = None
+    ) -> Any:
         try:
             wire = await self._wire.client(self._actor())
         except (*UNAVAILABLE, ValueError):  # down: the Ray path waits for it
@@ -55,16 +56,21 @@ class RemoteActor:
     async def close_wire(self) -> None:
         await self._wire.aclose()
 
-    async def _ray_call(self, method: str, *args: Any,
-                        on_retry: Callable[[], None] | None = None) -> Any:
+    async def _ray_call(
+        self, method: str, *args: Any, on_retry: Callable[[], None] | None = None
+    ) -> Any:
         def forget(_: BaseException) -> None:
             self._handle = None
             if on_retry is not None:
                 on_retry()
 
-        return await retry(lambda: getattr(self._actor(), method).remote(*args),
-                           retry_on=(*UNAVAILABLE, ValueError), when=_down,
-                           deadline_s=self.patience, on_retry=forget)
+        return await retry(
+            lambda: getattr(self._actor(), method).remote(*args),
+            retry_on=(*UNAVAILABLE, ValueError),
+            when=_down,
+            deadline_s=self.patience,
+            on_retry=forget,
+        )
 
 
 def _down(e: BaseException) -> bool:
@@ -77,6 +83,7 @@ class RemoteJournal(RemoteActor):
 
     def __init__(self, namespace: str, patience: float = 120.0) -> None:
         super().__init__(JOURNAL_ACTOR, namespace, patience)
+
     async def commit(self, batch: Batch) -> None:
         def mark_resent() -> None:
             batch.resent = True
@@ -98,9 +105,13 @@ class RemoteJournal(RemoteActor):
     async def await_output(self, invocation_id: str) -> Outcome:
         return await self.call("await_output", invocation_id)
 
-    async def pending(self, services: list[str], partition: tuple[int, int] | None = None,
-                      key: str | None = None,
-                      ids: list[str] | None = None) -> list[PendingInvocation]:
+    async def pending(
+        self,
+        services: list[str],
+        partition: tuple[int, int] | None = None,
+        key: str | None = None,
+        ids: list[str] | None = None,
+    ) -> list[PendingInvocation]:
         return await self.call("pending", services, partition, key, ids)
 
     async def pending_timers(self, host: str | None = None) -> list[Timer]:

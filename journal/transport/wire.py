@@ -84,13 +84,25 @@ def _reply(method: object, ok: bool, value: Any) -> bytes:
     except Exception as e:
         if not ok:  # an exception that does not pickle: send its text
             return pickle.dumps((False, RuntimeError(f"{type(value).__name__}: {value}")))
-        return pickle.dumps((False, Unsendable(
-            f"the result of {method!r} cannot be sent over the socket: it does not pickle "
-            f"({type(e).__name__}: {e})")))
+        return pickle.dumps(
+            (
+                False,
+                Unsendable(
+                    f"the result of {method!r} cannot be sent over the socket: it does not pickle "
+                    f"({type(e).__name__}: {e})"
+                ),
+            )
+        )
     if len(payload) > MAX_FRAME:
-        return pickle.dumps((False, Unsendable(
-            f"the result of {method!r} is {len(payload):,} bytes pickled, more than the "
-            f"socket's frame limit of {MAX_FRAME:,}: it was computed but cannot be sent")))
+        return pickle.dumps(
+            (
+                False,
+                Unsendable(
+                    f"the result of {method!r} is {len(payload):,} bytes pickled, more than the "
+                    f"socket's frame limit of {MAX_FRAME:,}: it was computed but cannot be sent"
+                ),
+            )
+        )
     return payload
 
 
@@ -128,9 +140,14 @@ class WireServer:
     the token has is refused unread. Accept errors (out of file descriptors) are retried after
     a pause and logged at most once a minute."""
 
-    def __init__(self, target: object, *, max_connections: int = MAX_CONNECTIONS,
-                 max_handshakes: int = MAX_HANDSHAKES,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        target: object,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        max_handshakes: int = MAX_HANDSHAKES,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
+    ) -> None:
         self.target = target
         self.token = secrets.token_hex(TOKEN_HEX_BYTES)
         self._token = self.token.encode()
@@ -197,8 +214,12 @@ class WireServer:
             except BlockingIOError:
                 pass
             except OSError as e:  # out of file descriptors, say: it waits in the backlog
-                self._accept_errors.warn("wire %s: cannot accept a connection (%s); trying "
-                                         "again every %s s", self.address, e, ACCEPT_RETRY_S)
+                self._accept_errors.warn(
+                    "wire %s: cannot accept a connection (%s); trying again every %s s",
+                    self.address,
+                    e,
+                    ACCEPT_RETRY_S,
+                )
                 await asyncio.sleep(ACCEPT_RETRY_S)
                 continue
             await asyncio.sleep(0)  # a flood of connections must not starve the calls
@@ -209,16 +230,22 @@ class WireServer:
             if not self._handshaking:  # every connection is a real client's
                 conn.close()
                 self.refused += 1
-                self._refusals.warn("wire %s: connection refused: %d open, the cap",
-                                    self.address, len(self._connections))
+                self._refusals.warn(
+                    "wire %s: connection refused: %d open, the cap",
+                    self.address,
+                    len(self._connections),
+                )
                 return
             oldest = next(iter(self._handshaking))
             del self._handshaking[oldest]
             oldest.cancel()
             self.dropped += 1
-            self._refusals.warn("wire %s: dropped a connection that had not sent its token: "
-                                "%d were waiting for theirs", self.address,
-                                self.max_handshakes)
+            self._refusals.warn(
+                "wire %s: dropped a connection that had not sent its token: "
+                "%d were waiting for theirs",
+                self.address,
+                self.max_handshakes,
+            )
         task = asyncio.create_task(self._connection(conn))
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
@@ -268,8 +295,7 @@ class WireServer:
             for task in tasks:  # nobody waits for their answers (a user's query stops)
                 task.cancel()
 
-    async def _answer(self, writer: asyncio.StreamWriter, request_id: int,
-                      payload: bytes) -> None:
+    async def _answer(self, writer: asyncio.StreamWriter, request_id: int, payload: bytes) -> None:
         method: object = None
         try:
             method, args = pickle.loads(payload)
@@ -306,8 +332,10 @@ class WireClient:
         broke before the answer came."""
         payload = pickle.dumps((method, args), protocol=5)
         if len(payload) > MAX_FRAME:
-            raise Unsendable(f"the arguments of {method!r} are {len(payload):,} bytes pickled, "
-                             f"more than the socket's frame limit of {MAX_FRAME:,}")
+            raise Unsendable(
+                f"the arguments of {method!r} are {len(payload):,} bytes pickled, "
+                f"more than the socket's frame limit of {MAX_FRAME:,}"
+            )
         writer = await self._connected()
         request_id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
@@ -387,7 +415,8 @@ class WireRoute:
         """``node``: this process's node id (default: Ray's)."""
         self._node = node or _ray_node
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopRoute] = (
-            weakref.WeakKeyDictionary())
+            weakref.WeakKeyDictionary()
+        )
 
     def _here(self) -> _LoopRoute:
         loop = asyncio.get_running_loop()

@@ -216,8 +216,12 @@ async def three_steps(ctx: Context, x: int) -> int:
 
 @workflow_like.handler()
 async def deterministic(ctx: Context) -> dict:
-    return {"rand": ctx.rand.random(), "uuid": str(ctx.rand.uuid4()), "time": await ctx.time(),
-            "id": ctx.invocation_id()}
+    return {
+        "rand": ctx.rand.random(),
+        "uuid": str(ctx.rand.uuid4()),
+        "time": await ctx.time(),
+        "id": ctx.invocation_id(),
+    }
 
 
 dedicated = VirtualObject("Heavy", placement="dedicated")
@@ -233,7 +237,6 @@ async def bump(ctx: ObjectContext) -> int:
 @dedicated.handler(kind="shared")
 async def pid(ctx: ObjectSharedContext) -> int:
     return os.getpid()
-
 
 
 @steps.handler()
@@ -277,22 +280,28 @@ async def stamp(ctx: ObjectContext, job: Nap) -> float:
     return t
 
 
-
 @steps.handler()
 async def fan_out(ctx: ObjectContext, job: Job) -> list[str]:
     """Sends to three children, one delayed stamp and a service, then (armed) crashes once all
     of them have run: the replay sends the same invocations again, and each must run once."""
-    ids = [ctx.object_send(exclusive, f"{ctx.key()}-child",
-                           Job(ledger=job.ledger, tag=f"child{i}")) for i in range(3)]
-    ids.append(ctx.object_send("Sleeper/stamp", f"{ctx.key()}-later",
-                               Nap(ledger=job.ledger, seconds=0, tag="later"), delay=0.5))
+    ids = [
+        ctx.object_send(exclusive, f"{ctx.key()}-child", Job(ledger=job.ledger, tag=f"child{i}"))
+        for i in range(3)
+    ]
+    ids.append(
+        ctx.object_send(
+            "Sleeper/stamp",
+            f"{ctx.key()}-later",
+            Nap(ledger=job.ledger, seconds=0, tag="later"),
+            delay=0.5,
+        )
+    )
     ids.append(ctx.service_send("Pipeline/note", Job(ledger=job.ledger, tag="svc")))
     if job.marker:
         delivered = [f"exit:{ctx.key()}-child:child{i}" for i in range(3)]
         delivered += [f"ran:{ctx.key()}-later:later", "note:svc"]
         await ctx.run("crash", crash_once_after, job.marker, job.ledger, delivered)
     return ids
-
 
 
 @steps.handler()

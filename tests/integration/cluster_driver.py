@@ -42,18 +42,26 @@ POOL_SIZE = 4
 def start(address: str, namespace: str, data_dir: str) -> None:
     # two hosts per node (the default would be one); the test checks that the pool covers
     # both nodes, though the worker joined moments ago (Runtime.start moves misplaced hosts)
-    rt = Runtime.start(SERVICES, data_dir=data_dir, namespace=namespace, address=address,
-                       pool_size=POOL_SIZE)
+    rt = Runtime.start(
+        SERVICES, data_dir=data_dir, namespace=namespace, address=address, pool_size=POOL_SIZE
+    )
     results = [rt.call(apps.add, key=k, arg=i + 1) for i, k in enumerate(KEYS)]
-    report({"node": ray.get_runtime_context().get_node_id(), "pool_size": rt.pool_size,
-            "nodes": len(alive_nodes()), "results": results})
+    report(
+        {
+            "node": ray.get_runtime_context().get_node_id(),
+            "pool_size": rt.pool_size,
+            "nodes": len(alive_nodes()),
+            "results": results,
+        }
+    )
     rt.close()
 
 
 def node_of(name: str, namespace: str) -> str:
     actor = ray.get_actor(name, namespace=namespace)
-    return ray.get(actor.__ray_call__.remote(
-        lambda _self: ray.get_runtime_context().get_node_id()), timeout=60)
+    return ray.get(
+        actor.__ray_call__.remote(lambda _self: ray.get_runtime_context().get_node_id()), timeout=60
+    )
 
 
 def connect(address: str, namespace: str) -> None:
@@ -61,14 +69,19 @@ def connect(address: str, namespace: str) -> None:
     results = [rt.call("Counter/add", key=k, arg=100) for k in KEYS]
     results += [rt.object(apps.counter, k).get() for k in KEYS]
     heads = [n["NodeID"] for n in alive_nodes() if "node:__internal_head__" in n["Resources"]]
-    report({
-        "results": results,
-        "nodes": sorted(n["NodeID"] for n in alive_nodes()),
-        "head": heads[0] if len(heads) == 1 else heads,
-        "journal": node_of(JOURNAL, namespace),
-        "hosts": {host_name(d.name, i): node_of(host_name(d.name, i), namespace)
-                  for d in SERVICES for i in range(rt.pool_size)},
-    })
+    report(
+        {
+            "results": results,
+            "nodes": sorted(n["NodeID"] for n in alive_nodes()),
+            "head": heads[0] if len(heads) == 1 else heads,
+            "journal": node_of(JOURNAL, namespace),
+            "hosts": {
+                host_name(d.name, i): node_of(host_name(d.name, i), namespace)
+                for d in SERVICES
+                for i in range(rt.pool_size)
+            },
+        }
+    )
     rt.close()
 
 

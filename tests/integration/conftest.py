@@ -25,8 +25,12 @@ def start_runtime(ray_session: None, tmp_path) -> Iterator[Callable[..., Runtime
         from tests.integration.apps import ALL
 
         kw.setdefault("pool_size", TEST_POOL_SIZE)
-        rt = Runtime.start(services or ALL, data_dir=data_dir or tmp_path / "data",
-                           namespace=namespace or f"t{os.getpid()}-{next(_ids)}", **kw)
+        rt = Runtime.start(
+            services or ALL,
+            data_dir=data_dir or tmp_path / "data",
+            namespace=namespace or f"t{os.getpid()}-{next(_ids)}",
+            **kw,
+        )
         started.append(rt)
         return rt
 
@@ -45,8 +49,12 @@ def shared_rt(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
     """One runtime for a module's tests that break nothing; they isolate by fresh keys."""
     from tests.integration.apps import ALL
 
-    rt = Runtime.start(ALL, data_dir=tmp_path_factory.mktemp("shared") / "data",
-                       namespace=f"m{os.getpid()}-{next(_ids)}", pool_size=TEST_POOL_SIZE)
+    rt = Runtime.start(
+        ALL,
+        data_dir=tmp_path_factory.mktemp("shared") / "data",
+        namespace=f"m{os.getpid()}-{next(_ids)}",
+        pool_size=TEST_POOL_SIZE,
+    )
     yield rt
     rt.shutdown()
 

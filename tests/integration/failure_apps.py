@@ -14,8 +14,9 @@ from pydantic import BaseModel
 from actors import ObjectContext, ObjectSharedContext, RetryPolicy, VirtualObject
 from tests.integration.apps import append, count
 
-FAST = RetryPolicy(initial_interval=timedelta(milliseconds=10),
-                   max_interval=timedelta(milliseconds=100))
+FAST = RetryPolicy(
+    initial_interval=timedelta(milliseconds=10), max_interval=timedelta(milliseconds=100)
+)
 
 poison = VirtualObject("Poison", retry_policy=FAST)
 

@@ -151,8 +151,12 @@ async def blob_then_crash(ctx: ObjectContext, job: Job) -> dict[str, Any]:
             await asyncio.sleep(0.02)
     if job.marker:
         crash_once(job.marker)
-    return {"size": len(data), "head": list(data[:3]), "small": small.tolist(),
-            "dtype": str(small.dtype)}
+    return {
+        "size": len(data),
+        "head": list(data[:3]),
+        "small": small.tolist(),
+        "dtype": str(small.dtype),
+    }
 
 
 @ray_steps.handler()
@@ -164,7 +168,6 @@ async def blob_store_down(ctx: ObjectContext, job: Job) -> int:
 def blobs_of(data_dir: str | Path, invocation_id: str) -> list[Path]:
     root = Path(data_dir) / "blobs" / invocation_id
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
 
 
 @ray_steps.handler()

@@ -44,8 +44,7 @@ def test_resolve_from_driver_then_twice(shared_rt: Runtime, tmp_path: Path) -> N
 
 def test_resolved_before_the_handler_awaits(shared_rt: Runtime, tmp_path: Path) -> None:
     ledger, gate = str(tmp_path / "l"), tmp_path / "gate"
-    h = shared_rt.send(apps.await_approval, key="a2", arg=apps.Wait(ledger=ledger,
-                                                                    gate=str(gate)))
+    h = shared_rt.send(apps.await_approval, key="a2", arg=apps.Wait(ledger=ledger, gate=str(gate)))
     awk = _awakeable_of(ledger, "a2")
     shared_rt.resolve_awakeable(awk, "early")
     with pytest.raises(AlreadyCompletedError):
@@ -68,38 +67,43 @@ def test_resolve_from_another_handler(shared_rt: Runtime, tmp_path: Path) -> Non
     assert h.result(timeout=30) == "from-handler"
 
 
-def test_handler_awaits_its_resolution_and_sees_a_second_refused(shared_rt: Runtime,
-                                                                  tmp_path: Path) -> None:
+def test_handler_awaits_its_resolution_and_sees_a_second_refused(
+    shared_rt: Runtime, tmp_path: Path
+) -> None:
     """Resolving twice from a handler: the first await returns, the second raises
     ``AlreadyCompletedError`` (409); both verdicts are journaled as the entries' completions;
     a fire-and-forget resolution of a completed awakeable does not fail its handler."""
     ledger = str(tmp_path / "l")
     h = shared_rt.send(apps.await_approval, key="b1", arg=apps.Wait(ledger=ledger))
     awk = _awakeable_of(ledger, "b1")
-    resolver = shared_rt.send(apps.resolve_awaited, key="r-b1",
-                              arg=apps.Resolve(awk=awk, value="v", times=2))
+    resolver = shared_rt.send(
+        apps.resolve_awaited, key="r-b1", arg=apps.Resolve(awk=awk, value="v", times=2)
+    )
     assert resolver.result(timeout=30) == ["delivered", "already:409"]
     assert h.result(timeout=30) == "v"
     assert ledger_lines(ledger).count("got:b1:v") == 1
-    rows = shared_rt.sql(f"SELECT completed FROM sys_journal WHERE invocation_id = "
-                         f"'{resolver.id}' AND entry_type = 'complete_awakeable'")
+    rows = shared_rt.sql(
+        f"SELECT completed FROM sys_journal WHERE invocation_id = "
+        f"'{resolver.id}' AND entry_type = 'complete_awakeable'"
+    )
     assert rows.column("completed").to_pylist() == [True, True]
     assert shared_rt.call(apps.approve, key="r-b1", arg=awk) is None  # not awaited: no error
 
 
 def test_handler_resolving_an_unknown_awakeable_gets_404(shared_rt: Runtime) -> None:
     unknown = shared_rt.router.awakeables.make("inv_" + "1" * 32, 0)  # well-formed, signed
-    assert shared_rt.call(apps.resolve_awaited, key="r-unknown",
-                          arg=apps.Resolve(awk=unknown)) == ["refused:404"]
+    assert shared_rt.call(apps.resolve_awaited, key="r-unknown", arg=apps.Resolve(awk=unknown)) == [
+        "refused:404"
+    ]
 
 
 def test_reject_from_a_handler(shared_rt: Runtime, tmp_path: Path) -> None:
     ledger = str(tmp_path / "l")
     h = shared_rt.send(apps.await_approval, key="b2", arg=apps.Wait(ledger=ledger))
     awk = _awakeable_of(ledger, "b2")
-    assert shared_rt.call(apps.resolve_awaited, key="r-b2",
-                          arg=apps.Resolve(awk=awk, value="not today", reject=True)) == \
-        ["delivered"]
+    assert shared_rt.call(
+        apps.resolve_awaited, key="r-b2", arg=apps.Resolve(awk=awk, value="not today", reject=True)
+    ) == ["delivered"]
     assert h.result(timeout=30) == "rejected:not today"  # TerminalError(reason) at its await
     assert ledger_lines(ledger).count("got:b2:rejected:not today") == 1
     with pytest.raises(AlreadyCompletedError):
@@ -114,8 +118,11 @@ def test_resolved_while_its_invocation_is_suspended(start_runtime, ledger: str) 
     awk = _awakeable_of(ledger, "s1")
 
     def status() -> str:
-        return rt.sql(f"SELECT status FROM sys_invocation WHERE id = '{h.id}'").column(
-            "status")[0].as_py()
+        return (
+            rt.sql(f"SELECT status FROM sys_invocation WHERE id = '{h.id}'")
+            .column("status")[0]
+            .as_py()
+        )
 
     assert_eventually(lambda: status() == "suspended", message="the waiter suspended")
     rt.resolve_awakeable(awk, "while-away")
@@ -127,9 +134,9 @@ def test_resolved_while_its_invocation_is_suspended(start_runtime, ledger: str) 
     # from a handler, on a second suspended waiter: verdicts survive the replays
     h2 = rt.send(apps.await_approval, key="s2", arg=apps.Wait(ledger=ledger))
     awk2 = _awakeable_of(ledger, "s2")
-    assert rt.call(apps.resolve_awaited, key="r-s2",
-                   arg=apps.Resolve(awk=awk2, value="by-handler", times=2)) == \
-        ["delivered", "already:409"]
+    assert rt.call(
+        apps.resolve_awaited, key="r-s2", arg=apps.Resolve(awk=awk2, value="by-handler", times=2)
+    ) == ["delivered", "already:409"]
     assert h2.result(timeout=60) == "by-handler"
     assert ledger_lines(ledger).count("got:s2:by-handler") == 1
 
@@ -157,8 +164,14 @@ def test_bad_ids_and_values_are_refused(shared_rt: Runtime, tmp_path: Path) -> N
 
 
 def _completions(rt: Runtime, inv_id: str) -> int:
-    return rt.sql(f"SELECT count(*) AS n FROM sys_journal WHERE invocation_id = '{inv_id}' "
-                  "AND entry_type = 'awakeable' AND completed").column("n")[0].as_py()
+    return (
+        rt.sql(
+            f"SELECT count(*) AS n FROM sys_journal WHERE invocation_id = '{inv_id}' "
+            "AND entry_type = 'awakeable' AND completed"
+        )
+        .column("n")[0]
+        .as_py()
+    )
 
 
 def test_forged_ids_are_refused(shared_rt: Runtime, tmp_path: Path) -> None:
@@ -171,8 +184,11 @@ def test_forged_ids_are_refused(shared_rt: Runtime, tmp_path: Path) -> None:
     inv_id, idx, _check = awk[4:].rsplit("_", 2)
     assert inv_id == h.id
     unkeyed = hashlib.sha256(f"{inv_id}:{idx}".encode()).hexdigest()
-    forged = [f"awk_{inv_id}_{idx}_{unkeyed[:8]}", f"awk_{inv_id}_{idx}_{unkeyed[:16]}",
-              AwakeableIds("not-the-runtime-secret").make(inv_id, int(idx))]
+    forged = [
+        f"awk_{inv_id}_{idx}_{unkeyed[:8]}",
+        f"awk_{inv_id}_{idx}_{unkeyed[:16]}",
+        AwakeableIds("not-the-runtime-secret").make(inv_id, int(idx)),
+    ]
     for fake in forged:
         assert fake != awk
         for attempt in (shared_rt.resolve_awakeable, shared_rt.reject_awakeable):
@@ -208,8 +224,10 @@ def test_workflow_main_runs_once_per_key(shared_rt: Runtime, tmp_path: Path) -> 
     first = shared_rt.send(apps.signup_run, key="w1", arg=req)
     second = shared_rt.send(apps.signup_run, key="w1", arg=req)
     assert first.id == second.id, "a second submission attaches to the first run"
-    assert_eventually(lambda: shared_rt.call(apps.stage, key="w1")["stage"] == "waiting",
-                      message="main waits on its promise")
+    assert_eventually(
+        lambda: shared_rt.call(apps.stage, key="w1")["stage"] == "waiting",
+        message="main waits on its promise",
+    )
     assert shared_rt.call(apps.confirm, key="w1", arg="1234") == "ok"
     assert first.result(timeout=30) == "ann@example.com confirmed with 1234"
     assert second.result(timeout=30) == "ann@example.com confirmed with 1234"
@@ -221,8 +239,9 @@ def test_workflow_main_runs_once_per_key(shared_rt: Runtime, tmp_path: Path) -> 
     assert ledger_lines(ledger).count("mail:w1") == 1
     assert ledger_lines(ledger).count("done:w1") == 1
     assert shared_rt.call(apps.stage, key="w1") == {"stage": "done", "peek": "1234"}
-    rows = shared_rt.sql("SELECT key, completion_success_value AS v FROM sys_promise "
-                         "WHERE service_key = 'w1'").to_pylist()
+    rows = shared_rt.sql(
+        "SELECT key, completion_success_value AS v FROM sys_promise WHERE service_key = 'w1'"
+    ).to_pylist()
     assert rows == [{"key": "confirmed", "v": '"1234"'}]
     keys = shared_rt.sql("SELECT key FROM state WHERE service_key = 'w1'").column("key")
     assert keys.to_pylist() == ["stage"], "promises are not user state"
@@ -248,8 +267,10 @@ def test_concurrent_submissions_of_main_run_it_once(shared_rt: Runtime, tmp_path
         sends = [pool.submit(send) for _ in range(4)]
         ids = {f.result(timeout=60) for f in sends}
         assert len(ids) == 1, ids
-        assert_eventually(lambda: shared_rt.call(apps.stage, key="w-race")["stage"] == "waiting",
-                          message="main waits on its promise")
+        assert_eventually(
+            lambda: shared_rt.call(apps.stage, key="w-race")["stage"] == "waiting",
+            message="main waits on its promise",
+        )
         assert shared_rt.call(apps.stage, key="w-race") == {"stage": "waiting", "peek": None}
         early = [f.exception() or f.result() for f in calls if f.done()]
         assert not early, f"calls returned before the promise: {early!r}"
@@ -259,8 +280,10 @@ def test_concurrent_submissions_of_main_run_it_once(shared_rt: Runtime, tmp_path
     assert shared_rt.attach(ids.pop()).result(timeout=30) == "fay@example.com confirmed with 42"
     assert ledger_lines(ledger).count("mail:w-race") == 1
     assert ledger_lines(ledger).count("done:w-race") == 1
-    runs = shared_rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE target_service_key = "
-                         "'w-race' AND target_handler_name = 'signup_run'")
+    runs = shared_rt.sql(
+        "SELECT count(*) AS n FROM sys_invocation WHERE target_service_key = "
+        "'w-race' AND target_handler_name = 'signup_run'"
+    )
     assert runs.column("n")[0].as_py() == 1
 
 
@@ -268,8 +291,9 @@ def test_promise_resolved_before_main_waits_is_kept(shared_rt: Runtime, tmp_path
     ledger = str(tmp_path / "l")
     assert shared_rt.call(apps.confirm, key="w2", arg="early") == "ok"
     req = apps.Signup(email="bob@example.com", ledger=ledger)
-    assert shared_rt.call(apps.signup_run, key="w2", arg=req) == \
-        "bob@example.com confirmed with early"
+    assert (
+        shared_rt.call(apps.signup_run, key="w2", arg=req) == "bob@example.com confirmed with early"
+    )
 
 
 def test_rejected_promise_fails_main(shared_rt: Runtime, tmp_path: Path) -> None:
@@ -280,22 +304,29 @@ def test_rejected_promise_fails_main(shared_rt: Runtime, tmp_path: Path) -> None
         h.result(timeout=30)
 
 
-def test_promises_and_awakeable_ids_survive_a_full_restart(start_runtime, tmp_path: Path,
-                                                            ledger: str) -> None:
+def test_promises_and_awakeable_ids_survive_a_full_restart(
+    start_runtime, tmp_path: Path, ledger: str
+) -> None:
     data, ns = tmp_path / "wf-data", f"wf-restart-{tmp_path.name}"[:60]
     rt = start_runtime(data_dir=data, namespace=ns)
     rt.call(apps.confirm, key="early", arg="kept")  # resolved before main ever runs
-    waiting = rt.send(apps.signup_run, key="late",
-                      arg=apps.Signup(email="cy@example.com", ledger=ledger))
+    waiting = rt.send(
+        apps.signup_run, key="late", arg=apps.Signup(email="cy@example.com", ledger=ledger)
+    )
     approval = rt.send(apps.await_approval, key="r1", arg=apps.Wait(ledger=ledger))
     awk = _awakeable_of(ledger, "r1")  # signed with the data dir's secret
-    assert_eventually(lambda: rt.call(apps.stage, key="late")["stage"] == "waiting",
-                      message="main waits on its promise")
+    assert_eventually(
+        lambda: rt.call(apps.stage, key="late")["stage"] == "waiting",
+        message="main waits on its promise",
+    )
     rt.shutdown()
     rt = start_runtime(data_dir=data, namespace=ns)
-    assert rt.call(apps.signup_run, key="early",
-                   arg=apps.Signup(email="di@example.com", ledger=ledger)) == \
-        "di@example.com confirmed with kept"
+    assert (
+        rt.call(
+            apps.signup_run, key="early", arg=apps.Signup(email="di@example.com", ledger=ledger)
+        )
+        == "di@example.com confirmed with kept"
+    )
     rt.call(apps.confirm, key="late", arg="after-restart")
     assert rt.attach(waiting.id).result(timeout=60) == "cy@example.com confirmed with after-restart"
     assert ledger_lines(ledger).count("mail:late") == 1

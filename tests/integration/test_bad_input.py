@@ -72,8 +72,10 @@ def test_set_from_shared_handler_is_refused(shared_rt: Runtime) -> None:
     with pytest.raises(TerminalError, match="shared and may only read state"):
         rt.call(apps.sneaky_set, key="sneaky")
     assert rt.call(apps.get, key="sneaky") == 1
-    entries = rt.sql("SELECT j.entry_type FROM sys_journal j JOIN sys_invocation i "
-                     "ON i.id = j.invocation_id WHERE i.target = 'Counter/sneaky/sneaky_set'")
+    entries = rt.sql(
+        "SELECT j.entry_type FROM sys_journal j JOIN sys_invocation i "
+        "ON i.id = j.invocation_id WHERE i.target = 'Counter/sneaky/sneaky_set'"
+    )
     assert entries.column("entry_type").to_pylist() == []
 
 
@@ -85,8 +87,13 @@ def test_unserializable_run_result_is_terminal(shared_rt: Runtime) -> None:
 
 def test_sql_writes_and_files_are_refused(shared_rt: Runtime) -> None:
     rt = shared_rt
-    for query in ["DELETE FROM sys_invocation", "ATTACH 'x.db'", "COPY sys_invocation TO 'x'",
-                  "SELECT 1; SELECT 2", "EXPLAIN ANALYZE DELETE FROM sys_journal"]:
+    for query in [
+        "DELETE FROM sys_invocation",
+        "ATTACH 'x.db'",
+        "COPY sys_invocation TO 'x'",
+        "SELECT 1; SELECT 2",
+        "EXPLAIN ANALYZE DELETE FROM sys_journal",
+    ]:
         with pytest.raises(SqlRefused):
             rt.sql(query)
     with pytest.raises(SqlRefused, match=r"read_text\(\) is not allowed"):
@@ -100,8 +107,7 @@ def test_data_dir_that_cannot_be_created(start_runtime, tmp_path) -> None:
         start_runtime(data_dir=blocker / "data")
 
 
-def test_the_journal_actor_hands_back_why_its_data_dir_is_unusable(ray_session,
-                                                                   tmp_path) -> None:
+def test_the_journal_actor_hands_back_why_its_data_dir_is_unusable(ray_session, tmp_path) -> None:
     """The reason crosses Ray as data (``start_error``), not parsed out of a Ray error."""
     import ray
 
@@ -132,8 +138,11 @@ def test_a_bad_service_list_is_refused_before_anything_starts(ray_session, tmp_p
         return None
 
     with pytest.raises(ValueError) as err:
-        Runtime.start([apps.counter, apps.counter, "Counter", headless], data_dir=tmp_path,
-                      namespace="never-started")
+        Runtime.start(
+            [apps.counter, apps.counter, "Counter", headless],
+            data_dir=tmp_path,
+            namespace="never-started",
+        )
     message = str(err.value)
     assert "service 'Counter' is given twice" in message
     assert "'Counter' is not a Service or VirtualObject" in message
@@ -191,21 +200,25 @@ def test_non_canonical_awakeable_ids_are_400(shared_rt: Runtime, suffix: str) ->
     with pytest.raises(TerminalError, match="malformed awakeable id") as err:
         rt.call(apps.approve, key=key, arg=bad)  # from inside a handler
     assert err.value.status_code == 400
-    [row] = rt.sql("SELECT retry_count FROM sys_invocation "
-                   f"WHERE target_service_key = '{key}'").to_pylist()
+    [row] = rt.sql(
+        f"SELECT retry_count FROM sys_invocation WHERE target_service_key = '{key}'"
+    ).to_pylist()
     assert row["retry_count"] == 0, "a bad id fails for good, at once"
 
 
-def test_an_output_that_does_not_match_its_annotation_is_a_recorded_500(
-        shared_rt: Runtime) -> None:
+def test_an_output_that_does_not_match_its_annotation_is_a_recorded_500(shared_rt: Runtime) -> None:
     rt = shared_rt
     with pytest.raises(TerminalError) as err:
         rt.call(apps.wrong_output, key="wrong-output")
     assert err.value.status_code == 500
-    assert "the output of Steps/wrong_output does not match its return annotation int" \
+    assert (
+        "the output of Steps/wrong_output does not match its return annotation int"
         in err.value.message
-    [row] = rt.sql("SELECT status, completion_result, completion_failure FROM sys_invocation "
-                   "WHERE target = 'Steps/wrong-output/wrong_output'").to_pylist()
+    )
+    [row] = rt.sql(
+        "SELECT status, completion_result, completion_failure FROM sys_invocation "
+        "WHERE target = 'Steps/wrong-output/wrong_output'"
+    ).to_pylist()
     assert (row["status"], row["completion_result"]) == ("completed", "failure")
     assert "Steps/wrong_output" in row["completion_failure"]
 
@@ -214,8 +227,16 @@ def test_another_spelling_of_a_real_awakeable_id_is_400(shared_rt: Runtime, tmp_
     """``_00_`` or Arabic-Indic digits with a valid check once named the same awakeable."""
     rt, ledger = shared_rt, str(tmp_path / "ledger")
     h = rt.send(apps.await_approval, key="spelling", arg=apps.Wait(ledger=ledger))
-    awk = assert_eventually(lambda: next((line.split(":", 2)[2] for line in ledger_lines(ledger)
-                                          if line.startswith("awk:spelling:")), None))
+    awk = assert_eventually(
+        lambda: next(
+            (
+                line.split(":", 2)[2]
+                for line in ledger_lines(ledger)
+                if line.startswith("awk:spelling:")
+            ),
+            None,
+        )
+    )
     head, idx, check = awk.rsplit("_", 2)
     arabic = "".join(chr(0x0660 + int(d)) for d in idx)
     for other in [f"{head}_0{idx}_{check}", f"{head}_{arabic}_{check}"]:

@@ -15,8 +15,9 @@ def test_counter_add_and_get(shared_rt: Runtime) -> None:
 def test_service_three_steps(shared_rt: Runtime) -> None:
     h = shared_rt.send(apps.three_steps, arg=4)
     assert h.result(timeout=30) == 9
-    rows = shared_rt.sql("SELECT name FROM sys_journal WHERE invocation_id = "
-                         f"'{h.id}' ORDER BY index")
+    rows = shared_rt.sql(
+        f"SELECT name FROM sys_journal WHERE invocation_id = '{h.id}' ORDER BY index"
+    )
     assert rows.column("name").to_pylist() == ["one", "two", "three"]
 
 
@@ -30,8 +31,10 @@ def test_state_keys_and_clear_all(shared_rt: Runtime) -> None:
 def test_rand_time_and_id_are_journaled_values(shared_rt: Runtime) -> None:
     out = shared_rt.call(apps.deterministic)
     assert out["id"].startswith("inv_") and 0 <= out["rand"] < 1
-    row = shared_rt.sql("SELECT result FROM sys_journal WHERE invocation_id = "
-                        f"'{out['id']}' AND entry_type = 'time'").to_pylist()
+    row = shared_rt.sql(
+        "SELECT result FROM sys_journal WHERE invocation_id = "
+        f"'{out['id']}' AND entry_type = 'time'"
+    ).to_pylist()
     assert [int(r["result"]) for r in row] == [int(out["time"] * 1000)]
 
 

@@ -32,8 +32,11 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 cli_buggy = Service("CliBuggy")
 
 
-@cli_buggy.handler(retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200),
-                                            max_interval=timedelta(seconds=1)))
+@cli_buggy.handler(
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), max_interval=timedelta(seconds=1)
+    )
+)
 async def broken(ctx: Context) -> None:
     """A bug: retried for ever, with a long failure of several lines."""
     raise ValueError("bad state " + "x" * 200 + "\nsecond line")
@@ -41,8 +44,12 @@ async def broken(ctx: Context) -> None:
 
 def cli(*args: str, code: int = 0):
     result = runner.invoke(app, list(args))
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr,
-                                      result.exception)
+    assert result.exit_code == code, (
+        result.exit_code,
+        result.stdout,
+        result.stderr,
+        result.exception,
+    )
     return result
 
 
@@ -86,9 +93,14 @@ def live(ray_session, tmp_path_factory) -> Iterator[tuple[Runtime, list[str]]]:
         assert rt.call(apps.three_steps, arg=4) == 9
         rt.call(apps.nap, key="cli", arg=apps.Nap(ledger=str(data / "naps"), seconds=0.05))
         h = rt.send(broken)
-        assert_eventually(lambda: rt.sql(f"SELECT last_failure FROM sys_invocation WHERE id ="
-                                         f" '{h.id}'").column(0)[0].as_py(),
-                          message="the bug's first failure is journaled")
+        assert_eventually(
+            lambda: (
+                rt.sql(f"SELECT last_failure FROM sys_invocation WHERE id = '{h.id}'")
+                .column(0)[0]
+                .as_py()
+            ),
+            message="the bug's first failure is journaled",
+        )
         yield rt, ["--namespace", rt.namespace]
     finally:
         rt.shutdown()
@@ -96,8 +108,10 @@ def live(ray_session, tmp_path_factory) -> Iterator[tuple[Runtime, list[str]]]:
 
 def test_sql_formats(live) -> None:
     _, ns = live
-    query = ("SELECT target, status FROM sys_invocation"
-             " WHERE target_service_name IN ('Counter', 'Pipeline') ORDER BY target, id")
+    query = (
+        "SELECT target, status FROM sys_invocation"
+        " WHERE target_service_name IN ('Counter', 'Pipeline') ORDER BY target, id"
+    )
     expected = [
         {"target": "Counter/alice/add", "status": "completed"},
         {"target": "Counter/alice/add", "status": "completed"},
@@ -105,8 +119,7 @@ def test_sql_formats(live) -> None:
         {"target": "Pipeline/three_steps", "status": "completed"},
     ]
     assert json_rows(cli("sql", query, "--format", "json", *ns).stdout) == expected
-    assert list(csv.DictReader(io.StringIO(cli("sql", query, "-f", "csv", *ns).stdout))) == \
-        expected
+    assert list(csv.DictReader(io.StringIO(cli("sql", query, "-f", "csv", *ns).stdout))) == expected
     table = cli("sql", query, *ns).stdout
     assert "Pipeline/three_steps" in table and "Counter/o'brien/add" in table
 
@@ -116,11 +129,31 @@ def test_invocations_filters(live) -> None:
     rows = json_rows(cli("invocations", "-f", "json", *ns).stdout)
     assert len(rows) == 6 and rows[0]["target"] == "CliBuggy/broken"  # unfinished first
     assert {r["status"] for r in rows[1:]} == {"completed"}
-    assert [r["target"] for r in json_rows(cli(
-        "invocations", "--service", "Counter", "--key", "o'brien", "-f", "json", *ns).stdout)] \
-        == ["Counter/o'brien/add"]
-    assert len(json_rows(cli("invocations", "--service", "Counter", "--status", "completed",
-                             "--limit", "2", "-f", "json", *ns).stdout)) == 2
+    assert [
+        r["target"]
+        for r in json_rows(
+            cli("invocations", "--service", "Counter", "--key", "o'brien", "-f", "json", *ns).stdout
+        )
+    ] == ["Counter/o'brien/add"]
+    assert (
+        len(
+            json_rows(
+                cli(
+                    "invocations",
+                    "--service",
+                    "Counter",
+                    "--status",
+                    "completed",
+                    "--limit",
+                    "2",
+                    "-f",
+                    "json",
+                    *ns,
+                ).stdout
+            )
+        )
+        == 2
+    )
     assert json_rows(cli("invocations", "--key", "x' OR '1'='1", "-f", "json", *ns).stdout) == []
     assert json_rows(cli("invocations", "--status", "suspended", "-f", "json", *ns).stdout) == []
     assert "Pipeline/three_steps" in cli("invocations", *ns).stdout
@@ -132,24 +165,28 @@ def test_describe_timeline(live) -> None:
     doc = json.loads(cli("describe", inv, "-f", "json", *ns).stdout)
     assert doc["invocation"]["id"] == inv
     assert doc["invocation"]["output"] == 9 and doc["invocation"]["input"] == 4
-    assert [(e["index"], e["name"], e["completed"]) for e in doc["journal"]] == \
-        [(0, "one", True), (1, "two", True), (2, "three", True)]
+    assert [(e["index"], e["name"], e["completed"]) for e in doc["journal"]] == [
+        (0, "one", True),
+        (1, "two", True),
+        (2, "three", True),
+    ]
     assert [e["result"] for e in doc["journal"]] == [5, 10, 9]
     assert all(e["at_ms"] >= 0 for e in doc["journal"])
     table = cli("describe", inv, *ns).stdout
     assert inv in table and "journal (3 entries)" in table and "three" in table
     sections = cli("describe", inv, "-f", "csv", *ns).stdout.split("\n\n")
     assert len(sections) == 2
-    assert [r["name"] for r in csv.DictReader(io.StringIO(sections[1]))] == \
-        ["one", "two", "three"]
+    assert [r["name"] for r in csv.DictReader(io.StringIO(sections[1]))] == ["one", "two", "three"]
 
 
 def test_state(live) -> None:
     _, ns = live
-    assert json_rows(cli("state", "Counter", "alice", "-f", "json", *ns).stdout) == \
-        [{"key": "count", "value": 5}]
-    assert json_rows(cli("state", "Counter", "o'brien", "-f", "json", *ns).stdout) == \
-        [{"key": "count", "value": 7}]
+    assert json_rows(cli("state", "Counter", "alice", "-f", "json", *ns).stdout) == [
+        {"key": "count", "value": 5}
+    ]
+    assert json_rows(cli("state", "Counter", "o'brien", "-f", "json", *ns).stdout) == [
+        {"key": "count", "value": 7}
+    ]
     nobody = cli("state", "Counter", "nobody", "-f", "json", *ns, code=1)
     assert only_line(nobody.stderr) == "raystate: Counter has no state for key 'nobody'"
     assert nobody.stdout == ""
@@ -174,13 +211,16 @@ def test_bad_sql_write_and_unknown_id(live) -> None:
 def test_resolve_reject_cancel_kill(live, tmp_path) -> None:
     rt, ns = live
     ledger = str(tmp_path / "ledger")
-    waiting = [rt.send(apps.await_approval, key=k, arg=apps.Wait(ledger=ledger))
-               for k in ("cli-yes", "cli-no")]
+    waiting = [
+        rt.send(apps.await_approval, key=k, arg=apps.Wait(ledger=ledger))
+        for k in ("cli-yes", "cli-no")
+    ]
 
     def awakeables() -> dict[str, str]:
         lines = Path(ledger).read_text().splitlines() if Path(ledger).exists() else []
-        return {line.split(":")[1]: line.split(":", 2)[2] for line in lines
-                if line.startswith("awk:")}
+        return {
+            line.split(":")[1]: line.split(":", 2)[2] for line in lines if line.startswith("awk:")
+        }
 
     awk = assert_eventually(lambda: len(awakeables()) == 2 and awakeables())
     assert cli("resolve", awk["cli-yes"], '"yes"', *ns).stdout.strip().endswith("resolved")
@@ -195,8 +235,9 @@ def test_resolve_reject_cancel_kill(live, tmp_path) -> None:
     assert "malformed awakeable id" in only_line(malformed.stderr)
 
     holders = [rt.send(apps.hold, key=k, arg=apps.Nest(ledger=ledger)) for k in ("c1", "c2")]
-    assert_eventually(lambda: {"enter:hold:c1", "enter:hold:c2"} <= set(
-        Path(ledger).read_text().splitlines()))
+    assert_eventually(
+        lambda: {"enter:hold:c1", "enter:hold:c2"} <= set(Path(ledger).read_text().splitlines())
+    )
     assert cli("cancel", holders[0].id, *ns).stdout.strip() == f"{holders[0].id}: cancelled"
     assert cli("kill", holders[1].id, *ns).stdout.strip() == f"{holders[1].id}: killed"
     for h, failure in zip(holders, ["cancelled", "killed"], strict=True):
@@ -215,15 +256,16 @@ def test_invocations_reads_well(live) -> None:
     assert "second line" not in table and "x" * 100 not in table  # shortened
     rows = json_rows(cli("invocations", "-f", "json", *ns).stdout)
     assert rows[0]["id"] == bug and rows[0]["last_failure"].endswith("second line")  # all of it
-    assert all(TIMESTAMP.match(r["created_at"]) and TIMESTAMP.match(r["modified_at"])
-               for r in rows)
+    assert all(TIMESTAMP.match(r["created_at"]) and TIMESTAMP.match(r["modified_at"]) for r in rows)
     assert isinstance(rows[0]["retry_count"], int)
 
     total = rt.sql("SELECT count(*) FROM sys_invocation").column(0)[0].as_py()
     limited = cli("invocations", "-n", "2", "-f", "json", *ns)
     assert len(json_rows(limited.stdout)) == 2
-    assert only_line(limited.stderr) == \
-        f"({total - 2} more not shown: --limit {total} or --all shows them)"
+    assert (
+        only_line(limited.stderr)
+        == f"({total - 2} more not shown: --limit {total} or --all shows them)"
+    )
     everything = cli("invocations", "--all", "-n", "2", "-f", "json", *ns)
     assert len(json_rows(everything.stdout)) == total and everything.stderr == ""
 
@@ -248,16 +290,31 @@ def test_ids_do_not_wrap_in_a_narrow_terminal(live) -> None:
 def test_json_is_json_and_numbers_are_numbers(live) -> None:
     rt, ns = live
     total = rt.sql("SELECT count(*) FROM sys_invocation").column(0)[0].as_py()
-    rows = json_rows(cli("sql", "SELECT sum(retry_count) AS retries, count(*) AS n,"
-                                " max(created_at) AS newest FROM sys_invocation",
-                         "-f", "json", *ns).stdout)
+    rows = json_rows(
+        cli(
+            "sql",
+            "SELECT sum(retry_count) AS retries, count(*) AS n,"
+            " max(created_at) AS newest FROM sys_invocation",
+            "-f",
+            "json",
+            *ns,
+        ).stdout
+    )
     assert isinstance(rows[0]["retries"], int) and rows[0]["n"] == total
     assert TIMESTAMP.match(rows[0]["newest"])
-    state = json_rows(cli("sql", "SELECT value, 'not json' AS name FROM state"
-                                 " WHERE service_key = 'alice'", "-f", "json", *ns).stdout)
+    state = json_rows(
+        cli(
+            "sql",
+            "SELECT value, 'not json' AS name FROM state WHERE service_key = 'alice'",
+            "-f",
+            "json",
+            *ns,
+        ).stdout
+    )
     assert state == [{"value": 5, "name": "not json"}]
-    csv_rows = list(csv.DictReader(io.StringIO(cli(
-        "state", "Counter", "alice", "-f", "csv", *ns).stdout)))
+    csv_rows = list(
+        csv.DictReader(io.StringIO(cli("state", "Counter", "alice", "-f", "csv", *ns).stdout))
+    )
     assert csv_rows == [{"key": "count", "value": "5"}]  # CSV keeps the JSON text
 
 
@@ -272,8 +329,9 @@ def test_describe_shows_a_sleep_as_a_time(live) -> None:
     assert sleeps[0]["result"][:4] in cli("describe", inv, *ns).stdout
 
 
-@pytest.mark.parametrize("command", [[], ["invocations"], ["describe"], ["state"], ["sql"],
-                                     ["resolve"]])
+@pytest.mark.parametrize(
+    "command", [[], ["invocations"], ["describe"], ["state"], ["sql"], ["resolve"]]
+)
 def test_help_shows_no_placeholders(command: list[str]) -> None:
     text = cli(*command, "--help").stdout
     assert "<bool>" not in text and "{" not in text and "<str>" not in text, text
@@ -288,13 +346,20 @@ def test_a_shell_command_attaches_and_leaves(live, tmp_path) -> None:
     where = ["--address", ray.get_runtime_context().gcs_address, *ns]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "actors.client.cli", *args, *where],
-                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-m", "actors.client.cli", *args, *where],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
 
     listed = run("invocations", "--all", "-f", "json")
     assert listed.returncode == 0, listed
-    assert len(json_rows(listed.stdout)) == \
-        rt.sql("SELECT count(*) FROM sys_invocation").column(0)[0].as_py()
+    assert (
+        len(json_rows(listed.stdout))
+        == rt.sql("SELECT count(*) FROM sys_invocation").column(0)[0].as_py()
+    )
     unknown = run("state", "Nope", "nokey")
     assert unknown.returncode == 1 and unknown.stdout == ""
     assert only_line(unknown.stderr).startswith("raystate: unknown service 'Nope'")
@@ -325,36 +390,63 @@ def test_offline_db(start_runtime, tmp_path) -> None:
     assert rt.call(apps.three_steps, arg=1) == 3
     inv = invocation_id(rt, "target_service_name = 'Pipeline'")
     rt.shutdown()
-    assert_eventually(lambda: _opens_read_only(data / DB_FILE), timeout=60,
-                      message="the journal actor released the DuckDB file")
+    assert_eventually(
+        lambda: _opens_read_only(data / DB_FILE),
+        timeout=60,
+        message="the journal actor released the DuckDB file",
+    )
 
     db = ["--db", str(data)]
-    rows = json_rows(cli("sql", "SELECT target, output FROM sys_invocation ORDER BY created_at, id",
-                         "-f", "json", *db).stdout)
-    assert rows == [{"target": "Counter/bob/add", "output": 4},
-                    {"target": "Counter/bob/add", "output": 5},
-                    {"target": "Pipeline/three_steps", "output": 3}]
-    assert len(list(csv.DictReader(io.StringIO(
-        cli("invocations", "--service", "Counter", "-f", "csv", *db).stdout)))) == 2
+    rows = json_rows(
+        cli(
+            "sql",
+            "SELECT target, output FROM sys_invocation ORDER BY created_at, id",
+            "-f",
+            "json",
+            *db,
+        ).stdout
+    )
+    assert rows == [
+        {"target": "Counter/bob/add", "output": 4},
+        {"target": "Counter/bob/add", "output": 5},
+        {"target": "Pipeline/three_steps", "output": 3},
+    ]
+    assert (
+        len(
+            list(
+                csv.DictReader(
+                    io.StringIO(cli("invocations", "--service", "Counter", "-f", "csv", *db).stdout)
+                )
+            )
+        )
+        == 2
+    )
     doc = json.loads(cli("describe", inv, "-f", "json", *db).stdout)
     assert [e["name"] for e in doc["journal"]] == ["one", "two", "three"]
-    assert json_rows(cli("state", "Counter", "bob", "-f", "json", *db).stdout) == \
-        [{"key": "count", "value": 5}]
+    assert json_rows(cli("state", "Counter", "bob", "-f", "json", *db).stdout) == [
+        {"key": "count", "value": 5}
+    ]
     assert "Counter/bob/add" in cli("invocations", *db).stdout
 
     assert "query failed" in only_line(cli("sql", "SELEC 1", *db, code=1).stderr)
     assert "read-only" in only_line(cli("sql", "DROP VIEW state", *db, code=1).stderr)
     files = cli("sql", "SELECT * FROM glob('/*')", *db, code=1)
     assert "glob() is not allowed" in only_line(files.stderr)
-    assert "unknown invocation" in only_line(cli("describe", "inv_' OR 1=1 --", *db,
-                                                 code=1).stderr)
-    from_stdin = runner.invoke(app, ["sql", "-", "-f", "json", "--db", str(data / DB_FILE)],
-                               input="SELECT count(*) AS n FROM sys_invocation")
+    assert "unknown invocation" in only_line(cli("describe", "inv_' OR 1=1 --", *db, code=1).stderr)
+    from_stdin = runner.invoke(
+        app,
+        ["sql", "-", "-f", "json", "--db", str(data / DB_FILE)],
+        input="SELECT count(*) AS n FROM sys_invocation",
+    )
     assert from_stdin.exit_code == 0 and json_rows(from_stdin.stdout) == [{"n": 3}]
     # the refused write really did nothing
     assert cli("state", "Counter", "bob", "-f", "json", *db).stdout.strip()
-    for command in (["cancel", inv], ["kill", inv], ["resolve", "awk_x", "1"],
-                    ["reject", "awk_x", "no"]):
+    for command in (
+        ["cancel", inv],
+        ["kill", inv],
+        ["resolve", "awk_x", "1"],
+        ["reject", "awk_x", "no"],
+    ):
         refused = cli(*command, *db, code=2)
         assert "acts on a running runtime" in only_line(refused.stderr)
 
@@ -375,9 +467,19 @@ def test_nothing_reachable_from_a_shell(tmp_path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "actors.client.cli", "sql", "SELECT 1",
-         "--address", f"127.0.0.1:{port}"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "actors.client.cli",
+            "sql",
+            "SELECT 1",
+            "--address",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2, proc
     assert f"no Ray cluster at 127.0.0.1:{port}" in only_line(proc.stderr)

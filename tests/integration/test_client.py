@@ -21,8 +21,11 @@ from tests.integration import apps
 buggy = Service("Buggy")
 
 
-@buggy.handler(retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200),
-                                        max_interval=timedelta(seconds=1)))
+@buggy.handler(
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), max_interval=timedelta(seconds=1)
+    )
+)
 async def broken(ctx: Context, x: int) -> int:
     """A handler with a bug: retried for ever, never finishes."""
     raise ValueError(f"bad input {x}")
@@ -30,8 +33,12 @@ async def broken(ctx: Context, x: int) -> int:
 
 @pytest.fixture(scope="module")
 def runtime(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
-    rt = Runtime.start([*apps.ALL, buggy], data_dir=tmp_path_factory.mktemp("client") / "data",
-                       namespace=f"client-{os.getpid()}", pool_size=1)
+    rt = Runtime.start(
+        [*apps.ALL, buggy],
+        data_dir=tmp_path_factory.mktemp("client") / "data",
+        namespace=f"client-{os.getpid()}",
+        pool_size=1,
+    )
     yield rt
     rt.shutdown()
 
@@ -64,8 +71,7 @@ def test_call_timeout_names_the_invocation_and_its_failure(runtime: Runtime) -> 
     check_timeout(caught.value, inv, 1)
 
     async def call_async() -> Any:
-        return await runtime.call_async(broken, arg=1, idempotency_key="call-timeout",
-                                        timeout=0.5)
+        return await runtime.call_async(broken, arg=1, idempotency_key="call-timeout", timeout=0.5)
 
     with pytest.raises(TimeoutError) as caught:
         asyncio.run(call_async())
@@ -143,8 +149,10 @@ def test_close_ends_a_call_waiting_in_another_thread(runtime: Runtime, tmp_path:
     job = apps.Job(ledger=ledger, gate=gate, tag="t")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(client.call, apps.gated, "closing-wait", job)
-        assert_eventually(lambda: Path(ledger).exists() and "b:closing-wait:t" in
-                          Path(ledger).read_text(), message="the handler waits at its gate")
+        assert_eventually(
+            lambda: Path(ledger).exists() and "b:closing-wait:t" in Path(ledger).read_text(),
+            message="the handler waits at its gate",
+        )
         client.close()
         with pytest.raises(RuntimeError, match="closed"):
             waiting.result(timeout=60)
@@ -173,8 +181,9 @@ print(sum(rt.call(apps.add, key=f"k{i % 3}", arg=1) for i in range(20)), flush=T
 """
 
 
-def test_a_script_that_never_closes_its_client_exits_quietly(ray_session: None,
-                                                             tmp_path: Path) -> None:
+def test_a_script_that_never_closes_its_client_exits_quietly(
+    ray_session: None, tmp_path: Path
+) -> None:
     """A driver that joins a cluster and ends without ``close()``: its client's socket tasks
     are closed at exit, so Python prints no "Task was destroyed but it is pending!" (it did
     before the client closed itself at exit)."""
@@ -186,9 +195,21 @@ def test_a_script_that_never_closes_its_client_exits_quietly(ray_session: None,
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     address = ray.get_runtime_context().gcs_address
-    out = subprocess.run([sys.executable, "-c", SCRIPT_WITHOUT_CLOSE, str(tmp_path / "data"),
-                          f"no-close-{os.getpid()}", address],
-                         capture_output=True, text=True, timeout=240, cwd=root, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SCRIPT_WITHOUT_CLOSE,
+            str(tmp_path / "data"),
+            f"no-close-{os.getpid()}",
+            address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=root,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == str(sum(i // 3 + 1 for i in range(20)))
     assert "Task was destroyed" not in out.stderr, out.stderr

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="teardown reads the process tree from /proc")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="teardown reads the process tree from /proc"
+)
 
 DRIVER = Path(__file__).with_name("cluster_driver.py")
 BIN = Path(sys.executable).parent
@@ -92,27 +93,50 @@ class Node:
     def __init__(self, name: str, temp_root: Path, args: list[str]) -> None:
         self.name = name
         self.log = temp_root / f"{name}.log"
-        flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                 "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
-        ports = [x for flag, port in zip(flags, free_ports(len(flags)), strict=True)
-                 for x in (flag, str(port))]
-        cmd = [str(BIN / "ray"), "start", "--block", "--num-cpus", str(NODE_CPUS),
-               "--object-store-memory", str(100 * 2**20), "--temp-dir", str(temp_root / name),
-               "--include-log-monitor=false", "--disable-usage-stats", "--log-color=false",
-               *ports, *args]
+        flags = [
+            "--node-manager-port",
+            "--object-manager-port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--metrics-export-port",
+            "--runtime-env-agent-port",
+        ]
+        ports = [
+            x
+            for flag, port in zip(flags, free_ports(len(flags)), strict=True)
+            for x in (flag, str(port))
+        ]
+        cmd = [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            "--num-cpus",
+            str(NODE_CPUS),
+            "--object-store-memory",
+            str(100 * 2**20),
+            "--temp-dir",
+            str(temp_root / name),
+            "--include-log-monitor=false",
+            "--disable-usage-stats",
+            "--log-color=false",
+            *ports,
+            *args,
+        ]
         # without the drain timeout, SIGTERM stops the node at once instead of after 30 s
         env = clean_env(PYTHONUNBUFFERED="1", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
 
     def output(self) -> str:
         return ANSI.sub("", self.log.read_text())
 
     def check_running(self) -> None:
         if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} node exited ({self.proc.returncode}):\n"
-                                 f"{self.output()}")
+            raise AssertionError(
+                f"{self.name} node exited ({self.proc.returncode}):\n{self.output()}"
+            )
 
     def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
         """Wait until the node's output matches ``pattern``; fail if the node exits first."""
@@ -120,8 +144,9 @@ class Node:
         while not (match := re.search(pattern, self.output())):
             self.check_running()
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} node: no {pattern!r} within {timeout}s:\n"
-                                     f"{self.output()}")
+                raise AssertionError(
+                    f"{self.name} node: no {pattern!r} within {timeout}s:\n{self.output()}"
+                )
             time.sleep(0.1)
         return match
 
@@ -165,9 +190,19 @@ def cluster() -> Iterator[str]:
         # a Ray client server starts (on 10001 by default) only where ray[client] is installed;
         # there, give it a free port; without it, the flag is refused
         client_flags = [] if _ray_client_missing() else ["--ray-client-server-port", str(client)]
-        head = Node("head", temp_root, ["--head", "--port", str(gcs), *client_flags,
-                                        "--include-dashboard=false",
-                                        "--dashboard-port", str(dashboard)])
+        head = Node(
+            "head",
+            temp_root,
+            [
+                "--head",
+                "--port",
+                str(gcs),
+                *client_flags,
+                "--include-dashboard=false",
+                "--dashboard-port",
+                str(dashboard),
+            ],
+        )
         nodes.append(head)
         address = head.wait_for(r"ray start --address='([^']+)'", timeout=90).group(1)
         worker = Node("worker", temp_root, ["--address", address])
@@ -182,8 +217,9 @@ def cluster() -> Iterator[str]:
 
 
 def spawn(*cmd: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=clean_env())
+    return subprocess.Popen(
+        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
+    )
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 90) -> str:
@@ -221,15 +257,21 @@ def test_two_nodes_two_drivers_and_the_cli(cluster: str, tmp_path: Path) -> None
     assert second["head"] == first["node"], "driver 1 did not run on the head node"
     assert second["journal"] == second["head"], "the journal is not on the head, by its data dir"
     assert len(second["hosts"]) == first["pool_size"]
-    assert set(second["hosts"].values()) == set(second["nodes"]), \
+    assert set(second["hosts"].values()) == set(second["nodes"]), (
         f"hosts not spread over both nodes: {second['hosts']}"
+    )
 
     ns = ["--address", address, "--namespace", namespace, "-f", "json"]
     raystate = str(BIN / "raystate")
     listing = spawn(raystate, "invocations", "--service", "Counter", "--limit", "100", *ns)
-    per_key = spawn(raystate, "sql", "SELECT target_service_key AS key, count(*) AS n,"
-                    " sum(output::INTEGER)::INTEGER AS total FROM sys_invocation"
-                    " WHERE target_handler_name = 'add' GROUP BY 1 ORDER BY 1", *ns)
+    per_key = spawn(
+        raystate,
+        "sql",
+        "SELECT target_service_key AS key, count(*) AS n,"
+        " sum(output::INTEGER)::INTEGER AS total FROM sys_invocation"
+        " WHERE target_handler_name = 'add' GROUP BY 1 ORDER BY 1",
+        *ns,
+    )
     state = spawn(raystate, "state", "Counter", KEYS[0], *ns)
     try:
         rows, totals = json_rows(finish(listing)), json_rows(finish(per_key))
@@ -240,8 +282,9 @@ def test_two_nodes_two_drivers_and_the_cli(cluster: str, tmp_path: Path) -> None
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    assert sorted(r["target"] for r in rows) == \
-        sorted(f"Counter/{k}/{h}" for k in KEYS for h in ("add", "add", "get"))
+    assert sorted(r["target"] for r in rows) == sorted(
+        f"Counter/{k}/{h}" for k in KEYS for h in ("add", "add", "get")
+    )
     assert {r["status"] for r in rows} == {"completed"}
     assert totals == [{"key": k, "n": 2, "total": 2 * (i + 1) + 100} for i, k in enumerate(KEYS)]
     assert kept == [{"key": "count", "value": 101}], kept  # k0: add 1, then add 100

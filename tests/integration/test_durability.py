@@ -32,17 +32,18 @@ def test_journaled_run_never_runs_again_after_os_exit(rt: Runtime, ledger: str, 
 
 
 @pytest.mark.parametrize("always_replay", [False, True], ids=["default", "always-replay"])
-def test_run_is_durable_when_its_await_returns(start_runtime, ledger: str, tmp_path,
-                                               monkeypatch: pytest.MonkeyPatch,
-                                               always_replay: bool) -> None:
+def test_run_is_durable_when_its_await_returns(
+    start_runtime, ledger: str, tmp_path, monkeypatch: pytest.MonkeyPatch, always_replay: bool
+) -> None:
     """Guarantee 1: the host process exits in plain code right after ``await ctx.run("a")``
     returned, before the handler's next action; after recovery step a has run once. With
     ``RAYSTATE_ALWAYS_REPLAY=1`` (every wait evicts) step a runs after a replayed sleep."""
     if always_replay:
         monkeypatch.setenv("RAYSTATE_ALWAYS_REPLAY", "1")
     rt = start_runtime()
-    job = apps.Job(ledger=ledger, marker=str(tmp_path / "crashed"),
-                   tag="sleep-first" if always_replay else "")
+    job = apps.Job(
+        ledger=ledger, marker=str(tmp_path / "crashed"), tag="sleep-first" if always_replay else ""
+    )
     assert rt.send(apps.step_then_exit, key="g1", arg=job).result(timeout=60) == 1
     assert Path(job.marker).exists(), "the crash point was never reached"
     lines = ledger_lines(ledger)
@@ -56,8 +57,9 @@ def test_journaled_run_survives_ray_kill_mid_handler(rt: Runtime, ledger: str, t
     handle = rt.send(apps.gated, key="k2", arg=apps.Job(ledger=ledger, gate=str(gate), tag="x"))
     assert_eventually(lambda: "b:k2:x" in ledger_lines(ledger), message="step b started")
     kill_and_restart(host_of(rt, "Steps", "k2"))
-    assert_eventually(lambda: ledger_lines(ledger).count("b:k2:x") == 2,
-                      message="step b re-ran after the kill")
+    assert_eventually(
+        lambda: ledger_lines(ledger).count("b:k2:x") == 2, message="step b re-ran after the kill"
+    )
     gate.touch()
     assert handle.result(timeout=60) == "opened"
     lines = ledger_lines(ledger)
@@ -93,8 +95,11 @@ def test_exclusive_handlers_serialized_in_acceptance_order_across_crash(
     """Guarantee 2: 20 sends to one key; the host dies inside the 10th."""
     marker = str(tmp_path / "crashed")
     handles = [
-        rt.send(apps.exclusive, key="k3",
-                arg=apps.Job(ledger=ledger, tag=f"t{i:02}", marker=marker if i == 10 else ""))
+        rt.send(
+            apps.exclusive,
+            key="k3",
+            arg=apps.Job(ledger=ledger, tag=f"t{i:02}", marker=marker if i == 10 else ""),
+        )
         for i in range(20)
     ]
     for h in handles:
@@ -125,9 +130,14 @@ def test_idempotency_key_executes_once(shared_rt: Runtime, ledger: str) -> None:
     job = apps.Job(ledger=ledger)
     first = rt.send(apps.two_steps, key="k5", arg=job, idempotency_key="order-1")
     results: list[int] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        rt.call(apps.two_steps, key="k5", arg=job, idempotency_key="order-1")))
-        for _ in range(4)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(
+                rt.call(apps.two_steps, key="k5", arg=job, idempotency_key="order-1")
+            )
+        )
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -136,8 +146,10 @@ def test_idempotency_key_executes_once(shared_rt: Runtime, ledger: str) -> None:
     assert results == [1, 1, 1, 1]
     assert rt.call(apps.two_steps, key="k5", arg=job, idempotency_key="order-1") == 1
     assert ledger_lines(ledger).count("body:k5") == 1
-    rows = rt.sql("SELECT count(*) AS n FROM sys_invocation WHERE idempotency_key='order-1' "
-                  "AND target_service_key = 'k5'")
+    rows = rt.sql(
+        "SELECT count(*) AS n FROM sys_invocation WHERE idempotency_key='order-1' "
+        "AND target_service_key = 'k5'"
+    )
     assert rows.column("n").to_pylist() == [1]
     # a different key is a different invocation
     assert rt.call(apps.two_steps, key="k5", arg=job, idempotency_key="order-2") == 2
@@ -146,9 +158,10 @@ def test_idempotency_key_executes_once(shared_rt: Runtime, ledger: str) -> None:
 def test_send_is_durable_when_it_returns(rt: Runtime, ledger: str, tmp_path) -> None:
     """Guarantee 8: right after send returns, host and journal are killed; nothing is lost."""
     gate = tmp_path / "gate"
-    handles = [rt.send(apps.gated, key=f"s{i}", arg=apps.Job(ledger=ledger, gate=str(gate),
-                                                               tag="g"))
-               for i in range(6)]
+    handles = [
+        rt.send(apps.gated, key=f"s{i}", arg=apps.Job(ledger=ledger, gate=str(gate), tag="g"))
+        for i in range(6)
+    ]
     kill_and_restart(journal_of(rt))
     for i in range(6):
         kill_and_restart(host_of(rt, "Steps", f"s{i}"))
@@ -158,8 +171,7 @@ def test_send_is_durable_when_it_returns(rt: Runtime, ledger: str, tmp_path) -> 
     assert rows.column("n").to_pylist() == [6]
 
 
-def test_replay_divergence_is_a_journal_mismatch(shared_rt: Runtime, ledger: str,
-                                                  tmp_path) -> None:
+def test_replay_divergence_is_a_journal_mismatch(shared_rt: Runtime, ledger: str, tmp_path) -> None:
     """Guarantee 9: the retry takes another path; the attempt fails naming both entries."""
     rt = shared_rt
     job = apps.Job(ledger=ledger, marker=str(tmp_path / "first-attempt-done"))
@@ -167,8 +179,10 @@ def test_replay_divergence_is_a_journal_mismatch(shared_rt: Runtime, ledger: str
         rt.call(apps.diverge, key="k6", arg=job)
     assert "JournalMismatch" in err.value.message
     assert "run('a')" in err.value.message and "run('b')" in err.value.message
-    row = rt.sql("SELECT status, retry_count, last_failure, completion_failure "
-                 "FROM sys_invocation WHERE target = 'Steps/k6/diverge'").to_pylist()[0]
+    row = rt.sql(
+        "SELECT status, retry_count, last_failure, completion_failure "
+        "FROM sys_invocation WHERE target = 'Steps/k6/diverge'"
+    ).to_pylist()[0]
     assert row["status"] == "completed" and row["retry_count"] == 2
     assert "journal mismatch" in row["last_failure"] and "index 0" in row["last_failure"]
     assert ledger_lines(ledger) == ["a"]
@@ -178,8 +192,9 @@ def test_retries_resume_from_the_journal(shared_rt: Runtime, ledger: str) -> Non
     rt = shared_rt
     assert rt.call(apps.flaky, key="k7", arg=apps.Job(ledger=ledger)) == 3
     assert ledger_lines(ledger).count("a") == 1
-    rows = rt.sql("SELECT retry_count, last_failure FROM sys_invocation "
-                  "WHERE target = 'Steps/k7/flaky'").to_pylist()
+    rows = rt.sql(
+        "SELECT retry_count, last_failure FROM sys_invocation WHERE target = 'Steps/k7/flaky'"
+    ).to_pylist()
     assert len(rows) == 1
     row = rows[0]
     assert row["retry_count"] == 2 and "RuntimeError: flaky" in row["last_failure"]
@@ -191,12 +206,17 @@ def test_terminal_error_from_run_is_journaled(shared_rt: Runtime, ledger: str) -
         rt.call(apps.terminal, key="k8", arg=apps.Job(ledger=ledger))
     assert err.value.status_code == 402 and err.value.message == "card declined"
     assert ledger_lines(ledger) == ["charge"]
-    row = rt.sql("SELECT id, completion_result, completion_failure FROM sys_invocation "
-                 "WHERE target = 'Steps/k8/terminal'").to_pylist()
-    assert [{k: r[k] for k in ("completion_result", "completion_failure")} for r in row] == \
-        [{"completion_result": "failure", "completion_failure": "card declined"}]
-    entry = rt.sql("SELECT entry_type, result FROM sys_journal "
-                   f"WHERE invocation_id = '{row[0]['id']}' ORDER BY index").to_pylist()
+    row = rt.sql(
+        "SELECT id, completion_result, completion_failure FROM sys_invocation "
+        "WHERE target = 'Steps/k8/terminal'"
+    ).to_pylist()
+    assert [{k: r[k] for k in ("completion_result", "completion_failure")} for r in row] == [
+        {"completion_result": "failure", "completion_failure": "card declined"}
+    ]
+    entry = rt.sql(
+        "SELECT entry_type, result FROM sys_journal "
+        f"WHERE invocation_id = '{row[0]['id']}' ORDER BY index"
+    ).to_pylist()
     assert entry[0]["entry_type"] == "run" and "card declined" in entry[0]["result"]
 
 
@@ -205,8 +225,9 @@ def test_retry_policy_gives_up(shared_rt: Runtime) -> None:
         shared_rt.call(apps.always_fails, key="k9")
 
 
-def under_faults(killer: Callable[[threading.Event], int], clients: list[Callable[[], None]]
-                 ) -> int:
+def under_faults(
+    killer: Callable[[threading.Event], int], clients: list[Callable[[], None]]
+) -> int:
     """Run ``clients`` in threads while ``killer`` injects faults until they are done; re-raise
     the first client error; return how many faults were injected."""
     stop = threading.Event()
@@ -254,8 +275,10 @@ def test_concurrent_clients_with_random_host_kills(rt: Runtime) -> None:
 
     assert under_faults(killer, [client(n) for n in range(4)]) >= 1
     assert [rt.call(apps.get, key=key) for key in keys] == [60] * 10
-    rows = rt.sql("SELECT status, count(*) AS n FROM sys_invocation "
-                  "WHERE target_handler_name = 'add' GROUP BY ALL").to_pylist()
+    rows = rt.sql(
+        "SELECT status, count(*) AS n FROM sys_invocation "
+        "WHERE target_handler_name = 'add' GROUP BY ALL"
+    ).to_pylist()
     assert rows == [{"status": "completed", "n": 600}]
 
 

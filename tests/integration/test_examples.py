@@ -22,11 +22,19 @@ def run_example(path: str, tmp_path: Path, *args: str) -> str:
     Ray of its own); return its stdout."""
     import ray
 
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
-           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / path),
-                           str(tmp_path / "data"), *args], capture_output=True, text=True,
-                          timeout=240, env=env, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+    }
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / path), str(tmp_path / "data"), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -65,7 +73,7 @@ def test_food_order_example(ray_session: None, tmp_path) -> None:
         orders = db.sql(f"""
             WITH charges AS (
                 SELECT order_id, charge_id, count(*) AS n
-                FROM read_csv('{data / 'payments.csv'}', header = false, columns = {{{fields}}})
+                FROM read_csv('{data / "payments.csv"}', header = false, columns = {{{fields}}})
                 WHERE event = 'charged' GROUP BY ALL)
             SELECT i.target_service_key AS id, i.completion_result AS result,
                    s.value->>'$' AS status, c.value->>'$' AS charge_id,

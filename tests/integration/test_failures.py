@@ -17,8 +17,9 @@ from actors import Runtime, TerminalError
 from tests.conftest import assert_eventually, ledger_lines
 from tests.integration import failure_apps as fa
 
-KINDS = [f"{where}:{what}" for where in ("handler", "run") for what in ("exit", "interrupt",
-                                                                           "bare")]
+KINDS = [
+    f"{where}:{what}" for where in ("handler", "run") for what in ("exit", "interrupt", "bare")
+]
 
 
 @pytest.fixture
@@ -27,16 +28,22 @@ def poison_rt(start_runtime) -> Runtime:
 
 
 def test_base_exceptions_are_recorded_failures_and_the_host_serves_on(
-        poison_rt: Runtime, ledger: str) -> None:
+    poison_rt: Runtime, ledger: str
+) -> None:
     rt = poison_rt
     pid = rt.call(fa.pid, key="before")
-    handles = {kind: rt.send(fa.dose, key=kind, arg=fa.Dose(ledger=ledger, kind=kind))
-               for kind in KINDS}
+    handles = {
+        kind: rt.send(fa.dose, key=kind, arg=fa.Dose(ledger=ledger, kind=kind)) for kind in KINDS
+    }
     assert {kind: h.result(timeout=60) for kind, h in handles.items()} == dict.fromkeys(KINDS, 2)
-    rows = {r["target_service_key"]: r for r in rt.sql(
-        "SELECT target_service_key, retry_count, last_failure, last_failure_stacktrace, "
-        "last_failure_related_entry_name AS entry FROM sys_invocation "
-        "WHERE target_handler_name = 'dose'").to_pylist()}
+    rows = {
+        r["target_service_key"]: r
+        for r in rt.sql(
+            "SELECT target_service_key, retry_count, last_failure, last_failure_stacktrace, "
+            "last_failure_related_entry_name AS entry FROM sys_invocation "
+            "WHERE target_handler_name = 'dose'"
+        ).to_pylist()
+    }
     expected = {"exit": "SystemExit: 3", "interrupt": "KeyboardInterrupt: ", "bare": "Bare: bare"}
     for kind in KINDS:
         where, _, what = kind.partition(":")
@@ -51,13 +58,16 @@ def test_base_exceptions_are_recorded_failures_and_the_host_serves_on(
 def test_a_poisoned_invocation_is_killed(poison_rt: Runtime, ledger: str) -> None:
     rt = poison_rt
     h = rt.send(fa.dose, key="p", arg=fa.Dose(ledger=ledger, kind="run:exit", failing=10**9))
-    assert_eventually(lambda: ledger_lines(ledger).count("attempt:p") >= 3,
-                      message="it failed a few attempts")
+    assert_eventually(
+        lambda: ledger_lines(ledger).count("attempt:p") >= 3, message="it failed a few attempts"
+    )
     assert rt.kill(h.id) == "killed"
     with pytest.raises(TerminalError, match="killed"):
         h.result(timeout=30)
-    events = rt.sql(f"SELECT event_type, event_json->>'failure' AS f FROM sys_journal_events "
-                    f"WHERE invocation_id = '{h.id}'").to_pylist()
+    events = rt.sql(
+        f"SELECT event_type, event_json->>'failure' AS f FROM sys_journal_events "
+        f"WHERE invocation_id = '{h.id}'"
+    ).to_pylist()
     assert len(events) >= 2 and {e["f"] for e in events} == {"SystemExit: 3"}
     assert rt.call(fa.dose, key="q", arg=fa.Dose(ledger=ledger, kind="handler:none")) == 1
 
@@ -78,7 +88,8 @@ def _stderr_of(pid: int, needle: str) -> Callable[[], str]:
 
 
 def test_a_failed_attempt_is_in_the_hosts_stderr_with_its_traceback(
-        poison_rt: Runtime, ledger: str) -> None:
+    poison_rt: Runtime, ledger: str
+) -> None:
     rt = poison_rt
     pid = rt.call(fa.pid, key="log")
     h = rt.send(fa.dose, key="log", arg=fa.Dose(ledger=ledger, kind="handler:value"))
@@ -93,7 +104,8 @@ def test_a_handler_holding_the_loop_is_logged_by_its_host(poison_rt: Runtime) ->
     rt = poison_rt
     pid = rt.call(fa.pid, key="hold")
     rt.call(fa.hold_loop, key="hold", arg=2.0)
-    text = assert_eventually(_stderr_of(pid, "the event loop was held for"),
-                             message="the stall in the host's stderr")
+    text = assert_eventually(
+        _stderr_of(pid, "the event loop was held for"), message="the stall in the host's stderr"
+    )
     assert "a handler has held the event loop" in text and "in hold_loop" in text
     assert rt.call(fa.pid, key="after") == pid, "the host lives on"

@@ -78,8 +78,14 @@ def test_a_flood_without_the_token_leaves_the_journal_serving(shared_rt: Runtime
     idle = []
     try:
         for _ in range(8 * MAX_HANDSHAKES):
-            idle.append(assert_eventually(lambda: connect(address), timeout=10,
-                                          interval=0.01, message="a connection accepted"))
+            idle.append(
+                assert_eventually(
+                    lambda: connect(address),
+                    timeout=10,
+                    interval=0.01,
+                    message="a connection accepted",
+                )
+            )
         assert rt.call(apps.add, key="flooded", arg=1) == 2
         assert rt.sql("SELECT 1 AS one").column("one")[0].as_py() == 1
         assert _fds(pid) <= before + MAX_HANDSHAKES + 32  # not one per idle connection

@@ -38,8 +38,11 @@ def _series(url: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 def _value(series, name: str, **labels: str) -> float | None:
-    found = [v for n, lab, v in series
-             if n == name and all(lab.get(k) == want for k, want in labels.items())]
+    found = [
+        v
+        for n, lab, v in series
+        if n == name and all(lab.get(k) == want for k, want in labels.items())
+    ]
     return sum(found) if found else None
 
 
@@ -68,12 +71,10 @@ def test_raystate_series_appear_on_rays_prometheus_endpoint(ray_session) -> None
 
     s = assert_eventually(complete, timeout=60, interval=0.5, message="raystate_ series")
     assert _value(s, "ray_raystate_invocations_total", service=service, status="failed") == 1
-    assert _value(s, "ray_raystate_step_latency_seconds_count", service=service,
-                  kind="remote") == 1
+    assert _value(s, "ray_raystate_step_latency_seconds_count", service=service, kind="remote") == 1
     # Ray's histograms sum bucket midpoints: 0.012 lies in (0.01, 0.02]
     assert 0.01 <= _value(s, "ray_raystate_step_latency_seconds_sum", service=service) <= 0.02
-    assert _value(s, "ray_raystate_step_latency_seconds_bucket", service=service,
-                  le="0.01") == 0
+    assert _value(s, "ray_raystate_step_latency_seconds_bucket", service=service, le="0.01") == 0
     assert _value(s, "ray_raystate_attempt_latency_seconds_count", service=service) == 1
     assert (_value(s, "ray_raystate_journal_commit_batch_size_count") or 0) >= 1
     assert (_value(s, "ray_raystate_journal_commit_latency_seconds_count") or 0) >= 1

@@ -34,17 +34,22 @@ async def brief_incr(ctx: ObjectContext) -> int:
 
 
 def named_hosts(rt: Runtime, service: str) -> set[str]:
-    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["namespace"] == rt.namespace and a["name"].startswith(f"host:{service}:")}
+    return {
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == rt.namespace and a["name"].startswith(f"host:{service}:")
+    }
 
 
 @pytest.fixture(scope="module")
 def rt(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
     """One runtime for this module's tests (each start costs seconds): each test uses its own
     service (Heavy, Quick, Brief, Counter), so the hosts one test counts are its own."""
-    runtime = Runtime.start([*apps.ALL, quick, brief],
-                            data_dir=tmp_path_factory.mktemp("placement") / "data",
-                            namespace=f"placement-{os.getpid()}")
+    runtime = Runtime.start(
+        [*apps.ALL, quick, brief],
+        data_dir=tmp_path_factory.mktemp("placement") / "data",
+        namespace=f"placement-{os.getpid()}",
+    )
     yield runtime
     runtime.shutdown()
 
@@ -59,8 +64,9 @@ def test_dedicated_keys_get_their_own_actor(rt: Runtime) -> None:
 
 def test_idle_dedicated_host_exits_and_reactivates(rt: Runtime) -> None:
     assert rt.call(incr, key="z") == 1
-    assert_eventually(lambda: not named_hosts(rt, "Quick"), timeout=30,
-                      message="the idle dedicated host exited")
+    assert_eventually(
+        lambda: not named_hosts(rt, "Quick"), timeout=30, message="the idle dedicated host exited"
+    )
     assert rt.call(incr, key="z") == 2
 
 
@@ -77,14 +83,18 @@ def test_pool_hosts_are_named_per_service(rt: Runtime) -> None:
 
 
 def keys_in_memory(rt: Runtime, service: str) -> int:
-    return sum(ray.get(ray.get_actor(name, namespace=rt.namespace).ready.remote())["keys"]
-               for name in named_hosts(rt, service))
+    return sum(
+        ray.get(ray.get_actor(name, namespace=rt.namespace).ready.remote())["keys"]
+        for name in named_hosts(rt, service)
+    )
 
 
-def test_idle_keys_leave_pooled_hosts_memory_and_come_back_with_their_state(
-        rt: Runtime) -> None:
+def test_idle_keys_leave_pooled_hosts_memory_and_come_back_with_their_state(rt: Runtime) -> None:
     keys = [f"k{i}" for i in range(20)]
     assert [rt.call(brief_incr, key=k) for k in keys] == [1] * 20
-    assert_eventually(lambda: keys_in_memory(rt, "Brief") == 0, timeout=30,
-                      message="keys idle past the object's idle_timeout were evicted")
+    assert_eventually(
+        lambda: keys_in_memory(rt, "Brief") == 0,
+        timeout=30,
+        message="keys idle past the object's idle_timeout were evicted",
+    )
     assert [rt.call(brief_incr, key=k) for k in keys] == [2] * 20

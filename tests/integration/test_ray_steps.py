@@ -28,8 +28,10 @@ def srt(start_runtime) -> Runtime:
 
 
 def _journal(rt: Runtime, inv_id: str) -> list[dict]:
-    return rt.sql("SELECT index AS idx, entry_type, name, result FROM sys_journal"
-                  f" WHERE invocation_id = '{inv_id}' ORDER BY idx").to_pylist()
+    return rt.sql(
+        "SELECT index AS idx, entry_type, name, result FROM sys_journal"
+        f" WHERE invocation_id = '{inv_id}' ORDER BY idx"
+    ).to_pylist()
 
 
 def test_remote_functions_options_and_actor_methods_are_steps(srt: Runtime, ledger) -> None:
@@ -42,8 +44,9 @@ def test_remote_functions_options_and_actor_methods_are_steps(srt: Runtime, ledg
     ray.kill(model)
 
 
-def test_a_worker_that_exits_is_retried_and_its_result_journaled_once(srt: Runtime, ledger,
-                                                                       tmp_path) -> None:
+def test_a_worker_that_exits_is_retried_and_its_result_journaled_once(
+    srt: Runtime, ledger, tmp_path
+) -> None:
     job = apps.Job(ledger=ledger, marker=str(tmp_path / "exited"))
     handle = srt.send(apps.worker_exits, key="w", arg=job)
     assert handle.result(timeout=120) == "survived"
@@ -54,16 +57,21 @@ def test_a_worker_that_exits_is_retried_and_its_result_journaled_once(srt: Runti
 
 
 def test_a_host_killed_while_its_remote_step_runs_completes_the_invocation(
-        srt: Runtime, ledger, tmp_path) -> None:
+    srt: Runtime, ledger, tmp_path
+) -> None:
     """The host dies while the step's task runs. Ray ends a task whose owner died, so the
     replay runs the step again: it started twice, finished once, is journaled once."""
     gate = tmp_path / "gate"
     handle = srt.send(apps.wait_gate, key="h", arg=apps.Job(ledger=ledger, gate=str(gate)))
-    assert_eventually(lambda: "start" in ledger_lines(ledger), timeout=60,
-                      message="the step started")
+    assert_eventually(
+        lambda: "start" in ledger_lines(ledger), timeout=60, message="the step started"
+    )
     kill_and_restart(host_of(srt, "RaySteps", "h"))
-    assert_eventually(lambda: ledger_lines(ledger).count("start") == 2, timeout=120,
-                      message="the replay started the step again")
+    assert_eventually(
+        lambda: ledger_lines(ledger).count("start") == 2,
+        timeout=120,
+        message="the replay started the step again",
+    )
     gate.touch()
     assert handle.result(timeout=120) == 42
     lines = ledger_lines(ledger)
@@ -74,11 +82,13 @@ def test_a_host_killed_while_its_remote_step_runs_completes_the_invocation(
 
 
 def test_the_host_keeps_running_other_keys_while_a_remote_step_computes(
-        srt: Runtime, ledger, tmp_path) -> None:
+    srt: Runtime, ledger, tmp_path
+) -> None:
     gate = tmp_path / "gate"
     slow = srt.send(apps.wait_gate, key="slow", arg=apps.Job(ledger=ledger, gate=str(gate)))
-    assert_eventually(lambda: "start" in ledger_lines(ledger), timeout=60,
-                      message="the step started")
+    assert_eventually(
+        lambda: "start" in ledger_lines(ledger), timeout=60, message="the step started"
+    )
     for i in range(5):  # pool_size=1: the same host
         assert srt.call(apps.quick, key=f"other-{i}", arg=apps.Job(ledger=ledger)) == "quick"
     assert "done" not in ledger_lines(ledger)
@@ -107,8 +117,9 @@ def _rss_sampler(pid: int) -> tuple[threading.Event, list[int]]:
     return stop, samples
 
 
-def test_a_200mb_durable_ref_flows_through_three_steps_outside_the_host(srt: Runtime, ledger,
-                                                                         tmp_path) -> None:
+def test_a_200mb_durable_ref_flows_through_three_steps_outside_the_host(
+    srt: Runtime, ledger, tmp_path
+) -> None:
     srt.call(apps.quick, key="big", arg=apps.Job(ledger=ledger))  # the host is up and warm
     pid = host_pid(srt, "RaySteps", "big")
     before = _rss(pid)
@@ -135,7 +146,8 @@ def test_a_result_that_is_neither_json_nor_supported_is_terminal(srt: Runtime, l
 
 
 def test_blob_results_replay_verified_and_a_corrupted_blob_fails_clearly(
-        srt: Runtime, ledger, tmp_path) -> None:
+    srt: Runtime, ledger, tmp_path
+) -> None:
     # a clean replay: the blob is read back and the inline array keeps its dtype
     job = apps.Job(ledger=ledger, megabytes=1, marker=str(tmp_path / "crashed"))
     out = srt.send(apps.blob_then_crash, key="ok", arg=job).result(timeout=120)
@@ -146,8 +158,11 @@ def test_blob_results_replay_verified_and_a_corrupted_blob_fails_clearly(
     gate = tmp_path / "gate"
     job = apps.Job(ledger=ledger, megabytes=1, marker=str(tmp_path / "crashed2"), gate=str(gate))
     handle = srt.send(apps.blob_then_crash, key="bad", arg=job)
-    blobs = assert_eventually(lambda: apps.blobs_of(tmp_path / "data", handle.id), timeout=60,
-                              message="the blob was written")
+    blobs = assert_eventually(
+        lambda: apps.blobs_of(tmp_path / "data", handle.id),
+        timeout=60,
+        message="the blob was written",
+    )
     data = bytearray(blobs[0].read_bytes())
     data[100] ^= 0xFF
     blobs[0].write_bytes(bytes(data))
@@ -158,18 +173,21 @@ def test_blob_results_replay_verified_and_a_corrupted_blob_fails_clearly(
     assert ledger_lines(ledger).count("blob") == 2, "never run again to paper over it"
 
 
-def test_an_unreachable_blob_store_backs_off_and_retries(start_runtime, ledger,
-                                                          tmp_path) -> None:
+def test_an_unreachable_blob_store_backs_off_and_retries(start_runtime, ledger, tmp_path) -> None:
     store = tmp_path / "store"
     store.write_text("a file where the store's directory should be")
     rt = start_runtime([apps.ray_steps], pool_size=1, blob_store=str(store))
     handle = rt.send(apps.blob_store_down, key="d", arg=apps.Job(ledger=ledger))
 
     def backing_off() -> bool:
-        rows = rt.sql("SELECT status, retry_count, last_failure FROM sys_invocation WHERE id = "
-                      f"'{handle.id}'").to_pylist()
-        return bool(rows) and rows[0]["retry_count"] >= 2 and \
-            "blob store" in (rows[0]["last_failure"] or "")
+        rows = rt.sql(
+            f"SELECT status, retry_count, last_failure FROM sys_invocation WHERE id = '{handle.id}'"
+        ).to_pylist()
+        return (
+            bool(rows)
+            and rows[0]["retry_count"] >= 2
+            and "blob store" in (rows[0]["last_failure"] or "")
+        )
 
     assert_eventually(backing_off, timeout=120, interval=0.2, message="the invocation backed off")
     store.unlink()  # the store is back
@@ -177,8 +195,9 @@ def test_an_unreachable_blob_store_backs_off_and_retries(start_runtime, ledger,
     assert list(store.rglob("*.bytes"))
 
 
-def test_a_replay_adopts_the_result_a_step_wrote_before_its_host_died(srt: Runtime, ledger,
-                                                                      tmp_path) -> None:
+def test_a_replay_adopts_the_result_a_step_wrote_before_its_host_died(
+    srt: Runtime, ledger, tmp_path
+) -> None:
     """What a remote worker leaves when its host dies after the worker wrote the result and
     before the journal held it: a blob under the invocation and the step's journal index.
     Planted here (the window is too short to hit with a kill), the replay adopts it instead of
@@ -203,14 +222,19 @@ def test_retention_deletes_blobs_with_their_invocation(start_runtime, ledger, tm
     handle = rt.send(apps.blob_then_crash, key="r", arg=apps.Job(ledger=ledger))
     assert handle.result(timeout=120)["size"] == MB
     assert apps.blobs_of(tmp_path / "data", handle.id)
-    assert_eventually(lambda: not apps.blobs_of(tmp_path / "data", handle.id), timeout=120,
-                      message="the blobs were deleted with the invocation")
-    assert rt.sql("SELECT count(*) AS n FROM sys_journal WHERE invocation_id = "
-                  f"'{handle.id}'").to_pylist() == [{"n": 0}]
+    assert_eventually(
+        lambda: not apps.blobs_of(tmp_path / "data", handle.id),
+        timeout=120,
+        message="the blobs were deleted with the invocation",
+    )
+    assert rt.sql(
+        f"SELECT count(*) AS n FROM sys_journal WHERE invocation_id = '{handle.id}'"
+    ).to_pylist() == [{"n": 0}]
 
 
-def test_an_invocation_with_a_remote_step_shows_on_rays_metrics_endpoint(srt: Runtime,
-                                                                         ledger) -> None:
+def test_an_invocation_with_a_remote_step_shows_on_rays_metrics_endpoint(
+    srt: Runtime, ledger
+) -> None:
     url = metrics_test._endpoint()
     model = apps.Model.options(name=f"model-m{os.getpid()}", namespace=srt.namespace).remote()
     job = apps.Job(ledger=ledger, actor=f"model-m{os.getpid()}", namespace=srt.namespace)
@@ -220,26 +244,42 @@ def test_an_invocation_with_a_remote_step_shows_on_rays_metrics_endpoint(srt: Ru
 
     def seen():
         s = metrics_test._series(url)
-        done = metrics_test._value(s, "ray_raystate_invocations_total", service="RaySteps",
-                                   handler="options_and_actor", status="succeeded")
+        done = metrics_test._value(
+            s,
+            "ray_raystate_invocations_total",
+            service="RaySteps",
+            handler="options_and_actor",
+            status="succeeded",
+        )
         return s if done is not None and done >= 3 else None
 
     s = assert_eventually(seen, timeout=60, interval=0.5, message="raystate_ series")
-    steps = metrics_test._value(s, "ray_raystate_step_latency_seconds_count",
-                                service="RaySteps", handler="options_and_actor", kind="remote")
+    steps = metrics_test._value(
+        s,
+        "ray_raystate_step_latency_seconds_count",
+        service="RaySteps",
+        handler="options_and_actor",
+        kind="remote",
+    )
     assert steps is not None and steps >= 9  # three remote steps per invocation
-    assert (metrics_test._value(s, "ray_raystate_attempt_latency_seconds_count",
-                                service="RaySteps") or 0) >= 3
+    assert (
+        metrics_test._value(s, "ray_raystate_attempt_latency_seconds_count", service="RaySteps")
+        or 0
+    ) >= 3
     assert (metrics_test._value(s, "ray_raystate_journal_commit_batch_size_count") or 0) >= 1
     assert metrics_test._value(s, "ray_raystate_queued_invocations") is not None
 
 
 def test_killing_an_invocation_cancels_its_running_remote_step(srt: Runtime, ledger) -> None:
     handle = srt.send(apps.long_step, key="kill", arg=apps.Job(ledger=ledger))
-    assert_eventually(lambda: "start" in ledger_lines(ledger), timeout=60,
-                      message="the step started")
+    assert_eventually(
+        lambda: "start" in ledger_lines(ledger), timeout=60, message="the step started"
+    )
     srt.kill(handle.id)
     with pytest.raises(TerminalError, match="killed"):
         handle.result(timeout=60)
-    assert_eventually(lambda: "cancelled" in ledger_lines(ledger), timeout=60,
-                      message="the step's task was cancelled")
+    assert_eventually(
+        lambda: "cancelled" in ledger_lines(ledger),
+        timeout=60,
+        message="the step's task was cancelled",
+    )

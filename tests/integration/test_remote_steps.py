@@ -91,8 +91,9 @@ class Model:
 
 
 def _spec(tmp_path: Path, step: str, idx: int = 0, **kw: Any) -> StepSpec:
-    return StepSpec("Svc", "handle", step, f"inv-{tmp_path.name}", idx,
-                    store_uri=str(tmp_path / "blobs"), **kw)
+    return StepSpec(
+        "Svc", "handle", step, f"inv-{tmp_path.name}", idx, store_uri=str(tmp_path / "blobs"), **kw
+    )
 
 
 def _run(fn: Any, *args: Any, spec: StepSpec, **kwargs: Any) -> Any:
@@ -103,9 +104,16 @@ def _host_step(fn: Any, *args: Any, spec: StepSpec, **kwargs: Any) -> tuple[Any,
     """What ``ctx.run`` does with a remote step: run it, then make its journal text."""
     out = _run(fn, *args, spec=spec, **kwargs)
     store = BlobStore(spec.store_uri)
-    text = out.journal_text() or asyncio.run(results.save(
-        out.value, step=spec.step, store=store, invocation_id=spec.invocation_id, idx=spec.idx,
-        inline_limit=spec.inline_limit))
+    text = out.journal_text() or asyncio.run(
+        results.save(
+            out.value,
+            step=spec.step,
+            store=store,
+            invocation_id=spec.invocation_id,
+            idx=spec.idx,
+            inline_limit=spec.inline_limit,
+        )
+    )
     return out.value, text
 
 
@@ -123,8 +131,9 @@ def test_remote_functions_run_with_their_options_under_a_step_name(ray_session, 
     out = _run(where.options(num_cpus=0.5), x=4, spec=_spec(tmp_path, "half"))
     assert out.value == {"x": 4, "task": "Svc/handle/half", "cpus": 0.5}
     assert _run(env, spec=_spec(tmp_path, "env")).value == "decorator"
-    per_call = env.options(runtime_env={"env_vars": {"STEP_ENV": "options"}},
-                           scheduling_strategy="SPREAD")
+    per_call = env.options(
+        runtime_env={"env_vars": {"STEP_ENV": "options"}}, scheduling_strategy="SPREAD"
+    )
     assert _run(per_call, spec=_spec(tmp_path, "env")).value == "options"
 
 
@@ -152,8 +161,7 @@ def test_terminal_errors_come_back_as_data_and_others_retry(ray_session, tmp_pat
     assert ledger_lines(ledger) == ["terminal", "value"]  # Ray did not retry either
 
 
-def test_a_worker_that_dies_is_retried_and_its_result_returned_once(ray_session,
-                                                                    tmp_path) -> None:
+def test_a_worker_that_dies_is_retried_and_its_result_returned_once(ray_session, tmp_path) -> None:
     ledger, marker = str(tmp_path / "ledger"), str(tmp_path / "crashed")
     out = _run(crash_once, marker, ledger, spec=_spec(tmp_path, "flaky"))
     assert out.value == "survived"
@@ -189,8 +197,7 @@ def test_a_durable_result_never_comes_back_to_the_host(ray_session, tmp_path) ->
     assert json.loads(adopted.journal_text())["$raystate"] == "ref"
 
 
-def test_a_durable_ref_flows_through_steps_without_passing_the_host(ray_session,
-                                                                    tmp_path) -> None:
+def test_a_durable_ref_flows_through_steps_without_passing_the_host(ray_session, tmp_path) -> None:
     size_mb = 100
     rss_before = _rss()
     ref, text = _host_step(make_array, size_mb, spec=_spec(tmp_path, "load", 0, durable_ref=True))
@@ -223,8 +230,9 @@ def test_a_corrupted_durable_ref_is_a_clear_failure(ray_session, tmp_path) -> No
 
 def test_an_unreachable_blob_store_is_retryable(ray_session, tmp_path) -> None:
     (tmp_path / "file").write_text("not a directory")
-    spec = StepSpec("Svc", "handle", "load", "inv", 0, store_uri=str(tmp_path / "file" / "b"),
-                    durable_ref=True)
+    spec = StepSpec(
+        "Svc", "handle", "load", "inv", 0, store_uri=str(tmp_path / "file" / "b"), durable_ref=True
+    )
     with pytest.raises(RemoteStepError, match="BlobStoreUnavailable"):
         _run(make_array, 1, spec=spec)
 

@@ -18,8 +18,9 @@ DRIVER = Path(__file__).with_name("restart_driver.py")
 
 def run_phase(*args: str) -> list[str]:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    done = subprocess.run([sys.executable, str(DRIVER), *args], capture_output=True, text=True,
-                          timeout=240, env=env)
+    done = subprocess.run(
+        [sys.executable, str(DRIVER), *args], capture_output=True, text=True, timeout=240, env=env
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.strip().splitlines()
 

@@ -20,16 +20,20 @@ def test_a_tiny_retention_prunes_finished_invocations_and_keeps_state(start_runt
     assert [rt.call(apps.add, key="pruned", arg=1) for _ in range(4)] == [2, 3, 4, 5]
 
     def left() -> int:
-        return rt.sql("SELECT count(*) AS n FROM sys_invocation"
-                      " WHERE target = 'Counter/pruned/add'").to_pylist()[0]["n"]
+        return rt.sql(
+            "SELECT count(*) AS n FROM sys_invocation WHERE target = 'Counter/pruned/add'"
+        ).to_pylist()[0]["n"]
 
     assert left() == 5
-    assert_eventually(lambda: left() == 0, timeout=60,
-                      message="the finished invocations were pruned")
-    assert rt.sql(f"SELECT count(*) AS n FROM sys_journal WHERE invocation_id = '{handle.id}'"
-                  ).to_pylist() == [{"n": 0}]
-    assert rt.sql("SELECT value::INTEGER AS n FROM state WHERE service_key = 'pruned'"
-                  ).to_pylist() == [{"n": 5}]
+    assert_eventually(
+        lambda: left() == 0, timeout=60, message="the finished invocations were pruned"
+    )
+    assert rt.sql(
+        f"SELECT count(*) AS n FROM sys_journal WHERE invocation_id = '{handle.id}'"
+    ).to_pylist() == [{"n": 0}]
+    assert rt.sql(
+        "SELECT value::INTEGER AS n FROM state WHERE service_key = 'pruned'"
+    ).to_pylist() == [{"n": 5}]
     assert rt.call(apps.add, key="pruned", arg=1) == 6, "the state survived and is used"
     with pytest.raises(TerminalError) as e:  # its result is gone with it: no waiting forever
         handle.result(timeout=60)

@@ -14,16 +14,19 @@ from tests.conftest import ledger_lines
 from tests.integration import apps
 
 
-def test_sends_from_a_crashing_handler_are_delivered_once(rt: Runtime, ledger: str,
-                                                          tmp_path) -> None:
+def test_sends_from_a_crashing_handler_are_delivered_once(
+    rt: Runtime, ledger: str, tmp_path
+) -> None:
     """The sender crashes only after every send ran: its replay sends them all again."""
     slot = route_hash("Steps", "fan", "") % rt.pool_size
-    assert slot != route_hash("Steps", "fan-child", "") % rt.pool_size, \
+    assert slot != route_hash("Steps", "fan-child", "") % rt.pool_size, (
         "the children must live on another host than the crashing sender"
+    )
     marker = str(tmp_path / "crashed")
     t0 = time.time()
     ids = rt.send(apps.fan_out, key="fan", arg=apps.Job(ledger=ledger, marker=marker)).result(
-        timeout=60)
+        timeout=60
+    )
     assert Path(marker).exists(), "the sender never crashed"
     lines = ledger_lines(ledger)
     assert "crash:5/5" in lines, "the sender crashed before its sends were delivered"
@@ -51,6 +54,7 @@ def test_send_to_a_key_that_is_not_text_fails_the_sender_at_once(shared_rt: Runt
     with pytest.raises(TerminalError, match=r"key .* is not valid text") as e:
         shared_rt.call("Steps/bad_key_send", key="bad-key-send")
     assert e.value.status_code == 400
-    row = shared_rt.sql("SELECT retry_count FROM sys_invocation "
-                        "WHERE target = 'Steps/bad-key-send/bad_key_send'").to_pylist()
+    row = shared_rt.sql(
+        "SELECT retry_count FROM sys_invocation WHERE target = 'Steps/bad-key-send/bad_key_send'"
+    ).to_pylist()
     assert row == [{"retry_count": 0}]

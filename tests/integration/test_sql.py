@@ -26,16 +26,19 @@ def _user_queries(rt: Runtime) -> int:
     return ray.get(journal_of(rt).info.remote())["user_queries"]
 
 
-@pytest.mark.parametrize("query", [
-    "WITH d AS (DELETE FROM log RETURNING *) SELECT count(*) FROM d",
-    "WITH d AS (UPDATE log SET data = 'x' RETURNING *) SELECT count(*) FROM d",
-    "WITH d AS (INSERT INTO log (seq, kind, id) VALUES (0, 'batch', 'evil') RETURNING *)"
-    " SELECT count(*) FROM d",
-    "EXPLAIN/**/ANALYZE DELETE FROM log",
-    "EXPLAIN /* a comment */ ANALYZE -- another\n DELETE FROM log",
-    "SELECT * FROM checkpoint()",
-    "UPDATE EXTENSIONS",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "WITH d AS (DELETE FROM log RETURNING *) SELECT count(*) FROM d",
+        "WITH d AS (UPDATE log SET data = 'x' RETURNING *) SELECT count(*) FROM d",
+        "WITH d AS (INSERT INTO log (seq, kind, id) VALUES (0, 'batch', 'evil') RETURNING *)"
+        " SELECT count(*) FROM d",
+        "EXPLAIN/**/ANALYZE DELETE FROM log",
+        "EXPLAIN /* a comment */ ANALYZE -- another\n DELETE FROM log",
+        "SELECT * FROM checkpoint()",
+        "UPDATE EXTENSIONS",
+    ],
+)
 def test_writes_anywhere_are_refused_and_change_nothing(shared_rt: Runtime, query: str) -> None:
     shared_rt.call(add, key="sql-refusals", arg=1)
     before = _rows(shared_rt)
@@ -69,8 +72,7 @@ def test_invocations_and_results_go_on_while_slow_queries_run(shared_rt: Runtime
     assert done.result() == 1
     # as many slow queries as the journal admits (two run, eight wait): more than the
     # threads the journal's own reads run on
-    slow = [asyncio.run_coroutine_threadsafe(rt.sql_async(SLOW), rt._loop.loop)
-            for _ in range(10)]
+    slow = [asyncio.run_coroutine_threadsafe(rt.sql_async(SLOW), rt._loop.loop) for _ in range(10)]
     assert_eventually(lambda: _user_queries(rt) == 10, message="the slow queries run")
     assert done.result() == 1  # a finished invocation's result
     assert rt.call(add, key="sql-busy", arg=1) == 2  # a new invocation, end to end

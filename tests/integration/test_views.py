@@ -26,8 +26,11 @@ def awakeable_of(ledger: str, key: str) -> str | None:
 
 def test_sys_service_lists_every_registered_handler(shared_rt: Runtime) -> None:
     got = {(r["name"], r["handler"]): r for r in rows(shared_rt, "SELECT * FROM sys_service")}
-    assert {k: (r["ty"], r["kind"]) for k, r in got.items() if k[0] in ("Counter", "Signup")
-            or k[1] in ("three_steps", "deterministic")} == {
+    assert {
+        k: (r["ty"], r["kind"])
+        for k, r in got.items()
+        if k[0] in ("Counter", "Signup") or k[1] in ("three_steps", "deterministic")
+    } == {
         ("Counter", "add"): ("virtual_object", "exclusive"),
         ("Counter", "get"): ("virtual_object", "shared"),
         ("Counter", "sneaky_set"): ("virtual_object", "shared"),
@@ -46,8 +49,11 @@ def test_sys_service_lists_every_registered_handler(shared_rt: Runtime) -> None:
     heavy = json.loads(got[("Heavy", "bump")]["options"])
     assert heavy["placement"] == "dedicated"
     # the registry is JSON the SQL json functions read
-    assert rows(shared_rt, "SELECT options->>'$.output' AS o FROM sys_service "
-                "WHERE name = 'Counter' AND handler = 'add'") == [{"o": "int"}]
+    assert rows(
+        shared_rt,
+        "SELECT options->>'$.output' AS o FROM sys_service "
+        "WHERE name = 'Counter' AND handler = 'add'",
+    ) == [{"o": "int"}]
 
 
 def test_sys_journal_shows_completions(shared_rt: Runtime, tmp_path: Path) -> None:
@@ -61,8 +67,11 @@ def test_sys_journal_shows_completions(shared_rt: Runtime, tmp_path: Path) -> No
     assert report.result() == ["report r1", "done"]
 
     def entry(inv: str, entry_type: str) -> dict[str, Any]:
-        found = rows(rt, f"SELECT completed, result FROM sys_journal WHERE invocation_id = "
-                         f"'{inv}' AND entry_type = '{entry_type}' ORDER BY index")
+        found = rows(
+            rt,
+            f"SELECT completed, result FROM sys_journal WHERE invocation_id = "
+            f"'{inv}' AND entry_type = '{entry_type}' ORDER BY index",
+        )
         return found[0]
 
     assert entry(yes.id, "awakeable") == {"completed": True, "result": '"granted"'}
@@ -74,10 +83,13 @@ def test_sys_journal_shows_completions(shared_rt: Runtime, tmp_path: Path) -> No
 def test_sys_promise_lists_promises_not_yet_completed(shared_rt: Runtime, tmp_path: Path) -> None:
     rt, ledger = shared_rt, str(tmp_path / "ledger")
     run = rt.send(apps.signup_run, key="view-wf", arg=apps.Signup(email="a@b", ledger=ledger))
-    query = ("SELECT key, completed, completion_success_value AS v FROM sys_promise "
-             "WHERE service_name = 'Signup' AND service_key = 'view-wf'")
+    query = (
+        "SELECT key, completed, completion_success_value AS v FROM sys_promise "
+        "WHERE service_name = 'Signup' AND service_key = 'view-wf'"
+    )
     assert assert_eventually(lambda: rows(rt, query), message="the waited promise shows") == [
-        {"key": "confirmed", "completed": False, "v": None}]
+        {"key": "confirmed", "completed": False, "v": None}
+    ]
     assert rt.call(apps.confirm, key="view-wf", arg="c0de") == "ok"
     assert run.result() == "a@b confirmed with c0de"
     assert rows(rt, query) == [{"key": "confirmed", "completed": True, "v": '"c0de"'}]
@@ -88,15 +100,22 @@ def test_inbox_and_key_status(shared_rt: Runtime, tmp_path: Path) -> None:
     key = "view-queue"
     first = rt.send(apps.gated, key=key, arg=apps.Job(ledger=ledger, gate=gate, tag="1"))
     assert_eventually(lambda: f"b:{key}:1" in ledger_lines(ledger), message="first runs")
-    queued = [rt.send(apps.gated, key=key, arg=apps.Job(ledger=ledger, gate=gate, tag=t))
-              for t in ("2", "3")]
+    queued = [
+        rt.send(apps.gated, key=key, arg=apps.Job(ledger=ledger, gate=gate, tag=t))
+        for t in ("2", "3")
+    ]
     where = f"WHERE service_name = 'Steps' AND service_key = '{key}'"
     assert rows(rt, f"SELECT invocation_id FROM sys_keyed_service_status {where}") == [
-        {"invocation_id": first.id}]
-    inbox = rows(rt, f"SELECT id, sequence_number, created_at FROM sys_inbox {where} "
-                     "ORDER BY sequence_number")
+        {"invocation_id": first.id}
+    ]
+    inbox = rows(
+        rt,
+        f"SELECT id, sequence_number, created_at FROM sys_inbox {where} ORDER BY sequence_number",
+    )
     assert [(r["id"], r["sequence_number"]) for r in inbox] == [
-        (queued[0].id, 1), (queued[1].id, 2)]
+        (queued[0].id, 1),
+        (queued[1].id, 2),
+    ]
     assert all(r["created_at"] is not None for r in inbox)
     Path(gate).touch()
     assert [h.result() for h in (first, *queued)] == ["opened"] * 3

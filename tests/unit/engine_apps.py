@@ -293,8 +293,9 @@ class World:
         self.hosts: list[ObjectHost] = []
 
     def host(self, definition: Any, port: JournalPort | None = None) -> ObjectHost:
-        h = ObjectHost(definition, port or self.journal, partition=(0, 1),
-                       secret=self.journal.secret)
+        h = ObjectHost(
+            definition, port or self.journal, partition=(0, 1), secret=self.journal.secret
+        )
         self.hosts.append(h)
         return h
 
@@ -393,11 +394,25 @@ async def ask(ctx: ObjectContext, name: str) -> str:
     return await answer
 
 
-def outbox_request(target: Any, key: str | None, arg: Any, mode: str, *, delay: Any = None,
-                   invocation_id: str | None = None,
-                   invoked_by: str | None = None) -> tuple[Any, InvokeRequest]:
+def outbox_request(
+    target: Any,
+    key: str | None,
+    arg: Any,
+    mode: str,
+    *,
+    delay: Any = None,
+    invocation_id: str | None = None,
+    invoked_by: str | None = None,
+) -> tuple[Any, InvokeRequest]:
     """An outbox's ``request`` for in-process hosts: the handler's spec and the request."""
     spec = spec_of(target)
     assert spec is not None
-    return spec, request(spec.definition.name, spec.name, key, arg, inv_id=invocation_id,
-                         mode=mode, invoked_by=invoked_by)
+    return spec, request(
+        spec.definition.name,
+        spec.name,
+        key,
+        arg,
+        inv_id=invocation_id,
+        mode=mode,
+        invoked_by=invoked_by,
+    )

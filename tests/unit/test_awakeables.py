@@ -42,8 +42,7 @@ def test_recovered_awakeable_replays_the_code_after_it(data_dir: Path) -> None:
         assert ok, (message, code)
         again = await host.resolve_awakeable(SEEN[-1]["awk"], '"no"', None)
         assert again[0] is False and again[2] == 409
-        out = await host.invoke(request("Saga", "ask", "k", "trip", inv_id=req.id,
-                                        resubmit=True))
+        out = await host.invoke(request("Saga", "ask", "k", "trip", inv_id=req.id, resubmit=True))
         assert out is not None and out.ok and out.output == '"yes"'
 
     world.run(body)
@@ -55,8 +54,11 @@ def test_ids_are_signed_with_the_secret() -> None:
     awk = ids.make("inv_abc", 3)
     assert ids.parse(awk) == ("inv_abc", 3)
     assert AwakeableIds("s3cret").parse(awk) == ("inv_abc", 3)  # same secret, same verdict
-    for forged in [AwakeableIds("other").make("inv_abc", 3), awk.replace("_3_", "_4_"),
-                   ids.make("inv_abd", 3).replace("inv_abd", "inv_abc")]:
+    for forged in [
+        AwakeableIds("other").make("inv_abc", 3),
+        awk.replace("_3_", "_4_"),
+        ids.make("inv_abd", 3).replace("inv_abd", "inv_abc"),
+    ]:
         with pytest.raises(TerminalError, match="malformed") as e:
             ids.parse(forged)
         assert e.value.status_code == 400
@@ -72,7 +74,8 @@ def test_the_secret_is_made_once_per_data_dir_and_private(tmp_path: Path) -> Non
 
 
 def test_the_journal_hands_out_the_secret_but_keeps_it_out_of_the_config_file(
-        data_dir: Path) -> None:
+    data_dir: Path,
+) -> None:
     journal = GroupCommitJournal(str(data_dir))
     assert journal.config() == {}, "no secret before a runtime set its config"
     journal.set_config({"pool_size": 2, SECRET: "ignored"})
@@ -110,8 +113,9 @@ def test_a_handlers_resolution_delivered_again_is_the_same_one(data_dir: Path) -
         assert (await fresh.resolve_awakeable(awk, '"no"', None, "inv_other:2"))[2] == 409
 
     world.run(body)
-    [row] = world.sql("SELECT count(*) AS n FROM sys_journal WHERE entry_type = 'awakeable' "
-                      "AND completed")
+    [row] = world.sql(
+        "SELECT count(*) AS n FROM sys_journal WHERE entry_type = 'awakeable' AND completed"
+    )
     assert row["n"] == 1
 
 
@@ -121,8 +125,11 @@ def test_a_wrong_value_is_refused_while_a_recovered_invocation_replays(data_dir:
     wrong type."""
     world = World(data_dir)
     req = request("Saga", "ask", "k", "trip")
-    world.prewrite(accept_of(req), Entry(req.id, 0, "awakeable", None, completed=False),
-                   Entry(req.id, 1, "run", "ask", '"trip.ask"'))
+    world.prewrite(
+        accept_of(req),
+        Entry(req.id, 0, "awakeable", None, completed=False),
+        Entry(req.id, 1, "run", "ask", '"trip.ask"'),
+    )
     host = world.host(saga)
     awk = AwakeableIds(world.journal.secret).make(req.id, 0)
 
@@ -132,8 +139,7 @@ def test_a_wrong_value_is_refused_while_a_recovered_invocation_replays(data_dir:
         assert wrong[0] is False and wrong[2] == 400, wrong
         ok, message, code = await host.resolve_awakeable(awk, '"yes"', None)
         assert ok, (message, code)
-        out = await host.invoke(request("Saga", "ask", "k", "trip", inv_id=req.id,
-                                        resubmit=True))
+        out = await host.invoke(request("Saga", "ask", "k", "trip", inv_id=req.id, resubmit=True))
         assert out is not None and out.ok and out.output == '"yes"'
 
     world.run(body)

@@ -48,8 +48,7 @@ def test_cancel_runs_compensation_once(data_dir: Path, suspend_after: float) -> 
     async def body() -> None:
         await _sleeping(world, host, req)
         assert await host.cancel(req.id) == "cancelled"
-        out = await host.invoke(request("Saga", "book", "k", "trip", inv_id=req.id,
-                                        resubmit=True))
+        out = await host.invoke(request("Saga", "book", "k", "trip", inv_id=req.id, resubmit=True))
         assert out is not None and not out.ok and out.failure == "cancelled"
         assert out.failure_code == 409
         assert await host.cancel(req.id) == "completed"
@@ -57,8 +56,13 @@ def test_cancel_runs_compensation_once(data_dir: Path, suspend_after: float) -> 
     world.run(body)
     assert CALLS["trip.reserve"] == 1
     assert CALLS["trip.undo"] == 1
-    assert [t for _, t, _ in world.journal_of(req.id)] == ["run", "sleep", "cancel", "run",
-                                                           "set_state"]
+    assert [t for _, t, _ in world.journal_of(req.id)] == [
+        "run",
+        "sleep",
+        "cancel",
+        "run",
+        "set_state",
+    ]
     [state] = world.sql("SELECT value FROM state WHERE key = 'undone'")
     assert state["value"] == '"trip"'
 
@@ -74,8 +78,9 @@ def test_cancel_before_start_never_runs_the_body(data_dir: Path) -> None:
         await host.invoke(queued)
         assert await host.cancel(queued.id) == "cancelled"
         assert await host.cancel(first.id) == "cancelled"
-        out = await host.invoke(request("Saga", "book", "k", inv_id=queued.id, resubmit=True,
-                                        arg="queued"))
+        out = await host.invoke(
+            request("Saga", "book", "k", inv_id=queued.id, resubmit=True, arg="queued")
+        )
         assert out is not None and out.failure == "cancelled"
 
     world.run(body)
@@ -84,8 +89,9 @@ def test_cancel_before_start_never_runs_the_body(data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("suspend_after", [30.0, 0.0], ids=["in-memory", "evicted"])
-def test_kill_stops_without_compensation_and_frees_the_key(data_dir: Path,
-                                                           suspend_after: float) -> None:
+def test_kill_stops_without_compensation_and_frees_the_key(
+    data_dir: Path, suspend_after: float
+) -> None:
     world = World(data_dir)
     host = world.host(saga)
     host.suspend_after = suspend_after
@@ -96,8 +102,7 @@ def test_kill_stops_without_compensation_and_frees_the_key(data_dir: Path,
         await _sleeping(world, host, req)
         await host.invoke(nxt)
         assert await host.cancel(req.id, kill=True) == "killed"
-        out = await host.invoke(request("Saga", "book", "k", "trip", inv_id=req.id,
-                                        resubmit=True))
+        out = await host.invoke(request("Saga", "book", "k", "trip", inv_id=req.id, resubmit=True))
         assert out is not None and out.failure == "killed"
         await _sleeping(world, host, nxt)  # the next invocation of the key got to run
 
@@ -151,8 +156,9 @@ class GatedOutbox:
             raise TerminalError(f"unknown invocation {invocation_id!r}", 404)
         return await self.hosts[accept.service].cancel(invocation_id, kill)
 
-    async def resolve_awakeable(self, awakeable_id: str, result: str | None,
-                                failure: str | None) -> None:
+    async def resolve_awakeable(
+        self, awakeable_id: str, result: str | None, failure: str | None
+    ) -> None:
         raise NotImplementedError
 
 
@@ -175,15 +181,19 @@ def test_cancel_reaches_a_callee_accepted_after_it(data_dir: Path, kill: bool) -
 
     async def body() -> None:
         await caller.invoke(req)
-        await _until(lambda: "call" in [t for _, t, _ in world.journal_of(req.id)],
-                     "the call entry")
+        await _until(
+            lambda: "call" in [t for _, t, _ in world.journal_of(req.id)], "the call entry"
+        )
         assert await caller.cancel(req.id, kill=kill) == ("killed" if kill else "cancelled")
         await _until(lambda: outbox.refused > 0, "the pass-on meeting an unknown callee")
         outbox.gate.set()
-        [row] = world.sql(f"SELECT result FROM sys_journal WHERE invocation_id = '{req.id}' "
-                          "AND entry_type = 'call'")
-        child = request("Saga", "book", "trip", "trip", inv_id=json.loads(row["result"]),
-                        resubmit=True)
+        [row] = world.sql(
+            f"SELECT result FROM sys_journal WHERE invocation_id = '{req.id}' "
+            "AND entry_type = 'call'"
+        )
+        child = request(
+            "Saga", "book", "trip", "trip", inv_id=json.loads(row["result"]), resubmit=True
+        )
         try:
             out = await asyncio.wait_for(callee.invoke(child), 5.0)
         except TimeoutError:

@@ -95,17 +95,22 @@ def calling(host: Any) -> Any:
 
 @pytest.mark.parametrize("death", [ActorDiedError, WireClosed])
 def test_a_dead_hosts_unanswered_requests_go_to_its_successor_marked_resubmitted(
-        death: type[Exception]) -> None:
+    death: type[Exception],
+) -> None:
     async def main() -> None:
         outcomes = {i: Outcome(True, f'"{i}"') for i in ("x", "y")}
         first, second = FakeHost("first", outcomes), FakeHost("second", outcomes)
         first.death = death  # Ray's error, or the socket's (``journal.transport.wire``)
         current = [first]
         idle: list[HostChannel] = []
-        channel = HostChannel(calling(lambda: current[0]), lambda: current.append(second) or
-                              current.pop(0), idle.append)
-        calls = [asyncio.ensure_future(channel.submit(request("S", "h", inv_id=i)))
-                 for i in ("x", "y")]
+        channel = HostChannel(
+            calling(lambda: current[0]),
+            lambda: current.append(second) or current.pop(0),
+            idle.append,
+        )
+        calls = [
+            asyncio.ensure_future(channel.submit(request("S", "h", inv_id=i))) for i in ("x", "y")
+        ]
         while len(first.seen) < 2:
             await asyncio.sleep(0.01)
         first.dead = True  # it dies with both requests accepted, neither answered
@@ -147,8 +152,9 @@ def test_a_call_and_a_send_of_one_invocation_get_their_own_answers() -> None:
         host = Durable("h", {"wf": Outcome(True, '"done"')})
         channel = HostChannel(calling(lambda: host), lambda: None, lambda _: None)
         call = asyncio.ensure_future(channel.submit(request("W", "run", "k", inv_id="wf")))
-        send = asyncio.ensure_future(channel.submit(request("W", "run", "k", inv_id="wf",
-                                                            mode="send")))
+        send = asyncio.ensure_future(
+            channel.submit(request("W", "run", "k", inv_id="wf", mode="send"))
+        )
         assert await send is None
         assert not call.done(), "the call waits for the outcome"
         host.release.set()

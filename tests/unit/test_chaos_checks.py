@@ -5,13 +5,21 @@ from __future__ import annotations
 
 from benchmarks.chaos_checks import check_runs, make_schedule, overlaps
 
-KINDS = ["host_kill", "handler_exit", "await_exit", "journal_kill", "scheduler_kill",
-         "driver_kill"]
+KINDS = ["host_kill", "handler_exit", "await_exit", "journal_kill", "scheduler_kill", "driver_kill"]
 
 
 def test_overlaps_accepts_one_after_another_and_replays() -> None:
-    lines = ["enter k a 1", "exit k a 1", "enter k b 1", "enter k b 1", "exit k b 1",
-             "enter j c 2", "enter k d 1", "exit j c 2", "exit k d 1"]
+    lines = [
+        "enter k a 1",
+        "exit k a 1",
+        "enter k b 1",
+        "enter k b 1",
+        "exit k b 1",
+        "enter j c 2",
+        "enter k d 1",
+        "exit j c 2",
+        "exit k d 1",
+    ]
     assert overlaps(lines) == "ok"
 
 
@@ -67,6 +75,6 @@ def test_schedule_is_reproducible_and_opens_with_every_kind() -> None:
     first = make_schedule(3, 15.0, KINDS)
     assert first == make_schedule(3, 15.0, KINDS)
     assert first != make_schedule(4, 15.0, KINDS)
-    assert sorted(f.kind for f in first[:len(KINDS)]) == sorted(KINDS)
+    assert sorted(f.kind for f in first[: len(KINDS)]) == sorted(KINDS)
     assert all(0 < f.at < 15.0 for f in first)
     assert [f.at for f in first] == sorted(f.at for f in first)

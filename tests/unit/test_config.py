@@ -16,8 +16,12 @@ from journal.config import DEFAULT_RETENTION, DEFAULT_SQL_TIMEOUT_S, RuntimeConf
 from journal.secret import SECRET
 
 # What Runtime.start wrote before retention and the SQL time limit existed.
-OLD = {"data_dir": "/data", "pool_size": 3, "suspend_after_s": 5.0,
-       "definitions": cloudpickle.dumps([])}
+OLD = {
+    "data_dir": "/data",
+    "pool_size": 3,
+    "suspend_after_s": 5.0,
+    "definitions": cloudpickle.dumps([]),
+}
 
 
 def test_an_old_dict_gets_the_defaults_of_what_it_lacks() -> None:

@@ -296,8 +296,9 @@ def test_serde_accepts_another_copy_of_the_model_class() -> None:
     copy = type("Order", (BaseModel,), {"__annotations__": {"qty": int}})
     assert Serde(Order).to_json(copy(qty=3), "input") == '{"qty":3}'
     with pytest.raises(TerminalError) as err:
-        Serde(Order).to_json(type("Order", (BaseModel,), {"__annotations__": {"qty": str}})(
-            qty="many"), "input")
+        Serde(Order).to_json(
+            type("Order", (BaseModel,), {"__annotations__": {"qty": str}})(qty="many"), "input"
+        )
     assert err.value.status_code == 400
 
 
@@ -350,8 +351,11 @@ def test_workflow_context_annotations_and_a_refused_main() -> None:
 
     async def shared_wants_main_ctx(ctx: WorkflowContext) -> None: ...
 
-    with pytest.raises(DefinitionError, match="annotated WorkflowContext, but a shared handler "
-                                              "of a Workflow gets WorkflowSharedContext"):
+    with pytest.raises(
+        DefinitionError,
+        match="annotated WorkflowContext, but a shared handler "
+        "of a Workflow gets WorkflowSharedContext",
+    ):
         wf.handler()(shared_wants_main_ctx)
 
     def not_async(ctx: WorkflowContext) -> None: ...

@@ -12,10 +12,14 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = [README, ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_MAX_BYTES = 10_240
-RUN_EXAMPLE = ("python3 -m venv .venv && . .venv/bin/activate && pip install -e . && "
-               "python examples/food_order/main.py")
-RUN_TESTS = ("python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && "
-             "python -m pytest -q")
+RUN_EXAMPLE = (
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && "
+    "python examples/food_order/main.py"
+)
+RUN_TESTS = (
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && "
+    "python -m pytest -q"
+)
 
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
@@ -41,9 +45,19 @@ def anchors(path: Path) -> set[str]:
 
 def test_the_docs_exist() -> None:
     names = {p.name for p in DOCS if p.is_file()}
-    assert {"README.md", "CHANGELOG.md", "concepts.md", "api.md", "sql.md", "cli.md",
-            "cluster.md", "guarantees.md", "architecture.md", "performance.md",
-            "security.md"} <= names
+    assert {
+        "README.md",
+        "CHANGELOG.md",
+        "concepts.md",
+        "api.md",
+        "sql.md",
+        "cli.md",
+        "cluster.md",
+        "guarantees.md",
+        "architecture.md",
+        "performance.md",
+        "security.md",
+    } <= names
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -69,7 +83,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     lines = [line for line in README.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert lines[0].startswith("# ")
     assert lines[1] == "```bash"
-    block = lines[2:lines.index("```", 2)]
+    block = lines[2 : lines.index("```", 2)]
     commands = [line for line in block if not line.lstrip().startswith("#")]
     assert commands == [RUN_EXAMPLE, RUN_TESTS]
 

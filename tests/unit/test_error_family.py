@@ -38,14 +38,18 @@ FAMILY = [
     (SqlCancelled("gave up"), SqlRefused, StatusCode.CLIENT_CLOSED),
     (WireClosed("lost"), ConnectionError, StatusCode.INTERNAL),
     (Unsendable("too big"), RuntimeError, StatusCode.INTERNAL),
-    (InvocationTimeoutError("inv_1", 1.5, "running", 2, "boom"), TimeoutError,
-     StatusCode.REQUEST_TIMEOUT),
+    (
+        InvocationTimeoutError("inv_1", 1.5, "running", 2, "boom"),
+        TimeoutError,
+        StatusCode.REQUEST_TIMEOUT,
+    ),
 ]
 
 
 @pytest.mark.parametrize(("error", "base", "code"), FAMILY, ids=lambda v: type(v).__name__)
 def test_every_error_is_in_the_family_and_keeps_its_base(
-        error: RaystateError, base: type[BaseException], code: int) -> None:
+    error: RaystateError, base: type[BaseException], code: int
+) -> None:
     assert isinstance(error, RaystateError) and isinstance(error, base)
     assert error.code == code
     copy = pickle.loads(pickle.dumps(error))
@@ -82,7 +86,8 @@ def test_old_homes_and_the_sdk_export_the_same_classes() -> None:
 
 def test_importing_the_sdk_does_not_load_duckdb() -> None:
     probe = "import sys, actors; print('duckdb' in sys.modules, 'ray' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]

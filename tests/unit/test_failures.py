@@ -64,8 +64,11 @@ async def first_attempt_fails(ctx: ObjectContext, kind: str) -> int:
     return ATTEMPTS[key]
 
 
-@poison.handler(retry_policy=RetryPolicy(initial_interval=timedelta(seconds=60),
-                                         max_interval=timedelta(seconds=60)))
+@poison.handler(
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=60), max_interval=timedelta(seconds=60)
+    )
+)
 async def always_exits(ctx: ObjectContext) -> None:
     await ctx.run("a", lambda: None)
     sys.exit(1)
@@ -73,8 +76,9 @@ async def always_exits(ctx: ObjectContext) -> None:
 
 @poison.handler()
 async def exits_in_a_retried_step(ctx: ObjectContext) -> None:
-    await ctx.run("x", sys.exit, 3,
-                  retry_policy=RetryPolicy(initial_interval=timedelta(0), max_attempts=2))
+    await ctx.run(
+        "x", sys.exit, 3, retry_policy=RetryPolicy(initial_interval=timedelta(0), max_attempts=2)
+    )
 
 
 @pytest.fixture
@@ -85,8 +89,15 @@ def world(data_dir: Path) -> Iterator[World]:
     w.store.close()
 
 
-KINDS = ["handler:exit", "handler:interrupt", "handler:bare", "handler:cancelled",
-         "run:exit", "run:interrupt", "run:bare"]
+KINDS = [
+    "handler:exit",
+    "handler:interrupt",
+    "handler:bare",
+    "handler:cancelled",
+    "run:exit",
+    "run:interrupt",
+    "run:bare",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -101,8 +112,12 @@ def test_base_exceptions_of_user_code_are_failed_attempts(world: World, kind: st
 
     assert world.run(body) == [Outcome(True, "2"), Outcome(True, "1")]
     inv = world.invocation(req.id)
-    expected = {"exit": "SystemExit: 3", "interrupt": "KeyboardInterrupt: ",
-                "bare": "Bare: bare base exception", "cancelled": "CancelledError: "}
+    expected = {
+        "exit": "SystemExit: 3",
+        "interrupt": "KeyboardInterrupt: ",
+        "bare": "Bare: bare base exception",
+        "cancelled": "CancelledError: ",
+    }
     assert inv["retry_count"] == 1
     assert inv["last_failure"] == expected[kind.partition(":")[2]]
     # the action that raised, or (raised by the handler itself) the last entry it reached
@@ -111,8 +126,9 @@ def test_base_exceptions_of_user_code_are_failed_attempts(world: World, kind: st
     assert inv["last_failure_related_entry_name"] == ("charge" if in_run else "a")
 
 
-def test_failed_attempt_is_logged_once_and_recorded(world: World,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_attempt_is_logged_once_and_recorded(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     host = world.host(poison)
     req = request("Poison", "first_attempt_fails", "k", "run:value")
     with caplog.at_level(logging.WARNING, logger="raystate.host"):
@@ -131,12 +147,14 @@ def test_failed_attempt_is_logged_once_and_recorded(world: World,
     data = json.loads(event["event_json"])
     assert data["failure"] == "ValueError: card reader on fire"
     assert data["retry_count"] == 1 and "in _raise" in data["stacktrace"]
-    assert (data["related_entry_index"], data["related_entry_name"],
-            data["related_entry_type"]) == (1, "charge", "run")
+    assert (
+        data["related_entry_index"],
+        data["related_entry_name"],
+        data["related_entry_type"],
+    ) == (1, "charge", "run")
 
 
-def test_backing_off_shows_next_retry_and_a_poisoned_invocation_can_be_killed(
-        world: World) -> None:
+def test_backing_off_shows_next_retry_and_a_poisoned_invocation_can_be_killed(world: World) -> None:
     host = world.host(poison)
     req = request("Poison", "always_exits", "k", mode="send")
 
@@ -169,21 +187,24 @@ def test_next_retry_at_is_shown_while_backing_off(world: World) -> None:
     assert row["last_failure_related_entry_name"] == "a"
 
 
-def test_ctx_logger_is_silent_while_replaying(world: World,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_ctx_logger_is_silent_while_replaying(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     host = world.host(poison)
     req = request("Poison", "first_attempt_fails", "k", "handler:value")
     with caplog.at_level(logging.INFO, logger="raystate.handler"):
         assert world.run(lambda: host.invoke(req)) == Outcome(True, "2")
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("raystate.handler")]
     assert lines == ["start k", "end k"], "the retry replays 'start' silently"
-    assert all(getattr(r, "invocation_id", None) == req.id for r in caplog.records
-               if r.name.startswith("raystate.handler"))
+    assert all(
+        getattr(r, "invocation_id", None) == req.id
+        for r in caplog.records
+        if r.name.startswith("raystate.handler")
+    )
     assert caplog.records[0].name == "raystate.handler.Poison.first_attempt_fails"
 
 
-def test_a_base_exception_in_a_step_with_a_retry_policy_is_retried_in_place(
-        world: World) -> None:
+def test_a_base_exception_in_a_step_with_a_retry_policy_is_retried_in_place(world: World) -> None:
     host = world.host(poison)
     out = world.run(lambda: host.invoke(request("Poison", "exits_in_a_retried_step", "k")))
     assert out == Outcome(False, None, "ctx.run('x') failed 2 times: SystemExit: 3", 500)

@@ -121,8 +121,12 @@ def test_route_of_a_recent_invocation_needs_no_read(journal: GroupCommitJournal)
     async def body() -> list[object]:
         await journal.commit(Batch("b0", [Accept("inv_1", "Obj", "h", "k", 7, "{}")]))
         undrained = journal.store.undrained  # a store read would drain these into DuckDB
-        got: list[object] = [await journal.route("inv_1"), undrained,
-                             journal.store.undrained, await journal.route("inv_nobody")]
+        got: list[object] = [
+            await journal.route("inv_1"),
+            undrained,
+            journal.store.undrained,
+            await journal.route("inv_nobody"),
+        ]
         journal._routes.clear()  # as after a prune, or a restart: the store answers
         got.append(await journal.route("inv_1"))
         return got

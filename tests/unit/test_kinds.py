@@ -39,14 +39,44 @@ def store(data_dir: Path) -> Iterator[JournalStore]:
 
 def test_members_are_their_stored_strings() -> None:
     assert [e.value for e in EntryType] == [
-        "run", "sleep", "call", "send", "awakeable", "complete_awakeable", "get_state",
-        "set_state", "clear_state", "clear_all_state", "get_state_keys", "promise",
-        "peek_promise", "complete_promise", "time", "cancel"]
+        "run",
+        "sleep",
+        "call",
+        "send",
+        "awakeable",
+        "complete_awakeable",
+        "get_state",
+        "set_state",
+        "clear_state",
+        "clear_all_state",
+        "get_state_keys",
+        "promise",
+        "peek_promise",
+        "complete_promise",
+        "time",
+        "cancel",
+    ]
     assert [k.value for k in LogKind] == [
-        "accept", "entry", "completion", "status", "output", "state", "timer", "fired", "event",
-        "batch", "mark"]
+        "accept",
+        "entry",
+        "completion",
+        "status",
+        "output",
+        "state",
+        "timer",
+        "fired",
+        "event",
+        "batch",
+        "mark",
+    ]
     assert [s.value for s in InvocationStatus] == [
-        "pending", "scheduled", "running", "suspended", "backing-off", "completed"]
+        "pending",
+        "scheduled",
+        "running",
+        "suspended",
+        "backing-off",
+        "completed",
+    ]
     assert [k.value for k in TimerKind] == ["sleep", "retry", "start"]
     assert [m.value for m in InvokeMode] == ["call", "send"]
     assert EntryType.RUN == "run" and f"{InvocationStatus.BACKING_OFF}" == "backing-off"
@@ -55,26 +85,53 @@ def test_members_are_their_stored_strings() -> None:
 
 def test_records_written_with_members_read_back_as_the_same_strings(store: JournalStore) -> None:
     inv = "inv_1"
-    store.write([Batch("b1", [
-        Accept(inv, "Counter", "add", "k", 7, "1", created_at_ms=T0),
-        Entry(inv, 0, EntryType.RUN, "step", "1", created_at_ms=T0),
-        Entry(inv, 1, EntryType.SLEEP, None, str(T0 + 5), created_at_ms=T0, completed=False),
-        Timer(f"{inv}:1", inv, 1, TimerKind.SLEEP, T0 + 5, "host"),
-        StateWrite("Counter", "k", "count", "1"),
-        StatusChange(inv, InvocationStatus.BACKING_OFF, 1, "E: boom", T0 + 1),
-        AttemptFailed(inv, 1, "E: boom", "trace", 0, "step", EntryType.RUN, T0 + 50, T0 + 1),
-    ])])
+    store.write(
+        [
+            Batch(
+                "b1",
+                [
+                    Accept(inv, "Counter", "add", "k", 7, "1", created_at_ms=T0),
+                    Entry(inv, 0, EntryType.RUN, "step", "1", created_at_ms=T0),
+                    Entry(
+                        inv,
+                        1,
+                        EntryType.SLEEP,
+                        None,
+                        str(T0 + 5),
+                        created_at_ms=T0,
+                        completed=False,
+                    ),
+                    Timer(f"{inv}:1", inv, 1, TimerKind.SLEEP, T0 + 5, "host"),
+                    StateWrite("Counter", "k", "count", "1"),
+                    StatusChange(inv, InvocationStatus.BACKING_OFF, 1, "E: boom", T0 + 1),
+                    AttemptFailed(
+                        inv, 1, "E: boom", "trace", 0, "step", EntryType.RUN, T0 + 50, T0 + 1
+                    ),
+                ],
+            )
+        ]
+    )
     journal = store.sql("SELECT entry_type FROM sys_journal ORDER BY index").to_pylist()
     assert [r["entry_type"] for r in journal] == ["run", "sleep"]
     assert store.sql("SELECT status FROM sys_invocation").to_pylist() == [
-        {"status": InvocationStatus.BACKING_OFF}]
+        {"status": InvocationStatus.BACKING_OFF}
+    ]
     assert store.sql("SELECT kind FROM sys_timer").to_pylist() == [{"kind": "sleep"}]
-    store.write([Batch("b2", [
-        TimerFired(f"{inv}:1", inv, T0 + 5),
-        Completion(inv, 1, None, at_ms=T0 + 5),
-        Output(inv, True, "1", completed_at_ms=T0 + 6)])])
+    store.write(
+        [
+            Batch(
+                "b2",
+                [
+                    TimerFired(f"{inv}:1", inv, T0 + 5),
+                    Completion(inv, 1, None, at_ms=T0 + 5),
+                    Output(inv, True, "1", completed_at_ms=T0 + 6),
+                ],
+            )
+        ]
+    )
     assert store.sql("SELECT status FROM sys_invocation").to_pylist() == [
-        {"status": InvocationStatus.COMPLETED}]
+        {"status": InvocationStatus.COMPLETED}
+    ]
     with store._reader() as cur:
         kinds = {row[0] for row in cur.execute("SELECT DISTINCT kind FROM log").fetchall()}
     assert kinds <= set(LogKind) and {"accept", "entry", "timer", "fired", "output"} <= kinds

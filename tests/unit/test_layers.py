@@ -12,8 +12,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("actors", "journal", "scheduler")
 # lowest first: a module may import its own layer and the ones before it
-LAYERS = ("journal", "scheduler", "actors.sdk", "actors.steps", "actors.engine", "actors.host",
-          "actors.cluster", "actors.client", "actors")
+LAYERS = (
+    "journal",
+    "scheduler",
+    "actors.sdk",
+    "actors.steps",
+    "actors.engine",
+    "actors.host",
+    "actors.cluster",
+    "actors.client",
+    "actors",
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -50,8 +59,11 @@ def _imports(path: Path, modules: dict[str, Path], typing: bool) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{a.name}" for a in node.names
-                     if f"{node.module}.{a.name}" in modules] or [node.module]
+            names = [
+                f"{node.module}.{a.name}"
+                for a in node.names
+                if f"{node.module}.{a.name}" in modules
+            ] or [node.module]
         out.update(n for n in names if n in modules)
     return out
 
@@ -69,8 +81,12 @@ def _graph(typing: bool = True) -> dict[str, set[str]]:
 
 
 def test_no_module_imports_a_higher_layer() -> None:
-    upward = [f"{m} ({LAYERS[_layer(m)]}) imports {d} ({LAYERS[_layer(d)]})"
-              for m, deps in _graph().items() for d in sorted(deps) if _layer(d) > _layer(m)]
+    upward = [
+        f"{m} ({LAYERS[_layer(m)]}) imports {d} ({LAYERS[_layer(d)]})"
+        for m, deps in _graph().items()
+        for d in sorted(deps)
+        if _layer(d) > _layer(m)
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -114,8 +130,10 @@ def test_no_import_cycle_between_files() -> None:
 def test_the_check_sees_every_kind_of_import(tmp_path: Path) -> None:
     modules = {"journal.a": tmp_path, "journal.b": tmp_path, "journal.c": tmp_path}
     source = tmp_path / "m.py"
-    source.write_text("from typing import TYPE_CHECKING\nimport journal.a\n"
-                      "if TYPE_CHECKING:\n    from journal import b\n"
-                      "def f():\n    from journal.c import x\n")
+    source.write_text(
+        "from typing import TYPE_CHECKING\nimport journal.a\n"
+        "if TYPE_CHECKING:\n    from journal import b\n"
+        "def f():\n    from journal.c import x\n"
+    )
     assert _imports(source, modules, typing=True) == {"journal.a", "journal.b", "journal.c"}
     assert _imports(source, modules, typing=False) == {"journal.a", "journal.c"}

@@ -36,13 +36,16 @@ class Sample:
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-@pytest.mark.parametrize(("tp", "wrap"), [
-    (float, lambda x: x),
-    (Any, lambda x: {"a": [1, x]}),
-    (Reading, lambda x: Reading(value=x)),
-    (Sample, lambda x: Sample([1.0, x])),
-    (float | None, lambda x: x),
-])
+@pytest.mark.parametrize(
+    ("tp", "wrap"),
+    [
+        (float, lambda x: x),
+        (Any, lambda x: {"a": [1, x]}),
+        (Reading, lambda x: Reading(value=x)),
+        (Sample, lambda x: Sample([1.0, x])),
+        (float | None, lambda x: x),
+    ],
+)
 def test_non_finite_floats_are_refused_as_input(bad: float, tp: Any, wrap: Any) -> None:
     with pytest.raises(TerminalError, match="NaN and Infinity") as err:
         Serde(tp).to_json(wrap(bad), "input of T/h")
@@ -53,8 +56,10 @@ def test_non_finite_floats_are_refused_as_input(bad: float, tp: Any, wrap: Any) 
 
 def test_null_and_finite_floats_still_pass() -> None:
     assert Serde(float | None).to_json(None, "x") == "null"
-    assert Serde(Any).to_json({"a": None, "b": 1.5, "c": "null"}, "x") == \
-        '{"a":null,"b":1.5,"c":"null"}'
+    assert (
+        Serde(Any).to_json({"a": None, "b": 1.5, "c": "null"}, "x")
+        == '{"a":null,"b":1.5,"c":"null"}'
+    )
     assert Serde(Reading).to_json(Reading(value=2.0), "x") == '{"value":2.0}'
 
 
@@ -94,8 +99,16 @@ def _variants() -> list[object]:
         f"awk_{INV}_{'9' * 4301}_{check}",  # int() refuses more than 4,300 digits: ValueError
         f"awk_{INV}_{2**31}_{check}",
         f"awk_{INV}_0_{check}" + "x" * 300,
-        good + " ", " " + good, good.replace("awk_", "AWK_"),
-        "awk__0_" + check, "awk_", "", 42, None, b"awk_", ["awk"],
+        good + " ",
+        " " + good,
+        good.replace("awk_", "AWK_"),
+        "awk__0_" + check,
+        "awk_",
+        "",
+        42,
+        None,
+        b"awk_",
+        ["awk"],
     ]
 
 
@@ -115,8 +128,10 @@ def test_output_mismatch_is_500_naming_handler_and_type() -> None:
     with pytest.raises(TerminalError) as err:
         Serde(int).output_json("abc", "Limits/wrong")
     assert err.value.status_code == 500
-    assert "the output of Limits/wrong does not match its return annotation int (got str)" \
+    assert (
+        "the output of Limits/wrong does not match its return annotation int (got str)"
         in err.value.message
+    )
     assert Serde(int).output_json(3, "x") == "3"
     with pytest.raises(TerminalError, match="NaN and Infinity") as nan:
         Serde(float).output_json(math.nan, "Limits/nan")
@@ -188,11 +203,19 @@ def test_references_resolve_on_replay() -> None:
     escaped_value = REF_PREFIX + "3}"  # a user's dict that looks like a reference
     recorder = StateReads()
     recorder.wrote("a", 0, BIG)
-    results = [BIG, recorder.journal("a", 1, BIG), recorder.journal("c", 2, escaped_value),
-               recorder.journal("c", 3, escaped_value)]
+    results = [
+        BIG,
+        recorder.journal("a", 1, BIG),
+        recorder.journal("c", 2, escaped_value),
+        recorder.journal("c", 3, escaped_value),
+    ]
     assert results[2] == REF_PREFIX + 'null,"value":' + escaped_value + "}"
-    entries = [_entry(0, "set_state", "a", BIG), _entry(1, "get_state", "a", results[1]),
-               _entry(2, "get_state", "c", results[2]), _entry(3, "get_state", "c", results[3])]
+    entries = [
+        _entry(0, "set_state", "a", BIG),
+        _entry(1, "get_state", "a", results[1]),
+        _entry(2, "get_state", "c", results[2]),
+        _entry(3, "get_state", "c", results[3]),
+    ]
     replayer = StateReads()
     replayer.wrote("a", 0, BIG)
     assert replayer.resolve(entries[1], entries) == BIG
@@ -257,10 +280,15 @@ def test_reads_of_a_set_value_journal_references_and_replay(world: World) -> Non
     out = world.run(body)
     assert out is not None and out.ok and out.output == "2000"
     assert TRIES["big_state"] == 2, "the second attempt replayed through the references"
-    rows = world.sql(f"SELECT \"index\", entry_type, result::VARCHAR AS r FROM sys_journal "
-                     f"WHERE invocation_id = '{req.id}' ORDER BY 1")
-    assert [(r["index"], r["entry_type"]) for r in rows] == \
-        [(0, "set_state"), (1, "get_state"), (2, "get_state")]
+    rows = world.sql(
+        f'SELECT "index", entry_type, result::VARCHAR AS r FROM sys_journal '
+        f"WHERE invocation_id = '{req.id}' ORDER BY 1"
+    )
+    assert [(r["index"], r["entry_type"]) for r in rows] == [
+        (0, "set_state"),
+        (1, "get_state"),
+        (2, "get_state"),
+    ]
     assert len(rows[0]["r"]) > 1000
     assert [r["r"] for r in rows[1:]] == ['{"$raystate_ref":0}'] * 2
 
@@ -277,10 +305,10 @@ def test_an_output_that_does_not_match_is_a_recorded_500(world: World) -> None:
     assert world.store.outcome(req.id) == out, "recorded as the invocation's failure"
 
 
-@pytest.mark.parametrize(("what", "code", "message"), [
-    ("nan", 500, "NaN and Infinity"), ("big", 413, "the limit is")])
-def test_state_values_are_refused_clearly(world: World, what: str, code: int,
-                                          message: str) -> None:
+@pytest.mark.parametrize(
+    ("what", "code", "message"), [("nan", 500, "NaN and Infinity"), ("big", 413, "the limit is")]
+)
+def test_state_values_are_refused_clearly(world: World, what: str, code: int, message: str) -> None:
     req = request("Limits", "set_value", "k", what)
 
     async def body() -> Any:
@@ -292,11 +320,16 @@ def test_state_values_are_refused_clearly(world: World, what: str, code: int,
     assert world.store.load_state("Limits", "k") == {}
 
 
-@pytest.mark.parametrize(("where", "message"), [
-    ("run", "ctx.run('measure') returned a value that is not JSON-serializable"),
-    ("awakeable", "awakeable value is not JSON-serializable")])
-def test_non_finite_results_and_awakeable_values_are_refused(world: World, where: str,
-                                                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("run", "ctx.run('measure') returned a value that is not JSON-serializable"),
+        ("awakeable", "awakeable value is not JSON-serializable"),
+    ],
+)
+def test_non_finite_results_and_awakeable_values_are_refused(
+    world: World, where: str, message: str
+) -> None:
     req = request("Limits", "non_finite", "k", where)
 
     async def body() -> Any:

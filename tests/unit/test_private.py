@@ -43,8 +43,7 @@ def test_a_new_data_dir_and_its_files_are_owner_only(tmp_path: Path) -> None:
     assert loose_paths(data) == []
 
 
-def test_a_data_dir_an_older_version_left_readable_is_tightened_at_open(
-        data_dir: Path) -> None:
+def test_a_data_dir_an_older_version_left_readable_is_tightened_at_open(data_dir: Path) -> None:
     (data_dir / CONFIG_FILE).write_bytes(b"")
     notes = data_dir / "notes.sh"  # the user's own file beside the journal: left alone
     notes.write_text("echo hi\n")
@@ -96,7 +95,8 @@ def test_a_socket_dir_name_taken_by_a_symlink_is_not_used(temp_dir: Path) -> Non
 
 
 def test_a_temp_dir_too_long_for_a_socket_path_falls_back_to_tmp(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     deep = tmp_path / ("d" * 100)
     deep.mkdir()
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(deep))

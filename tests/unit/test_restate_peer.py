@@ -31,12 +31,14 @@ def test_parse_head() -> None:
 
 def test_read_response_lengths() -> None:
     async def go() -> None:
-        r = _reader(b"HTTP/1.1 100 Continue\r\n\r\n"
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n123"
-                    b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                    b"4;ext=1\r\nwiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\n"
-                    b"HTTP/1.1 204 No Content\r\n\r\n"
-                    b"HTTP/1.1 200 OK\r\n\r\nrest")
+        r = _reader(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n123"
+            b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            b"4;ext=1\r\nwiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\n"
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\n\r\nrest"
+        )
         first = await rawhttp.read_response(r)
         assert (first.status, first.body, first.keep_alive) == (200, b"123", True)
         second = await rawhttp.read_response(r)
@@ -75,8 +77,10 @@ def test_client_keeps_connections_alive() -> None:
                 path = request_line.split(b" ")[1]
                 status, close = (404, False) if path == b"/missing" else (200, path == b"/close")
                 answer = json.dumps({"echo": json.loads(body) if body else None}).encode()
-                writer.write(b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n%s\r\n%s" % (
-                    status, len(answer), b"connection: close\r\n" if close else b"", answer))
+                writer.write(
+                    b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n%s\r\n%s"
+                    % (status, len(answer), b"connection: close\r\n" if close else b"", answer)
+                )
                 await writer.drain()
                 if close:
                     break
@@ -111,8 +115,9 @@ def test_parse_stat_counts_from_the_last_parenthesis() -> None:
 
 
 def test_summary_and_row() -> None:
-    s = Samples(window_s=2.0, completed_in_window=10, ok=12,
-                latencies_s=[i / 1000 for i in range(1, 101)])
+    s = Samples(
+        window_s=2.0, completed_in_window=10, ok=12, latencies_s=[i / 1000 for i in range(1, 101)]
+    )
     figures = loads.summary(s)
     assert figures["inv_per_s"] == 5.0 and figures["calls"] == 10
     assert (figures["p50_ms"], figures["p90_ms"], figures["p99_ms"]) == (50.0, 90.0, 99.0)
@@ -120,8 +125,10 @@ def test_summary_and_row() -> None:
     assert loads.three_steps_expected(5) == 11
 
     u = procstat.Usage
-    snaps = {"start": (10.0, {"restate": u(1.0, 0), "sdk": u(2.0, 0), "driver": None}),
-             "end": (12.0, {"restate": u(1.5, 2**21), "sdk": u(2.25, 2**20), "driver": None})}
+    snaps = {
+        "start": (10.0, {"restate": u(1.0, 0), "sdk": u(2.0, 0), "driver": None}),
+        "end": (12.0, {"restate": u(1.5, 2**21), "sdk": u(2.25, 2**20), "driver": None}),
+    }
     r = table.row("hot", 16, {**figures, "problems": []}, snaps)
     assert r["check"] == "OK" and r["cpu_s"] == {"restate": 0.5, "sdk": 0.25}
     assert r["cpu_ms_per_inv"] == 75.0 and r["rss_mb"] == {"restate": 2, "sdk": 1}

@@ -120,8 +120,8 @@ async def _waiting(host: ObjectHost, req: InvokeRequest) -> None:
 
 
 async def _resolved_while_waiting(
-        host: ObjectHost, req: InvokeRequest,
-        value: str) -> tuple[asyncio.Future[Any], asyncio.Future[Any], str]:
+    host: ObjectHost, req: InvokeRequest, value: str
+) -> tuple[asyncio.Future[Any], asyncio.Future[Any], str]:
     """Start ``req``, and resolve its awakeable with ``value`` once it waits: (the call, the
     resolution, the awakeable's id)."""
     call = asyncio.ensure_future(host.invoke(req))
@@ -130,8 +130,9 @@ async def _resolved_while_waiting(
     return call, asyncio.ensure_future(host.resolve_awakeable(awk_id, value, None)), awk_id
 
 
-async def _recovered_and_resolved(world: World, req: InvokeRequest, awk_id: str, value: str,
-                                  outbox: SendLog | None = None) -> None:
+async def _recovered_and_resolved(
+    world: World, req: InvokeRequest, awk_id: str, value: str, outbox: SendLog | None = None
+) -> None:
     """After the crash: a new host recovers ``req``, which waits for its awakeable again; it is
     resolved with ``value``, and the invocation returns it."""
     port = HeldJournal(world.journal)
@@ -143,8 +144,11 @@ async def _recovered_and_resolved(world: World, req: InvokeRequest, awk_id: str,
     await _waiting(fresh, req)
     ok, message, code = await fresh.resolve_awakeable(awk_id, value, None)
     assert ok, (message, code)
-    out = await fresh.invoke(request(req.service, req.handler, req.key, json.loads(req.input),
-                                     inv_id=req.id, resubmit=True))
+    out = await fresh.invoke(
+        request(
+            req.service, req.handler, req.key, json.loads(req.input), inv_id=req.id, resubmit=True
+        )
+    )
     assert out is not None and out.ok and out.output == value
 
 
@@ -171,8 +175,9 @@ def test_resumed_before_durable_acts_only_after_and_shares_the_commit(data_dir: 
 
     world.run(body)
     assert ACTED == [True], "the step after the wait ran before the completion was durable"
-    rows = world.sql("SELECT value->>'$' AS v FROM state WHERE service_name = 'Ahead'"
-                     " AND key = 'answer'")
+    rows = world.sql(
+        "SELECT value->>'$' AS v FROM state WHERE service_name = 'Ahead' AND key = 'answer'"
+    )
     assert rows == [{"v": "yes"}]
 
 
@@ -203,8 +208,7 @@ def test_host_dying_before_the_commit_loses_nothing_and_acts_once(data_dir: Path
     assert ACTED == [True], "the step after the wait ran twice, or before its completion"
 
 
-def test_a_send_after_resuming_ahead_waits_for_the_completion_to_be_durable(
-        data_dir: Path) -> None:
+def test_a_send_after_resuming_ahead_waits_for_the_completion_to_be_durable(data_dir: Path) -> None:
     """A send is delivered at once, before its own entry is durable (a replay sends the same
     request again, and the callee knows its id). Not so after resuming ahead: the value it
     resumed with is not durable yet, and a replay after a crash could resume with another one."""

@@ -61,8 +61,9 @@ def write(store: JournalStore, *records: Any) -> None:
     store.write([Batch(f"b{next(_batches)}", list(records))])
 
 
-def finished(inv_id: str, key: str = "alice", *, invoked_by: str | None = None,
-             value: int = 1) -> list[Any]:
+def finished(
+    inv_id: str, key: str = "alice", *, invoked_by: str | None = None, value: int = 1
+) -> list[Any]:
     """A counter ``add`` from acceptance to output, with a state write, a retry, a sleep."""
     return [
         Accept(inv_id, "Obj", "add", key, 0, "1", invoked_by=invoked_by, created_at_ms=T0),
@@ -92,12 +93,15 @@ def rows_of(store: JournalStore, inv_id: str) -> int:
 def test_old_finished_invocations_go_recent_and_unfinished_stay(
     store: JournalStore, clock: Clock
 ) -> None:
-    write(store, *finished("inv_old"),
-          Accept("inv_open", "Obj", "add", "bob", 0, "1"),
-          Entry("inv_open", 0, "get_state", "count", None),
-          Accept("inv_later", "Obj", "add", "carol", 0, "1"),  # a delayed send, not yet due
-          StatusChange("inv_later", "scheduled", 0, None, T0),
-          Timer("inv_later:start", "inv_later", -1, "start", T0 + 2 * MINUTE, "host:Obj:0"))
+    write(
+        store,
+        *finished("inv_old"),
+        Accept("inv_open", "Obj", "add", "bob", 0, "1"),
+        Entry("inv_open", 0, "get_state", "count", None),
+        Accept("inv_later", "Obj", "add", "carol", 0, "1"),  # a delayed send, not yet due
+        StatusChange("inv_later", "scheduled", 0, None, T0),
+        Timer("inv_later:start", "inv_later", -1, "start", T0 + 2 * MINUTE, "host:Obj:0"),
+    )
     clock.ms += 10 * MINUTE
     write(store, *finished("inv_recent", "dave"))
     clock.ms += MINUTE
@@ -116,7 +120,9 @@ def test_old_finished_invocations_go_recent_and_unfinished_stay(
     # the state inv_old wrote is the object's state, and stays
     assert store.load_state("Obj", "alice") == {"count": "1"}
     assert store.sql("SELECT service_key, value FROM state ORDER BY 1").to_pylist() == [
-        {"service_key": "alice", "value": "1"}, {"service_key": "dave", "value": "1"}]
+        {"service_key": "alice", "value": "1"},
+        {"service_key": "dave", "value": "1"},
+    ]
 
     clock.ms += 5 * MINUTE  # now inv_recent is old too; the open ones still stay
     assert store.prune(retention_ms=5 * MINUTE).invocations == 1
@@ -137,35 +143,47 @@ def test_nothing_to_prune(store: JournalStore, clock: Clock) -> None:
 def test_superseded_state_versions_go_current_values_stay(
     store: JournalStore, clock: Clock
 ) -> None:
-    write(store, StateWrite("Obj", "a", "x", "1"), StateWrite("Obj", "a", "y", '"why"'),
-          StateWrite("Obj", "a", "z", "0"), StateWrite("Other", "a", "x", "100"))
+    write(
+        store,
+        StateWrite("Obj", "a", "x", "1"),
+        StateWrite("Obj", "a", "y", '"why"'),
+        StateWrite("Obj", "a", "z", "0"),
+        StateWrite("Other", "a", "x", "100"),
+    )
     write(store, StateWrite("Obj", "a", "x", "2"), StateWrite("Obj", "a", "x", "3"))
     write(store, StateWrite("Obj", "a", "y", None))  # cleared
-    before = (store.load_state("Obj", "a"), store.load_state("Other", "a"),
-              store.sql("SELECT * FROM state ORDER BY ALL").to_pylist())
+    before = (
+        store.load_state("Obj", "a"),
+        store.load_state("Other", "a"),
+        store.sql("SELECT * FROM state ORDER BY ALL").to_pylist(),
+    )
     store.prune(retention_ms=MINUTE)
     assert store.sql("SELECT count(*) AS n FROM log WHERE kind = 'state'").to_pylist() == [
-        {"n": 7}], "versions superseded within the retention stay"
+        {"n": 7}
+    ], "versions superseded within the retention stay"
 
     clock.ms += 10 * MINUTE
     store.prune(retention_ms=MINUTE)
 
-    assert (store.load_state("Obj", "a"), store.load_state("Other", "a"),
-            store.sql("SELECT * FROM state ORDER BY ALL").to_pylist()) == before
+    assert (
+        store.load_state("Obj", "a"),
+        store.load_state("Other", "a"),
+        store.sql("SELECT * FROM state ORDER BY ALL").to_pylist(),
+    ) == before
     assert before[0] == {"x": "3", "z": "0"}
     kept = store.sql("SELECT id, name, data FROM log WHERE kind = 'state' ORDER BY ALL")
     assert kept.to_pylist() == [  # one row per live entry, the clear went with what it cleared
         {"id": "Obj/a", "name": "x", "data": "3"},
         {"id": "Obj/a", "name": "z", "data": "0"},
-        {"id": "Other/a", "name": "x", "data": "100"}]
+        {"id": "Other/a", "name": "x", "data": "100"},
+    ]
 
     # set again after the prune: no ghosts
     write(store, StateWrite("Obj", "a", "y", "7"), StateWrite("Obj", "a", "x", "4"))
     clock.ms += 10 * MINUTE
     store.prune(retention_ms=MINUTE)
     assert store.load_state("Obj", "a") == {"x": "4", "y": "7", "z": "0"}
-    assert store.sql("SELECT count(*) AS n FROM log WHERE kind = 'state'").to_pylist() == [
-        {"n": 4}]
+    assert store.sql("SELECT count(*) AS n FROM log WHERE kind = 'state'").to_pylist() == [{"n": 4}]
 
 
 def test_compact_state_false_keeps_every_version(store: JournalStore, clock: Clock) -> None:
@@ -173,15 +191,17 @@ def test_compact_state_false_keeps_every_version(store: JournalStore, clock: Clo
     write(store, StateWrite("Obj", "a", "x", "2"))
     clock.ms += 10 * MINUTE
     store.prune(retention_ms=MINUTE, compact_state=False)
-    assert store.sql("SELECT count(*) AS n FROM log WHERE kind = 'state'").to_pylist() == [
-        {"n": 2}]
+    assert store.sql("SELECT count(*) AS n FROM log WHERE kind = 'state'").to_pylist() == [{"n": 2}]
 
 
 def test_a_callee_stays_while_its_sender_is_unfinished(store: JournalStore, clock: Clock) -> None:
-    write(store, Accept("inv_sender", "Obj", "go", "s", 0, "null"),
-          Entry("inv_sender", 0, "send", "Obj/add", '"inv_callee"'),
-          *finished("inv_callee", invoked_by="inv_sender"),
-          *finished("inv_orphan_callee", "o", invoked_by="inv_pruned_long_ago"))
+    write(
+        store,
+        Accept("inv_sender", "Obj", "go", "s", 0, "null"),
+        Entry("inv_sender", 0, "send", "Obj/add", '"inv_callee"'),
+        *finished("inv_callee", invoked_by="inv_sender"),
+        *finished("inv_orphan_callee", "o", invoked_by="inv_pruned_long_ago"),
+    )
     clock.ms += 10 * MINUTE
     assert store.prune(retention_ms=MINUTE).invocations == 1  # the sender's long gone
     assert ids(store) == {"inv_sender", "inv_callee"}
@@ -218,8 +238,11 @@ def test_retention_counts_from_when_the_output_was_written(
     clock.ms += 31_000
     assert store.prune(retention_ms=MINUTE).invocations == 1
     # retention is by the journal's clock, not the host's completed_at
-    write(store, *finished("inv_3", "c")[:-1],
-          Output("inv_3", True, "1", completed_at_ms=clock.ms - 100 * MINUTE))
+    write(
+        store,
+        *finished("inv_3", "c")[:-1],
+        Output("inv_3", True, "1", completed_at_ms=clock.ms - 100 * MINUTE),
+    )
     assert store.prune(retention_ms=MINUTE).invocations == 0
 
 
@@ -241,8 +264,9 @@ def test_batch_ids_stay_an_hour_so_a_resent_batch_is_still_recognised(
         batches = again.sql("SELECT id FROM log WHERE kind = 'batch'").to_pylist()
         assert batches == [], "batch ids and marks older than an hour are pruned"
         marks = again.sql("SELECT id FROM log WHERE kind = 'mark' ORDER BY seq").to_pylist()
-        assert [int(m["id"]) for m in marks] == [T0 + 10 * MINUTE, T0 + 71 * MINUTE], \
+        assert [int(m["id"]) for m in marks] == [T0 + 10 * MINUTE, T0 + 71 * MINUTE], (
             "the newest mark before the cutoff stays, and the one this prune wrote"
+        )
     finally:
         again.close()
 
@@ -256,8 +280,7 @@ def test_chunks_never_split_an_invocation(store: JournalStore, clock: Clock) -> 
     cur = store._con.cursor()
     failing: Any = FailingCursor(cur, fail_at_delete=3)
     with pytest.raises(RuntimeError, match="killed"):  # as if the journal died mid-prune
-        retention.prune(failing, clock.ms - MINUTE, clock.ms - MINUTE, chunk_rows=4,
-                        pause_s=0)
+        retention.prune(failing, clock.ms - MINUTE, clock.ms - MINUTE, chunk_rows=4, pause_s=0)
     counts = {f"inv_{n}": rows_of(store, f"inv_{n}") for n in range(6)}
     assert sorted(set(counts.values())) == [0, 9], counts  # each one whole, or gone whole
     assert 0 < list(counts.values()).count(0) < 6
@@ -289,7 +312,8 @@ def test_an_idempotency_key_runs_again_after_its_invocation_was_pruned(data_dir:
 
     async def call() -> Outcome | None:  # each time a fresh host: nothing cached in memory
         return await world.host(svc).invoke(
-            request("Payments", "echo", arg=7, inv_id=req.id, idempotency_key="k1"))
+            request("Payments", "echo", arg=7, inv_id=req.id, idempotency_key="k1")
+        )
 
     async def body() -> list[Outcome | None]:
         first = await world.host(svc).invoke(req)
@@ -306,16 +330,32 @@ def test_an_idempotency_key_runs_again_after_its_invocation_was_pruned(data_dir:
 # -- the setting ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("given", "seconds"), [
-    (timedelta(hours=24), 86_400.0), (timedelta(milliseconds=500), 0.5), (90, 90.0),
-    (0.25, 0.25), (None, None)])
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [
+        (timedelta(hours=24), 86_400.0),
+        (timedelta(milliseconds=500), 0.5),
+        (90, 90.0),
+        (0.25, 0.25),
+        (None, None),
+    ],
+)
 def test_retention_setting(given: Any, seconds: float | None) -> None:
     assert retention.retention_seconds(given) == seconds
 
 
-@pytest.mark.parametrize(("given", "error"), [
-    (0, ValueError), (-1, ValueError), (timedelta(0), ValueError), (float("nan"), ValueError),
-    (float("inf"), ValueError), ("24h", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (timedelta(0), ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("24h", TypeError),
+        (True, TypeError),
+    ],
+)
 def test_bad_retention_is_refused_before_anything_starts(given: Any, error: type) -> None:
     with pytest.raises(error, match="retention"):
         retention.retention_seconds(given)

@@ -50,15 +50,23 @@ class FakeTime:
 
 def test_backoff_grows_and_caps() -> None:
     assert list(itertools.islice(Backoff(0.05, 2, 1.0).delays(), 7)) == pytest.approx(
-        [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+        [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    )
     assert list(itertools.islice(Backoff(0.5, 1, 0.5).delays(), 3)) == [0.5, 0.5, 0.5]
 
 
 def test_async_retry_waits_per_backoff_until_it_succeeds() -> None:
     t, fn = FakeTime(), Flaky(3)
     seen: list[str] = []
-    result = asyncio.run(retry(fn.coro, retry_on=ConnectionError, backoff=Backoff(0.1, 2, 5),
-                               on_retry=lambda e: seen.append(str(e)), sleep=t.asleep))
+    result = asyncio.run(
+        retry(
+            fn.coro,
+            retry_on=ConnectionError,
+            backoff=Backoff(0.1, 2, 5),
+            on_retry=lambda e: seen.append(str(e)),
+            sleep=t.asleep,
+        )
+    )
     assert result == 4 and t.slept == pytest.approx([0.1, 0.2, 0.4])
     assert seen == ["failure 1", "failure 2", "failure 3"]
 
@@ -83,8 +91,9 @@ def test_when_narrows_what_is_retried() -> None:
         raise ValueError("no such name")
 
     with pytest.raises(ValueError, match="no such name"):
-        retry_sync(lookup, retry_on=ValueError, when=lambda e: "Failed to look up" in str(e),
-                   sleep=t.sleep)
+        retry_sync(
+            lookup, retry_on=ValueError, when=lambda e: "Failed to look up" in str(e), sleep=t.sleep
+        )
     assert t.slept == []
 
 
@@ -98,8 +107,14 @@ def test_cancellation_is_never_retried() -> None:
 def test_the_failure_after_the_deadline_is_final() -> None:
     t, fn = FakeTime(), Flaky(100)
     with pytest.raises(ConnectionError, match="failure 4"):
-        retry_sync(fn, retry_on=ConnectionError, backoff=Backoff(1, 1, 1), deadline_s=2.5,
-                   sleep=t.sleep, clock=t.clock)
+        retry_sync(
+            fn,
+            retry_on=ConnectionError,
+            backoff=Backoff(1, 1, 1),
+            deadline_s=2.5,
+            sleep=t.sleep,
+            clock=t.clock,
+        )
     assert t.slept == [1, 1, 1]  # failures at 0, 1, 2 are retried; the one at 3 > 2.5 is not
 
 

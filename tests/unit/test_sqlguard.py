@@ -204,8 +204,10 @@ def test_file_and_network_access_fails(
     with pytest.raises(SqlRefused, match="not allowed"):  # the guard refuses the function
         shared_store.sql(query)
     # and the database itself refuses the access, should a query slip past the guard
-    with shared_store.user_cursor() as cur, pytest.raises(
-            duckdb.Error, match=r"(?i)permission|external access|disabled"):
+    with (
+        shared_store.user_cursor() as cur,
+        pytest.raises(duckdb.Error, match=r"(?i)permission|external access|disabled"),
+    ):
         cur.sql(query).fetchall()
     assert _snapshot(shared_store, shared_dir) == before
 
@@ -306,5 +308,9 @@ def test_a_result_over_the_cap_is_refused(shared_store: JournalStore) -> None:
 
     with pytest.raises(SqlResultTooLarge, match="larger than the cap of 1 MiB"):
         shared_store.sql("SELECT repeat('x', 1000) AS s FROM range(10000)", max_bytes=1 << 20)
-    assert shared_store.sql("SELECT repeat('x', 1000) AS s FROM range(100)",
-                            max_bytes=1 << 20).num_rows == 100
+    assert (
+        shared_store.sql(
+            "SELECT repeat('x', 1000) AS s FROM range(100)", max_bytes=1 << 20
+        ).num_rows
+        == 100
+    )

@@ -112,6 +112,7 @@ def test_an_unreachable_store_is_retryable(tmp_path: Path) -> None:
 
 # -- the journal's documents ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", [1, "s", None, [1, 2], {"a": 1}, {"x": {"$raystate": "blob"}}])
 def test_json_results_stay_plain_json_text(value) -> None:
     text = to_journal(value)
@@ -119,8 +120,14 @@ def test_json_results_stay_plain_json_text(value) -> None:
     assert from_journal(text).form is Form.JSON
 
 
-@pytest.mark.parametrize("value", [{"$raystate": "blob", "uri": "file:///etc/passwd"},
-                                   {"$raystate": 1}, {"$raystate": "json", "value": 2}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"$raystate": "blob", "uri": "file:///etc/passwd"},
+        {"$raystate": 1},
+        {"$raystate": "json", "value": 2},
+    ],
+)
 def test_user_json_that_looks_like_a_marker_is_escaped(value) -> None:
     text = to_journal(value)
     assert json.loads(text) == {"$raystate": "json", "value": value}
@@ -134,22 +141,27 @@ def test_small_binary_results_are_inline_and_large_ones_spill(store: BlobStore) 
     with pytest.raises(TerminalError) as e:
         to_journal(b"x" * 100, inline_limit=10, step="big")
     assert e.value.status_code == 413 and "'big'" in e.value.message
-    text = asyncio.run(results.save(b"y" * 100, step="big", store=store, invocation_id="inv",
-                                    idx=7, inline_limit=10))
+    text = asyncio.run(
+        results.save(
+            b"y" * 100, step="big", store=store, invocation_id="inv", idx=7, inline_limit=10
+        )
+    )
     doc = json.loads(text)
     assert doc["$raystate"] == "blob" and doc["size"] == 100 and len(doc["sha256"]) == 64
     assert asyncio.run(results.load(text, store)) == b"y" * 100
     assert asyncio.run(results.load(text, None)) == b"y" * 100  # opened from the URI
     big = {"k": "v" * 100}
-    text = asyncio.run(results.save(big, step="j", store=store, invocation_id="inv", idx=8,
-                                    inline_limit=10))
+    text = asyncio.run(
+        results.save(big, step="j", store=store, invocation_id="inv", idx=8, inline_limit=10)
+    )
     assert json.loads(text)["kind"] == "json"
     assert asyncio.run(results.load(text, store)) == big
 
 
 def test_a_replay_of_a_corrupted_blob_fails_clearly(store: BlobStore) -> None:
-    text = asyncio.run(results.save(b"z" * 50, step="s", store=store, invocation_id="inv",
-                                    idx=0, inline_limit=10))
+    text = asyncio.run(
+        results.save(b"z" * 50, step="s", store=store, invocation_id="inv", idx=0, inline_limit=10)
+    )
     _file(from_journal(text).blob).write_bytes(b"q" * 50)
     with pytest.raises(BlobCorrupted, match="sha256"):
         asyncio.run(results.load(text, store))
@@ -158,8 +170,7 @@ def test_a_replay_of_a_corrupted_blob_fails_clearly(store: BlobStore) -> None:
 def test_durable_refs_are_journaled_as_references(store: BlobStore) -> None:
     ref = DurableRef(store.put("inv", 2, b"payload", Kind.BYTES), store.uri)
     text = results.blob_to_journal(ref.blob, durable_ref=True)
-    back = asyncio.run(results.load(text, store,
-                                    make_ref=lambda blob: DurableRef(blob, store.uri)))
+    back = asyncio.run(results.load(text, store, make_ref=lambda blob: DurableRef(blob, store.uri)))
     assert back == ref
     assert to_journal(ref) == text  # a step that returns a reference it was given
     assert asyncio.run(back.get()) == b"payload"
@@ -203,11 +214,15 @@ def _remote_step_error() -> Exception:
     return RemoteStepError("embed", "WorkerCrashedError: the worker died")
 
 
-@pytest.mark.parametrize("make", [
-    lambda: BlobCorrupted("blob x does not match", 500),
-    lambda: BlobStoreUnavailable("s3://b/p", "timed out"),
-    _remote_step_error,
-], ids=["BlobCorrupted", "BlobStoreUnavailable", "RemoteStepError"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: BlobCorrupted("blob x does not match", 500),
+        lambda: BlobStoreUnavailable("s3://b/p", "timed out"),
+        _remote_step_error,
+    ],
+    ids=["BlobCorrupted", "BlobStoreUnavailable", "RemoteStepError"],
+)
 def test_errors_survive_pickle(make) -> None:
     error = make()
     again = pickle.loads(pickle.dumps(error))

@@ -12,13 +12,16 @@ from actors.steps.codec import Encoded, Kind, binary_size, decode, encode
 np = pytest.importorskip("numpy")
 
 
-@pytest.mark.parametrize("arr", [
-    np.arange(12, dtype=np.float32).reshape(3, 4),
-    np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
-    np.zeros((0, 5)),
-    np.array(["a", "bc"]),
-    np.array([(1, 2.0)], dtype=[("i", "i4"), ("f", "f8")]),
-])
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
+        np.zeros((0, 5)),
+        np.array(["a", "bc"]),
+        np.array([(1, 2.0)], dtype=[("i", "i4"), ("f", "f8")]),
+    ],
+)
 def test_ndarray_round_trips_as_npy(arr) -> None:
     enc = encode(arr, "s")
     assert enc.kind is Kind.NDARRAY

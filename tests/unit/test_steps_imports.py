@@ -15,8 +15,9 @@ print(json.dumps({"ray": "ray" in sys.modules}))
 
 
 def test_step_modules_import_without_ray() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                         timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=True
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"ray": False}
 
 
@@ -30,7 +31,10 @@ print(json.dumps({"before": before, "name": ref.__name__}))
 
 
 def test_durable_ref_is_exported_lazily_from_actors() -> None:
-    out = subprocess.run([sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True,
-                         timeout=120, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"before": False,
-                                                               "name": "DurableRef"}
+    out = subprocess.run(
+        [sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "before": False,
+        "name": "DurableRef",
+    }

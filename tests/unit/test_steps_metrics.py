@@ -19,8 +19,11 @@ def _record_everything() -> None:
     metrics.queued_invocations("host", 2)
 
 
-@pytest.mark.parametrize("ray", [None, types.SimpleNamespace(is_initialized=lambda: False)],
-                         ids=["ray-never-imported", "ray-not-initialised"])
+@pytest.mark.parametrize(
+    "ray",
+    [None, types.SimpleNamespace(is_initialized=lambda: False)],
+    ids=["ray-never-imported", "ray-not-initialised"],
+)
 def test_metrics_are_no_ops_without_ray(monkeypatch, ray) -> None:
     monkeypatch.setattr(metrics, "_metrics", None)
     monkeypatch.setitem(sys.modules, "ray", ray)

@@ -263,7 +263,10 @@ def test_state_latest_write_wins_and_none_clears(store: JournalStore) -> None:
     store.write([Batch("b4", [StateWrite("Obj", "a", "y", '{"again": true}')])])
     assert store.load_state("Obj", "a") == {"x": "3", "y": '{"again": true}'}
     assert store.load_states("Obj", ["a", "b", "nobody"]) == {
-        "a": {"x": "3", "y": '{"again": true}'}, "b": {"x": "10"}, "nobody": {}}
+        "a": {"x": "3", "y": '{"again": true}'},
+        "b": {"x": "10"},
+        "nobody": {},
+    }
 
 
 def test_load_states_of_many_keys_and_long_histories(store: JournalStore) -> None:
@@ -279,9 +282,19 @@ def test_load_states_of_many_keys_and_long_histories(store: JournalStore) -> Non
 
 def test_the_key_filter_holds_every_key_with_state(store: JournalStore) -> None:
     """A host skips loading a key outside the filter, so a key with state must be in it."""
-    store.write([Batch("f1", [StateWrite("Obj", f"k{i}", "n", str(i)) for i in range(2_000)]
-                       + [StateWrite("Obj", "a/b", "n", "1"), StateWrite("Obj", "gone", "n", None),
-                          StateWrite("Other", "elsewhere", "n", "1")])])
+    store.write(
+        [
+            Batch(
+                "f1",
+                [StateWrite("Obj", f"k{i}", "n", str(i)) for i in range(2_000)]
+                + [
+                    StateWrite("Obj", "a/b", "n", "1"),
+                    StateWrite("Obj", "gone", "n", None),
+                    StateWrite("Other", "elsewhere", "n", "1"),
+                ],
+            )
+        ]
+    )
     keys = KeyFilter.from_bytes(store.state_key_filter("Obj"))
     assert all(f"k{i}" in keys for i in range(2_000)) and "a/b" in keys and "gone" in keys
     assert sum(f"new{i}" in keys for i in range(2_000)) < 100, "about 1% false positives"
@@ -476,7 +489,8 @@ def test_reopen_keeps_data_and_schema_version(tmp_path: Path) -> None:
     second = JournalStore(data)
     try:
         assert rows(second, "SELECT max(version) AS version FROM schema_version") == [
-            {"version": len(MIGRATIONS)}]
+            {"version": len(MIGRATIONS)}
+        ]
         assert rows(second, "SELECT id, status FROM sys_invocation ORDER BY id") == [
             {"id": "inv_1", "status": "completed"},
             {"id": "inv_2", "status": "pending"},
@@ -543,8 +557,12 @@ def test_nested_data_dir_is_created(tmp_path: Path) -> None:
 def test_pending_services(data_dir: Path) -> None:
     store = JournalStore(data_dir)
     try:
-        store.write([Batch("b1", [accept("inv_1", key="k"), accept("inv_2", service="Svc")]),
-                     Batch("b2", [Output("inv_2", True, "1")])])
+        store.write(
+            [
+                Batch("b1", [accept("inv_1", key="k"), accept("inv_2", service="Svc")]),
+                Batch("b2", [Output("inv_2", True, "1")]),
+            ]
+        )
         assert store.pending_services() == ["Obj"]
     finally:
         store.close()
@@ -557,9 +575,22 @@ def test_fired_open_timers(data_dir: Path) -> None:
     store = JournalStore(data_dir)
     try:
         timers = [Timer(f"inv_{i}:1", f"inv_{i}", 1, "sleep", 5, "host:Obj:0") for i in (1, 2, 3)]
-        store.write([Batch("b1", [accept("inv_1"), accept("inv_2"), accept("inv_3"), *timers,
-                                  TimerFired("inv_1:1", "inv_1"), TimerFired("inv_2:1", "inv_2"),
-                                  Output("inv_2", True, "1")])])
+        store.write(
+            [
+                Batch(
+                    "b1",
+                    [
+                        accept("inv_1"),
+                        accept("inv_2"),
+                        accept("inv_3"),
+                        *timers,
+                        TimerFired("inv_1:1", "inv_1"),
+                        TimerFired("inv_2:1", "inv_2"),
+                        Output("inv_2", True, "1"),
+                    ],
+                )
+            ]
+        )
         assert [t.timer_id for t in store.fired_open_timers()] == ["inv_1:1"]
     finally:
         store.close()

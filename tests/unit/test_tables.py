@@ -28,8 +28,9 @@ def test_decimals_are_numbers() -> None:
 
 
 def test_json_columns_are_embedded_in_json_only() -> None:
-    table = pa.table({"value": ['"Hal"', "{\"a\": 1}", "not json", None],
-                      "name": ['"Hal"', "x", "y", "z"]})
+    table = pa.table(
+        {"value": ['"Hal"', '{"a": 1}', "not json", None], "name": ['"Hal"', "x", "y", "z"]}
+    )
     out = io.StringIO()
     write(table, Format.json, file=out)
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -40,13 +41,17 @@ def test_json_columns_are_embedded_in_json_only() -> None:
 
 def test_table_cuts_named_columns_and_keeps_ids_whole() -> None:
     ident = "inv_" + "0123456789abcdef" * 2
-    table = pa.table({"id": [ident], "last_failure": ["ValueError: " + "x" * 100 + "\ntrace"],
-                      "note": ["short\nsecond"]})
+    table = pa.table(
+        {
+            "id": [ident],
+            "last_failure": ["ValueError: " + "x" * 100 + "\ntrace"],
+            "note": ["short\nsecond"],
+        }
+    )
     from rich.console import Console
 
     out = io.StringIO()
-    Console(file=out, width=80).print(rich_table(table, widths={"last_failure": 20,
-                                                                "note": 20}))
+    Console(file=out, width=80).print(rich_table(table, widths={"last_failure": 20, "note": 20}))
     text = out.getvalue()
     assert ident in text and "ValueError: xxxxxxx…" in text and "short …" in text
     assert "trace" not in text and "second" not in text
@@ -55,8 +60,10 @@ def test_table_cuts_named_columns_and_keeps_ids_whole() -> None:
 def test_timeout_error_says_where_the_invocation_stands() -> None:
     e = InvocationTimeoutError("inv_1", 2.0, "backing-off", 3, "ValueError: boom")
     assert isinstance(e, TimeoutError)
-    assert str(e) == ("invocation inv_1 did not finish within 2 s (status backing-off after 3 "
-                      "retries; last failure: ValueError: boom)")
+    assert str(e) == (
+        "invocation inv_1 did not finish within 2 s (status backing-off after 3 "
+        "retries; last failure: ValueError: boom)"
+    )
     assert "no failure so far" in str(InvocationTimeoutError("inv_1", 1, "running", 0, None))
     assert "could not be read" in str(InvocationTimeoutError("inv_1", 1))
     import pickle

@@ -82,8 +82,12 @@ def test_a_timer_committed_but_never_handed_over_fires_once_its_host_starts(
 
         scheduler = TimerScheduler(world.journal, notify)
         await scheduler.loaded.wait()
-        world.prewrite(accept_of(req), Entry(req.id, 0, "run", "reserve", '"trip.reserve-done"'),
-                       Entry(req.id, 1, "sleep", None, str(due), completed=False), sleep_timer)
+        world.prewrite(
+            accept_of(req),
+            Entry(req.id, 0, "run", "reserve", '"trip.reserve-done"'),
+            Entry(req.id, 1, "sleep", None, str(due), completed=False),
+            sleep_timer,
+        )
         try:
             host = ObjectHost(saga, world.journal, partition=(0, 1), scheduler=scheduler)
             hosts.append(host)
@@ -114,8 +118,13 @@ class GatedReload:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def pending(self, services: list[str], partition: Any = None, key: Any = None,
-                      ids: list[str] | None = None) -> Any:
+    async def pending(
+        self,
+        services: list[str],
+        partition: Any = None,
+        key: Any = None,
+        ids: list[str] | None = None,
+    ) -> Any:
         if ids is not None:
             self.reloading.set()
             await self.release.wait()

@@ -26,9 +26,21 @@ def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """mypy's messages on the user file, by the source line they are about."""
     cache = tmp_path_factory.mktemp("mypy-cache")
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--no-error-summary", "--hide-error-context",
-         "--follow-imports=silent", "--cache-dir", str(cache), str(USER_FILE)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--no-error-summary",
+            "--hide-error-context",
+            "--follow-imports=silent",
+            "--cache-dir",
+            str(cache),
+            str(USER_FILE),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "MYPYPATH": str(ROOT)},  # this checkout, however it is installed
     )
     assert proc.returncode in (0, 1), proc.stderr or proc.stdout
@@ -41,18 +53,24 @@ def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize(("line", "revealed"), [
-    ("reveal_type(add)",
-     "def (ctx: actors.sdk.contexts.ObjectContext, delta: int) -> typing.Coroutine[Any, Any, int]"),
-    ('reveal_type(rt.call(add, key="alice", arg=5))', "int"),
-    ('reveal_type(rt.call(reset, key="alice"))', "None"),
-    ('reveal_type(rt.call(greet, arg="bob"))', "str"),
-    ('reveal_type(rt.send(add, key="alice", arg=5).result())', "int"),
-    ('reveal_type(rt.call("Counter/add", key="alice", arg=5))', "Any"),
-    ('reveal_type(await rt.call_async(greet, arg="bob"))', "str"),
-    ('reveal_type(await rt.send(run, key="a@b.c", arg="a@b.c").result_async())', "bool"),
-    ('reveal_type(await ctx.object_call(add, "total", 1))', "int"),
-])
+@pytest.mark.parametrize(
+    ("line", "revealed"),
+    [
+        (
+            "reveal_type(add)",
+            "def (ctx: actors.sdk.contexts.ObjectContext, delta: int) -> "
+            "typing.Coroutine[Any, Any, int]",
+        ),
+        ('reveal_type(rt.call(add, key="alice", arg=5))', "int"),
+        ('reveal_type(rt.call(reset, key="alice"))', "None"),
+        ('reveal_type(rt.call(greet, arg="bob"))', "str"),
+        ('reveal_type(rt.send(add, key="alice", arg=5).result())', "int"),
+        ('reveal_type(rt.call("Counter/add", key="alice", arg=5))', "Any"),
+        ('reveal_type(await rt.call_async(greet, arg="bob"))', "str"),
+        ('reveal_type(await rt.send(run, key="a@b.c", arg="a@b.c").result_async())', "bool"),
+        ('reveal_type(await ctx.object_call(add, "total", 1))', "int"),
+    ],
+)
 def test_mypy_sees_handler_types(mypy_output: dict[str, str], line: str, revealed: str) -> None:
     assert mypy_output.get(line) == f'note: Revealed type is "{revealed}"', mypy_output
 

@@ -48,8 +48,9 @@ def test_commits_and_reads_go_on_while_queries_run(journal: GroupCommitJournal) 
         # journal's own reads use): two run, the others wait for a user-query thread
         slow = [asyncio.ensure_future(journal.sql(SLOW, f"q{n}")) for n in range(10)]
         await running(journal, 2)  # every user-query thread is busy
-        await journal.commit(Batch("b1", [Accept("inv_1", "Svc", "h", None, 0, "1"),
-                                          Output("inv_1", True, "2")]))
+        await journal.commit(
+            Batch("b1", [Accept("inv_1", "Svc", "h", None, 0, "1"), Output("inv_1", True, "2")])
+        )
         out = await journal.await_output("inv_1")
         assert out.ok and out.output == "2"
         assert await journal.pending(["Svc"]) == []

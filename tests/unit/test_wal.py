@@ -21,27 +21,41 @@ def rows(first: int, n: int, kind: str = "entry") -> list[tuple]:
 
 def invocation(n: int) -> Batch:
     inv = f"inv_{n}"
-    return Batch(f"b{n}", [
-        Accept(inv, "Obj", "add", f"k{n}", 0, "1", created_at_ms=T0),
-        Entry(inv, 0, "run", "step", "2", created_at_ms=T0),
-        Output(inv, True, str(n), completed_at_ms=T0),
-    ])
+    return Batch(
+        f"b{n}",
+        [
+            Accept(inv, "Obj", "add", f"k{n}", 0, "1", created_at_ms=T0),
+            Entry(inv, 0, "run", "step", "2", created_at_ms=T0),
+            Output(inv, True, str(n), completed_at_ms=T0),
+        ],
+    )
 
 
 def run_and_die(data_dir: Path, body: str) -> None:
     """Run ``body`` with a ``store`` open on ``data_dir`` in a new process that then dies
     without closing it (no drain, no clean-up: as a killed journal actor)."""
-    script = "import os\nfrom journal.store import JournalStore\n" + \
-        "from tests.unit.test_wal import invocation\n" + \
-        f"store = JournalStore({str(data_dir)!r})\n" + textwrap.dedent(body) + \
-        "\nos._exit(0)\n"
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120,
-                   cwd=Path(__file__).resolve().parents[2])
+    script = (
+        "import os\nfrom journal.store import JournalStore\n"
+        + "from tests.unit.test_wal import invocation\n"
+        + f"store = JournalStore({str(data_dir)!r})\n"
+        + textwrap.dedent(body)
+        + "\nos._exit(0)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
 
 
 def log_rows(store: JournalStore) -> list[tuple]:
-    return [tuple(r.values()) for r in store.sql(
-        "SELECT seq, kind, id FROM log WHERE kind NOT IN ('mark') ORDER BY seq").to_pylist()]
+    return [
+        tuple(r.values())
+        for r in store.sql(
+            "SELECT seq, kind, id FROM log WHERE kind NOT IN ('mark') ORDER BY seq"
+        ).to_pylist()
+    ]
 
 
 def test_frames_come_back_in_order_and_a_torn_tail_ends_the_log(tmp_path: Path) -> None:
@@ -98,34 +112,49 @@ def test_reads_see_acknowledged_rows_before_any_drain(tmp_path: Path) -> None:
 
 
 def test_a_store_killed_before_draining_loses_nothing(tmp_path: Path) -> None:
-    run_and_die(tmp_path, """
+    run_and_die(
+        tmp_path,
+        """
         store.write([invocation(1), invocation(2)])
         assert store.undrained > 0
-    """)
+    """,
+    )
     assert WriteAheadLog(tmp_path).segments(), "the rows are only in the write-ahead log"
     store = JournalStore(tmp_path)
     try:
         done = store.sql("SELECT id, status, output FROM sys_invocation ORDER BY id").to_pylist()
-        assert done == [{"id": "inv_1", "status": "completed", "output": "1"},
-                        {"id": "inv_2", "status": "completed", "output": "2"}]
+        assert done == [
+            {"id": "inv_1", "status": "completed", "output": "1"},
+            {"id": "inv_2", "status": "completed", "output": "2"},
+        ]
         assert WriteAheadLog(tmp_path).segments() == [], "replayed, then a new log"
     finally:
         store.close()
 
 
 def test_rows_drained_before_a_kill_are_not_replayed_twice(tmp_path: Path) -> None:
-    run_and_die(tmp_path, """
+    run_and_die(
+        tmp_path,
+        """
         store.write([invocation(1)])
         assert store.drain() > 0
         store.write([invocation(2)])
-    """)
+    """,
+    )
     store = JournalStore(tmp_path)
     try:
         got = log_rows(store)
         assert [s for s, _, _ in got] == sorted({s for s, _, _ in got}), "each row once"
         assert [(k, i) for _, k, i in got] == [
-            ("batch", "b1"), ("accept", "inv_1"), ("entry", "inv_1"), ("output", "inv_1"),
-            ("batch", "b2"), ("accept", "inv_2"), ("entry", "inv_2"), ("output", "inv_2")]
+            ("batch", "b1"),
+            ("accept", "inv_1"),
+            ("entry", "inv_1"),
+            ("output", "inv_1"),
+            ("batch", "b2"),
+            ("accept", "inv_2"),
+            ("entry", "inv_2"),
+            ("output", "inv_2"),
+        ]
         store.write([invocation(3)])
         assert store.outcome("inv_3") is not None, "writes go on after recovery"
     finally:
@@ -162,8 +191,10 @@ def test_the_cli_reads_rows_a_killed_journal_left_only_in_its_log(tmp_path: Path
 
     run_and_die(tmp_path, "store.write([invocation(1)])")
     assert WriteAheadLog(tmp_path).segments(), "the rows are only in the write-ahead log"
-    result = CliRunner().invoke(app, ["sql", "SELECT id, output FROM sys_invocation",
-                                      "-f", "json", "--db", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["sql", "SELECT id, output FROM sys_invocation", "-f", "json", "--db", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
-    assert [json.loads(line) for line in result.stdout.splitlines()] == \
-        [{"id": "inv_1", "output": 1}]
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"id": "inv_1", "output": 1}
+    ]

@@ -33,16 +33,20 @@ def loop_thread() -> Iterator[tuple[asyncio.AbstractEventLoop, threading.Thread]
 
 
 def test_a_handler_holding_the_loop_is_logged(
-        loop_thread: tuple[asyncio.AbstractEventLoop, threading.Thread],
-        caplog: pytest.LogCaptureFixture) -> None:
+    loop_thread: tuple[asyncio.AbstractEventLoop, threading.Thread],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     loop, thread = loop_thread
     dead = threading.Event()
-    watchdog = LoopWatchdog(loop, thread, threshold_s=0.5, interval_s=0.05,
-                            on_dead=dead.set, name="host:T:0").start()
+    watchdog = LoopWatchdog(
+        loop, thread, threshold_s=0.5, interval_s=0.05, on_dead=dead.set, name="host:T:0"
+    ).start()
     with caplog.at_level(logging.WARNING, logger="raystate.host"):
         loop.call_soon_threadsafe(blocking_handler)
-        assert_eventually(lambda: "the event loop was held for" in caplog.text,
-                          message="the stall and its end logged")
+        assert_eventually(
+            lambda: "the event loop was held for" in caplog.text,
+            message="the stall and its end logged",
+        )
     watchdog.stop()
     warning = caplog.records[0].getMessage()
     assert "host:T:0: a handler has held the event loop" in warning
@@ -51,8 +55,9 @@ def test_a_handler_holding_the_loop_is_logged(
 
 
 def test_a_quiet_loop_is_not_logged(
-        loop_thread: tuple[asyncio.AbstractEventLoop, threading.Thread],
-        caplog: pytest.LogCaptureFixture) -> None:
+    loop_thread: tuple[asyncio.AbstractEventLoop, threading.Thread],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     loop, thread = loop_thread
     probes = threading.Event()
     original = loop.call_soon_threadsafe
@@ -75,7 +80,8 @@ def test_a_quiet_loop_is_not_logged(
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_dead_loop_ends_the_process(
-        loop_thread: tuple[asyncio.AbstractEventLoop, threading.Thread]) -> None:
+    loop_thread: tuple[asyncio.AbstractEventLoop, threading.Thread],
+) -> None:
     """A SystemExit escaping a task stops ``run_forever`` and ends the loop's thread (as in a
     host whose handler escaped raystate's guard): the watchdog calls ``on_dead``."""
     loop, thread = loop_thread

@@ -206,6 +206,7 @@ def test_each_event_loop_gets_a_client_of_its_own() -> None:
 
 # -- what a careless or hostile local process can do without the token ----------------------
 
+
 async def _served(target: Target | None = None, **limits: Any) -> tuple[WireServer, WireClient]:
     """A server serving ``target`` (with ``limits``), and a client of it."""
     server = WireServer(target or Target(), **limits)
@@ -218,19 +219,24 @@ def _fds() -> int:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == "raystate.wire" and r.levelno >= logging.WARNING]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "raystate.wire" and r.levelno >= logging.WARNING
+    ]
 
 
 def test_idle_connections_without_the_token_leave_the_server_serving_with_bounded_fds() -> None:
     """Idle connections that never send the token (the issue: 20,000 of them exhausted the
     journal's file descriptors): the server holds a bounded number, and real calls go on."""
+
     async def main() -> None:
         server = WireServer(Target())
         await server.serve()
         before = _fds()
-        idle = [await asyncio.open_unix_connection(server.address)
-                for _ in range(5 * MAX_HANDSHAKES)]
+        idle = [
+            await asyncio.open_unix_connection(server.address) for _ in range(5 * MAX_HANDSHAKES)
+        ]
         client = WireClient(server.address, server.token)
         assert await client.call("fast", 1) == 2  # served with all of them connected
         # The idle sockets are this process's too: what is left is the server's.
@@ -305,7 +311,8 @@ def test_an_oversized_frame_before_the_token_is_refused_unread() -> None:
 
 
 def test_connections_beyond_the_cap_are_refused_with_one_warning(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def main() -> None:
         server, first = await _served(max_connections=3)
         clients = [first, *(WireClient(server.address, server.token) for _ in range(2))]
@@ -327,7 +334,8 @@ def test_connections_beyond_the_cap_are_refused_with_one_warning(
 
 
 def test_accept_errors_are_retried_and_logged_rarely(
-        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Out of file descriptors, accept fails while the connection waits: the journal logged
     368,053 such errors in 2.5 minutes. One warning, and the connection is served after."""
     monkeypatch.setattr(wire, "ACCEPT_RETRY_S", 0.001)
@@ -358,6 +366,7 @@ def test_accept_errors_are_retried_and_logged_rarely(
 
 def test_the_socket_is_a_file_in_an_owner_only_directory() -> None:
     """Not Linux's abstract namespace, which every process of every user can reach."""
+
     async def main() -> None:
         server = WireServer(Target())
         await server.serve()
@@ -390,6 +399,7 @@ def test_a_socket_left_by_a_dead_process_is_removed() -> None:
 
 
 # -- replies (and requests) the socket cannot carry -----------------------------------------
+
 
 def test_a_reply_too_big_fails_only_its_own_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """Over the frame limit (1 GiB; 4 GiB and more raised ``struct.error`` in the server and
