@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -122,6 +123,7 @@ _metrics: _Metrics | None = None
 
 _ENABLED = os.environ.get("RAYSTATE_METRICS", "1") != "0"  # 0: record nothing
 FLUSH_S = 1.0  # how often the buffered points reach Ray
+MAX_OBSERVATIONS = 200  # per histogram series and flush; more are sampled down to this
 
 
 class _Op(IntEnum):
@@ -155,14 +157,24 @@ class _Buffer:
     def flush(self) -> None:
         sums: dict[tuple[Any, tuple[tuple[str, str], ...]], float] = {}
         last: dict[tuple[Any, tuple[tuple[str, str], ...]], float] = {}
+        observed: dict[tuple[Any, tuple[tuple[str, str], ...]], list[float]] = {}
         while self.points:
             metric, op, value, tags = self.points.popleft()
             if op is _Op.OBSERVE:
-                metric.observe(value, dict(tags))
+                observed.setdefault((metric, tags), []).append(value)
             elif op is _Op.INC:
                 sums[metric, tags] = sums.get((metric, tags), 0.0) + value
             else:
                 last[metric, tags] = value
+        for (metric, tags), values in observed.items():
+            # Ray takes one observation per call (a few microseconds each, on this process's
+            # GIL): past MAX_OBSERVATIONS a flush hands over a uniform sample, which keeps the
+            # histogram's shape; counts come from the counters (raystate_invocations_total)
+            if len(values) > MAX_OBSERVATIONS:
+                values = random.sample(values, MAX_OBSERVATIONS)
+            as_dict = dict(tags)
+            for value in values:
+                metric.observe(value, as_dict)
         for (metric, tags), value in sums.items():
             metric.inc(value, dict(tags))
         for (metric, tags), value in last.items():

@@ -73,8 +73,16 @@ class InvocationContext(AwakeablesAndPromises, WorkflowContext):
         self._at: tuple[int, str, str | None] | None = None  # the action running: idx, type, name
         self._logger: logging.Logger | None = None
         self._journaled = len(invocation.entries)  # entries durable before this attempt
-        seed = int.from_bytes(hashlib.sha256(invocation.id.encode()).digest()[:8], "big")
-        self.rand = DeterministicRandom(seed)
+        self._rand: DeterministicRandom | None = None
+
+    @property
+    def rand(self) -> DeterministicRandom:
+        """Seeded from the invocation id on first use (most handlers never draw a number, and
+        seeding a Mersenne Twister per invocation showed in the hot key's host profile)."""
+        if self._rand is None:
+            seed = int.from_bytes(hashlib.sha256(self._inv.id.encode()).digest()[:8], "big")
+            self._rand = DeterministicRandom(seed)
+        return self._rand
 
     # -- identity ----------------------------------------------------------------------------
 

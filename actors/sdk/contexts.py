@@ -33,12 +33,17 @@ class DeterministicRandom(random.Random):
 class Context(ABC):
     """Operations every handler has: journaled actions, time, randomness."""
 
-    rand: DeterministicRandom
     logger: logging.Logger
     """Log through this in handlers: it stays silent while the handler replays its journal, so
     a line appears once per execution, not again on every retry or resumption. Records go to
     the logger ``raystate.handler.<Service>.<handler>`` (configure that one, or ``raystate``)
     and carry ``invocation_id``."""
+
+    @property
+    @abstractmethod
+    def rand(self) -> DeterministicRandom:
+        """A ``random.Random`` seeded from the invocation id (with ``.uuid4()``): the same
+        numbers on every replay."""
 
     @abstractmethod
     async def run(
