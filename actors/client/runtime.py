@@ -38,7 +38,7 @@ from actors.sdk.definitions import (
     VirtualObject,
 )
 from actors.sdk.errors import TerminalError
-from actors.sdk.serde import ANY, check_size, check_text
+from actors.sdk.serde import ANY, check_size
 from actors.steps.runner import INLINE_LIMIT
 from journal.config import RuntimeConfig
 from journal.errors import StatusCode
@@ -201,7 +201,6 @@ class Runtime:
         timeout: float | None = None,
     ) -> Any:
         self._check_open()
-        _check_names(key, idempotency_key)
         spec, req = self.router.request(
             target, key, arg, InvokeMode.CALL, idempotency_key=idempotency_key
         )
@@ -301,7 +300,6 @@ class Runtime:
         delay: timedelta | float | None = None,
     ) -> InvocationHandle[Any]:
         self._check_open()
-        _check_names(key, idempotency_key)
         spec, req = self.router.request(
             target, key, arg, InvokeMode.SEND, idempotency_key=idempotency_key, delay=delay
         )
@@ -495,16 +493,6 @@ class Runtime:
         ):
             time.sleep(0.05)
         self.close()
-
-
-def _check_names(key: str | None, idempotency_key: str | None) -> None:
-    """Refuse a key or idempotency key that is not valid text (a lone surrogate cannot be
-    encoded, so it could be neither hashed to its host nor journaled): 400 before anything
-    is sent."""
-    if key is not None:
-        check_text(key, "key")
-    if idempotency_key is not None:
-        check_text(idempotency_key, "idempotency_key")
 
 
 def _json_value(value: Any) -> str:

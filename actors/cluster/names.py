@@ -44,7 +44,6 @@ def idempotent_invocation_id(target: str, key: str | None, idempotency_key: str)
 
 def default_pool_size(cpus: float) -> int:
     """One host per two CPUs, at least one: the journal, Ray and the drivers need the rest,
-    and every host more splits the batches that one Ray call carries. On this 2-core VM one
-    host instead of two took 1,000 keys at concurrency 16 from 272 to 528 calls/s and the
-    food flow from 21 to 39 orders/s (README, Performance)."""
+    and every host more splits the batches that one Ray call carries (figures in
+    docs/performance.md, "Tuning")."""
     return max(int(cpus) // 2, 1)
