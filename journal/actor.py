@@ -10,8 +10,9 @@ lets any driver wait for an invocation's result after the host that computed it 
 
 Retention: a background task prunes finished invocations older than the runtime's configured
 ``retention_s`` (``journal.retention``) every ``prune_period`` (a quarter of the retention,
-bounded by ``journal.retention``), on a connection of its own in a worker thread, so group commits go on meanwhile and
-wait only for the commits of its DELETE chunks. It starts with the first commit.
+bounded by ``journal.retention``), on a connection of its own in a worker thread, so group
+commits go on meanwhile and wait only for the commits of its DELETE chunks. It starts with the
+first commit.
 """
 
 from __future__ import annotations
