@@ -27,7 +27,7 @@ from actors.steps.remote import (
     run_remote,
     submit,
 )
-from tests.conftest import ledger_lines
+from tests.conftest import assert_eventually, ledger_lines
 
 np = pytest.importorskip("numpy")
 
@@ -144,7 +144,16 @@ def test_an_actor_method_runs_on_its_actor(ray_session, tmp_path) -> None:
     with pytest.raises(TerminalError) as e:
         _run(model.predict, "x", spec=_spec(tmp_path, "predict"))
     assert type(e.value) is TerminalError and e.value.status_code == 400
-    ray.kill(model)
+    ray.kill(model)  # asynchronous: wait until calls meet a dead actor, then step through it
+
+    def dead() -> bool:
+        try:
+            ray.get(model.predict.remote([1]), timeout=30)
+        except ray.exceptions.RayActorError:
+            return True
+        return False
+
+    assert_eventually(dead, timeout=60, message="the killed actor refuses calls")
     with pytest.raises(RemoteStepError):
         _run(model.predict, [1], spec=_spec(tmp_path, "predict"))
 
