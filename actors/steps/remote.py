@@ -6,8 +6,9 @@ user gave, under a task name ``service/handler/step`` (``ray list tasks``, the d
 host awaits the ``ObjectRef`` on its event loop, so other invocations keep running.
 
 A remote function is not submitted as it is: a wrapper task with the same options runs it, so
-that what Ray does not carry as a contract is decided in the worker and returned as data
-(``_Outcome``): a ``TerminalError`` comes back as message and status code (Ray's
+that what Ray does not carry as a contract is decided in the worker: an inline result comes
+back as it is (a tuple spec and a bare value keep the task as cheap as a raw one), the rest as
+data (``_Outcome``): a ``TerminalError`` comes back as message and status code (Ray's
 ``RayTaskError`` wrapping is not relied on), ``DurableRef`` arguments are read in the worker,
 and a result asked for by reference (``durable_ref=True``) or larger than the inline limit is
 encoded and written to the blob store by the worker (keyed by invocation and journal index),
@@ -57,6 +58,19 @@ class StepSpec:
     @property
     def task_name(self) -> str:
         return f"{self.service}/{self.handler}/{self.step}"
+
+    def wire(self) -> tuple[Any, ...]:
+        """The spec as a tuple of plain values: Ray sends those without pickling a class."""
+        return (
+            self.service,
+            self.handler,
+            self.step,
+            self.invocation_id,
+            self.idx,
+            self.store_uri,
+            self.inline_limit,
+            self.durable_ref,
+        )
 
 
 @dataclass(frozen=True)
@@ -131,12 +145,13 @@ def _options_of(fn: Any) -> tuple[RemoteFunction, dict[str, Any]] | None:
 # -- in the worker ----------------------------------------------------------------------------
 
 
-def _persist(value: Any, spec: StepSpec) -> _Outcome:
+def _persist(value: Any, spec: StepSpec) -> Any:
+    """The step's value as it is (inline), or an ``_Outcome`` naming the blob it went to."""
     size = binary_size(value)
     if not spec.durable_ref and (
         size is None or size <= spec.inline_limit or spec.store_uri is None
     ):
-        return _Outcome(value=value)
+        return value
     assert spec.store_uri is not None
     kind, write = writer(value, spec.step)
     blob = open_store(spec.store_uri).put(spec.invocation_id, spec.idx, write, kind)
@@ -144,8 +159,9 @@ def _persist(value: Any, spec: StepSpec) -> _Outcome:
 
 
 def _execute(
-    fn: Callable[..., Any], spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> _Outcome:
+    fn: Callable[..., Any], wire: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    spec = StepSpec(*wire)
     try:
         args, kwargs = resolve_args(args, kwargs)
         return _persist(fn(*args, **kwargs), spec)
@@ -159,9 +175,9 @@ def _load(ref: DurableRef) -> Any:
 
 
 @ray.remote(num_cpus=0)
-def _persist_task(spec: StepSpec, value: Any) -> _Outcome:
+def _persist_task(wire: tuple[Any, ...], value: Any) -> Any:
     try:
-        return _persist(value, spec)
+        return _persist(value, StepSpec(*wire))
     except TerminalError as e:
         return _Outcome(failure=e.message, failure_code=e.status_code)
 
@@ -179,8 +195,8 @@ def _wrapper(func: RemoteFunction) -> RemoteFunction:
     if wrapped is None:
         fn = func._function
 
-        def step(spec: StepSpec, *args: Any, **kwargs: Any) -> _Outcome:
-            return _execute(fn, spec, args, kwargs)
+        def step(wire: tuple[Any, ...], *args: Any, **kwargs: Any) -> Any:
+            return _execute(fn, wire, args, kwargs)
 
         step.__name__ = step.__qualname__ = getattr(fn, "__name__", "step")
         options = dict(func._default_options)
@@ -198,8 +214,7 @@ def _check_returns(spec: StepSpec, options: dict[str, Any], generator: bool) -> 
 
 
 def submit(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], spec: StepSpec) -> ray.ObjectRef:
-    """Start the step; the ``ObjectRef`` of its ``_Outcome`` (or, for an actor method without
-    ``durable_ref``, of its value)."""
+    """Start the step; the ``ObjectRef`` of its value or its ``_Outcome``."""
     if spec.durable_ref and spec.store_uri is None:
         raise TerminalError(f"step {spec.step!r}: durable_ref=True needs a blob store", 400)
     if isinstance(fn, ActorMethod):
@@ -207,9 +222,9 @@ def submit(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], spec: StepSpe
         kwargs = {k: _loaded(v, spec) for k, v in kwargs.items()}
         ref = fn.options(name=spec.task_name).remote(*args, **kwargs)
         if spec.durable_ref:
-            ref = _persist_task.options(name=f"{spec.task_name}:write").remote(spec, ref)
+            ref = _persist_task.options(name=f"{spec.task_name}:write").remote(spec.wire(), ref)
         return ref
-    return _bound(fn, spec).remote(spec, *args, **kwargs)
+    return _bound(fn, spec).remote(spec.wire(), *args, **kwargs)
 
 
 def _bound(fn: Any, spec: StepSpec) -> Any:
