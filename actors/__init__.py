@@ -24,6 +24,7 @@ from actors.sdk.errors import (
     RetryPolicy,
     TerminalError,
 )
+from actors.sdk.limits import RateLimit
 from journal.errors import (
     DataDirError,
     RaystateError,
@@ -66,6 +67,7 @@ __all__ = [
     "JournalMismatch",
     "ObjectContext",
     "ObjectSharedContext",
+    "RateLimit",
     "RaystateError",
     "RetryPolicy",
     "Runtime",

@@ -263,6 +263,10 @@ class GroupCommitJournal:
         await self._settled()
         return await asyncio.to_thread(self.store.fired_open_timers)
 
+    async def admissions(self, limit: str, since_ms: int) -> list[int]:
+        await self._settled()
+        return await asyncio.to_thread(self.store.admissions, limit, since_ms)
+
     async def pending_services(self) -> list[str]:
         await self._settled()
         return await asyncio.to_thread(self.store.pending_services)

@@ -177,6 +177,17 @@ class InvocationReads:
             ).fetchall()
         return decode_timers(rows)
 
+    def admissions(self, limit: str, since_ms: int) -> list[int]:
+        """When invocations were admitted under the rate limit ``limit`` since ``since_ms``
+        (a limiter that starts reads its window back)."""
+        with self._reader() as cur:
+            rows = cur.execute(
+                "SELECT (meta->>'at_ms')::BIGINT AS admitted_at FROM log"
+                " WHERE kind = 'admit' AND name = ? AND admitted_at >= ?",
+                [limit, since_ms],
+            ).fetchall()
+        return sorted(r[0] for r in rows)
+
     @staticmethod
     def _open_ids(cur: duckdb.DuckDBPyConnection) -> list[str]:
         """Ids of all unfinished invocations: one scan of accepts and outputs grouped by id

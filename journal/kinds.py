@@ -45,6 +45,8 @@ class LogKind(StrEnum):
     TIMER = "timer"  # records.Timer
     FIRED = "fired"  # records.TimerFired
     EVENT = "event"  # records.AttemptFailed (sys_journal_events)
+    WAIT = "wait"  # records.Waiting (sys_waiting)
+    ADMIT = "admit"  # records.Admitted (a rate limit's window)
     BATCH = "batch"  # a batch id: makes a re-sent batch harmless
     MARK = "mark"  # the journal clock at a commit (retention)
 

@@ -100,6 +100,26 @@ class AttemptFailed:
     at_ms: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """An invocation waits for a slot of a limit (``reason`` names it), or, with ``reason``
+    None, waits no more (``sys_waiting``). Written only when it has to wait."""
+
+    invocation_id: str
+    reason: str | None
+    at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An invocation was admitted under a rate limit, at ``at_ms``: a limiter that starts
+    reads the last window of these, so a rate holds across restarts."""
+
+    invocation_id: str
+    limit: str
+    at_ms: int
+
+
 @dataclass(slots=True)
 class Batch:
     """Records one host sends in one call. ``batch_id`` makes a re-sent batch harmless."""
@@ -185,4 +205,6 @@ Record = (
     | TimerFired
     | Completion
     | AttemptFailed
+    | Waiting
+    | Admitted
 )

@@ -15,6 +15,7 @@ import duckdb
 from journal.kinds import LogKind
 from journal.records import (
     Accept,
+    Admitted,
     AttemptFailed,
     Batch,
     Completion,
@@ -25,6 +26,7 @@ from journal.records import (
     StatusChange,
     Timer,
     TimerFired,
+    Waiting,
 )
 from journal.wal import Row
 
@@ -133,6 +135,14 @@ def _event_row(seq: int, r: AttemptFailed) -> Row:
     )
 
 
+def _waiting_row(seq: int, r: Waiting) -> Row:
+    return (seq, LogKind.WAIT, r.invocation_id, None, r.reason, f'{{"at_ms":{r.at_ms:d}}}')
+
+
+def _admitted_row(seq: int, r: Admitted) -> Row:
+    return (seq, LogKind.ADMIT, r.invocation_id, r.limit, None, f'{{"at_ms":{r.at_ms:d}}}')
+
+
 _ENCODERS: dict[type, Callable[[int, Any], Row]] = {
     Accept: _accept_row,
     Entry: _entry_row,
@@ -143,6 +153,8 @@ _ENCODERS: dict[type, Callable[[int, Any], Row]] = {
     TimerFired: _fired_row,
     Completion: _completion_row,
     AttemptFailed: _event_row,
+    Waiting: _waiting_row,
+    Admitted: _admitted_row,
 }
 
 

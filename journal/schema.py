@@ -32,6 +32,9 @@ Columns, by ``kind``:
             failed attempt)         retry_count,
                                     related_entry_*,
                                     next_retry_at_ms)
+    wait    invocation id           NULL                  reason (NULL:     at_ms
+                                                          waits no more)
+    admit   invocation id           limit name            NULL              at_ms
     batch   batch id                NULL                  NULL              NULL
     mark    journal clock, epoch    NULL                  NULL              NULL
             ms as text (retention)
@@ -364,6 +367,18 @@ MIGRATIONS: list[str] = [
            name AS event_type,
            data::JSON AS event_json
     FROM log WHERE kind = 'event' OR id IS NULL;
+    """,
+    # 5: invocations waiting for a slot of a concurrency or rate limit, and why
+    """
+    CREATE VIEW sys_waiting AS
+    WITH latest AS (
+        SELECT id, data AS waiting_for, (meta->>'at_ms')::BIGINT AS since_ms
+        FROM log WHERE kind = 'wait' OR id IS NULL
+        QUALIFY row_number() OVER (PARTITION BY id ORDER BY seq DESC) = 1)
+    SELECT w.id AS invocation_id, i.target, i.status, w.waiting_for,
+           make_timestamp(w.since_ms * 1000) AS since
+    FROM latest w JOIN sys_invocation i ON i.id = w.id
+    WHERE w.waiting_for IS NOT NULL AND i.status <> 'completed';
     """,
 ]
 

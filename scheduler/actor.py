@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import warnings
 from typing import Any
 
 import ray
@@ -13,20 +14,25 @@ from journal.retry import retry
 from journal.transport.gctune import tune_gc
 from journal.transport.remote import UNAVAILABLE, RemoteJournal
 from journal.transport.wire import WireClosed, WireRoute, WireServed
+from scheduler.admission import AdmissionService
 from scheduler.service import TimerScheduler, Wake
 
 SCHEDULER_ACTOR = "scheduler"
 WAKE_PATIENCE_S = 120.0  # a host restarting takes about a second
 
 
-class SchedulerActor(TimerScheduler, WireServed):
+class SchedulerActor(TimerScheduler, AdmissionService, WireServed):
+    """Fires durable timers and admits invocations under their limits (``AdmissionService``)."""
+
     def __init__(self, namespace: str) -> None:
         tune_gc()
         self.namespace = namespace
         self._hosts: dict[str, Any] = {}
         self._routes: dict[str, WireRoute] = {}
         self._waking: set[asyncio.Future[None]] = set()
-        super().__init__(RemoteJournal(namespace), self._message)
+        journal = RemoteJournal(namespace)
+        TimerScheduler.__init__(self, journal, self._message)
+        AdmissionService.__init__(self, journal, _restarted())
 
     def _message(self, host: str, items: list[Wake]) -> None:
         task = asyncio.ensure_future(self._wake(host, items))
@@ -57,3 +63,14 @@ class SchedulerActor(TimerScheduler, WireServed):
                 deadline_s=WAKE_PATIENCE_S,
                 on_retry=lambda _: self._hosts.pop(host, None),
             )
+
+
+def _restarted() -> bool:
+    """Whether Ray restarted this actor (then the hosts may hold slots it does not know yet);
+    True when that cannot be told."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:
+        return True

@@ -91,13 +91,15 @@ class HostActor(WireServed):
         tune_gc()
         slot = key if key is not None else (partition[0] if partition else 0)
         journal = RemoteJournal(namespace)
+        scheduler = RemoteScheduler(namespace)  # also the limiter of concurrency and rate
         self.host = ObjectHost(
             definition,
             journal,
             partition=partition,
             key=key,
             name=host_name(definition.name, slot),
-            scheduler=RemoteScheduler(namespace),
+            scheduler=scheduler,
+            limiter=scheduler,
             suspend_after=suspend_after_s,
             outbox=LazyRouter(journal),
         )

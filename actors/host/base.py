@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from actors.engine.awakeable_ids import AwakeableIds
 from actors.engine.invocation import Invocation
 from actors.host.actions import SyncActions
+from actors.host.admission import Admission
 from actors.host.flusher import Flusher
 from actors.host.loader import StateLoader
-from actors.host.ports import JournalPort, OutboxPort, SchedulerPort
+from actors.host.ports import JournalPort, LimiterPort, OutboxPort, SchedulerPort
 from actors.host.slots import KeySlot, Parked
 from actors.sdk.definitions import ServiceDefinition
 from actors.sdk.serde import Serde
@@ -44,6 +45,7 @@ class HostBase:
         suspend_after: float = 30.0,
         outbox: OutboxPort | None = None,
         secret: str | None = None,
+        limiter: LimiterPort | None = None,
     ) -> None:
         """``secret``: the runtime's, which awakeable ids are signed with (a host actor sets
         it from the runtime config before it starts); a random one by default."""
@@ -85,6 +87,9 @@ class HostBase:
         )
         self._resolving: dict[tuple[str, int], asyncio.Future[None]] = {}  # handlers' deliveries
         self.last_activity = time.monotonic()
+        # concurrency and rate limits (not enforced without a limiter: unit tests, embedded)
+        self.admission = Admission(name, limiter, lambda inv, records: self.submit(inv, records))
+        self.limited = any(spec.limits for spec in definition.handlers.values())
 
     @property
     def name(self) -> str:

@@ -252,7 +252,10 @@ class ObjectHost(Recovery, Lifecycle, Awakeables, Outbound, Promises):
                 if slot is not None:
                     await self._load_state(slot, key)
                     state = slot.working if exclusive else slot.committed
-                inv.task = asyncio.ensure_future(execute(self, inv, state))
+                run = (
+                    execute(self, inv, state) if not inv.spec.limits else self._limited(inv, state)
+                )
+                inv.task = asyncio.ensure_future(run)
                 out, durable = await inv.task
                 break
             except asyncio.CancelledError:
@@ -281,6 +284,16 @@ class ObjectHost(Recovery, Lifecycle, Awakeables, Outbound, Promises):
             slot.uncommitted += 1
         self._spawn(self._finish_when_durable(inv, out, durable, slot if exclusive else None))
         return True
+
+    async def _limited(
+        self, inv: Invocation, state: dict[str, str] | None
+    ) -> tuple[Outcome, asyncio.Future[None]]:
+        """``execute`` within ``inv``'s concurrency and rate limits (``actors.host.admission``)."""
+        await self.admission.enter(inv)
+        try:
+            return await execute(self, inv, state)
+        finally:
+            self.admission.leave(inv)
 
     async def _finish_when_durable(
         self, inv: Invocation, out: Outcome, durable: asyncio.Future[None], slot: KeySlot | None
@@ -369,6 +382,9 @@ class ObjectHost(Recovery, Lifecycle, Awakeables, Outbound, Promises):
                 waiter = invocation.waiters[idx] = asyncio.get_running_loop().create_future()
             if self.suspend_after <= 0:
                 raise Suspended
+            limited = self.admission.holds(invocation.id)
+            if limited:  # a waiting invocation holds no slot of its limits
+                self.admission.leave(invocation)
             try:
                 await asyncio.wait_for(asyncio.shield(waiter), self.suspend_after)
             except TimeoutError:
@@ -377,6 +393,8 @@ class ObjectHost(Recovery, Lifecycle, Awakeables, Outbound, Promises):
                 if invocation.resumed_ahead:  # running on now: the flusher may cut its batch
                     invocation.resumed_ahead = False
                     self.actions.end()
+            if limited:
+                await self.admission.enter(invocation)
         invocation.awaiting = None
         return invocation.completions.get(idx)
 
@@ -440,6 +458,7 @@ class ObjectHost(Recovery, Lifecycle, Awakeables, Outbound, Promises):
         return {"active": len(self._active), "parked": len(self._parked), "keys": len(self._slots)}
 
     async def close(self) -> None:
+        self.admission.close()
         if self._local_timers is not None:
             self._local_timers.close()
         for t in list(self._tasks):

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from actors.host.requests import InvokeRequest
 from journal.kinds import InvokeMode
 from journal.records import Batch, Completion, Outcome, PendingInvocation, Timer
+from scheduler.limiter import LimitSpec
 
 
 class JournalPort(Protocol):
@@ -38,6 +39,32 @@ class JournalPort(Protocol):
 
 class SchedulerPort(Protocol):
     async def add(self, timers: list[Timer]) -> None: ...
+
+
+class LimiterPort(Protocol):
+    """The limiter (``scheduler.admission``; the scheduler actor serves it)."""
+
+    async def admit(
+        self,
+        host: str,
+        incarnation: str,
+        invocation_id: str,
+        order: int,
+        limits: tuple[LimitSpec, ...],
+        wait: bool,
+    ) -> str | None: ...
+
+    async def release(self, host: str, incarnation: str, invocation_id: str) -> None: ...
+
+    async def limits_sync(
+        self,
+        host: str,
+        incarnation: str,
+        held: list[tuple[str, int, tuple[LimitSpec, ...]]],
+        entering: list[str],
+    ) -> None: ...
+
+    async def limits_hello(self, host: str, incarnation: str) -> None: ...
 
 
 class OutboxPort(Protocol):

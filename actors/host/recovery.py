@@ -36,6 +36,8 @@ class Recovery(HostBase):
                 )
                 self.scheduler = self._local_timers
             try:
+                if self.limited:  # free what this host's previous process held
+                    await self.admission.hello()
                 pending = await self.journal.pending(
                     [self.definition.name], self.partition, self.dedicated_key
                 )

@@ -23,7 +23,9 @@ from actors.sdk.contexts import (
     WorkflowSharedContext,
 )
 from actors.sdk.errors import DefinitionError, RetryPolicy
+from actors.sdk.limits import RateLimit, limit_issues, limit_spec
 from actors.sdk.serde import Serde
+from scheduler.limiter import LimitSpec
 
 HandlerKind = Literal["exclusive", "shared"]
 Placement = Literal["pooled", "dedicated"]
@@ -54,6 +56,7 @@ class HandlerSpec:
     input: Serde
     output: Serde
     retry_policy: RetryPolicy | None
+    limits: tuple[LimitSpec, ...] = ()  # the service's and the handler's, if any
 
     @property
     def target(self) -> str:
@@ -66,11 +69,18 @@ class HandlerSpec:
 
 @dataclass(eq=False)
 class ServiceDefinition:
-    """Common part of ``Service`` and ``VirtualObject``: a name and its handlers."""
+    """Common part of ``Service`` and ``VirtualObject``: a name and its handlers.
+
+    ``concurrency``: at most this many of its invocations run at once (over all keys, hosts
+    and nodes); ``rate``: at most ``rate.n`` start in any window of ``rate.per``. Waiting
+    invocations stay pending and start in acceptance order; one that is suspended (a sleep,
+    an awakeable, a call, a promise) holds no slot."""
 
     name: str
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     handlers: dict[str, HandlerSpec] = field(default_factory=dict, init=False)
+    concurrency: int | None = field(default=None, kw_only=True)
+    rate: RateLimit | None = field(default=None, kw_only=True)
 
     keyed: typing.ClassVar[bool] = False
     kinds: typing.ClassVar[tuple[str, ...]] = ("exclusive",)
@@ -78,6 +88,9 @@ class ServiceDefinition:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise DefinitionError(repr(self.name), ["a name is a non-empty string without '/'"])
+        issues = limit_issues(self.concurrency, self.rate)
+        if issues:
+            raise DefinitionError(self.name, issues)
 
     @overload
     def handler(self, name: F, /) -> F: ...
@@ -89,6 +102,8 @@ class ServiceDefinition:
         *,
         kind: HandlerKind = "exclusive",
         retry_policy: RetryPolicy | None = None,
+        concurrency: int | None = None,
+        rate: RateLimit | None = None,
     ) -> Callable[[F], F]: ...
 
     def handler(
@@ -97,13 +112,16 @@ class ServiceDefinition:
         *,
         kind: HandlerKind = "exclusive",
         retry_policy: RetryPolicy | None = None,
+        concurrency: int | None = None,
+        rate: RateLimit | None = None,
     ) -> Any:
         """Register an ``async def`` as a handler of this definition: ``@obj.handler()``,
         ``@obj.handler`` (the same) or ``@obj.handler("name", kind="shared")``. The function is
-        returned as it is, signature and all: it is the typed reference callers pass."""
+        returned as it is, signature and all: it is the typed reference callers pass.
+        ``concurrency``/``rate`` limit this handler, beside the definition's own limits."""
 
         def register(fn: F) -> F:
-            spec = self._inspect(fn, name, kind, retry_policy)
+            spec = self._inspect(fn, name, kind, retry_policy, concurrency, rate)
             self.handlers[spec.name] = spec
             setattr(fn, SPEC_ATTR, spec)
             return fn
@@ -117,7 +135,13 @@ class ServiceDefinition:
         return Context
 
     def _inspect(
-        self, fn: Callable[..., Any], name: str | None, kind: str, retry_policy: object
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        kind: str,
+        retry_policy: object,
+        concurrency: object = None,
+        rate: object = None,
     ) -> HandlerSpec:
         handler_name = str(name or getattr(fn, "__name__", ""))
         where = f"handler {self.name}/{handler_name}"
@@ -130,6 +154,7 @@ class ServiceDefinition:
             issues.append("retry_policy must be a RetryPolicy")
         if handler_name in self.handlers:
             issues.append("a handler of that name is already registered")
+        issues += limit_issues(concurrency, rate)
         if not handler_name.isidentifier():
             issues.append("a handler name must be an identifier")
         params: list[inspect.Parameter] = []
@@ -176,6 +201,14 @@ class ServiceDefinition:
             input=input_serde,
             output=output_serde,
             retry_policy=retry_policy,  # type: ignore[arg-type]
+            limits=tuple(
+                spec
+                for spec in (
+                    limit_spec(self.name, self.concurrency, self.rate),
+                    limit_spec(f"{self.name}/{handler_name}", concurrency, rate),  # type: ignore[arg-type]
+                )
+                if spec is not None
+            ),
         )
 
 
@@ -239,10 +272,22 @@ class Workflow(VirtualObject):
 
     @overload
     def main(
-        self, name: str | None = None, *, retry_policy: RetryPolicy | None = None
+        self,
+        name: str | None = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        concurrency: int | None = None,
+        rate: RateLimit | None = None,
     ) -> Callable[[F], F]: ...
 
-    def main(self, name: Any = None, *, retry_policy: RetryPolicy | None = None) -> Any:
+    def main(
+        self,
+        name: Any = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        concurrency: int | None = None,
+        rate: RateLimit | None = None,
+    ) -> Any:
         """Register the workflow's main handler (exactly one per workflow); ``@wf.main()`` and
         ``@wf.main`` are the same."""
 
@@ -253,7 +298,12 @@ class Workflow(VirtualObject):
                     [f"has a main handler already ({self.main_handler}); a workflow has one"],
                 )
             out = ServiceDefinition.handler(
-                self, name, kind="exclusive", retry_policy=retry_policy
+                self,
+                name,
+                kind="exclusive",
+                retry_policy=retry_policy,
+                concurrency=concurrency,
+                rate=rate,
             )(fn)
             self.main_handler = spec_of(out).name  # type: ignore[union-attr]
             return out
@@ -273,6 +323,8 @@ class Workflow(VirtualObject):
         *,
         kind: HandlerKind = "shared",
         retry_policy: RetryPolicy | None = None,
+        concurrency: int | None = None,
+        rate: RateLimit | None = None,
     ) -> Callable[[F], F]: ...
 
     def handler(
@@ -281,6 +333,8 @@ class Workflow(VirtualObject):
         *,
         kind: HandlerKind = "shared",
         retry_policy: RetryPolicy | None = None,
+        concurrency: int | None = None,
+        rate: RateLimit | None = None,
     ) -> Any:
         """Register a shared handler (queries, signals): it runs beside the main handler."""
         if kind != "shared":
@@ -288,7 +342,9 @@ class Workflow(VirtualObject):
                 f"workflow {self.name}",
                 ["its handlers are shared; the one exclusive handler is @wf.main()"],
             )
-        return super().handler(name, kind=kind, retry_policy=retry_policy)
+        return super().handler(
+            name, kind=kind, retry_policy=retry_policy, concurrency=concurrency, rate=rate
+        )
 
     def _context_type(self, kind: str) -> type:
         return WorkflowContext if kind == "exclusive" else WorkflowSharedContext

@@ -120,6 +120,9 @@ class RemoteJournal(RemoteActor):
     async def fired_open_timers(self) -> list[Timer]:
         return await self.call("fired_open_timers")
 
+    async def admissions(self, limit: str, since_ms: int) -> list[int]:
+        return await self.call("admissions", limit, since_ms)
+
     async def load_states(self, service: str, keys: list[str]) -> dict[str, dict[str, str]]:
         return await self.call("load_states", service, keys)
 

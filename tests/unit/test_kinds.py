@@ -66,6 +66,8 @@ def test_members_are_their_stored_strings() -> None:
         "timer",
         "fired",
         "event",
+        "wait",
+        "admit",
         "batch",
         "mark",
     ]

@@ -1,0 +1,217 @@
+"""The limiter's service: hosts ask it whether an invocation of a limited handler may start.
+
+One per runtime (mixed into the scheduler actor), so a limit holds across every host and node.
+It keeps no state of its own on disk: what holds slots is known by the hosts, which tell it
+again every ``SYNC_INTERVAL_S`` (so a limiter that Ray restarted admits nobody for
+``RESTART_GRACE_S``, until the hosts have told it what they hold); a rate limit's admissions
+are journaled (``records.Admitted``) before the host hears of them, and a limiter reads the
+last window of them back before it admits under that limit again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import uuid
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from journal.clock import now_ms
+from journal.records import Admitted, Batch
+from journal.retry import Backoff, retry
+from scheduler.limiter import Limiter, LimitSpec, Owner, Request
+
+log = logging.getLogger("raystate.limiter")
+
+SYNC_INTERVAL_S = 1.0  # hosts holding slots say which, this often
+RESTART_GRACE_S = 3 * SYNC_INTERVAL_S
+COMMIT_BACKOFF = Backoff(0.1, 2, 1.0)
+
+
+class AdmissionJournal(Protocol):
+    async def commit(self, batch: Batch) -> None: ...
+
+    async def admissions(self, limit: str, since_ms: int) -> list[int]: ...
+
+
+class StaleHost(Exception):
+    """The asking host process was replaced by a newer one (it is a zombie): not admitted."""
+
+
+Held = list[tuple[str, int, tuple[LimitSpec, ...]]]
+
+
+class AdmissionService:
+    """Admits invocations under their limits for the hosts (``admit``, ``release``,
+    ``limits_sync``, ``limits_hello``)."""
+
+    def __init__(self, journal: AdmissionJournal, restarted: bool = False) -> None:
+        self.limiter = Limiter()
+        self._journal = journal
+        self._granted: dict[str, asyncio.Future[None]] = {}  # waiting -> resolved on admission
+        self._seeded: dict[str, asyncio.Future[None]] = {}  # rate limit -> its window read
+        self._grace_until = now_ms() + int(RESTART_GRACE_S * 1000) if restarted else 0
+        self._pump_handle: asyncio.TimerHandle | None = None
+        self._pump_due: int | None = None
+        self._admit_ids = itertools.count()
+        self._admit_prefix = f"admit:{uuid.uuid4().hex}"
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def admit(
+        self,
+        host: str,
+        incarnation: str,
+        invocation_id: str,
+        order: int,
+        limits: tuple[LimitSpec, ...],
+        wait: bool,
+    ) -> str | None:
+        """None once admitted; with ``wait`` False, the reason it has to wait instead (it
+        keeps its place: ask again with ``wait`` to wait for it).
+
+        Raises:
+            StaleHost: a newer process of ``host`` has spoken since.
+        """
+        await self._seed(limits)
+        req = Request(invocation_id, Owner(host, incarnation), order, limits)
+        if not self.limiter.request(req):
+            raise StaleHost(f"{host} was restarted")
+        if self.limiter.is_held(invocation_id) and invocation_id not in self._granted:
+            return None
+        granted = self._granted.get(invocation_id)
+        if granted is None:
+            granted = self._granted[invocation_id] = asyncio.get_running_loop().create_future()
+        self._pump()
+        if granted.done():
+            return None
+        if not wait and self.limiter.is_waiting(invocation_id):
+            return self.limiter.waiting_for(req)
+        await asyncio.shield(granted)
+        return None
+
+    def release(self, host: str, incarnation: str, invocation_id: str) -> None:
+        """The invocation's slots are free (it finished, suspended, or waits for something)."""
+        if self.limiter.owner_of(invocation_id) != Owner(host, incarnation):
+            return
+        self.limiter.release(invocation_id)
+        self._drop(invocation_id)
+        self._pump()
+
+    def limits_sync(
+        self, host: str, incarnation: str, held: Held, entering: list[str] | None = None
+    ) -> None:
+        """What a host holds now, and what it is asking for (every ``SYNC_INTERVAL_S`` while
+        it holds anything)."""
+        self.limiter.sync(Owner(host, incarnation), held, entering or ())
+        self._forget_dropped()
+        self._pump()
+
+    def limits_hello(self, host: str, incarnation: str) -> None:
+        """A host started: its earlier process's slots and places in line are freed."""
+        self.limiter.hello(Owner(host, incarnation))
+        self._forget_dropped()
+        self._pump()
+
+    def limits_info(self) -> dict[str, int]:
+        return self.limiter.stats()
+
+    # -- inside -------------------------------------------------------------------------------
+
+    async def _seed(self, limits: tuple[LimitSpec, ...]) -> None:
+        for spec in limits:
+            if spec.rate is None:
+                continue
+            seeded = self._seeded.get(spec.name)
+            if seeded is None:
+                seeded = self._seeded[spec.name] = asyncio.ensure_future(self._read_window(spec))
+            if not seeded.done():
+                await asyncio.shield(seeded)
+
+    async def _read_window(self, spec: LimitSpec) -> None:
+        since = now_ms() - spec.per_ms - 1
+        times = await retry(
+            lambda: self._journal.admissions(spec.name, since),
+            backoff=COMMIT_BACKOFF,
+            on_retry=lambda _: log.warning("cannot read %s's admissions; trying again", spec.name),
+        )
+        self.limiter.seed(spec, times)
+
+    def _pump(self) -> None:
+        now = now_ms()
+        if now < self._grace_until:
+            self._pump_at(self._grace_until)
+            return
+        admitted = self.limiter.pump()
+        rated = [r for r in admitted if any(s.rate is not None for s in r.limits)]
+        for req in admitted:
+            if not any(s.rate is not None for s in req.limits):
+                self._grant(req.invocation_id)
+        if rated:
+            self._spawn(self._journal_admissions(rated, now))
+        nxt = self.limiter.next_room_ms()
+        if nxt is not None:
+            self._pump_at(nxt)
+
+    def _pump_at(self, at_ms: int) -> None:
+        if self._pump_due is not None and self._pump_due <= at_ms:
+            return
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+        self._pump_due = at_ms
+
+        def fire() -> None:
+            self._pump_due = self._pump_handle = None
+            self._pump()
+
+        delay = max(at_ms - now_ms(), 0) / 1000
+        self._pump_handle = asyncio.get_running_loop().call_later(delay, fire)
+
+    async def _journal_admissions(self, admitted: list[Request], at_ms: int) -> None:
+        """Make rate admissions durable, then tell their hosts (a restarted limiter counts
+        them in its window)."""
+        records = [
+            Admitted(r.invocation_id, s.name, at_ms)
+            for r in admitted
+            for s in r.limits
+            if s.rate is not None
+        ]
+        batch = Batch(f"{self._admit_prefix}:{next(self._admit_ids)}", list(records))
+
+        def resent(_: BaseException) -> None:
+            batch.resent = True
+            log.warning("cannot journal %d admissions; trying again", len(records))
+
+        await retry(lambda: self._journal.commit(batch), backoff=COMMIT_BACKOFF, on_retry=resent)
+        for r in admitted:
+            self._grant(r.invocation_id)
+
+    def _grant(self, invocation_id: str) -> None:
+        granted = self._granted.pop(invocation_id, None)
+        if granted is not None and not granted.done():
+            granted.set_result(None)
+
+    def _drop(self, invocation_id: str) -> None:
+        """It waits no more without being admitted: whoever waits for it is told off."""
+        granted = self._granted.pop(invocation_id, None)
+        if granted is not None and not granted.done():
+            granted.set_exception(StaleHost(f"{invocation_id} no longer waits"))
+            granted.exception()  # retrieved: a caller that is gone must not log it
+
+    def _forget_dropped(self) -> None:
+        for invocation_id in list(self._granted):
+            if not (self.limiter.is_waiting(invocation_id) or self.limiter.is_held(invocation_id)):
+                self._drop(invocation_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close_admission(self) -> None:
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                task.cancel()
