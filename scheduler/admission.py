@@ -40,7 +40,8 @@ class StaleHost(Exception):
     """The asking host process was replaced by a newer one (it is a zombie): not admitted."""
 
 
-Held = list[tuple[str, int, tuple[LimitSpec, ...]]]
+Held = list[tuple[str, int, tuple[LimitSpec, ...]]]  # (invocation id, order, its limits)
+Asks = Held
 
 
 class AdmissionService:
@@ -91,13 +92,56 @@ class AdmissionService:
         await asyncio.shield(granted)
         return None
 
-    def release(self, host: str, incarnation: str, invocation_id: str) -> None:
-        """The invocation's slots are free (it finished, suspended, or waits for something)."""
-        if self.limiter.owner_of(invocation_id) != Owner(host, incarnation):
-            return
-        self.limiter.release(invocation_id)
-        self._drop(invocation_id)
+    async def exchange(
+        self, host: str, incarnation: str, frees: list[str], asks: Asks
+    ) -> list[str | None]:
+        """``release`` and ``admit`` without waiting for several invocations at once (a host
+        sends those of one turn of its event loop together): for each ask, None if admitted,
+        else why it waits.
+
+        Raises:
+            StaleHost: a newer process of ``host`` has spoken since.
+        """
+        owner = Owner(host, incarnation)
+        for invocation_id in frees:
+            self._release(owner, invocation_id)
+        for _, _, limits in asks:
+            await self._seed(limits)
+        requests = []
+        for invocation_id, order, limits in asks:
+            req = Request(invocation_id, owner, order, limits)
+            if not self.limiter.request(req):
+                raise StaleHost(f"{host} was restarted")
+            if not self.limiter.is_held(invocation_id) or invocation_id in self._granted:
+                self._granted.setdefault(invocation_id, asyncio.get_running_loop().create_future())
+            requests.append(req)
         self._pump()
+        answers: list[str | None] = []
+        journaling = []
+        for req in requests:
+            granted = self._granted.get(req.invocation_id)
+            if granted is not None and self.limiter.is_waiting(req.invocation_id):
+                answers.append(self.limiter.waiting_for(req))
+                continue
+            if granted is not None and not granted.done():  # its admission is being journaled
+                journaling.append(asyncio.shield(granted))
+            answers.append(None)
+        if journaling:
+            await asyncio.gather(*journaling)
+        return answers
+
+    def release(self, host: str, incarnation: str, invocation_ids: list[str]) -> None:
+        """The invocations' slots are free (they finished, suspended, or wait for something),
+        or they wait no more."""
+        owner = Owner(host, incarnation)
+        for invocation_id in invocation_ids:
+            self._release(owner, invocation_id)
+        self._pump()
+
+    def _release(self, owner: Owner, invocation_id: str) -> None:
+        if self.limiter.owner_of(invocation_id) == owner:
+            self.limiter.release(invocation_id)
+            self._drop(invocation_id)
 
     def limits_sync(
         self, host: str, incarnation: str, held: Held, entering: list[str] | None = None

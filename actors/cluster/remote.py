@@ -29,8 +29,14 @@ class RemoteScheduler(RemoteActor):
     ) -> str | None:
         return await self.call("admit", host, incarnation, invocation_id, order, limits, wait)
 
-    async def release(self, host: str, incarnation: str, invocation_id: str) -> None:
-        await self.call("release", host, incarnation, invocation_id)
+    async def exchange(
+        self,
+        host: str,
+        incarnation: str,
+        frees: list[str],
+        asks: list[tuple[str, int, tuple[LimitSpec, ...]]],
+    ) -> list[str | None]:
+        return await self.call("exchange", host, incarnation, frees, asks)
 
     async def limits_sync(
         self,

@@ -6,7 +6,8 @@ holds across hosts and nodes. A host tells it what it holds every ``SYNC_INTERVA
 holds anything (so a restarted limiter learns it again), and says hello when it starts (so what
 its previous process held is freed at once). An invocation that has to wait is made durable
 and shows in ``sys_waiting`` with the limit it waits for; one that waits for a timer, an
-awakeable, a call or a promise gives its slot back meanwhile (``release_while``).
+awakeable, a call or a promise gives its slot back meanwhile. The asks and releases of one
+turn of the host's event loop travel in one call.
 """
 
 from __future__ import annotations
@@ -44,8 +45,13 @@ class Admission:
         self._limiter = limiter
         self._record = record
         self._held: dict[str, tuple[int, tuple[LimitSpec, ...]]] = {}
-        self._releasing: dict[str, asyncio.Task[None]] = {}
+        self._releasing: dict[str, asyncio.Future[None]] = {}
         self._entering: set[str] = set()
+        # the asks and releases of one turn of the event loop go in one call each
+        self._asks: list[tuple[tuple[str, int, tuple[LimitSpec, ...]], asyncio.Future[Any]]] = []
+        self._frees: list[tuple[str, asyncio.Future[None]]] = []
+        self._calls: set[asyncio.Future[Any]] = set()
+        self._exchange_due = False
         self._sync: asyncio.Task[None] | None = None
 
     async def hello(self) -> None:
@@ -68,15 +74,13 @@ class Admission:
         args = (self.host, self.incarnation, inv.id, order, limits)
         self._entering.add(inv.id)
         try:
-            why = await self._limiter.admit(*args, False)
+            why = await self._ask((inv.id, order, limits))
             if why is not None:
                 await self._record(inv, [Waiting(inv.id, why, now_ms())])
                 await self._limiter.admit(*args, True)
                 self._record(inv, [Waiting(inv.id, None, now_ms())])
         except asyncio.CancelledError:  # killed while it waited: give its place up
-            task = asyncio.ensure_future(self._release(inv.id))
-            self._releasing[inv.id] = task
-            task.add_done_callback(lambda _: self._releasing.pop(inv.id, None))
+            self._free(inv.id)
             raise
         finally:
             self._entering.discard(inv.id)
@@ -86,27 +90,60 @@ class Admission:
 
     def leave(self, inv: Invocation) -> None:
         """``inv`` runs no more (finished, suspended, killed) or waits: free its slots."""
-        if self._held.pop(inv.id, None) is None or self._limiter is None:
+        if self._held.pop(inv.id, None) is not None:
+            self._free(inv.id)
+
+    def _free(self, invocation_id: str) -> None:
+        if self._limiter is None:
             return
-        task = asyncio.ensure_future(self._release(inv.id))
-        self._releasing[inv.id] = task
-        task.add_done_callback(lambda _: self._releasing.pop(inv.id, None))
+        fut = asyncio.get_running_loop().create_future()
+        self._frees.append((invocation_id, fut))
+        self._releasing[invocation_id] = fut
+        fut.add_done_callback(lambda _: self._releasing.pop(invocation_id, None))
+        self._soon()
 
-    async def release_while(self, inv: Invocation, wait: Awaitable[Any]) -> Any:
-        """Await ``wait`` without holding ``inv``'s slots; hold them again afterwards."""
-        if inv.id not in self._held:
-            return await wait
-        self.leave(inv)
-        result = await wait
-        await self.enter(inv)
-        return result
+    def _ask(self, ask: tuple[str, int, tuple[LimitSpec, ...]]) -> asyncio.Future[Any]:
+        fut = asyncio.get_running_loop().create_future()
+        self._asks.append((ask, fut))
+        self._soon()
+        return fut
 
-    async def _release(self, invocation_id: str) -> None:
+    def _soon(self) -> None:
+        if not self._exchange_due:
+            self._exchange_due = True
+            asyncio.get_running_loop().call_soon(self._exchange)
+
+    def _exchange(self) -> None:
+        """One call for the releases and asks of this turn of the loop (releases first, so
+        their room serves the asks)."""
         assert self._limiter is not None
-        try:
-            await self._limiter.release(self.host, self.incarnation, invocation_id)
-        except Exception:  # the next sync tells the limiter what this host holds
-            log.warning("could not release the slot of %s; the next sync will", invocation_id)
+        self._exchange_due = False
+        frees, self._frees = self._frees, []
+        asks, self._asks = self._asks, []
+        exchange = self._limiter.exchange(
+            self.host, self.incarnation, [i for i, _ in frees], [a for a, _ in asks]
+        )
+        self._calls.add(call := asyncio.ensure_future(exchange))
+
+        def answered(done: asyncio.Future[list[str | None]]) -> None:
+            self._calls.discard(done)
+            error = None if done.cancelled() else done.exception()
+            if error is not None and frees:  # the next sync tells the limiter
+                log.warning("could not release %d slots; the next sync will", len(frees))
+            for i, (_, fut) in enumerate([*frees, *asks]):
+                if fut.done():
+                    continue
+                if done.cancelled():
+                    fut.cancel()
+                elif error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(None if i < len(frees) else done.result()[i - len(frees)])
+            for _, fut in frees:
+                if not fut.cancelled():
+                    fut.exception()  # retrieved: logged above
+
+        call.add_done_callback(answered)
 
     async def _sync_while_holding(self) -> None:
         assert self._limiter is not None

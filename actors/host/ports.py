@@ -54,7 +54,13 @@ class LimiterPort(Protocol):
         wait: bool,
     ) -> str | None: ...
 
-    async def release(self, host: str, incarnation: str, invocation_id: str) -> None: ...
+    async def exchange(
+        self,
+        host: str,
+        incarnation: str,
+        frees: list[str],
+        asks: list[tuple[str, int, tuple[LimitSpec, ...]]],
+    ) -> list[str | None]: ...
 
     async def limits_sync(
         self,
