@@ -45,7 +45,7 @@ Asks = Held
 
 
 class AdmissionService:
-    """Admits invocations under their limits for the hosts (``admit``, ``release``,
+    """Admits invocations under their limits for the hosts (``exchange``, ``admit``,
     ``limits_sync``, ``limits_hello``)."""
 
     def __init__(self, journal: AdmissionJournal, restarted: bool = False) -> None:
@@ -129,14 +129,6 @@ class AdmissionService:
         if journaling:
             await asyncio.gather(*journaling)
         return answers
-
-    def release(self, host: str, incarnation: str, invocation_ids: list[str]) -> None:
-        """The invocations' slots are free (they finished, suspended, or wait for something),
-        or they wait no more."""
-        owner = Owner(host, incarnation)
-        for invocation_id in invocation_ids:
-            self._release(owner, invocation_id)
-        self._pump()
 
     def _release(self, owner: Owner, invocation_id: str) -> None:
         if self.limiter.owner_of(invocation_id) == owner:
