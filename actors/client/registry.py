@@ -52,6 +52,16 @@ def _options(d: ServiceDefinition, spec: HandlerSpec) -> str:
         "input": _type_name(spec.input.type) if spec.takes_arg else None,
         "output": _type_name(spec.output.type),
     }
+    if spec.limits:  # the definition's and the handler's
+        options["limits"] = [
+            {
+                "name": lim.name,
+                "concurrency": lim.concurrency,
+                "rate": lim.rate,
+                "per_ms": lim.per_ms,
+            }
+            for lim in spec.limits
+        ]
     if isinstance(d, VirtualObject):
         options.update(
             placement=d.placement,

@@ -114,6 +114,16 @@ def test_a_waiting_invocation_says_why(limits_rt: Runtime, ledger):
             "waiting_for": "Solo/hold: concurrency 1",
         }
     ]
+    limits = (
+        rt.sql(
+            "SELECT options->'limits' AS l FROM sys_service WHERE name = 'Solo' AND handler = 'hold'"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    assert json.loads(limits) == [
+        {"name": "Solo/hold", "concurrency": 1, "rate": None, "per_ms": 0}
+    ]
     Path(ledger).write_text("go\n")
     assert first.result(timeout=30) == 1 and second.result(timeout=30) == 2
     assert rt.sql("SELECT count(*) FROM sys_waiting").column(0)[0].as_py() == 0
