@@ -8,9 +8,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import ray
 
 from actors import InvocationHandle, Runtime
+from actors.cluster.names import SCHEDULER
 from tests.conftest import assert_eventually, ledger_lines
+from tests.integration.helpers import kill_and_restart
 from tests.integration.limits_apps import ALL, Job, hold, nap, spray, tick, work
 
 
@@ -97,7 +100,7 @@ def test_a_sleeping_invocation_holds_no_slot(limits_rt: Runtime, ledger):
     rt.kill(first.id)
 
 
-def test_a_waiting_invocation_says_why(limits_rt: Runtime, ledger):
+def test_a_waiting_invocation_says_why_and_they_start_in_order(limits_rt: Runtime, ledger):
     rt = limits_rt
     Path(ledger).touch()
     first = rt.send(hold, arg=Job(ledger=ledger, n=1))
@@ -116,7 +119,8 @@ def test_a_waiting_invocation_says_why(limits_rt: Runtime, ledger):
     ]
     limits = (
         rt.sql(
-            "SELECT options->'limits' AS l FROM sys_service WHERE name = 'Solo' AND handler = 'hold'"
+            "SELECT options->'limits' AS l FROM sys_service"
+            " WHERE name = 'Solo' AND handler = 'hold'"
         )
         .column(0)[0]
         .as_py()
@@ -124,19 +128,19 @@ def test_a_waiting_invocation_says_why(limits_rt: Runtime, ledger):
     assert json.loads(limits) == [
         {"name": "Solo/hold", "concurrency": 1, "rate": None, "per_ms": 0}
     ]
+    # more behind it, accepted by either host: they start in acceptance order
+    later = [rt.send(hold, arg=Job(ledger=ledger, n=n)) for n in range(3, 7)]
+    assert_eventually(lambda: rt.sql("SELECT count(*) FROM sys_waiting").column(0)[0].as_py() == 5)
     Path(ledger).write_text("go\n")
-    assert first.result(timeout=30) == 1 and second.result(timeout=30) == 2
+    assert [h.result(timeout=30) for h in [first, second, *later]] == [1, 2, 3, 4, 5, 6]
+    entered = [int(ln.split()[1]) for ln in ledger_lines(ledger) if ln.startswith("enter ")]
+    assert entered == [2, 3, 4, 5, 6]  # the ledger was rewritten after 1 entered
     assert rt.sql("SELECT count(*) FROM sys_waiting").column(0)[0].as_py() == 0
 
 
 def test_concurrency_holds_when_the_limiter_is_killed(limits_rt: Runtime, ledger):
     """The limiter (in the scheduler actor) restarts knowing nothing: it admits nobody until
     the hosts have told it what they hold, so the limit still holds."""
-    import ray
-
-    from actors.cluster.names import SCHEDULER
-    from tests.integration.helpers import kill_and_restart
-
     rt = limits_rt
     handles = [rt.send(work, arg=Job(ledger=ledger, n=n, hold_s=0.5)) for n in range(15)]
     assert_eventually(
