@@ -103,29 +103,32 @@ class AdmissionService:
             StaleHost: a newer process of ``host`` has spoken since.
         """
         owner = Owner(host, incarnation)
+        if not self.limiter.current(owner):
+            raise StaleHost(f"{host} was restarted")
         for invocation_id in frees:
             self._release(owner, invocation_id)
-        for _, _, limits in asks:
-            await self._seed(limits)
-        requests = []
-        for invocation_id, order, limits in asks:
+        answers: list[str | None] = [None] * len(asks)
+        slow: list[tuple[int, Request]] = []
+        for i, (invocation_id, order, limits) in enumerate(asks):
             req = Request(invocation_id, owner, order, limits)
-            if not self.limiter.request(req):
-                raise StaleHost(f"{host} was restarted")
-            if not self.limiter.is_held(invocation_id) or invocation_id in self._granted:
-                self._granted.setdefault(invocation_id, asyncio.get_running_loop().create_future())
-            requests.append(req)
-        self._pump()
-        answers: list[str | None] = []
+            if not self.limiter.admit_now(req):
+                slow.append((i, req))
+        for _, req in slow:
+            await self._seed(req.limits)
+            self.limiter.request(req)
+            if not self.limiter.is_held(req.invocation_id) or req.invocation_id in self._granted:
+                self._granted.setdefault(
+                    req.invocation_id, asyncio.get_running_loop().create_future()
+                )
+        if frees or slow:
+            self._pump()
         journaling = []
-        for req in requests:
+        for i, req in slow:
             granted = self._granted.get(req.invocation_id)
             if granted is not None and self.limiter.is_waiting(req.invocation_id):
-                answers.append(self.limiter.waiting_for(req))
-                continue
-            if granted is not None and not granted.done():  # its admission is being journaled
+                answers[i] = self.limiter.waiting_for(req)
+            elif granted is not None and not granted.done():  # being journaled (a rate)
                 journaling.append(asyncio.shield(granted))
-            answers.append(None)
         if journaling:
             await asyncio.gather(*journaling)
         return answers

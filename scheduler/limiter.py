@@ -64,6 +64,7 @@ class _Limit:
     spec: LimitSpec
     holders: set[str] = field(default_factory=set)
     admitted: deque[int] = field(default_factory=deque)  # admission times, for the rate
+    waiting: int = 0  # requests queued under this limit
 
     def has_room(self, now: int) -> bool:
         s = self.spec
@@ -105,6 +106,8 @@ class Limiter:
         elif req.invocation_id not in self._waiting:
             self._waiting[req.invocation_id] = req
             bisect.insort(self._queue, (req.order, req.invocation_id))
+            for spec in req.limits:
+                self._limits[spec.name].waiting += 1
         return True
 
     def release(self, invocation_id: str) -> None:
@@ -146,6 +149,27 @@ class Limiter:
         """Admission times recorded before this limiter started (the rate window)."""
         window = self._limit(spec).admitted
         window.extend(sorted(admitted_at))
+
+    def admit_now(self, req: Request) -> bool:
+        """The fast path: admit ``req`` at once (True) if it is under concurrency limits only,
+        each with room and nobody waiting; else do nothing (False: ``request`` it). The caller
+        checked its owner (``current``)."""
+        if req.invocation_id in self._held:
+            return True
+        if req.invocation_id in self._waiting:
+            return False
+        for spec in req.limits:
+            if spec.rate is not None:
+                return False
+            lim = self._limit(spec)
+            if lim.waiting or len(lim.holders) >= (spec.concurrency or 0):
+                return False
+        self._admit(req, count_rate=False)
+        return True
+
+    def current(self, owner: Owner) -> bool:
+        """Whether ``owner`` is its host's current process (a newer one replaces it)."""
+        return self._current(owner)
 
     # -- deciding -----------------------------------------------------------------------------
 
@@ -227,6 +251,8 @@ class Limiter:
     def _unqueue(self, invocation_id: str) -> None:
         req = self._waiting.pop(invocation_id, None)
         if req is not None:
+            for spec in req.limits:
+                self._limits[spec.name].waiting -= 1
             i = bisect.bisect_left(self._queue, (req.order, invocation_id))
             if i < len(self._queue) and self._queue[i] == (req.order, invocation_id):
                 del self._queue[i]
