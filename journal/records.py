@@ -6,6 +6,7 @@ one transaction. Payloads are JSON text; times are epoch milliseconds.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 
@@ -208,3 +209,33 @@ Record = (
     | Waiting
     | Admitted
 )
+
+
+def _pickled_as_tuples(cls: type) -> None:
+    """Pickle ``cls`` as its class and a tuple of its fields: a slots dataclass's default
+    pickling looks its fields up on every object, and hosts pickle records for every commit."""
+    values = operator.attrgetter(*cls.__slots__)  # type: ignore[attr-defined]
+
+    def reduce(self: object) -> tuple[type, tuple[object, ...]]:
+        return cls, values(self)
+
+    cls.__reduce__ = reduce  # type: ignore[method-assign,assignment]
+
+
+for _cls in (
+    Accept,
+    Entry,
+    StateWrite,
+    StatusChange,
+    Output,
+    AttemptFailed,
+    Waiting,
+    Admitted,
+    Batch,
+    Outcome,
+    PendingInvocation,
+    Timer,
+    TimerFired,
+    Completion,
+):
+    _pickled_as_tuples(_cls)
