@@ -56,6 +56,8 @@ from __future__ import annotations
 
 import duckdb
 
+from journal.schedules import MIGRATION_SCHEDULES_5
+
 MIGRATION_VIEWS_3 = """
     CREATE TABLE service_registry(
         name VARCHAR NOT NULL, ty VARCHAR NOT NULL, handler VARCHAR NOT NULL,
@@ -365,6 +367,9 @@ MIGRATIONS: list[str] = [
            data::JSON AS event_json
     FROM log WHERE kind = 'event' OR id IS NULL;
     """,
+    # 5: durable schedules (Runtime.schedule): the ``schedule`` table, one row per schedule
+    # with its progress, and ``sys_schedule`` over it (``journal.schedules``)
+    MIGRATION_SCHEDULES_5,
 ]
 
 
