@@ -190,7 +190,7 @@ class ScheduleMethods:
         catchup: timedelta | float = DEFAULT_CATCHUP,
     ) -> Schedule:
         """Run ``target`` (with ``key`` and ``arg``, checked as for a call) on a schedule:
-        ``cron`` (5 fields, or 6 with seconds; in ``timezone``, an IANA name) or ``every``
+        ``cron`` (5 fields, or 6 with seconds first; in ``timezone``, an IANA name) or ``every``
         (a timedelta, or seconds; ticks at whole multiples of it after now). Each tick is one
         invocation whose id derives from the schedule id and the tick's time, never started
         before that time. ``overlap``: a tick while the previous tick's invocation runs is
