@@ -6,6 +6,7 @@
     raystate state SERVICE KEY
     raystate cancel ID | raystate kill ID
     raystate resolve AWAKEABLE_ID JSON | raystate reject AWAKEABLE_ID REASON
+    raystate schedules | raystate schedule pause|resume|delete ID  (``cli_schedules``)
 
 Every command reaches a running runtime through Ray (``--address``, ``--namespace``); the
 reading ones can instead, with ``--db DATA_DIR``, open a stopped runtime's journal file directly,
@@ -450,5 +451,9 @@ def reject(
         typer.echo(f"{awakeable_id}: rejected")
 
 
-if __name__ == "__main__":
-    app()
+from actors.client import cli_schedules  # noqa: E402, F401 (registers its commands on ``app``)
+
+if __name__ == "__main__":  # (``python -m``: the imported module's app has every command)
+    from actors.client.cli import app as registered
+
+    registered()
