@@ -145,11 +145,10 @@ def check_id(schedule_id: object) -> str:
 
 
 def check_overlap(overlap: object) -> Overlap:
-    try:
+    if isinstance(overlap, str) and overlap in {o.value for o in Overlap}:
         return Overlap(overlap)
-    except ValueError:
-        choices = ", ".join(repr(o.value) for o in Overlap)
-        raise ScheduleError(f"overlap must be one of {choices}, not {overlap!r}") from None
+    choices = ", ".join(repr(o.value) for o in Overlap)
+    raise ScheduleError(f"overlap must be one of {choices}, not {overlap!r}")
 
 
 def check_catchup(catchup: timedelta | float) -> int:
