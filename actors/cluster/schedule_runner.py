@@ -83,7 +83,10 @@ class ScheduleRunner:
         self.live: dict[str, Live] = {}
         self.fired = 0
         self.skipped = 0
-        self.lateness_ms: collections.deque[int] = collections.deque(maxlen=LATENESS_KEPT)
+        # (tick, ms after it the tick was submitted) of recent ticks
+        self.lateness_ms: collections.deque[tuple[int, int]] = collections.deque(
+            maxlen=LATENESS_KEPT
+        )
         self._waiting: dict[str, asyncio.Future[Any]] = {}  # tick invocations not completed
         self._wakeup = asyncio.Event()
         self.loaded = asyncio.Event()
@@ -104,8 +107,8 @@ class ScheduleRunner:
             "running": len(self._waiting),
         }
 
-    def lateness(self) -> list[int]:
-        """How late recent ticks were submitted (ms after their time), oldest first."""
+    def lateness(self) -> list[tuple[int, int]]:
+        """(tick, ms after it it was submitted) of recent ticks, oldest first."""
         return list(self.lateness_ms)
 
     def close(self) -> None:
@@ -145,7 +148,9 @@ class ScheduleRunner:
         live = Live(row, spec, Overlap(row.overlap), cursor, 0, None, row.buffered_at_ms)
         live.next_ms = spec.first_due(cursor, now, row.catchup_ms)
         last = row.last_invocation_id
-        if last is not None and not item.last_done:
+        if before is not None and before.running is not None:  # (maybe newer than ``last``)
+            live.running = before.running
+        elif last is not None and not item.last_done:
             if last in self._waiting:  # fired by this runner, still running
                 live.running = last
             elif item.last_accepted:  # fired by a previous runner: wait for it in the journal
@@ -225,8 +230,9 @@ class ScheduleRunner:
         applied = set(await self._record(steps))
         now = self.clock()
         for live, tick, invocation_id in fires:
-            if live.row.id in applied:  # not paused or deleted meanwhile
-                self._start(live, tick, invocation_id, now)
+            current = self.live.get(live.row.id)  # (a refresh meanwhile holds a new one)
+            if live.row.id in applied and current is not None:  # not paused or deleted
+                self._start(current, tick, invocation_id, now)
 
     async def _record(self, steps: list[Progress]) -> list[str]:
         if not steps:
@@ -243,7 +249,7 @@ class ScheduleRunner:
 
     def _start(self, live: Live, tick: int, invocation_id: str, now: int) -> None:
         self.fired += 1
-        self.lateness_ms.append(now - tick)
+        self.lateness_ms.append((tick, now - tick))
         live.running = invocation_id
         self._watch(live.row.id, invocation_id, self.submit(live.row, tick, invocation_id))
 

@@ -3,6 +3,7 @@ Ray and ticks submitted through a ``Router`` built from the runtime's config."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from actors.cluster.host_actor import HostActor
@@ -46,6 +47,9 @@ class ScheduleRunnerActor(ScheduleRunner):
         self._remote = RemoteJournal(namespace)
         self._router: Router | None = None
         super().__init__(_Journal(self._remote), self._submit)
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "pid": os.getpid()}
 
     async def _routes(self, service: str) -> Router:
         """The router, built again from the journal's config when it does not know

@@ -154,10 +154,18 @@ def test_skip_skips_ticks_while_the_previous_runs(start_runtime, tmp_path) -> No
     awk = next(line.split(" ")[1] for line in ledger.read_text().splitlines() if "awk" in line)
     rt.resolve_awakeable(awk)
     assert_eventually(lambda: count_ticks(rt, "skip") == 2, message="a tick after completion")
-    rt.delete_schedule("skip")
     later = max(t for t, _ in ticks(rt, "skip").values())
     assert later >= first[0] + 3_000, "a skipped tick ran later"
+    assert_eventually(lambda: ledger.read_text().count("awk ") == 2)
+    rt.delete_schedule("skip")  # while its second tick runs: that one completes, no more come
     assert rt.schedules() == []
+    awk = [line.split(" ")[1] for line in ledger.read_text().splitlines() if "awk" in line][1]
+    rt.resolve_awakeable(awk)
+
+    def both_completed() -> bool:
+        return [s for _, s in ticks(rt, "skip").values()] == ["completed"] * 2
+
+    assert_eventually(both_completed, message="the running tick completed after the delete")
 
 
 def test_whole_runtime_restart_keeps_the_schedule(start_runtime, tmp_path) -> None:
