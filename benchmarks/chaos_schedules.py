@@ -67,10 +67,10 @@ def stop(rt: Runtime) -> None:
 def check(rt: Runtime, work_dir: Path) -> dict[str, str]:
     """The schedule's invariants, by name: "ok" or what went wrong."""
     rows = rt.sql(
-        "SELECT i.id, i.idempotency_key AS k, i.status, j.result->>'$' AS started"
+        "SELECT i.id, i.invoked_by_id AS k, i.status, j.result->>'$' AS started"
         " FROM sys_invocation i LEFT JOIN sys_journal j"
         " ON j.invocation_id = i.id AND j.entry_type = 'run' AND j.name = 'start'"
-        f" WHERE starts_with(i.idempotency_key, 'schedule:{SCHEDULE_ID}@')"
+        f" WHERE starts_with(i.invoked_by_id, 'schedule:{SCHEDULE_ID}@')"
     ).to_pylist()
     by_tick: dict[int, list[dict]] = {}
     for r in rows:

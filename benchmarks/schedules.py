@@ -8,9 +8,12 @@ them tick for ``seconds`` and reports, over the ticks due after the last schedul
 - fire lateness: how long after its tick time the runner submitted a tick (the tick recorded
   in the journal first), p50/p99/max, from the runner;
 - accept lateness: ``sys_invocation.created_at`` (stamped when the runner submits) minus the
-  tick time (from the tick's idempotency key), p50/p99, and that none is negative (early);
+  tick time (from ``invoked_by_id``, the tick key), p50/p99, and that none is negative (early);
 - completed: the ticks' invocations that completed (all of them, once the runner is paused);
-- the runner process's RSS before the schedules and with all N of them.
+- the runner process's RSS before the schedules and with all N of them;
+- the CPU (cores busy) of the runner, the journal and the hosts while the ticks run, and the
+  machine's load average: the ticks' invocations are real ones, so on a busy machine the
+  whole runtime's throughput bounds how many ticks a second it can start on time.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import ray
 
 from actors import Context, Runtime, Service
 from actors.client.tables import write
-from actors.cluster.names import SCHEDULES
+from actors.cluster.names import JOURNAL, SCHEDULES
 from scheduler.schedules import tick_time_ms
 
 bench = Service("BenchSchedules")
@@ -46,6 +49,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[int], q: float) -> float:
@@ -76,14 +85,24 @@ def run(n: int, every: float, seconds: float) -> dict:
         rt._loop.run(create(rt, n, every))
         created_s = time.time() - t0
         ready_ms = int(time.time() * 1000)
+        pids = {
+            "runner": pid,
+            "journal": ray.get(ray.get_actor(JOURNAL, namespace=rt.namespace).info.remote())["pid"],
+            **{
+                f"host{i}": ray.get(rt.router.pooled(bench, i).pid.remote())
+                for i in range(rt.pool_size)
+            },
+        }
+        cpu0 = {k: cpu_s(p) for k, p in pids.items()}
         while time.time() < ready_ms / 1000 + seconds:
             time.sleep(1)  # the ticks run meanwhile (a benchmark, not a test)
+        busy = {k: round((cpu_s(p) - cpu0[k]) / seconds, 2) for k, p in pids.items()}
         rss_after = rss_mb(pid)
         info = ray.get(runner.info.remote())
         fired = [late for tick, late in ray.get(runner.lateness.remote()) if tick >= ready_ms]
         rows = rt.sql(
-            "SELECT epoch_ms(created_at) AS at, idempotency_key AS k, status FROM sys_invocation"
-            " WHERE starts_with(idempotency_key, 'schedule:s')"
+            "SELECT epoch_ms(created_at) AS at, invoked_by_id AS k, status FROM sys_invocation"
+            " WHERE starts_with(invoked_by_id, 'schedule:s')"
         ).to_pylist()
         accepted = []
         for r in rows:
@@ -104,6 +123,8 @@ def run(n: int, every: float, seconds: float) -> dict:
             "skipped": info["skipped"],
             "runner_rss_mb_before": round(rss_before),
             "runner_rss_mb_after": round(rss_after),
+            "cpu_cores": " ".join(f"{k}={v}" for k, v in busy.items()),
+            "load_avg": round(os.getloadavg()[0], 1),
         }
     finally:
         rt.shutdown()

@@ -172,18 +172,18 @@ def decide(overlap: Overlap, running: bool, buffered: bool) -> Action:
 
 
 def tick_key(schedule_id: str, tick_ms: int) -> str:
-    """The idempotency key of a tick's invocation: the schedule and the tick's time (UTC, ms),
-    readable in ``sys_invocation.idempotency_key``; its invocation id derives from it, so a
-    tick fired again after a crash is the same invocation."""
+    """A tick's key: the schedule and the tick's time (UTC, ms). Its invocation id derives
+    from it, so a tick fired again after a crash is the same invocation; it is shown as the
+    invocation's ``sys_invocation.invoked_by_id``."""
     when = dt.datetime.fromtimestamp(tick_ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
     return f"schedule:{schedule_id}@{when.replace('+00:00', 'Z')}"
 
 
-def tick_time_ms(idempotency_key: str) -> tuple[str, int] | None:
-    """(schedule id, tick time) of a tick's idempotency key; None for another key."""
-    if not idempotency_key.startswith("schedule:") or "@" not in idempotency_key:
+def tick_time_ms(key: str) -> tuple[str, int] | None:
+    """(schedule id, tick time) of a tick key; None for anything else."""
+    if not key.startswith("schedule:") or "@" not in key:
         return None
-    schedule_id, _, when = idempotency_key[len("schedule:") :].rpartition("@")
+    schedule_id, _, when = key[len("schedule:") :].rpartition("@")
     try:
         at = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
     except ValueError:

@@ -55,6 +55,7 @@ SCHEDULES = "schedules"  # the schedule runner (actors.cluster.schedule_runner),
 
 
 def tick_invocation_id(service: str, handler: str, key: str | None, tick_key: str) -> str:
-    """A schedule tick's invocation id: the idempotent id of its tick key
-    (``scheduler.schedules.tick_key``), so a tick submitted again is the same invocation."""
-    return idempotent_invocation_id(f"{service}/{handler}", key, tick_key)
+    """A schedule tick's invocation id, derived from its tick key
+    (``scheduler.schedules.tick_key``) as an idempotency key's is (so a tick submitted again
+    is the same invocation), in a space of its own (no caller's idempotency key names it)."""
+    return idempotent_invocation_id(f"{service}/{handler}", key, "\x00" + tick_key)

@@ -53,8 +53,9 @@ class RunnerJournal(Protocol):
     async def await_output(self, invocation_id: str) -> Outcome: ...
 
 
-# submit(row, tick_ms, invocation_id): run the tick's invocation; return once it completed
-Submit = Callable[[ScheduleRow, int, str], Awaitable[Any]]
+# submit(row, tick_ms, invocation_id, resubmit): run the tick's invocation; return once it
+# completed (``resubmit``: it may have been submitted before)
+Submit = Callable[[ScheduleRow, int, str, bool], Awaitable[Any]]
 
 
 @dataclass(slots=True)
@@ -126,7 +127,10 @@ class ScheduleRunner:
         steps: list[Progress] = []
         for item in loaded:
             live = self._take(item, now)
-            if live is not None:
+            if live is not None and (live.next_ms, live.buffered_ms) != (
+                item.row.next_fire_at_ms,
+                item.row.buffered_at_ms,
+            ):  # (a new schedule's row has its next tick already)
                 steps.append(
                     Progress(
                         live.row.id, live.cursor_ms, live.next_ms, None, None, live.buffered_ms
@@ -160,7 +164,7 @@ class ScheduleRunner:
                 row.last_fire_at_ms >= now - max(row.catchup_ms, LATE_GRACE_MS)
             ):  # recorded, never submitted (a runner died in between): submit it now
                 live.running = last
-                self._start(live, row.last_fire_at_ms, last, now)
+                self._start(live, row.last_fire_at_ms, last, now, resubmit=True)
         self.live[row.id] = live
         self.queue.add(row.id, live.next_ms, row.id)
         return live
@@ -247,11 +251,14 @@ class ScheduleRunner:
     def _invocation_id(row: ScheduleRow, tick: int) -> str:
         return tick_invocation_id(row.service, row.handler, row.key, tick_key(row.id, tick))
 
-    def _start(self, live: Live, tick: int, invocation_id: str, now: int) -> None:
+    def _start(
+        self, live: Live, tick: int, invocation_id: str, now: int, *, resubmit: bool = False
+    ) -> None:
         self.fired += 1
         self.lateness_ms.append((tick, now - tick))
         live.running = invocation_id
-        self._watch(live.row.id, invocation_id, self.submit(live.row, tick, invocation_id))
+        done = self.submit(live.row, tick, invocation_id, resubmit)
+        self._watch(live.row.id, invocation_id, done)
 
     def _watch(self, schedule_id: str, invocation_id: str, done: Awaitable[Any]) -> None:
         """Note when a tick's invocation completes (a buffered tick may start then)."""

@@ -59,9 +59,15 @@ class ScheduleRunnerActor(ScheduleRunner):
             self._router = Router(self.namespace, RuntimeConfig.from_dict(config), HostActor)
         return self._router
 
-    async def _submit(self, row: ScheduleRow, tick_ms: int, invocation_id: str) -> Any:
+    async def _submit(
+        self, row: ScheduleRow, tick_ms: int, invocation_id: str, resubmit: bool
+    ) -> Any:
         """Run the tick's invocation as a call: returns once it completed (a service this
-        runtime does not know: ``TerminalError`` 404, logged by the runner)."""
+        runtime does not know: ``TerminalError`` 404, logged by the runner). The tick key is
+        its ``invoked_by`` (``sys_invocation.invoked_by_id``), not an idempotency key: a host
+        looks an idempotency key up in the journal at every request, a read per tick; the id
+        alone is enough to de-duplicate, and a request sent again is marked ``resubmit`` (the
+        host then looks it up)."""
         router = await self._routes(row.service)
         spec = router.resolve(row.target)
         req = InvokeRequest(
@@ -72,9 +78,9 @@ class ScheduleRunnerActor(ScheduleRunner):
             row.input,
             InvokeMode.CALL,
             route_hash(row.service, row.key, invocation_id),
-            tick_key(row.id, tick_ms),
             None,
-            False,
+            tick_key(row.id, tick_ms),
+            resubmit,
             now_ms(),
             0,
         )

@@ -5,7 +5,7 @@ the CLI; bad input refused before anything is written.
 
 Each tick's handler writes "start <ms> <invocation id>" to a ledger file outside the processes
 (in ``ctx.run``: once per invocation); the tick's time comes from the journal
-(``sys_invocation.idempotency_key``, ``scheduler.schedules.tick_key``)."""
+(``sys_invocation.invoked_by_id``, ``scheduler.schedules.tick_key``)."""
 
 from __future__ import annotations
 
@@ -47,12 +47,12 @@ def starts(ledger: Path) -> dict[str, list[int]]:
 def ticks(rt: Runtime, schedule_id: str) -> dict[str, tuple[int, str]]:
     """Invocation id -> (tick time, status) of the schedule's ticks, from the journal."""
     table = rt.sql(
-        "SELECT id, idempotency_key, status FROM sys_invocation"
-        f" WHERE starts_with(idempotency_key, 'schedule:{schedule_id}@')"
+        "SELECT id, invoked_by_id, status FROM sys_invocation"
+        f" WHERE starts_with(invoked_by_id, 'schedule:{schedule_id}@')"
     )
     out = {}
     for r in table.to_pylist():
-        parsed = tick_time_ms(r["idempotency_key"])
+        parsed = tick_time_ms(r["invoked_by_id"])
         assert parsed is not None and parsed[0] == schedule_id
         out[r["id"]] = (parsed[1], r["status"])
     return out

@@ -49,10 +49,15 @@ class Submits:
 
     def __init__(self) -> None:
         self.ticks: list[tuple[str, int, str]] = []
+        self.resubmitted: list[str] = []
         self.running: dict[str, asyncio.Future[None]] = {}
 
-    async def __call__(self, row: ScheduleRow, tick: int, invocation_id: str) -> None:
+    async def __call__(
+        self, row: ScheduleRow, tick: int, invocation_id: str, resubmit: bool
+    ) -> None:
         self.ticks.append((row.id, tick, invocation_id))
+        if resubmit:
+            self.resubmitted.append(invocation_id)
         fut = self.running[invocation_id] = asyncio.get_running_loop().create_future()
         await fut
 
@@ -188,6 +193,7 @@ def test_a_tick_recorded_but_never_submitted_is_submitted_by_the_next_runner(
         runner = start(store, clock, submits)
         await runner.loaded.wait()
         assert submits.ticks == [("s", tick, inv)], "the same tick, the same invocation id"
+        assert submits.resubmitted == [inv], "marked: the host looks it up in the journal"
         runner.close()
 
     run(main)
