@@ -261,3 +261,22 @@ def test_tick_time_helper_reads_a_tick_key() -> None:
     from scheduler.schedules import tick_key
 
     assert tick_time_ms(tick_key("s", T0)) == ("s", T0)
+
+
+def test_a_clock_jumping_forward_an_hour_does_not_burst_an_hours_ticks(
+    store: JournalStore,
+) -> None:
+    async def main() -> None:
+        clock, submits = Clock(), Submits()
+        store.create_schedule(row(overlap="allow_all", catchup_ms=0))
+        runner = start(store, clock, submits)
+        await runner.loaded.wait()
+        await step(runner, clock, T0 + EVERY)
+        await step(runner, clock, T0 + 3_600 * EVERY)  # an hour later, all at once
+        late = [t for _, t, _ in submits.ticks[1:]]
+        assert late == list(range(T0 + 3_590 * EVERY, T0 + 3_601 * EVERY, EVERY)), (
+            "only the ticks within LATE_GRACE_MS run"
+        )
+        runner.close()
+
+    run(main)
