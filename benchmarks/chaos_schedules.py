@@ -60,8 +60,15 @@ def ensure(rt: Runtime, work_dir: Path) -> None:
 
 def stop(rt: Runtime) -> None:
     """Pause it, so that the end of the run has a last tick (its invocation finishes with the
-    others before the checks)."""
+    others before the checks); return once that tick's invocation is accepted (it may still
+    be on its way to its host)."""
     rt.pause_schedule(SCHEDULE_ID)
+    [last] = [s.last_invocation_id for s in rt.schedules() if s.id == SCHEDULE_ID]
+    deadline = time.monotonic() + 60
+    while last is not None and time.monotonic() < deadline:
+        if rt.sql(f"SELECT count(*) FROM sys_invocation WHERE id = '{last}'").column(0)[0].as_py():
+            return
+        time.sleep(0.1)  # polling the journal, with a deadline
 
 
 def check(rt: Runtime, work_dir: Path) -> dict[str, str]:
