@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from actors.cluster.schedule_runner import ScheduleRunner
-from journal.records import Outcome
+from actors.sdk.errors import TerminalError
+from journal.records import Accept, Batch, Outcome
 from journal.schedules import Loaded, Progress, ScheduleRow
 from journal.store import JournalStore
 from scheduler.schedules import tick_time_ms
@@ -32,6 +33,7 @@ class Clock:
 class StoreJournal:
     def __init__(self, store: JournalStore) -> None:
         self.store = store
+        self.outputs: dict[str, asyncio.Future[Outcome]] = {}
 
     async def load_schedules(self, ids: list[str] | None = None) -> list[Loaded]:
         return self.store.load_schedules(ids)
@@ -40,8 +42,8 @@ class StoreJournal:
         return self.store.schedule_progress(steps)
 
     async def await_output(self, invocation_id: str) -> Outcome:
-        await asyncio.Event().wait()
-        raise AssertionError
+        fut = self.outputs.setdefault(invocation_id, asyncio.get_running_loop().create_future())
+        return await fut
 
 
 class Submits:
@@ -277,6 +279,52 @@ def test_a_clock_jumping_forward_an_hour_does_not_burst_an_hours_ticks(
         assert late == list(range(T0 + 3_590 * EVERY, T0 + 3_601 * EVERY, EVERY)), (
             "only the ticks within LATE_GRACE_MS run"
         )
+        runner.close()
+
+    run(main)
+
+
+def test_a_tick_a_previous_runner_started_holds_skip_until_the_journal_has_its_output(
+    store: JournalStore,
+) -> None:
+    async def main() -> None:
+        clock, submits = Clock(), Submits()
+        store.create_schedule(row(overlap="skip"))
+        tick = T0 + EVERY
+        inv = ScheduleRunner._invocation_id(row(), tick)
+        store.schedule_progress([Progress("s", tick, tick + EVERY, tick, inv)])
+        store.write([Batch("b1", [Accept(inv, "Svc", "h", None, 0, "null")])])  # it runs
+        clock.now = tick + 500
+        journal = StoreJournal(store)
+        runner = ScheduleRunner(journal, submits, clock)
+        await runner.loaded.wait()
+        assert submits.ticks == [] and runner.live["s"].running == inv
+        await step(runner, clock, T0 + 3 * EVERY)
+        assert submits.ticks == [] and runner.skipped == 2, "skipped while the old tick runs"
+        journal.outputs[inv].set_result(Outcome(True, "null"))
+        await until(lambda: runner.live["s"].running is None)
+        await step(runner, clock, T0 + 4 * EVERY)
+        assert [t for _, t, _ in submits.ticks] == [T0 + 4 * EVERY]
+        runner.close()
+
+    run(main)
+
+
+def test_a_tick_that_cannot_be_submitted_does_not_stop_the_schedule(store: JournalStore) -> None:
+    async def main() -> None:
+        clock, calls = Clock(), []
+
+        async def unknown_service(row: ScheduleRow, tick: int, inv: str, resubmit: bool) -> None:
+            calls.append(tick)
+            raise TerminalError("service 'Svc' is not part of this runtime", 404)
+
+        store.create_schedule(row(overlap="skip"))
+        runner = ScheduleRunner(StoreJournal(store), unknown_service, clock)
+        await runner.loaded.wait()
+        await step(runner, clock, T0 + EVERY)
+        await until(lambda: runner.live["s"].running is None)
+        await step(runner, clock, T0 + 2 * EVERY)
+        assert calls == [T0 + EVERY, T0 + 2 * EVERY], "logged, and the next tick still fires"
         runner.close()
 
     run(main)
