@@ -42,9 +42,10 @@ from typing import Any
 import ray
 
 from actors import Runtime, TerminalError
-from actors.cluster.names import JOURNAL, SCHEDULER, host_name
+from actors.cluster.names import JOURNAL, SCHEDULER, SCHEDULES, host_name
 from benchmarks import chaos_apps as apps
 from benchmarks import chaos_checks as checks
+from benchmarks import chaos_schedules
 from journal.kinds import InvocationStatus
 from journal.retry import Backoff, retry, retry_sync
 
@@ -150,8 +151,12 @@ class Chaos:
 
     def start(self) -> Runtime:
         self.rt = Runtime.start(
-            apps.ALL, data_dir=self.data, namespace=self.namespace, pool_size=checks.POOL_SIZE
+            [*apps.ALL, chaos_schedules.ticks],
+            data_dir=self.data,
+            namespace=self.namespace,
+            pool_size=checks.POOL_SIZE,
         )
+        chaos_schedules.ensure(self.rt, self.dir)
         if self.resolver is None:  # the outside world: outlives runtime restarts
             self.resolver = (
                 ray.remote(apps.Resolver)
@@ -288,8 +293,10 @@ class Chaos:
             return False
         if kind == "poison":
             return self._poison(fault)
-        if kind in ("journal_kill", "scheduler_kill"):
-            return _kill(JOURNAL if kind == "journal_kill" else SCHEDULER, ns)
+        if kind == "scheduler_kill":  # the timer scheduler and the schedule runner
+            return _kill(SCHEDULER, ns) | _kill(SCHEDULES, ns)
+        if kind == "journal_kill":
+            return _kill(JOURNAL, ns)
         if kind == "hostile_neighbour":
             return self._neighbour()
         if kind == "driver_kill":
@@ -473,6 +480,7 @@ class Chaos:
             self.start_driver()
         assert self.driver is not None
         self.driver.wait(timeout=300)
+        chaos_schedules.stop(rt)
         deadline = time.monotonic() + 60
         while _scalar(rt, "SELECT count(*) FROM sys_invocation WHERE status <> 'completed'"):
             if time.monotonic() > deadline:
@@ -591,6 +599,7 @@ def check(chaos: Chaos, rt: Runtime) -> None:
     r.checks["exclusive handlers never overlapped"] = checks.overlaps(lines)
     _check_sleeps(r, rt)
     _check_awakeables(chaos, rt)
+    r.checks.update(chaos_schedules.check(rt, chaos.dir))
     taken = [n for n in os.listdir(chaos.crash_dir) if n.startswith("taken-")]
     r.faults["handler_exit"] = sum(n.startswith(f"taken-{apps.CRASH_TOKEN}") for n in taken)
     r.faults["await_exit"] = sum(n.startswith(f"taken-{apps.AWAIT_TOKEN}") for n in taken)

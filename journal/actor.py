@@ -38,6 +38,7 @@ from journal.errors import DataDirError, StatusCode
 from journal.private import FILE_MODE, owner_only_umask
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retention import MAX_PRUNE_PERIOD_S, PruneStats, prune_period
+from journal.schedules import ScheduleJournal
 from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
 from journal.store import JournalStore
@@ -54,7 +55,7 @@ Route = tuple[str, str | None, int]  # service, key, route hash
 log = logging.getLogger("raystate.journal")
 
 
-class GroupCommitJournal:
+class GroupCommitJournal(ScheduleJournal):
     """Async front of a store: many callers' batches, one transaction at a time."""
 
     def __init__(self, data_dir: str, *, clock: Callable[[], int] = now_ms) -> None:

@@ -76,3 +76,12 @@ class InvokeMode(StrEnum):
 
     CALL = "call"
     SEND = "send"
+
+
+class Overlap(StrEnum):
+    """What a schedule does with a tick while its previous tick's invocation still runs
+    (``sys_schedule.overlap``)."""
+
+    SKIP = "skip"  # drop the tick
+    BUFFER_ONE = "buffer_one"  # keep at most one; it starts when the previous completes
+    ALLOW_ALL = "allow_all"  # start it anyway

@@ -59,6 +59,8 @@ from __future__ import annotations
 
 import duckdb
 
+from journal.schedules import MIGRATION_SCHEDULES
+
 MIGRATION_VIEWS_3 = """
     CREATE TABLE service_registry(
         name VARCHAR NOT NULL, ty VARCHAR NOT NULL, handler VARCHAR NOT NULL,
@@ -380,6 +382,9 @@ MIGRATIONS: list[str] = [
     FROM latest w JOIN sys_invocation i ON i.id = w.id
     WHERE w.waiting_for IS NOT NULL AND i.status <> 'completed';
     """,
+    # 6: durable schedules (Runtime.schedule): the ``schedule`` table, one row per schedule
+    # with its progress, and ``sys_schedule`` over it (``journal.schedules``)
+    MIGRATION_SCHEDULES,
 ]
 
 

@@ -57,6 +57,7 @@ from journal.records import (
 )
 from journal.retention import PruneStats
 from journal.rows import log_rows, rows_of
+from journal.schedules import ScheduleStore
 from journal.schema import migrate
 from journal.secret import SECRET_FILE
 from journal.states import StateReads
@@ -91,7 +92,7 @@ def open_database(data_dir: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection
     return con
 
 
-class JournalStore(InvocationReads, StateReads):
+class JournalStore(InvocationReads, StateReads, ScheduleStore):
     """Durable facts of one runtime in one DuckDB file.
 
     ``clock`` (epoch ms) stamps the marks retention counts time by (see ``prune``); tests

@@ -6,6 +6,7 @@
     raystate state SERVICE KEY
     raystate cancel ID | raystate kill ID
     raystate resolve AWAKEABLE_ID JSON | raystate reject AWAKEABLE_ID REASON
+    raystate schedules | raystate schedule pause|resume|delete ID
 
 Every command reaches a running runtime through Ray (``--address``, ``--namespace``); the
 reading ones can instead, with ``--db DATA_DIR``, open a stopped runtime's journal file directly,
@@ -448,6 +449,57 @@ def reject(
     with _errors(), _live(address, namespace, db) as rt:
         rt.reject_awakeable(awakeable_id, reason)
         typer.echo(f"{awakeable_id}: rejected")
+
+
+# -- schedules ---------------------------------------------------------------------------------
+
+SCHEDULE_COLUMNS = (
+    "id, target, spec, timezone, overlap, paused, next_fire_at, last_fire_at, last_invocation_id"
+)
+ScheduleIdArg = Annotated[str, typer.Argument(metavar="ID", help="A schedule id.")]
+schedule_app = typer.Typer(
+    name="schedule",
+    help="Pause, resume or delete a schedule of a running runtime.",
+    no_args_is_help=True,
+    cls=RaystateGroup,
+)
+app.add_typer(schedule_app)
+
+
+@app.command(cls=RaystateCommand)
+def schedules(
+    fmt: FormatOpt = Format.table,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = "raystate",
+    db: DbOpt = None,
+) -> None:
+    """List schedules: what each runs, when it fires next, its last tick's invocation."""
+    with _errors(), open_source(db, address, namespace) as source:
+        write(source.sql(f"SELECT {SCHEDULE_COLUMNS} FROM sys_schedule ORDER BY id"), fmt)
+
+
+def _schedule_command(what: str, doc: str) -> None:
+    """``raystate schedule WHAT ID``: ``Runtime.<what>_schedule(ID)`` on the running runtime."""
+
+    def command(
+        schedule_id: ScheduleIdArg,
+        address: AddressOpt = None,
+        namespace: NamespaceOpt = "raystate",
+        db: LiveDbOpt = None,
+    ) -> None:
+        with _errors(), _live(address, namespace, db) as rt:
+            getattr(rt, f"{what}_schedule")(schedule_id)
+            typer.echo(f"{schedule_id}: {what.rstrip('e')}ed")
+
+    command.__doc__ = doc
+    schedule_app.command(what, cls=RaystateCommand)(command)
+
+
+_schedule_command("pause", "Stop a schedule's ticks (a tick already started goes on).")
+_schedule_command(
+    "resume", "Start a paused schedule again, from its next tick (the paused ones do not run)."
+)
+_schedule_command("delete", "Delete a schedule (a tick already started completes).")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import pyarrow as pa
 import ray
 
 from actors.client.handles import CLOSED, InvocationHandle, ObjectProxy, _LoopThread, decode
+from actors.client.schedules import ScheduleMethods, start_runner
 from actors.client.startup import prepare, start_hosts
 from actors.client.waiting import within
 from actors.cluster.host_actor import HostActor
@@ -57,7 +58,7 @@ def _close_at_exit(ref: weakref.ref[Runtime]) -> None:
         rt.close()
 
 
-class Runtime:
+class Runtime(ScheduleMethods):
     """A raystate runtime in one Ray namespace: journal, hosts, and this driver's client.
 
     >>> rt = Runtime.start([counter], data_dir="raystate-data")   # doctest: +SKIP
@@ -135,6 +136,8 @@ class Runtime:
         )
         rt = cls(namespace, config)
         start_hosts(rt.router, journal, list(services))
+        if ray.get(journal.schedule_count.remote()):  # no runner process without schedules
+            start_runner(namespace)
         return rt
 
     @classmethod

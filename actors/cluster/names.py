@@ -15,10 +15,12 @@ from scheduler.actor import SCHEDULER_ACTOR as SCHEDULER
 __all__ = [
     "JOURNAL",
     "SCHEDULER",
+    "SCHEDULES",
     "host_name",
     "idempotent_invocation_id",
     "new_invocation_id",
     "route_hash",
+    "tick_invocation_id",
 ]
 
 
@@ -47,3 +49,13 @@ def default_pool_size(cpus: float) -> int:
     and every host more splits the batches that one Ray call carries (figures in
     docs/performance.md, "Tuning")."""
     return max(int(cpus) // 2, 1)
+
+
+SCHEDULES = "schedules"  # the schedule runner (actors.cluster.schedule_runner), made on demand
+
+
+def tick_invocation_id(service: str, handler: str, key: str | None, tick_key: str) -> str:
+    """A schedule tick's invocation id, derived from its tick key
+    (``scheduler.schedules.tick_key``) as an idempotency key's is (so a tick submitted again
+    is the same invocation), in a space of its own (no caller's idempotency key names it)."""
+    return idempotent_invocation_id(f"{service}/{handler}", key, "\x00" + tick_key)
