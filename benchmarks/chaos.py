@@ -45,7 +45,7 @@ from actors import Runtime, TerminalError
 from actors.cluster.names import JOURNAL, SCHEDULER, SCHEDULES, host_name
 from benchmarks import chaos_apps as apps
 from benchmarks import chaos_checks as checks
-from benchmarks import chaos_schedules
+from benchmarks import chaos_limits, chaos_schedules
 from journal.kinds import InvocationStatus
 from journal.retry import Backoff, retry, retry_sync
 
@@ -136,6 +136,7 @@ class Chaos:
         self.report = Report(seed, seconds)
         self.completed_at: list[float] = []
         self.handles: list[tuple[str, str]] = []  # (handler, invocation id) of acked sends
+        self.limited: list[str] = []  # acked sends to the limited service
         self.rt: Runtime | None = None
         self.resolver: Any = None
         self.driver: subprocess.Popen[bytes] | None = None
@@ -151,7 +152,7 @@ class Chaos:
 
     def start(self) -> Runtime:
         self.rt = Runtime.start(
-            [*apps.ALL, chaos_schedules.ticks],
+            [*apps.ALL, chaos_schedules.ticks, chaos_limits.limited],
             data_dir=self.data,
             namespace=self.namespace,
             pool_size=checks.POOL_SIZE,
@@ -202,7 +203,7 @@ class Chaos:
             rt = self.rt  # a new one after a full restart
             assert rt is not None
             i += 1
-            kind = rng.choice(["add", "add", "add", "relay", "three", "nap", "approval"])
+            kind = rng.choice(["add", "add", "add", "relay", "three", "nap", "approval", "limit"])
             tag = f"c{n}-{i}"
             if kind == "add":
                 key = f"k{rng.randrange(40)}"
@@ -219,6 +220,12 @@ class Chaos:
                 )
                 self.report.acked[f"call-{target}"] += 1
                 self.report.acked[f"send-{target}"] += 1
+            elif kind == "limit":
+                job = self.job(seconds=rng.uniform(0.05, 0.3))
+                h = await self.retrying(
+                    rt.send_async, chaos_limits.guarded, None, job, idempotency_key=tag
+                )
+                self.limited.append(h.id)
             else:
                 job = self.job(seconds=rng.uniform(0.2, 1.5)) if kind == "nap" else self.job()
                 handler = {"three": apps.three, "nap": apps.nap, "approval": apps.approval}[kind]
@@ -309,11 +316,12 @@ class Chaos:
         assert kind == "restart", kind
         self.paused = True
         assert self.rt is not None
-        pids = self._host_pids()
+        pids = self._host_pids() + chaos_limits.host_pids(self.namespace, checks.POOL_SIZE)
         self._count_restarts()
         self.rt.shutdown()
         for pid in pids:
             self._record_death(pid)
+        chaos_limits.restarted(self.ledger)
         self.start()
         self.paused = False
         return True
@@ -600,6 +608,8 @@ def check(chaos: Chaos, rt: Runtime) -> None:
     _check_sleeps(r, rt)
     _check_awakeables(chaos, rt)
     r.checks.update(chaos_schedules.check(rt, chaos.dir))
+    r.checks.update(chaos_limits.check(lines, chaos.limited, rt))
+    r.stats["limited"] = {"sends_acked": len(chaos.limited), **chaos_limits.stats(lines)}
     taken = [n for n in os.listdir(chaos.crash_dir) if n.startswith("taken-")]
     r.faults["handler_exit"] = sum(n.startswith(f"taken-{apps.CRASH_TOKEN}") for n in taken)
     r.faults["await_exit"] = sum(n.startswith(f"taken-{apps.AWAIT_TOKEN}") for n in taken)

@@ -11,13 +11,17 @@ runs after either. The scheduler and journal kills of the run restart the limite
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import zlib
 from collections import defaultdict
 from pathlib import Path
 
+import ray
+
 from actors import Context, Runtime, Service
+from actors.cluster.names import host_name
 from benchmarks.chaos_apps import Job, append
 
 LIMIT = 2
@@ -44,6 +48,16 @@ async def guarded(ctx: Context, job: Job) -> None:
     finally:
         _line(job.ledger, "lim-exit", inv, os.getpid())
     await ctx.run("lim-done", append, job.ledger, f"lim-done {inv}")
+
+
+def host_pids(namespace: str, pool_size: int) -> list[int]:
+    """The limited service's host processes (a full restart waits until they are gone)."""
+    pids = []
+    for i in range(pool_size):
+        with contextlib.suppress(Exception):
+            actor = ray.get_actor(host_name(limited.name, i), namespace=namespace)
+            pids.append(ray.get(actor.pid.remote(), timeout=10))
+    return pids
 
 
 def restarted(ledger: str) -> None:
@@ -79,6 +93,15 @@ def max_overlap(lines: list[str]) -> tuple[int, list[str]]:
         running += step
         peak = max(peak, running)
     return peak, [f"{inv}@{pid}" for pid, s in open_at.items() for inv, _ in s]
+
+
+def stats(lines: list[str]) -> dict[str, int]:
+    """How hard the limit was pressed: the peak inside, attempts, and hosts it killed."""
+    return {
+        "peak": max_overlap(lines)[0],
+        "attempts": sum(ln.startswith("lim-enter ") for ln in lines),
+        "host_exits": sum(ln.startswith("lim-dead ") for ln in lines),
+    }
 
 
 def check(lines: list[str], acked: list[str], rt: Runtime) -> dict[str, str]:
