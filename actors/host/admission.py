@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raystate.host")
 
+# a release waits this long for an ask to travel with (under load one always comes), so most
+# exchanges carry both; a slot freed this much later is all a waiting invocation loses
+FREE_DELAY_S = 0.002
+
 
 class Admission:
     """Slots this host holds, by invocation id."""
@@ -52,6 +56,7 @@ class Admission:
         self._frees: list[tuple[str, asyncio.Future[None]]] = []
         self._calls: set[asyncio.Future[Any]] = set()
         self._exchange_due = False
+        self._frees_due: asyncio.TimerHandle | None = None
         self._sync: asyncio.Task[None] | None = None
 
     async def hello(self) -> None:
@@ -100,7 +105,8 @@ class Admission:
         self._frees.append((invocation_id, fut))
         self._releasing[invocation_id] = fut
         fut.add_done_callback(lambda _: self._releasing.pop(invocation_id, None))
-        self._soon()
+        if self._frees_due is None and not self._exchange_due:  # else they go with the asks
+            self._frees_due = asyncio.get_running_loop().call_later(FREE_DELAY_S, self._soon)
 
     def _ask(self, ask: tuple[str, int, tuple[LimitSpec, ...]]) -> asyncio.Future[Any]:
         fut = asyncio.get_running_loop().create_future()
@@ -118,6 +124,9 @@ class Admission:
         their room serves the asks)."""
         assert self._limiter is not None
         self._exchange_due = False
+        if self._frees_due is not None:
+            self._frees_due.cancel()
+            self._frees_due = None
         frees, self._frees = self._frees, []
         asks, self._asks = self._asks, []
         exchange = self._limiter.exchange(
