@@ -109,9 +109,10 @@ class AdmissionService:
             self._release(owner, invocation_id)
         answers: list[str | None] = [None] * len(asks)
         slow: list[tuple[int, Request]] = []
+        grace = now_ms() < self._grace_until  # restarted: the hosts have not told all yet
         for i, (invocation_id, order, limits) in enumerate(asks):
             req = Request(invocation_id, owner, order, limits)
-            if not self.limiter.admit_now(req):
+            if grace or not self.limiter.admit_now(req):
                 slow.append((i, req))
         for _, req in slow:
             await self._seed(req.limits)
