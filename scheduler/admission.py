@@ -28,6 +28,7 @@ log = logging.getLogger("raystate.limiter")
 SYNC_INTERVAL_S = 1.0  # hosts holding slots say which, this often
 RESTART_GRACE_S = 3 * SYNC_INTERVAL_S
 COMMIT_BACKOFF = Backoff(0.1, 2, 1.0)
+RESTARTING = "the limiter restarted: it waits until the hosts have told it their slots"
 
 
 class AdmissionJournal(Protocol):
@@ -127,7 +128,7 @@ class AdmissionService:
         for i, req in slow:
             granted = self._granted.get(req.invocation_id)
             if granted is not None and self.limiter.is_waiting(req.invocation_id):
-                answers[i] = self.limiter.waiting_for(req)
+                answers[i] = RESTARTING if grace else self.limiter.waiting_for(req)
             elif granted is not None and not granted.done():  # being journaled (a rate)
                 journaling.append(asyncio.shield(granted))
         if journaling:
