@@ -109,3 +109,10 @@ def test_embeddings_example(ray_session: None, tmp_path) -> None:
     assert "embed ran 2 times (its first worker was killed half-way)" in out
     assert "both in the blob store" in out
     assert out.count('"$raystate":"ref"') == 2, out
+
+
+def test_flow_control_example(ray_session: None, tmp_path) -> None:
+    out = run_example("flow_control.py", tmp_path)
+    assert "Provider: concurrency 2, rate 4 per 1s" in out  # sys_waiting said why
+    assert "12 summaries in" in out and "'REPORT 0'" in out
+    assert "poll ran" in out and "@every 1s" in out
