@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import socket
@@ -484,5 +485,53 @@ def test_a_closed_connection_cancels_its_calls_at_the_server() -> None:
         with pytest.raises(WireClosed):
             await call
         await target.cancelled.wait()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_write_failing_with_any_socket_error_is_a_broken_wire_and_goes_through_ray(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write to the socket of a process that died can fail with an ``OSError`` that is not a
+    ``ConnectionError`` (ENOTCONN, seen in the chaos run's long mode when the journal died):
+    it escaped ``WireClient.call`` as it was, so ``RemoteActor`` did not make the call again
+    through Ray, and the schedule runner, whose tick asked the journal, lost that tick."""
+    from journal.transport.remote import RemoteActor
+
+    async def main() -> None:
+        unretrieved: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: unretrieved.append(ctx))
+        target = Target()
+        server = WireServer(target)
+        await server.serve()
+        remote = RemoteActor("journal", "ns")
+        remote._wire = WireRoute(node=lambda: "node-a")
+        handle = Endpoint(server, "node-a")
+        monkeypatch.setattr(remote, "_actor", lambda: handle)
+
+        async def through_ray(method: str, *args: Any, **kwargs: Any) -> Any:
+            target.calls.append(f"{method} through ray")
+            return getattr(target, method)(*args)
+
+        monkeypatch.setattr(remote, "_ray_call", through_ray)
+        assert await remote.call("fast", 1) == 2  # over the socket: connected
+        client = await remote._wire.client(handle)
+        assert client is not None and client._writer is not None
+
+        async def refused() -> None:
+            client.close()  # as the reading side finds the break too (the call's future fails)
+            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+
+        monkeypatch.setattr(client._writer, "write", lambda data: None)  # the send failed
+        monkeypatch.setattr(client._writer, "drain", refused)
+        assert await remote.call("fast", 2) == 3
+        assert target.calls == ["fast", "fast through ray", "fast"]  # (once, through Ray)
+        assert client.closed
+        with pytest.raises(WireClosed):  # the client itself says so, whatever the errno
+            await client.call("fast", 3)
+        gc.collect()  # a failed call's future, unread, would be reported when collected
+        await asyncio.sleep(0)
+        assert not unretrieved, unretrieved
+        server.close()
 
     asyncio.run(asyncio.wait_for(main(), 10))
