@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -180,14 +181,17 @@ class Chaos:
 
     # -- load ---------------------------------------------------------------------------------
 
-    async def retrying(self, fn: Any, *args: Any, **kw: Any) -> Any:
-        """Call until acknowledged (idempotency keys make retries safe); TerminalError is an
-        answer, not a failure."""
+    async def retrying(self, method: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
+        """``method(rt, *args, **kw)`` (a ``Runtime`` method) until acknowledged (idempotency
+        keys make retries safe); TerminalError is an answer, not a failure. Each attempt takes
+        the current ``self.rt`` once no restart is under way: a full restart closes the old
+        client (it raises RuntimeError for good), so an attempt bound to it would retry
+        forever."""
 
         async def once() -> Any:
             while self.paused:
                 await asyncio.sleep(0.1)
-            return await fn(*args, **kw)
+            return await method(self.rt, *args, **kw)
 
         return await retry(
             once, when=_not_terminal, backoff=Backoff(0.1, 2.0, 2.0), on_retry=self._count_retry
@@ -200,19 +204,19 @@ class Chaos:
         rng = random.Random(f"{self.seed}:client:{n}")  # its own: no other coroutine draws
         i = 0
         while time.monotonic() < self.load_until:
-            rt = self.rt  # a new one after a full restart
-            assert rt is not None
             i += 1
             kind = rng.choice(["add", "add", "add", "relay", "three", "nap", "approval", "limit"])
             tag = f"c{n}-{i}"
             if kind == "add":
                 key = f"k{rng.randrange(40)}"
-                await self.retrying(rt.call_async, apps.add, key, self.job(), idempotency_key=tag)
+                await self.retrying(
+                    Runtime.call_async, apps.add, key, self.job(), idempotency_key=tag
+                )
                 self.report.acked[key] += 1
             elif kind == "relay":
                 target = f"r{rng.randrange(8)}"
                 await self.retrying(
-                    rt.call_async,
+                    Runtime.call_async,
                     apps.relay,
                     f"relay-{n}",
                     self.job(target=target, seconds=rng.uniform(0.05, 0.4)),
@@ -223,13 +227,13 @@ class Chaos:
             elif kind == "limit":
                 job = self.job(seconds=rng.uniform(0.05, 0.3))
                 h = await self.retrying(
-                    rt.send_async, chaos_limits.guarded, None, job, idempotency_key=tag
+                    Runtime.send_async, chaos_limits.guarded, None, job, idempotency_key=tag
                 )
                 self.limited.append(h.id)
             else:
                 job = self.job(seconds=rng.uniform(0.2, 1.5)) if kind == "nap" else self.job()
                 handler = {"three": apps.three, "nap": apps.nap, "approval": apps.approval}[kind]
-                h = await self.retrying(rt.send_async, handler, None, job, idempotency_key=tag)
+                h = await self.retrying(Runtime.send_async, handler, None, job, idempotency_key=tag)
                 self.handles.append((kind, h.id))
             self.completed_at.append(time.monotonic())
 

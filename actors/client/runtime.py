@@ -11,7 +11,6 @@ import asyncio
 import atexit
 import contextlib
 import os
-import time
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import ray
 from actors.client.handles import CLOSED, InvocationHandle, ObjectProxy, _LoopThread, decode
 from actors.client.schedules import ScheduleMethods, start_runner
 from actors.client.startup import prepare, start_hosts
+from actors.client.stopping import stop_namespace
 from actors.client.waiting import within
 from actors.cluster.host_actor import HostActor
 from actors.cluster.names import JOURNAL
@@ -443,6 +443,7 @@ class Runtime(ScheduleMethods):
         if self._closed:
             return
         self._closed = True
+        self.router.closed = CLOSED  # its requests in flight on other loops make no hosts now
         self._close_wires()
         self.router.clear()
         self._loop.stop()
@@ -474,27 +475,9 @@ class Runtime(ScheduleMethods):
             return
         self._check_open()
         self._shut_down = True
+        self.router.closed = CLOSED
         self._close_wires()
-        names = [
-            a["name"]
-            for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["namespace"] == self.namespace
-        ]
-        for name in sorted(names, key=lambda n: n == JOURNAL):
-            with contextlib.suppress(ValueError):  # gone meanwhile
-                actor = ray.get_actor(name, namespace=self.namespace)
-                if name == JOURNAL:
-                    with contextlib.suppress(Exception):
-                        ray.get(actor.flush.remote(), timeout=60)
-                ray.kill(actor, no_restart=True)
-        # names are released asynchronously: wait, so that a Runtime.start right after this
-        # creates new actors instead of finding the dying ones
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(
-            a["namespace"] == self.namespace and a["name"] in names
-            for a in ray.util.list_named_actors(all_namespaces=True)
-        ):
-            time.sleep(0.05)
+        stop_namespace(self.namespace)
         self.close()
 
 

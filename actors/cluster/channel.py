@@ -19,12 +19,22 @@ from typing import Any
 
 from actors.host.mailbox import request_tag
 from actors.host.requests import InvokeRequest
+from journal.errors import RaystateError, StatusCode
 from journal.records import Outcome
 from journal.transport.remote import UNAVAILABLE
 from journal.transport.wire import WireClosed
 
 POLL_TIMEOUT_S = 10.0
-HOST_DOWN = (*UNAVAILABLE, WireClosed)
+
+
+class RuntimeDown(RaystateError, ConnectionError):
+    """No runtime runs in the namespace (its journal actor is gone: shut down, not started
+    yet), so no host is made for a request; it is sent again once one runs."""
+
+    code = StatusCode.UNAVAILABLE
+
+
+HOST_DOWN = (*UNAVAILABLE, WireClosed, RuntimeDown)
 
 
 class HostChannel:

@@ -15,8 +15,14 @@ import ray
 from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.cluster.channel import HOST_DOWN, HostChannel
-from actors.cluster.names import host_name, idempotent_invocation_id, new_invocation_id, route_hash
+from actors.cluster.channel import HOST_DOWN, HostChannel, RuntimeDown
+from actors.cluster.names import (
+    JOURNAL,
+    host_name,
+    idempotent_invocation_id,
+    new_invocation_id,
+    route_hash,
+)
 from actors.engine.awakeable_ids import AwakeableIds
 from actors.host.requests import InvokeRequest
 from actors.sdk.definitions import HandlerSpec, ServiceDefinition, VirtualObject, Workflow, spec_of
@@ -86,11 +92,25 @@ class Router:
         self._channels: dict[tuple[asyncio.AbstractEventLoop, str], HostChannel] = {}
         self._wires: dict[str, WireRoute] = {}
         self._journal: RemoteJournal | None = None
+        self.closed: str | None = None  # why it makes no hosts any more: its client closed
+
+    def _may_make_host(self) -> None:
+        """Hosts are made on demand, also for a request in flight whose host died; but not by
+        a closed client (``RuntimeError``) nor while no runtime runs (``RuntimeDown``, sent
+        again later): else a request in flight brings back the hosts that
+        ``Runtime.shutdown`` kills, and they outlive their runtime, their names taken."""
+        if self.closed is not None:
+            raise RuntimeError(self.closed)
+        try:
+            ray.get_actor(JOURNAL, namespace=self.namespace)
+        except ValueError:
+            raise RuntimeDown(f"no raystate runtime runs in namespace {self.namespace!r}") from None
 
     def pooled(self, d: ServiceDefinition, index: int) -> Any:
         name = host_name(d.name, index)
         handle = self._hosts.get(name)
         if handle is None:
+            self._may_make_host()
             options = dict(HOST_ACTOR)
             node = preferred_node(index)
             if node is not None:  # SPREAD is best effort: it once put a whole pool on one node
@@ -130,6 +150,7 @@ class Router:
         name = host_name(d.name, key)
         handle = self._hosts.get(name)
         if handle is None:
+            self._may_make_host()
             options = {**HOST_ACTOR, **d.actor_options}
             handle = self._hosts[name] = (
                 ray.remote(self.host_actor)

@@ -267,7 +267,7 @@ class WireServer:
             finally:
                 self._handshaking.pop(me, None)
             await self._serve(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, WireClosed):
+        except (asyncio.IncompleteReadError, OSError, WireClosed):  # (OSError: ENOTCONN too)
             pass
         finally:
             self._handshaking.pop(me, None)
@@ -309,7 +309,7 @@ class WireServer:
             reply = _reply(method, False, e)
         if not writer.is_closing():
             writer.write(_frame(request_id, reply))
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(OSError):  # the caller is gone (ENOTCONN as well)
                 await writer.drain()
 
 
@@ -344,12 +344,14 @@ class WireClient:
             writer.write(_frame(request_id, payload))
             try:
                 await writer.drain()
-            except ConnectionError as e:
+            except OSError as e:  # not only ConnectionError: a dead peer's socket gave ENOTCONN
                 self.close()
                 raise WireClosed(str(e)) from e
             ok, value = await fut
         finally:
             self._pending.pop(request_id, None)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # read: a break that the write found first leaves it unawaited
         if ok:
             return value
         raise value
@@ -380,7 +382,7 @@ class WireClient:
                 fut = self._pending.get(request_id)
                 if fut is not None and not fut.done():
                     fut.set_result(pickle.loads(payload))
-        except (asyncio.IncompleteReadError, ConnectionError, WireClosed):
+        except (asyncio.IncompleteReadError, OSError, WireClosed):
             pass
         finally:
             self.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ import pytest
 
 from journal import private
 from journal.transport import wire
+from journal.transport.remote import RemoteActor
 from journal.transport.wire import (
     MAX_HANDSHAKES,
     Unsendable,
@@ -427,27 +429,34 @@ def test_a_reply_too_big_fails_only_its_own_call(monkeypatch: pytest.MonkeyPatch
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
+async def _remote_on_this_node(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> tuple[WireServer, RemoteActor, Endpoint]:
+    """A ``RemoteActor`` of ``target`` served on this node; its Ray path (a call the socket
+    failed) is faked: it notes "<method> through ray" in ``target.calls``, then calls it."""
+    server = WireServer(target)
+    await server.serve()
+    remote = RemoteActor("journal", "ns")
+    remote._wire = WireRoute(node=lambda: "node-a")
+    handle = Endpoint(server, "node-a")
+    monkeypatch.setattr(remote, "_actor", lambda: handle)
+
+    async def through_ray(method: str, *args: Any, **kwargs: Any) -> Any:
+        target.calls.append(f"{method} through ray")
+        return getattr(target, method)(*args)
+
+    monkeypatch.setattr(remote, "_ray_call", through_ray)
+    return server, remote, handle
+
+
 def test_a_reply_too_big_is_not_sent_again_through_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 1 GiB SQL result broke the frame limit, the call was made again through Ray, and the
     query ran twice: now its caller gets the error, and it ran once."""
-    from journal.transport.remote import RemoteActor
-
     monkeypatch.setattr(wire, "MAX_FRAME", 1 << 20)
 
     async def main() -> None:
         target = Target()
-        server = WireServer(target)
-        await server.serve()
-        remote = RemoteActor("journal", "ns")
-        remote._wire = WireRoute(node=lambda: "node-a")
-        handle = Endpoint(server, "node-a")
-        monkeypatch.setattr(remote, "_actor", lambda: handle)
-
-        async def through_ray(*args: Any, **kwargs: Any) -> Any:
-            target.calls.append("through ray")
-            return b""
-
-        monkeypatch.setattr(remote, "_ray_call", through_ray)
+        server, remote, _ = await _remote_on_this_node(target, monkeypatch)
         with pytest.raises(Unsendable):
             await remote.call("big", 2 << 20)
         assert target.calls == ["big"]
@@ -484,5 +493,41 @@ def test_a_closed_connection_cancels_its_calls_at_the_server() -> None:
         with pytest.raises(WireClosed):
             await call
         await target.cancelled.wait()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_write_failing_with_any_socket_error_is_a_broken_wire_and_goes_through_ray(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write to the socket of a process that died can fail with an ``OSError`` that is not a
+    ``ConnectionError`` (ENOTCONN, seen in the chaos run's long mode when the journal died):
+    it escaped ``WireClient.call`` as it was, so ``RemoteActor`` did not make the call again
+    through Ray, and the schedule runner, whose tick asked the journal, lost that tick."""
+
+    async def main() -> None:
+        unretrieved: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: unretrieved.append(ctx))
+        target = Target()
+        server, remote, handle = await _remote_on_this_node(target, monkeypatch)
+        assert await remote.call("fast", 1) == 2  # over the socket: connected
+        client = await remote._wire.client(handle)
+        assert client is not None and client._writer is not None
+
+        async def refused() -> None:
+            client.close()  # as the reading side finds the break too (the call's future fails)
+            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+
+        monkeypatch.setattr(client._writer, "write", lambda data: None)  # the send failed
+        monkeypatch.setattr(client._writer, "drain", refused)
+        assert await remote.call("fast", 2) == 3
+        assert target.calls == ["fast", "fast through ray", "fast"]  # (once, through Ray)
+        assert client.closed
+        with pytest.raises(WireClosed):  # the client itself says so, whatever the errno
+            await client.call("fast", 3)
+        gc.collect()  # a failed call's future, unread, would be reported when collected
+        await asyncio.sleep(0)
+        assert not unretrieved, unretrieved
+        server.close()
 
     asyncio.run(asyncio.wait_for(main(), 10))
