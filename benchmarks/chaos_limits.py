@@ -52,7 +52,7 @@ async def guarded(ctx: Context, job: Job) -> None:
 
 def host_pids(namespace: str, pool_size: int) -> list[int]:
     """The limited service's host processes (a full restart waits until they are gone)."""
-    pids = []
+    pids: list[int] = []
     for i in range(pool_size):
         with contextlib.suppress(Exception):
             actor = ray.get_actor(host_name(limited.name, i), namespace=namespace)
