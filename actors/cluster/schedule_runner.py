@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.cluster.names import tick_invocation_id
+from actors.sdk.errors import TerminalError
 from journal.clock import now_ms
 from journal.kinds import Overlap
 from journal.records import Outcome
@@ -257,7 +258,17 @@ class ScheduleRunner:
         self.fired += 1
         self.lateness_ms.append((tick, now - tick))
         live.running = invocation_id
-        done = self.submit(live.row, tick, invocation_id, resubmit)
+        row, tries = live.row, 0
+
+        def submit() -> Awaitable[Any]:  # sent again after a failure that may pass
+            nonlocal tries
+            tries += 1
+            return self.submit(row, tick, invocation_id, resubmit or tries > 1)
+
+        def again(e: BaseException) -> None:
+            log.warning("tick %s of schedule %s: %r; sending it again", invocation_id, row.id, e)
+
+        done = retry(submit, when=_may_pass, backoff=SUBMIT_BACKOFF, on_retry=again)
         self._watch(live.row.id, invocation_id, done)
 
     def _watch(self, schedule_id: str, invocation_id: str, done: Awaitable[Any]) -> None:
@@ -294,3 +305,12 @@ class ScheduleRunner:
             self._start(live, tick, next_id, self.clock())
         elif live.running == next_id:
             live.running = None
+
+
+SUBMIT_BACKOFF = Backoff(0.1, 2, 5.0)  # a tick whose submission failed is sent again
+
+
+def _may_pass(e: BaseException) -> bool:
+    """A tick's submission failed in a way that may pass (the tick is recorded: it must run);
+    a ``TerminalError`` (an unknown service, a bad input) is the tick's outcome."""
+    return not isinstance(e, TerminalError)

@@ -328,3 +328,27 @@ def test_a_tick_that_cannot_be_submitted_does_not_stop_the_schedule(store: Journ
         runner.close()
 
     run(main)
+
+
+def test_a_tick_whose_submission_fails_transiently_is_sent_again(store: JournalStore) -> None:
+    """A recorded tick must run: a failure that may pass (a socket error, a journal that is
+    restarting) sends it again, marked as re-sent so the host looks it up first."""
+
+    async def main() -> None:
+        clock, calls = Clock(), []
+
+        async def flaky(row: ScheduleRow, tick: int, inv: str, resubmit: bool) -> None:
+            calls.append((tick, resubmit))
+            if len(calls) == 1:
+                raise OSError(107, "Transport endpoint is not connected")
+
+        store.create_schedule(row(overlap="skip"))
+        runner = ScheduleRunner(StoreJournal(store), flaky, clock)
+        await runner.loaded.wait()
+        await step(runner, clock, T0 + EVERY)
+        await until(lambda: len(calls) == 2, "the tick sent again")
+        assert calls == [(T0 + EVERY, False), (T0 + EVERY, True)]
+        await until(lambda: runner.live["s"].running is None, "the tick completed")
+        runner.close()
+
+    run(main)
