@@ -95,6 +95,16 @@ class _Metrics:
         self.queued = Gauge(
             PREFIX + "queued_invocations", "Invocations waiting on a host", tag_keys=("host",)
         )
+        self.limit_held = Gauge(
+            PREFIX + "limit_held_slots",
+            "Slots of a concurrency or rate limit held by running invocations",
+            tag_keys=("limit",),
+        )
+        self.limit_waiting = Gauge(
+            PREFIX + "limit_waiting_invocations",
+            "Invocations waiting for a slot of a limit",
+            tag_keys=("limit",),
+        )
 
 
 class InvocationStatus(StrEnum):
@@ -248,3 +258,10 @@ def timer_lateness(seconds: float) -> None:
 def queued_invocations(host: str, count: int) -> None:
     if (m := _get()) is not None:
         _put(m.queued, _Op.SET, count, ("host", host))
+
+
+def limit_slots(limit: str, held: int, waiting: int) -> None:
+    """A limit's slots in use and the invocations waiting for one (the limiter, each second)."""
+    if (m := _get()) is not None:
+        _put(m.limit_held, _Op.SET, held, ("limit", limit))
+        _put(m.limit_waiting, _Op.SET, waiting, ("limit", limit))

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from journal import metrics
 from journal.clock import now_ms
 from journal.records import Admitted, Batch
 from journal.retry import Backoff, retry
@@ -60,6 +61,7 @@ class AdmissionService:
         self._admit_ids = itertools.count()
         self._admit_prefix = f"admit:{uuid.uuid4().hex}"
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reporting: asyncio.Task[None] | None = None
 
     async def admit(
         self,
@@ -180,6 +182,8 @@ class AdmissionService:
         self.limiter.seed(spec, times)
 
     def _pump(self) -> None:
+        if self._reporting is None:
+            self._reporting = asyncio.ensure_future(self._report())
         now = now_ms()
         if now < self._grace_until:
             self._pump_at(self._grace_until)
@@ -194,6 +198,13 @@ class AdmissionService:
         nxt = self.limiter.next_room_ms()
         if nxt is not None:
             self._pump_at(nxt)
+
+    async def _report(self) -> None:
+        """Each limit's held slots and waiting invocations as Ray metrics, every second."""
+        while True:
+            for name, (held, waiting) in self.limiter.by_limit().items():
+                metrics.limit_slots(name, held, waiting)
+            await asyncio.sleep(SYNC_INTERVAL_S)
 
     def _pump_at(self, at_ms: int) -> None:
         if self._pump_due is not None and self._pump_due <= at_ms:
@@ -253,6 +264,8 @@ class AdmissionService:
     def close_admission(self) -> None:
         if self._pump_handle is not None:
             self._pump_handle.cancel()
+        if self._reporting is not None:
+            self._reporting.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 task.cancel()

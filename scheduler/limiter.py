@@ -227,6 +227,10 @@ class Limiter:
     def is_held(self, invocation_id: str) -> bool:
         return invocation_id in self._held
 
+    def by_limit(self) -> dict[str, tuple[int, int]]:
+        """Each limit's slots held and requests waiting."""
+        return {name: (len(lim.holders), lim.waiting) for name, lim in self._limits.items()}
+
     def stats(self) -> dict[str, int]:
         return {"limits": len(self._limits), "held": len(self._held), "waiting": len(self._waiting)}
 

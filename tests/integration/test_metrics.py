@@ -10,6 +10,7 @@ import pytest
 import ray
 
 from actors.steps import metrics
+from journal.metrics import limit_slots
 from tests.conftest import assert_eventually
 
 _LINE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
@@ -53,6 +54,7 @@ def _record_in_a_worker(service: str) -> None:
     metrics.queued_invocations(f"{service}-host-0", 4)
     metrics.timer_lateness(0.2)
     metrics.attempt_latency(service, "add", 0.04)
+    limit_slots(service, 3, 7)
 
 
 def test_raystate_series_appear_on_rays_prometheus_endpoint(ray_session) -> None:
@@ -71,6 +73,8 @@ def test_raystate_series_appear_on_rays_prometheus_endpoint(ray_session) -> None
 
     s = assert_eventually(complete, timeout=60, interval=0.5, message="raystate_ series")
     assert _value(s, "ray_raystate_invocations_total", service=service, status="failed") == 1
+    assert _value(s, "ray_raystate_limit_held_slots", limit=service) == 3
+    assert _value(s, "ray_raystate_limit_waiting_invocations", limit=service) == 7
     assert _value(s, "ray_raystate_step_latency_seconds_count", service=service, kind="remote") == 1
     # Ray's histograms sum bucket midpoints: 0.012 lies in (0.01, 0.02]
     assert 0.01 <= _value(s, "ray_raystate_step_latency_seconds_sum", service=service) <= 0.02
