@@ -35,9 +35,11 @@ from journal.errors import (
     SqlTimeout,
     StatusCode,
 )
+from journal.kinds import Overlap
 
 if TYPE_CHECKING:
     from actors.client.runtime import InvocationHandle, Runtime
+    from actors.client.schedules import Schedule
     from actors.steps.refs import DurableRef
 
 _LAZY = {"Runtime", "InvocationHandle"}
@@ -48,6 +50,10 @@ def __getattr__(name: str) -> Any:
         from actors.client import runtime
 
         return getattr(runtime, name)
+    if name == "Schedule":  # imports Ray, like the client
+        from actors.client.schedules import Schedule
+
+        return Schedule
     if name == "DurableRef":  # imports pyarrow: only when asked for
         from actors.steps.refs import DurableRef
 
@@ -67,10 +73,12 @@ __all__ = [
     "JournalMismatch",
     "ObjectContext",
     "ObjectSharedContext",
+    "Overlap",
     "RateLimit",
     "RaystateError",
     "RetryPolicy",
     "Runtime",
+    "Schedule",
     "Service",
     "SqlBusy",
     "SqlCancelled",
