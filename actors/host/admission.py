@@ -51,6 +51,7 @@ class Admission:
         self._held: dict[str, tuple[int, tuple[LimitSpec, ...]]] = {}
         self._releasing: dict[str, asyncio.Future[None]] = {}
         self._entering: set[str] = set()
+        self._waits: dict[str, asyncio.Future[Any]] = {}  # waiting for ``admit``, by id
         # the asks and releases of one turn of the event loop go in one call each
         self._asks: list[tuple[tuple[str, int, tuple[LimitSpec, ...]], asyncio.Future[Any]]] = []
         self._frees: list[tuple[str, asyncio.Future[None]]] = []
@@ -66,12 +67,13 @@ class Admission:
     def holds(self, invocation_id: str) -> bool:
         return invocation_id in self._held
 
-    async def enter(self, inv: Invocation) -> None:
+    async def enter(self, inv: Invocation) -> bool:
         """Wait until ``inv`` may run under its limits (at once when there is room). If it
-        has to wait, it is made durable first, with the reason (``sys_waiting``)."""
+        has to wait, it is made durable first, with the reason (``sys_waiting``). False: it
+        stopped waiting without a slot (``give_up``)."""
         limits: tuple[LimitSpec, ...] = inv.spec.limits
         if not limits or self._limiter is None or inv.id in self._held:
-            return
+            return True
         releasing = self._releasing.get(inv.id)
         if releasing is not None:  # its slot must be free before it asks again
             await asyncio.shield(releasing)
@@ -82,7 +84,19 @@ class Admission:
             why = await self._ask((inv.id, order, limits))
             if why is not None:
                 await self._record(inv, [Waiting(inv.id, why, now_ms())])
-                await self._limiter.admit(*args, True)
+                self._waits[inv.id] = wait = asyncio.ensure_future(self._limiter.admit(*args, True))
+                try:
+                    await wait
+                except asyncio.CancelledError:
+                    me = asyncio.current_task()
+                    if not wait.cancelled() or (me is not None and me.cancelling()):
+                        raise  # killed (its task was cancelled): the handler below
+                    # ``give_up``: it runs without a slot (ends at once, it was cancelled)
+                    self._free(inv.id)
+                    self._record(inv, [Waiting(inv.id, None, now_ms())])
+                    return False
+                finally:
+                    self._waits.pop(inv.id, None)
                 self._record(inv, [Waiting(inv.id, None, now_ms())])
         except asyncio.CancelledError:  # killed while it waited: give its place up
             self._free(inv.id)
@@ -92,6 +106,15 @@ class Admission:
         self._held[inv.id] = (order, limits)
         if self._sync is None or self._sync.done():
             self._sync = asyncio.ensure_future(self._sync_while_holding())
+        return True
+
+    def give_up(self, invocation_id: str) -> None:
+        """``invocation_id``, waiting for its first slot, was cancelled: stop waiting, so that
+        it ends now (its cancellation ends it before any of its code runs, which needs no
+        slot) rather than once a slot is free for it (``enter`` returns False)."""
+        wait = self._waits.get(invocation_id)
+        if wait is not None and not wait.done():
+            wait.cancel()
 
     def leave(self, inv: Invocation) -> None:
         """``inv`` runs no more (finished, suspended, killed) or waits: free its slots."""

@@ -49,6 +49,8 @@ class Lifecycle(HostBase):
         if inv is not None:
             inv.completions.setdefault(CANCEL_INDEX, signal)
             self._interrupt(inv, kill=False)
+            if not inv.entries:  # waiting for a slot to start: it ends without one
+                self.admission.give_up(inv_id)
         elif inv_id in self._parked:  # replay it: the replay meets the request at its wait
             await self.wake([(inv_id, CANCEL_INDEX, signal)])
         return "cancelled"

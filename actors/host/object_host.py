@@ -289,7 +289,8 @@ class ObjectHost(Recovery, Lifecycle, Awakeables, Outbound, Promises):
         self, inv: Invocation, state: dict[str, str] | None
     ) -> tuple[Outcome, asyncio.Future[None]]:
         """``execute`` within ``inv``'s concurrency and rate limits (``actors.host.admission``)."""
-        await self.admission.enter(inv)
+        if not await self.admission.enter(inv):  # cancelled while it waited to start
+            return await execute(self, inv, state)  # ends at once: none of its code runs
         try:
             return await execute(self, inv, state)
         finally:
