@@ -52,6 +52,7 @@ class Admission:
         self._releasing: dict[str, asyncio.Future[None]] = {}
         self._entering: set[str] = set()
         self._waits: dict[str, asyncio.Future[Any]] = {}  # waiting for ``admit``, by id
+        self._giving_up: set[str] = set()  # cancelled while they ask (``give_up``)
         # the asks and releases of one turn of the event loop go in one call each
         self._asks: list[tuple[tuple[str, int, tuple[LimitSpec, ...]], asyncio.Future[Any]]] = []
         self._frees: list[tuple[str, asyncio.Future[None]]] = []
@@ -85,6 +86,8 @@ class Admission:
             if why is not None:
                 await self._record(inv, [Waiting(inv.id, why, now_ms())])
                 self._waits[inv.id] = wait = asyncio.ensure_future(self._limiter.admit(*args, True))
+                if inv.id in self._giving_up:  # cancelled while it asked: wait for nothing
+                    wait.cancel()
                 try:
                     await wait
                 except asyncio.CancelledError:
@@ -103,6 +106,7 @@ class Admission:
             raise
         finally:
             self._entering.discard(inv.id)
+            self._giving_up.discard(inv.id)
         self._held[inv.id] = (order, limits)
         if self._sync is None or self._sync.done():
             self._sync = asyncio.ensure_future(self._sync_while_holding())
@@ -112,6 +116,8 @@ class Admission:
         """``invocation_id``, waiting for its first slot, was cancelled: stop waiting, so that
         it ends now (its cancellation ends it before any of its code runs, which needs no
         slot) rather than once a slot is free for it (``enter`` returns False)."""
+        if invocation_id in self._entering:  # still asking: ``enter`` sees it before it waits
+            self._giving_up.add(invocation_id)
         wait = self._waits.get(invocation_id)
         if wait is not None and not wait.done():
             wait.cancel()

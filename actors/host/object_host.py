@@ -289,8 +289,10 @@ class ObjectHost(Recovery, Lifecycle, Awakeables, Outbound, Promises):
         self, inv: Invocation, state: dict[str, str] | None
     ) -> tuple[Outcome, asyncio.Future[None]]:
         """``execute`` within ``inv``'s concurrency and rate limits (``actors.host.admission``)."""
-        if not await self.admission.enter(inv):  # cancelled while it waited to start
-            return await execute(self, inv, state)  # ends at once: none of its code runs
+        # cancelled before it started (or while it waited to): it ends at once, none of its
+        # code runs, so it needs no slot (``Lifecycle.cancel`` stops its wait)
+        if (inv.cancel_pending and not inv.entries) or not await self.admission.enter(inv):
+            return await execute(self, inv, state)
         try:
             return await execute(self, inv, state)
         finally:

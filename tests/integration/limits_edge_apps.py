@@ -123,6 +123,15 @@ async def gated_hold(ctx: Context, task: Task) -> int:
     return await _hold(task)
 
 
+@gated.handler()
+async def gated_nap(ctx: Context, task: Task) -> int:
+    """Sleeps ``hold_s`` (without its slot), then asks for the slot again to go on."""
+    await ctx.run("start", append, task.ledger, f"start {task.n}")
+    await ctx.sleep(timedelta(seconds=task.hold_s))
+    await ctx.run("after", append, task.ledger, f"after {task.n}")
+    return task.n
+
+
 # -- a failing attempt backs off without its slot -------------------------------------------------
 
 backoff = Service("Backoff", concurrency=1)

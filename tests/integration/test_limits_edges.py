@@ -113,6 +113,33 @@ def test_cancel_and_kill_of_waiting_invocations_leak_no_slot(edge_rt: Runtime, l
     assert max_overlap(ledger_lines(ledger)) <= 1
 
 
+def test_kill_and_cancel_of_invocations_waiting_to_go_on(edge_rt: Runtime, ledger, tmp_path):
+    """Two invocations slept (without their slot) and wait for it again to go on: a kill ends
+    one at once; a cancellation ends the other once it has a slot again (the cancellation is
+    raised in its code, at its next await, and that code runs under the limit); no slot
+    leaks."""
+    rt = edge_rt
+    gate = str(tmp_path / "gate")
+    napping = [rt.send(apps.gated_nap, arg=Task(ledger=ledger, n=n, hold_s=3)) for n in (1, 2)]
+    assert_eventually(lambda: {"start 1", "start 2"} <= set(ledger_lines(ledger)))
+    holder = rt.send(apps.gated_hold, arg=Task(ledger=ledger, n=3, gate=gate))
+    assert_eventually(lambda: any(ln.startswith("enter 3 ") for ln in ledger_lines(ledger)))
+    assert_eventually(lambda: waiting(rt) == 2, message="both woke and wait to go on")
+    rt.kill(napping[0].id)
+    with pytest.raises(Exception, match=r"(?i)kill"):
+        napping[0].result(timeout=30)
+    rt.cancel(napping[1].id)
+    Path(gate).touch()
+    assert holder.result(timeout=30) == 3
+    with pytest.raises(Exception, match=r"(?i)cancel"):
+        napping[1].result(timeout=30)
+    lines = ledger_lines(ledger)
+    assert not {"after 1", "after 2"} & set(lines)  # ended at their next step
+    assert max_overlap(lines) <= 1
+    assert rt.call(apps.gated_hold, arg=Task(ledger=ledger, n=4), timeout=30) == 4
+    assert waiting(rt) == 0
+
+
 def test_a_retry_backs_off_without_its_slot(edge_rt: Runtime, ledger, tmp_path):
     rt = edge_rt
     marker = str(tmp_path / "failed")
