@@ -128,6 +128,7 @@ async def gated_nap(ctx: Context, task: Task) -> int:
     """Sleeps ``hold_s`` (without its slot), then asks for the slot again to go on."""
     await ctx.run("start", append, task.ledger, f"start {task.n}")
     await ctx.sleep(timedelta(seconds=task.hold_s))
+    await _hold(Task(ledger=task.ledger, n=task.n))  # under the slot again
     await ctx.run("after", append, task.ledger, f"after {task.n}")
     return task.n
 

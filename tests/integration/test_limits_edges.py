@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from actors import Runtime
-from actors.cluster.names import host_name
+from actors import InvocationHandle, Runtime
+from actors.cluster.names import SCHEDULER, host_name
 from tests.conftest import assert_eventually, ledger_lines
 from tests.integration import limits_edge_apps as apps
 from tests.integration.helpers import kill_and_restart
@@ -113,6 +113,19 @@ def test_cancel_and_kill_of_waiting_invocations_leak_no_slot(edge_rt: Runtime, l
     assert max_overlap(ledger_lines(ledger)) <= 1
 
 
+def two_wait_to_go_on(
+    rt: Runtime, ledger: str, gate: str
+) -> tuple[list[InvocationHandle[int]], InvocationHandle[int]]:
+    """Two invocations slept without their slot and now wait for it, held by a third until
+    ``gate`` exists (invocations 1, 2 and 3)."""
+    napping = [rt.send(apps.gated_nap, arg=Task(ledger=ledger, n=n, hold_s=3)) for n in (1, 2)]
+    assert_eventually(lambda: {"start 1", "start 2"} <= set(ledger_lines(ledger)))
+    holder = rt.send(apps.gated_hold, arg=Task(ledger=ledger, n=3, gate=gate))
+    assert_eventually(lambda: any(ln.startswith("enter 3 ") for ln in ledger_lines(ledger)))
+    assert_eventually(lambda: waiting(rt) == 2, message="both woke and wait to go on")
+    return napping, holder
+
+
 def test_kill_and_cancel_of_invocations_waiting_to_go_on(edge_rt: Runtime, ledger, tmp_path):
     """Two invocations slept (without their slot) and wait for it again to go on: a kill ends
     one at once; a cancellation ends the other once it has a slot again (the cancellation is
@@ -120,11 +133,7 @@ def test_kill_and_cancel_of_invocations_waiting_to_go_on(edge_rt: Runtime, ledge
     leaks."""
     rt = edge_rt
     gate = str(tmp_path / "gate")
-    napping = [rt.send(apps.gated_nap, arg=Task(ledger=ledger, n=n, hold_s=3)) for n in (1, 2)]
-    assert_eventually(lambda: {"start 1", "start 2"} <= set(ledger_lines(ledger)))
-    holder = rt.send(apps.gated_hold, arg=Task(ledger=ledger, n=3, gate=gate))
-    assert_eventually(lambda: any(ln.startswith("enter 3 ") for ln in ledger_lines(ledger)))
-    assert_eventually(lambda: waiting(rt) == 2, message="both woke and wait to go on")
+    napping, holder = two_wait_to_go_on(rt, ledger, gate)
     rt.kill(napping[0].id)
     with pytest.raises(Exception, match=r"(?i)kill"):
         napping[0].result(timeout=30)
@@ -137,6 +146,21 @@ def test_kill_and_cancel_of_invocations_waiting_to_go_on(edge_rt: Runtime, ledge
     assert not {"after 1", "after 2"} & set(lines)  # ended at their next step
     assert max_overlap(lines) <= 1
     assert rt.call(apps.gated_hold, arg=Task(ledger=ledger, n=4), timeout=30) == 4
+    assert waiting(rt) == 0
+
+
+def test_invocations_waiting_to_go_on_survive_a_limiter_restart(edge_rt: Runtime, ledger, tmp_path):
+    """The limiter (scheduler actor) is killed while one invocation holds the only slot and
+    two others, woken from a sleep, wait to go on: the restarted limiter learns the held slot
+    from the host, the waiting ones ask it again, and the limit still holds."""
+    rt = edge_rt
+    gate = str(tmp_path / "gate")
+    napping, holder = two_wait_to_go_on(rt, ledger, gate)
+    kill_and_restart(ray.get_actor(SCHEDULER, namespace=rt.namespace))
+    later = rt.send(apps.gated_hold, arg=Task(ledger=ledger, n=4))  # asks the new limiter
+    Path(gate).touch()
+    assert [h.result(timeout=60) for h in [*napping, holder, later]] == [1, 2, 3, 4]
+    assert max_overlap(ledger_lines(ledger)) <= 1
     assert waiting(rt) == 0
 
 
