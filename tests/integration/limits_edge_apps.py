@@ -61,6 +61,15 @@ async def obj_hold(ctx: ObjectContext, task: Task) -> int:
     return await _hold(task)
 
 
+@lim_obj.handler()
+async def obj_chain(ctx: ObjectContext, depth: int) -> int:
+    """Calls the next key, ``depth`` deep: every caller keeps its key (exclusive) but gives
+    its slot back while it awaits, so a chain deeper than the limit completes."""
+    if depth == 0:
+        return 0
+    return 1 + await ctx.object_call(obj_chain, f"{ctx.key()}+", depth - 1)
+
+
 # -- a workflow: one main at once; a main waiting on its promise holds no slot ----------------
 
 lim_flow = Workflow("LimFlow")

@@ -50,6 +50,10 @@ def test_an_object_limit_counts_over_all_its_keys(edge_rt: Runtime, ledger):
     assert max_overlap(ledger_lines(ledger)) <= 2
 
 
+def test_an_object_call_chain_deeper_than_the_limit_completes(edge_rt: Runtime):
+    assert edge_rt.call(apps.obj_chain, key="c", arg=5, timeout=60) == 5
+
+
 def test_a_workflow_waiting_on_its_promise_holds_no_slot(edge_rt: Runtime, ledger):
     rt = edge_rt
     a = rt.send(apps.flow_run, key="a", arg=Task(ledger=ledger, n=1))
