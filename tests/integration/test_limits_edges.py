@@ -121,8 +121,9 @@ def two_wait_to_go_on(
     rt: Runtime, ledger: str, gate: str
 ) -> tuple[list[InvocationHandle[int]], InvocationHandle[int]]:
     """Two invocations slept without their slot and now wait for it, held by a third until
-    ``gate`` exists (invocations 1, 2 and 3)."""
-    napping = [rt.send(apps.gated_nap, arg=Task(ledger=ledger, n=n, hold_s=3)) for n in (1, 2)]
+    ``gate`` exists (invocations 1, 2 and 3). The third must be admitted while the two sleep:
+    their 5 s leave a slow machine ample time."""
+    napping = [rt.send(apps.gated_nap, arg=Task(ledger=ledger, n=n, hold_s=5)) for n in (1, 2)]
     assert_eventually(lambda: {"start 1", "start 2"} <= set(ledger_lines(ledger)))
     holder = rt.send(apps.gated_hold, arg=Task(ledger=ledger, n=3, gate=gate))
     assert_eventually(lambda: any(ln.startswith("enter 3 ") for ln in ledger_lines(ledger)))
