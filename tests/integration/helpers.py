@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray
@@ -27,6 +28,28 @@ def journal_of(rt: Runtime) -> Any:
 def kill_and_restart(actor: Any) -> None:
     """Kill the actor's process at once; Ray restarts it (max_restarts=-1)."""
     ray.kill(actor, no_restart=False)
+
+
+def kill_until_gone(actor: Any, timeout: float = 30.0) -> None:
+    """Kill the actor's process (Ray restarts it) and return once that process is gone:
+    ``ray.kill`` is asynchronous, and a test that goes on at once races a process that still
+    runs its handlers."""
+    from pathlib import Path
+
+    from tests.conftest import assert_eventually
+
+    pid = ray.get(actor.pid.remote())
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        return state == "Z"  # a zombie runs nothing
+
+    ray.kill(actor, no_restart=False)
+    assert_eventually(gone, timeout=timeout, message=f"process {pid} is gone")
 
 
 def wait_serving(actor: Any, timeout: float = 60.0) -> None:

@@ -10,13 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import ray
 
 from actors import AlreadyCompletedError, Runtime, TerminalError
 from actors.engine.awakeable_ids import AwakeableIds
 from tests.conftest import assert_eventually, ledger_lines
 from tests.integration import apps
-from tests.integration.helpers import host_of
+from tests.integration.helpers import host_of, kill_until_gone
 
 
 def _awakeable_of(ledger: str, key: str) -> str:
@@ -207,7 +206,7 @@ def test_forged_ids_are_refused(shared_rt: Runtime, tmp_path: Path) -> None:
 def test_resolved_while_the_host_is_dead_is_delivered_once(rt: Runtime, ledger: str) -> None:
     h = rt.send(apps.await_approval, key="k", arg=apps.Wait(ledger=ledger))
     awk = _awakeable_of(ledger, "k")
-    ray.kill(host_of(rt, "Approval", "k"), no_restart=False)
+    kill_until_gone(host_of(rt, "Approval", "k"))  # else the old process may take it, then die
     rt.resolve_awakeable(awk, "after-crash")  # returns once durable (the host came back)
     assert h.result(timeout=60) == "after-crash"
     assert ledger_lines(ledger).count("got:k:after-crash") == 1

@@ -14,7 +14,7 @@ import ray
 from actors import Runtime, TerminalError
 from tests.conftest import assert_eventually, ledger_lines
 from tests.integration import apps
-from tests.integration.helpers import host_of, kill_and_restart, wait_serving
+from tests.integration.helpers import host_of, kill_and_restart, kill_until_gone, wait_serving
 
 
 def _calls_journaled(rt: Runtime, caller_id: str) -> int:
@@ -36,13 +36,10 @@ def test_caller_killed_while_callee_runs_gets_the_result_once(
     h = rt.send(apps.call_gated, key="k1", arg=job)
     assert_eventually(lambda: _calls_journaled(rt, h.id) == 1, message="the call is journaled")
     assert_eventually(lambda: "b:k1-callee:t" in ledger_lines(ledger), message="callee at gate")
-    caller = host_of(rt, "Caller", "k1")
-    pid = ray.get(caller.pid.remote())
-    ray.kill(caller, no_restart=False)  # the caller's process dies ...
-    # ... asynchronously: open the gate only once it is gone, or the old caller may take the
-    # answer and run its next step before it dies (a step whose result was not journaled
-    # runs again: two "got" lines, which is allowed, but not what this test is about)
-    assert_eventually(lambda: not _alive(pid), message="the caller's process is gone")
+    # the caller's process dies; the gate opens only once it is gone, or the old caller may
+    # take the answer and run its next step before it dies (a step whose result was not
+    # journaled runs again: two "got" lines, allowed, but not what this test is about)
+    kill_until_gone(host_of(rt, "Caller", "k1"))
     Path(gate).touch()
     assert h.result(timeout=60) == "opened"
     lines = ledger_lines(ledger)
@@ -259,13 +256,3 @@ def test_cancel_and_kill_of_unknown_ids(shared_rt: Runtime) -> None:
         shared_rt.cancel("inv_nope")
     with pytest.raises(TerminalError, match="unknown invocation"):
         shared_rt.kill("inv_nope")
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie, dead but not yet reaped, runs nothing)."""
-    try:
-        os.kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    return state != "Z"
