@@ -17,10 +17,11 @@ import json
 import os
 import statistics
 import tempfile
-import time
+from functools import partial
 from typing import Any
 
 from actors import Context, Runtime, Service
+from benchmarks.closed_loop import closed_loop
 
 free = Service("Free")
 capped = Service("Capped", concurrency=100_000)
@@ -40,27 +41,6 @@ async def capped_step(ctx: Context) -> int:
     return await ctx.run("one", _one)
 
 
-async def _load(rt: Runtime, handler: Any, concurrency: int, seconds: float) -> dict[str, float]:
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
-
-    async def worker() -> None:
-        while time.monotonic() < stop:
-            t0 = time.perf_counter()
-            await rt.call_async(handler)
-            latencies.append(time.perf_counter() - t0)
-
-    t0 = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.monotonic() - t0
-    latencies.sort()
-    return {
-        "per_s": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1e3,
-        "p99_ms": latencies[max(int(len(latencies) * 0.99) - 1, 0)] * 1e3,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.limits")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -77,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
 
             async def run() -> None:
                 for c in levels:  # warm up both
-                    await _load(rt, free_step, c, 1.0)
-                    await _load(rt, capped_step, c, 1.0)
+                    await closed_loop(lambda: rt.call_async(free_step), c, 1.0)
+                    await closed_loop(lambda: rt.call_async(capped_step), c, 1.0)
                 for _ in range(args.rounds):
                     for c in levels:
                         for name, handler in (("free", free_step), ("capped", capped_step)):
-                            r = await _load(rt, handler, c, args.seconds)
+                            r = await closed_loop(partial(rt.call_async, handler), c, args.seconds)
                             runs.setdefault((name, c), []).append(r)
 
             asyncio.run(run())

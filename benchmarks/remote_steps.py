@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import tempfile
 import time
 from typing import Any
@@ -28,6 +27,7 @@ import ray
 
 from actors import Context, Runtime, Service
 from actors.steps.remote import StepSpec, run_remote
+from benchmarks.closed_loop import closed_loop
 
 bench = Service("RemoteStepBench")
 
@@ -48,28 +48,6 @@ def _spec(store: str, idx: int, durable_ref: bool = False) -> StepSpec:
     return StepSpec("Bench", "run", "noop", "bench", idx, store_uri=store, durable_ref=durable_ref)
 
 
-async def _load(call: Any, concurrency: int, seconds: float) -> dict[str, float]:
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
-
-    async def worker() -> None:
-        while time.monotonic() < stop:
-            t0 = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - t0)
-
-    t0 = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.monotonic() - t0
-    latencies.sort()
-    return {
-        "per_s": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1e3,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1e3,
-        "n": len(latencies),
-    }
-
-
 async def _noop_runs(store: str, concurrency: list[int], seconds: float) -> list[dict[str, Any]]:
     out = []
     for c in concurrency:
@@ -80,10 +58,10 @@ async def _noop_runs(store: str, concurrency: list[int], seconds: float) -> list
         def step_call() -> Any:
             return run_remote(noop, (), {}, _spec(store, 0))
 
-        await _load(raw_call, c, 1.0)  # warm up: the workers, and the wrapper task's export
-        await _load(step_call, c, 1.0)
-        raw = await _load(raw_call, c, seconds)
-        step = await _load(step_call, c, seconds)
+        await closed_loop(raw_call, c, 1.0)  # warm up: the workers, and the wrapper task's export
+        await closed_loop(step_call, c, 1.0)
+        raw = await closed_loop(raw_call, c, seconds)
+        step = await closed_loop(step_call, c, seconds)
         out.append(
             {
                 "concurrency": c,
@@ -115,9 +93,9 @@ def _durable_runs(data_dir: str, concurrency: list[int], seconds: float) -> list
                 def call() -> Any:
                     return rt.call_async(one_step)
 
-                await _load(call, c, 1.0)
-                raw = await _load(raw_call, c, seconds)
-                durable = await _load(call, c, seconds)
+                await closed_loop(call, c, 1.0)
+                raw = await closed_loop(raw_call, c, seconds)
+                durable = await closed_loop(call, c, seconds)
                 out.append({"concurrency": c, "raw": raw, "invocation": durable})
 
         asyncio.run(run())

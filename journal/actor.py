@@ -48,7 +48,7 @@ from journal.usersql import MAX_RESULT_BYTES, UserQueries
 
 CONFIG_FILE = "runtime-config.pickle"
 # How long acknowledged rows may wait for DuckDB: longer means fewer, larger DuckDB
-# transactions (2-4 ms of CPU each, whatever they hold). Measured: see the README's Performance.
+# transactions (each costs milliseconds of CPU, whatever it holds; docs/performance.md).
 DRAIN_DELAY_S = 0.1
 ROUTES_KEPT = 50_000  # recent invocations whose route ``route`` answers from memory
 Route = tuple[str, str | None, int]  # service, key, route hash
@@ -100,8 +100,8 @@ class GroupCommitJournal(ScheduleJournal):
                 batches = [b for b, _ in queued]
                 # On the event loop: the write is a log append and one fdatasync (the loop
                 # waits that long; calls arriving meanwhile queue in their sockets and join
-                # the next group). A thread of its own cost two thread hops per commit:
-                # three steps at c=1 9.3-9.8 -> 8.9 ms p50, the hot key 4.4-4.8 -> 3.0-4.0 ms.
+                # the next group). A thread of its own cost two thread hops per commit
+                # (measured in CHANGELOG.md).
                 started = time.perf_counter()
                 outputs = self.store.write(batches) if batches else []
                 if batches:
