@@ -58,9 +58,17 @@ log = logging.getLogger("raystate.journal")
 class GroupCommitJournal(ScheduleJournal):
     """Async front of a store: many callers' batches, one transaction at a time."""
 
-    def __init__(self, data_dir: str, *, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        clock: Callable[[], int] = now_ms,
+        secret_dir: str | None = None,
+    ) -> None:
+        """``secret_dir``: where the runtime's secret is (the data dir's root, which every
+        partition of a runtime shares; default ``data_dir``)."""
         self.store = JournalStore(data_dir, clock=clock)
-        self.secret = runtime_secret(data_dir)
+        self.secret = runtime_secret(secret_dir or data_dir)
         self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._drain_thread = ThreadPoolExecutor(1, thread_name_prefix="journal-drainer")
@@ -375,13 +383,16 @@ class JournalActor(GroupCommitJournal, WireServed):
     """The remote form (``ray.remote(JournalActor)``): a named, detached, restartable actor."""
 
     def __init__(
-        self, data_dir: str, on_pruned: Callable[[list[str], dict[str, object]], None] | None = None
+        self,
+        data_dir: str,
+        on_pruned: Callable[[list[str], dict[str, object]], None] | None = None,
+        secret_dir: str | None = None,
     ) -> None:
         tune_gc()
         owner_only_umask()  # a process of its own: what DuckDB makes later is owner-only too
         self.start_failure: str | None = None
         try:
-            super().__init__(data_dir)
+            super().__init__(data_dir, secret_dir=secret_dir)
         except DataDirError as e:
             import ray
 

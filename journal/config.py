@@ -40,6 +40,9 @@ class RuntimeConfig:
         blob_store: where ``ctx.run`` results over ``inline_limit`` bytes go (a ``pyarrow.fs``
             URI; None: none, as in a config written before blob stores).
         inline_limit: the largest step result kept in the journal itself, in bytes.
+        partitions: how many journals the keys split over (``journal.partitions``).
+        partition_placement: ``"local"`` (every partition on the starting node) or
+            ``"spread"`` (over the nodes; ``data_dir`` on storage every node mounts).
     """
 
     data_dir: str = ""
@@ -51,6 +54,8 @@ class RuntimeConfig:
     secret: str | None = None
     blob_store: str | None = None
     inline_limit: int = 256 * 1024
+    partitions: int = 1
+    partition_placement: str = "local"
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RuntimeConfig:
