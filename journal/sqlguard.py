@@ -180,16 +180,23 @@ def _explained(query: str) -> str:
     raise SqlRefused("EXPLAIN of nothing")
 
 
-def _check_tree(query: str) -> None:
+def syntax_tree(query: str) -> dict[str, Any]:
+    """DuckDB's own parse of a query (``json_serialize_sql``); ``SqlRefused`` if it has none."""
     global _parser
     with _parser_lock:
         if _parser is None:
             _parser = duckdb.connect(":memory:", config={"enable_external_access": False})
         row = _parser.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
-    tree = json.loads(row[0]) if row else {"error": True, "error_message": "no result"}
+    tree: dict[str, Any] = (
+        json.loads(row[0]) if row else {"error": True, "error_message": "no result"}
+    )
     if tree.get("error"):
         raise SqlRefused(f"cannot check SQL: {tree.get('error_message')}")
-    for node in _nodes(tree):
+    return tree
+
+
+def _check_tree(query: str) -> None:
+    for node in _nodes(syntax_tree(query)):
         _check_node(node)
 
 

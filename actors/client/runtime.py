@@ -7,11 +7,9 @@ rebuilt as ``TerminalError`` on this side.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import os
-import uuid
 import weakref
 from collections.abc import Sequence
 from datetime import timedelta
@@ -21,6 +19,7 @@ import pyarrow as pa
 import ray
 
 from actors.client.handles import CLOSED, InvocationHandle, ObjectProxy, _LoopThread, decode
+from actors.client.partsql import PartitionedSql
 from actors.client.schedules import ScheduleMethods, start_runner
 from actors.client.startup import prepare, start_hosts
 from actors.client.stopping import stop_namespace
@@ -45,11 +44,9 @@ from journal.config import RuntimeConfig
 from journal.errors import StatusCode
 from journal.kinds import InvokeMode
 from journal.retention import DEFAULT_RETENTION
-from journal.sqlguard import SqlRefused
 from journal.usersql import DEFAULT_SQL_TIMEOUT_S
 
 T = TypeVar("T")
-_background: set[asyncio.Future[Any]] = set()  # fire-and-forget calls, kept until done
 
 
 def _close_at_exit(ref: weakref.ref[Runtime]) -> None:
@@ -73,6 +70,7 @@ class Runtime(ScheduleMethods):
         self.pool_size = self.router.pool_size
         self.definitions = self.router.definitions
         self._journal = RemoteJournal(namespace)
+        self._sql = PartitionedSql(namespace, RuntimeConfig.of(config), self._journal)
         self._loop = _LoopThread()
         self._closed = False
         self._shut_down = False
@@ -415,19 +413,7 @@ class Runtime(ScheduleMethods):
 
     async def sql_async(self, query: str) -> pa.Table:
         self._check_open()
-        query_id = uuid.uuid4().hex
-        try:
-            result = await self._journal.call("sql_or_error", query, query_id)
-        except asyncio.CancelledError:  # the caller gave up: stop the query in the journal
-            stop = asyncio.ensure_future(self._journal.call("cancel_sql", query_id))
-            _background.add(stop)
-            stop.add_done_callback(_background.discard)
-            raise
-        if isinstance(result, SqlRefused):
-            raise result
-        if isinstance(result, str):
-            raise SqlRefused(result)
-        return result
+        return await self._sql.run(query)
 
     def sql(self, query: str) -> pa.Table:
         """Run a read-only query over the journal's views (``sys_invocation`` ...). It runs
@@ -454,6 +440,7 @@ class Runtime(ScheduleMethods):
         async def close() -> None:
             await self.router.close_wires()
             await self._journal.close_wire()
+            await self._sql.close_wires()
 
         if self._loop.loop.is_running():
             with contextlib.suppress(Exception):

@@ -6,19 +6,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
 
+from actors.client.partsql import LiveJournals
+from journal.config import RuntimeConfig
 from journal.errors import DataDirError, RaystateError, StatusCode
+from journal.federated import run, run_guarded
+from journal.partitions import Partitions, directories, stored_count
 from journal.private import owner_only_files
-from journal.sqlguard import SqlRefused
 from journal.store import DB_FILE, JournalStore
-from journal.usersql import DEFAULT_SQL_TIMEOUT_S, SqlTimeout, run_read_only
+from journal.usersql import DEFAULT_SQL_TIMEOUT_S, MAX_RESULT_BYTES
 from journal.wal import WriteAheadLog
 
 ATTACHED: list[bool] = []  # the command line itself attached this process to Ray
@@ -43,50 +45,59 @@ class Source(Protocol):
 
 
 class LiveJournal:
-    """The journal actor of the runtime running in ``namespace``, for reads: one Ray call a
-    query (what ``Runtime.sql`` does, without building a whole client)."""
+    """The journal actors of the runtime running in ``namespace``, for reads: one Ray call a
+    query and partition it reads (what ``Runtime.sql`` does, without building a whole
+    client; ``actors.client.partsql``)."""
 
     def __init__(self, namespace: str, hint: str) -> None:
-        import ray
-
-        from journal.transport.remote import JOURNAL_ACTOR
-
-        try:
-            self._journal = ray.get_actor(JOURNAL_ACTOR, namespace=namespace)
-        except ValueError:
-            raise Unreachable(
-                f"no raystate runtime runs in namespace {namespace!r}; {hint}"
-            ) from None
+        self._journals = LiveJournals(*_journal_actors(namespace, hint))
 
     def sql(self, query: str) -> pa.Table:
-        import ray
-
         from journal.transport.remote import UNAVAILABLE
 
-        ref: Any = self._journal.sql_or_error.remote(query)
         try:
-            result: Any = ray.get(ref)
+            return self._journals.sql(query)
         except UNAVAILABLE as e:
             raise Unreachable(
                 f"the journal actor is not available ({first_line(e)}); "
                 "try again once it has restarted"
             ) from None
-        except KeyboardInterrupt:  # Ctrl-C: the journal interrupts the query
-            ray.cancel(ref)
-            raise
-        if isinstance(result, SqlRefused):
-            raise result
-        if isinstance(result, str):
-            raise SqlRefused(result)
-        return result
 
     def close(self) -> None:
         pass
 
 
+def _journal_actors(namespace: str, hint: str) -> tuple[list[Any], RuntimeConfig]:
+    """The runtime's journal actors, partition 0 first: ``journal`` (one partition), else
+    ``journal:0`` and as many more as its config says."""
+    import ray
+
+    try:
+        return [ray.get_actor(Partitions(1).journal(0), namespace=namespace)], RuntimeConfig()
+    except ValueError:
+        pass
+    try:
+        first = ray.get_actor(Partitions(2).journal(0), namespace=namespace)
+    except ValueError:
+        raise Unreachable(f"no raystate runtime runs in namespace {namespace!r}; {hint}") from None
+    raw: dict[str, Any] = dict(ray.get(first.config.remote()) or {})
+    if not raw:
+        raise Unreachable(f"the runtime in namespace {namespace!r} is still starting")
+    config = RuntimeConfig.from_dict(raw)
+    layout = Partitions(config.partitions)
+    try:
+        rest = [
+            ray.get_actor(layout.journal(p), namespace=namespace) for p in range(1, layout.count)
+        ]
+    except ValueError as e:
+        raise Unreachable(f"a journal of the runtime in {namespace!r} is missing ({e})") from None
+    return [first, *rest], config
+
+
 class OfflineJournal:
     """A stopped runtime's journal, opened read-only in this process, with file and network
-    access off and the configuration locked (as in ``JournalStore``).
+    access off and the configuration locked (as in ``JournalStore``); every partition's
+    journal, for a data dir of several, federated as ``Runtime.sql`` does.
 
     DuckDB allows one process per file, so this fails while a runtime has the file open; the
     message then says to query the runtime live instead.
@@ -94,40 +105,57 @@ class OfflineJournal:
 
     def __init__(self, data_dir: str | Path) -> None:
         path = Path(data_dir)
-        if not path.is_file():  # a data dir, or the journal file itself
-            path = path / DB_FILE
-        if not path.is_file():
-            raise Unreachable(f"no raystate journal at {path}")
-        if WriteAheadLog(path.parent).segments():
-            _recover(path.parent)
         try:
-            self._con = duckdb.connect(
-                str(path),
-                read_only=True,
-                config={"enable_external_access": False, "lock_configuration": True},
-            )
-        except duckdb.IOException as e:
-            if "lock" in str(e).lower():
-                raise _in_use(path) from None
-            raise Unreachable(f"cannot open {path}: {first_line(e)}") from None
+            count = (stored_count(path) or 1) if path.is_dir() else 1
+        except DataDirError as e:
+            raise Unreachable(str(e)) from None
+        self.layout = Partitions(count)
+        files = [d / DB_FILE for d in directories(path)] if count > 1 else [path]
+        self._cons: list[duckdb.DuckDBPyConnection] = []
+        try:
+            for file in files:
+                self._cons.append(_open(file))
+        except BaseException:
+            self.close()
+            raise
 
     def sql(self, query: str) -> pa.Table:
         """As the journal runs users' queries: checked, read-only, capped, time-limited."""
-        with self._con.cursor() as cur:
-            timer = threading.Timer(DEFAULT_SQL_TIMEOUT_S, cur.interrupt)
-            timer.start()
-            try:
-                return run_read_only(cur, query)
-            except duckdb.InterruptException:
-                raise SqlTimeout(
-                    f"the query ran past its time limit of "
-                    f"{DEFAULT_SQL_TIMEOUT_S:g} s and was interrupted"
-                ) from None
-            finally:
-                timer.cancel()
+        if self.layout.count == 1:
+            return self._read([(0, query)])[0]
+        return run(query, self.layout, self._read, timeout_s=DEFAULT_SQL_TIMEOUT_S)
+
+    def _read(self, requests: Sequence[tuple[int, str]]) -> list[pa.Table]:
+        out = []
+        for p, query in requests:
+            with self._cons[p].cursor() as cur:
+                out.append(run_guarded(cur, query, DEFAULT_SQL_TIMEOUT_S, MAX_RESULT_BYTES))
+        return out
 
     def close(self) -> None:
-        self._con.close()
+        for con in self._cons:
+            con.close()
+
+
+def _open(path: Path) -> duckdb.DuckDBPyConnection:
+    """One journal file (or the data dir holding it), read-only, its write-ahead log
+    recovered first."""
+    if not path.is_file():  # a data dir, or the journal file itself
+        path = path / DB_FILE
+    if not path.is_file():
+        raise Unreachable(f"no raystate journal at {path}")
+    if WriteAheadLog(path.parent).segments():
+        _recover(path.parent)
+    try:
+        return duckdb.connect(
+            str(path),
+            read_only=True,
+            config={"enable_external_access": False, "lock_configuration": True},
+        )
+    except duckdb.IOException as e:
+        if "lock" in str(e).lower():
+            raise _in_use(path) from None
+        raise Unreachable(f"cannot open {path}: {first_line(e)}") from None
 
 
 def _recover(data_dir: Path) -> None:

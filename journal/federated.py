@@ -1,0 +1,538 @@
+"""Users' SQL over a partitioned journal: one set of views over every partition, with the
+columns and answers one journal holding every row would give.
+
+Each partition's journal is a DuckDB file its writer holds locked, so no one process can
+ATTACH them all. A query is planned here instead (from DuckDB's own parse; no Ray) and runs in
+one of three ways:
+
+1. With one partition nothing of this runs: the query goes to the one journal, unchanged.
+2. On one partition, unchanged, when it provably reads nothing of any other: every reference
+   to a partitioned view is restricted, by an equality in the WHERE of the SELECT that reads
+   it, to one invocation id (``id = 'inv_2_...'``, ``invocation_id = ...``) or to one key
+   (``service_name = 'S' AND service_key = 'K'``), and all of them name the same partition.
+   A query that reads no partitioned view (``sys_service``, ``SELECT 1``, ``DESCRIBE``, the
+   catalog functions), and ``EXPLAIN``, run on partition 0, whose schema is every partition's.
+3. Otherwise federated: each relation it references is fetched from the partitions that can
+   hold its rows (through each partition's guarded path: time limit, result cap): only the
+   columns the query names (all of them where it could see them all: ``*``, a row as a
+   struct, ``DESCRIBE``, a table function, positional column aliases, ``NATURAL``, ``PIVOT``),
+   only the rows its equalities keep, or only a count when it names none. The tables are
+   concatenated per relation and registered under the relation's own name, columns and types
+   in a private in-memory DuckDB (external access off), where the query runs unchanged, under
+   the same time limit and result cap.
+
+Why the union of the partitions' views is the view over all rows: every row of a partitioned
+view is computed from the rows of one invocation or one key (its accept, entries, status,
+output, events, timers; a key's state and queue), and an invocation and a key live wholly in
+the partition their id or key names. ``sys_service``, ``service_registry`` and
+``schema_version`` are the same in every partition: they come from partition 0. ``log`` (the
+raw rows) is the union too, but its ``seq`` numbers are per partition.
+
+Why a WHERE equality may be pushed into a fetch, and may pick the partition: in a SELECT, a
+row of a table reference reached from its FROM through inner, outer, semi or anti joins that
+fails a top-level conjunct ``ref.column = 'literal'`` of the WHERE contributes to no output
+row (an outer join's NULL rows fail the equality too), so leaving it out changes nothing. Not
+through ASOF or POSITIONAL joins, nor under a sample (there the rows present change what a row
+joins with or which rows are drawn). Each reference of a relation either has such conjuncts or
+reads every row; the relation's fetch keeps the rows that pass one reference's conjuncts (an
+OR over the references). Anything else (an OR at the top, a CTE that shadows a view's name
+and reads the view unrestricted) leaves a reference unrestricted: all rows, all partitions.
+What was tried and lost: ATTACHing the partitions' files (each is locked by its writer), and
+fetching the raw ``log`` rows to build the views locally (every row of every kind crosses,
+where the views' rows are fewer and can be cut to the columns and rows the query names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from journal.errors import SqlRefused, SqlTimeout
+from journal.partitions import Partitions, partition_of_id
+from journal.schema import migrate
+from journal.sqlguard import check_read_only, syntax_tree
+from journal.usersql import MAX_RESULT_BYTES, UserQueries, run_read_only
+
+CATALOG = "journal"  # the journal file's catalog name, which queries may spell out
+# How a query may name the journal's schema: ``x``, ``main.x``, ``journal.x``, ``journal.main.x``
+NAMED_SCHEMAS = frozenset({("", ""), ("", "main"), ("", CATALOG), (CATALOG, ""), (CATALOG, "main")})
+# The same in every partition (the registry Runtime.start writes, the migrations): partition 0.
+SHARED = frozenset({"sys_service", "service_registry", "schema_version"})
+# The column naming the invocation a row belongs to (rows of an invocation: its partition).
+ID_COLUMNS = {
+    "sys_invocation": "id",
+    "sys_journal": "invocation_id",
+    "sys_journal_events": "invocation_id",
+    "sys_timer": "invocation_id",
+    "sys_waiting": "invocation_id",
+    "sys_inbox": "id",
+    "sys_keyed_service_status": "invocation_id",
+    "key_queue": "id",
+}
+_KEY = ("service_name", "service_key")
+# The columns naming the key a row belongs to (rows of a key: its partition).
+KEY_COLUMNS = {
+    "state": _KEY,
+    "state_current": _KEY,
+    "sys_promise": _KEY,
+    "sys_inbox": _KEY,
+    "sys_keyed_service_status": _KEY,
+    "key_queue": _KEY,
+    "sys_invocation": ("target_service_name", "target_service_key"),
+}
+# Joins through which a WHERE equality on one side keeps that side's other rows out of the answer.
+ROW_JOINS = frozenset({"REGULAR", "CROSS"})
+JOIN_TYPES = frozenset({"INNER", "LEFT", "RIGHT", "FULL", "OUTER", "SEMI", "ANTI"})
+# Table references that see every column of what they read.
+WHOLE_ROW_REFS = frozenset({"TABLE_FUNCTION", "SHOW_REF", "PIVOT"})
+
+
+class Spread(enum.StrEnum):
+    """How a relation's rows lie over the partitions."""
+
+    PARTITIONED = "partitioned"  # each partition holds its own rows: the view is their union
+    SHARED = "shared"  # every partition holds the same rows: partition 0's are the view
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A table or view of the journal's schema."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (name, DuckDB type), in the schema's order
+    spread: Spread
+
+    @functools.cached_property
+    def column_names(self) -> frozenset[str]:
+        return frozenset(c for c, _ in self.columns)
+
+
+@functools.cache
+def catalog() -> dict[str, Relation]:
+    """Every relation of the journal's schema, read from the migrations applied in memory."""
+    con = duckdb.connect(":memory:", config={"enable_external_access": False})
+    try:
+        migrate(con)
+        rows = con.execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            "ORDER BY table_name, column_index"
+        ).fetchall()
+    finally:
+        con.close()
+    columns: dict[str, list[tuple[str, str]]] = {}
+    for table, column, kind in rows:
+        columns.setdefault(table.lower(), []).append((column, kind))
+    return {
+        name: Relation(name, tuple(cols), Spread.SHARED if name in SHARED else Spread.PARTITIONED)
+        for name, cols in columns.items()
+    }
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """What the federation reads of one relation: from which partitions, which columns
+    (None: only how many rows), which rows (None: all)."""
+
+    relation: Relation
+    partitions: tuple[int, ...]
+    columns: tuple[tuple[str, str], ...] | None
+    where: str | None
+
+    @property
+    def query(self) -> str:
+        what = "count(*) AS n" if self.columns is None else _list(c for c, _ in self.columns)
+        where = "" if self.where is None else f" WHERE {self.where}"
+        return f"SELECT {what} FROM {_ident(self.relation.name)}{where}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a query runs: unchanged on ``partition``, or federated over ``fetches``."""
+
+    partition: int | None = None
+    fetches: tuple[Fetch, ...] = ()
+
+    @property
+    def requests(self) -> list[tuple[int, str]]:
+        """(partition, query) of every read, in order: the fetches' partitions in turn."""
+        if self.partition is not None:
+            return []
+        return [(p, f.query) for f in self.fetches for p in f.partitions]
+
+    def database(self, results: Sequence[pa.Table]) -> duckdb.DuckDBPyConnection:
+        """A private in-memory DuckDB holding the fetched relations under their own names
+        and types (``results`` in the order of ``requests``), external access off."""
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute(f"ATTACH ':memory:' AS {CATALOG}")
+            con.execute(f"USE {CATALOG}")
+            at = 0
+            for f in self.fetches:
+                tables = list(results[at : at + len(f.partitions)])
+                at += len(f.partitions)
+                _register(con, f, tables)
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+
+def _register(con: duckdb.DuckDBPyConnection, fetch: Fetch, tables: list[pa.Table]) -> None:
+    name = _ident(fetch.relation.name)
+    if fetch.columns is None:  # the query names none of its columns: only its rows count
+        rows = sum(int(t.column(0)[0].as_py() or 0) for t in tables if t.num_rows)
+        con.execute(f"CREATE VIEW {name} AS SELECT NULL::BOOLEAN AS __row FROM range({rows})")
+        return
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+    arrow = f"_partitions_{fetch.relation.name}"
+    con.register(arrow, table)
+    # Arrow has no JSON type: JSON columns come back as text and are typed again here
+    columns = ", ".join(
+        f"{_ident(c)}::JSON AS {_ident(c)}" if kind == "JSON" else _ident(c)
+        for c, kind in fetch.columns
+    )
+    con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM {_ident(arrow)}")
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Ref:
+    """One reference to a journal relation in a query, and the equalities its rows must pass."""
+
+    relation: Relation
+    schema_only: bool  # under DESCRIBE: reads no row
+    conjuncts: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Reading:
+    """What a query reads, found in its syntax tree."""
+
+    refs: dict[int, _Ref] = field(default_factory=dict)  # by id() of the table reference
+    selects: list[dict[str, Any]] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)  # every part of every column reference
+    last_names: set[str] = field(default_factory=set)  # the last part of each (a row?)
+    relation_names: set[str] = field(default_factory=set)  # tables, aliases, CTEs
+    whole_rows: bool = False  # some part sees every column
+
+
+def plan(query: str, layout: Partitions) -> Plan:
+    """Check ``query`` (``journal.sqlguard``) and decide where and how it runs."""
+    check_read_only(query)
+    if layout.count == 1:
+        return Plan(partition=0)
+    kind = duckdb.extract_statements(query)[0].type
+    if kind == duckdb.StatementType.EXPLAIN:
+        return Plan(partition=0)  # the plan as one partition's journal runs it
+    reading = _Reading()
+    if kind == duckdb.StatementType.SELECT:
+        _walk(syntax_tree(query), reading, schema_only=False)
+        for select in reading.selects:
+            _restrict(select, reading)
+    else:  # a PIVOT DuckDB splits into several statements: the names in its tokens
+        reading.whole_rows = True
+        for name in _token_names(query):
+            if name in catalog():
+                reading.refs[len(reading.refs)] = _Ref(catalog()[name], schema_only=False)
+    return _plan(reading, layout)
+
+
+def _plan(reading: _Reading, layout: Partitions) -> Plan:
+    refs = list(reading.refs.values())
+    partitioned = [r for r in refs if r.relation.spread is Spread.PARTITIONED and not r.schema_only]
+    if not partitioned:
+        return Plan(partition=0)
+    homes = {_home(r, layout) for r in partitioned}
+    if len(homes) == 1 and None not in homes:
+        return Plan(partition=homes.pop())
+    every = tuple(layout)
+    if reading.whole_rows or reading.last_names & reading.relation_names:  # a row as a struct
+        wanted = None
+    else:
+        wanted = reading.names
+    fetches = []
+    for name in sorted({r.relation.name for r in refs}):
+        relation = catalog()[name]
+        reads = [r for r in refs if r.relation.name == name and not r.schema_only]
+        homes = {_home(r, layout) for r in reads}
+        if not reads or relation.spread is Spread.SHARED:
+            partitions: tuple[int, ...] = (0,)
+        elif None in homes:
+            partitions = every
+        else:
+            partitions = tuple(sorted(p for p in homes if p is not None))
+        if not reads:
+            where: str | None = "false"
+        elif all(r.conjuncts for r in reads):
+            where = " OR ".join(
+                "(" + " AND ".join(f"{_ident(c)} = {_literal(v)}" for c, v in r.conjuncts) + ")"
+                for r in reads
+            )
+        else:
+            where = None
+        columns = (
+            relation.columns
+            if wanted is None
+            else tuple(c for c in relation.columns if c[0] in wanted) or None
+        )
+        fetches.append(Fetch(relation, partitions, columns, where))
+    return Plan(fetches=tuple(fetches))
+
+
+def _home(ref: _Ref, layout: Partitions) -> int | None:
+    """The one partition that can hold the rows ``ref`` reads, if its equalities name one."""
+    values: dict[str, str] = {}
+    for column, value in ref.conjuncts:
+        values.setdefault(column, value)
+    name = ref.relation.name
+    id_column = ID_COLUMNS.get(name)
+    if id_column in values:
+        invocation_id = values[id_column]
+        p = partition_of_id(invocation_id)
+        if p < layout.count and layout.place(invocation_id, p) == invocation_id:
+            return p
+    key = KEY_COLUMNS.get(name)
+    if key is not None and key[0] in values and key[1] in values:
+        return layout.of_key(values[key[0]], values[key[1]])
+    return None
+
+
+def _walk(item: Any, reading: _Reading, schema_only: bool) -> None:
+    """Collect the query's references, column names and SELECTs (every depth: subqueries,
+    CTEs, set operations, joins)."""
+    if isinstance(item, list):
+        for x in item:
+            _walk(x, reading, schema_only)
+        return
+    if not isinstance(item, dict):
+        return
+    kind = item.get("type") if isinstance(item.get("type"), str) else None
+    if kind == "SELECT_NODE":
+        reading.selects.append(item)
+        for entry in (item.get("cte_map") or {}).get("map") or []:
+            reading.relation_names.add(str(entry.get("key", "")).lower())
+    elif kind == "BASE_TABLE":
+        name = str(item.get("table_name", "")).lower()
+        reading.relation_names.add(name)
+        if item.get("column_name_alias"):
+            reading.whole_rows = True  # columns renamed by position
+        relation = _relation(item)
+        if relation is not None:
+            reading.refs[id(item)] = _Ref(relation, schema_only)
+    elif kind in WHOLE_ROW_REFS:
+        reading.whole_rows = True
+        schema_only = schema_only or (kind == "SHOW_REF" and item.get("show_type") == "DESCRIBE")
+    elif kind == "JOIN":
+        if item.get("ref_type") == "NATURAL":
+            reading.whole_rows = True
+        reading.names.update(str(c).lower() for c in item.get("using_columns") or [])
+    elif kind in ("STAR", "POSITIONAL_REFERENCE"):
+        reading.whole_rows = True
+    elif kind == "COLUMN_REF":
+        parts = [str(c).lower() for c in item.get("column_names") or []]
+        reading.names.update(parts)
+        reading.last_names.update(parts[-1:])
+    if item.get("alias") and "class" not in item:  # a table reference's alias
+        reading.relation_names.add(str(item["alias"]).lower())
+    for value in item.values():
+        if isinstance(value, dict | list):
+            _walk(value, reading, schema_only)
+
+
+def _relation(table: dict[str, Any]) -> Relation | None:
+    """The journal relation a base-table reference names (None: another catalog's, or none)."""
+    schema = str(table.get("schema_name") or "").lower()
+    db = str(table.get("catalog_name") or "").lower()
+    if (db, schema) not in NAMED_SCHEMAS:
+        return None
+    return catalog().get(str(table.get("table_name", "")).lower())
+
+
+def _restrict(select: dict[str, Any], reading: _Reading) -> None:
+    """Record on each reference the WHERE equalities every row it contributes must pass."""
+    if select.get("sample"):  # drawn before WHERE: the rows present change the draw
+        return
+    top = select.get("from_table")
+    leaves = list(_leaves(top))
+    for parts, value in _equalities(select.get("where_clause")):
+        if len(parts) == 1 and len(leaves) == 1 and top is leaves[0]:
+            leaf = leaves[0]
+        elif len(parts) == 2:
+            named = [t for t in leaves if _ref_name(t) == parts[0]]
+            if len(named) != 1:
+                continue
+            leaf = named[0]
+        else:
+            continue
+        ref = reading.refs.get(id(leaf))
+        if ref is None or leaf.get("sample") or leaf.get("column_name_alias"):
+            continue
+        if leaf.get("at_clause") or parts[-1] not in ref.relation.column_names:
+            continue
+        ref.conjuncts.append((parts[-1], value))
+
+
+def _leaves(table: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """The base tables under a FROM whose rows a WHERE equality on them keeps or drops."""
+    if not table:
+        return
+    if table.get("type") == "BASE_TABLE":
+        yield table
+    elif (
+        table.get("type") == "JOIN"
+        and table.get("ref_type") in ROW_JOINS
+        and table.get("join_type") in JOIN_TYPES
+    ):
+        yield from _leaves(table.get("left"))
+        yield from _leaves(table.get("right"))
+
+
+def _ref_name(table: dict[str, Any]) -> str:
+    return str(table.get("alias") or table.get("table_name") or "").lower()
+
+
+def _equalities(where: dict[str, Any] | None) -> Iterator[tuple[list[str], str]]:
+    """(column reference's parts, string literal) of each top-level ``column = 'literal'``."""
+    if not where:
+        return
+    if where.get("type") == "CONJUNCTION_AND":
+        for child in where.get("children") or []:
+            yield from _equalities(child)
+        return
+    if where.get("type") != "COMPARE_EQUAL":
+        return
+    for column, constant in ((where["left"], where["right"]), (where["right"], where["left"])):
+        literal = constant.get("literal") or {}
+        if (
+            column.get("type") == "COLUMN_REF"
+            and constant.get("type") == "VALUE_CONSTANT"
+            and literal.get("kind") == "STRING"
+        ):
+            yield [str(c).lower() for c in column["column_names"]], str(literal.get("text"))
+
+
+def _token_names(query: str) -> set[str]:
+    names = set()
+    tokens = duckdb.tokenize(query)
+    for i, (start, kind) in enumerate(tokens):
+        if kind.name in ("identifier", "keyword"):
+            end = tokens[i + 1][0] if i + 1 < len(tokens) else len(query)
+            names.add(query[start:end].strip().strip('"').lower())
+    return names
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _list(names: Iterator[str]) -> str:
+    return ", ".join(_ident(n) for n in names)
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def run(
+    query: str,
+    layout: Partitions,
+    read: Callable[[Sequence[tuple[int, str]]], Sequence[pa.Table]],
+    *,
+    timeout_s: float | None,
+    max_bytes: int = MAX_RESULT_BYTES,
+) -> pa.Table:
+    """``query`` over every partition, in this thread. ``read`` runs (partition, query)
+    requests, each through that partition's guarded path, and returns their tables in order."""
+    started = time.monotonic()
+    the_plan = plan(query, layout)
+    if the_plan.partition is not None:
+        return read([(the_plan.partition, query)])[0]
+    con = the_plan.database(read(the_plan.requests))
+    try:
+        return run_guarded(con, query, _left(timeout_s, started), max_bytes)
+    except SqlTimeout:
+        raise _timeout(timeout_s) from None
+    finally:
+        con.close()
+
+
+async def run_async(
+    query: str,
+    layout: Partitions,
+    read: Callable[[int, str], Coroutine[Any, Any, pa.Table]],
+    *,
+    timeout_s: float | None,
+    max_bytes: int = MAX_RESULT_BYTES,
+) -> pa.Table:
+    """``query`` over every partition: ``read(p, query)`` runs one request on partition
+    ``p``'s journal (the reads run at once; a failed one cancels the others); the whole runs
+    under ``timeout_s``."""
+    started = time.monotonic()
+    the_plan = plan(query, layout)
+    if the_plan.partition is not None:
+        return await read(the_plan.partition, query)
+    try:
+        async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as group:
+            tasks: list[asyncio.Task[pa.Table]] = [
+                group.create_task(read(p, q)) for p, q in the_plan.requests
+            ]
+    except TimeoutError:
+        raise _timeout(timeout_s) from None
+    except BaseExceptionGroup as failed:  # the first read that failed (the others stopped)
+        raise failed.exceptions[0] from None
+    con = the_plan.database([t.result() for t in tasks])
+    local = UserQueries(lambda: con, workers=1, waiting=0)
+    try:
+        return await local.run(query, timeout_s=_left(timeout_s, started), max_bytes=max_bytes)
+    except (SqlTimeout, duckdb.InterruptException):
+        raise _timeout(timeout_s) from None
+    except duckdb.Error as e:
+        raise SqlRefused(str(e)) from None
+
+
+def run_guarded(
+    con: duckdb.DuckDBPyConnection, query: str, timeout_s: float | None, max_bytes: int
+) -> pa.Table:
+    """Run a user's query on ``con`` here and now, as the journal runs one: checked,
+    read-only, capped, interrupted past ``timeout_s``."""
+    timer = None if timeout_s is None else threading.Timer(timeout_s, con.interrupt)
+    if timer is not None:
+        timer.start()
+    try:
+        return run_read_only(con, query, max_bytes)
+    except duckdb.InterruptException:
+        raise _timeout(timeout_s) from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _left(timeout_s: float | None, started: float) -> float | None:
+    """What is left of the time limit (a little, not nothing, once it is used up)."""
+    if timeout_s is None:
+        return None
+    return max(timeout_s - (time.monotonic() - started), 0.001)
+
+
+def _timeout(timeout_s: float | None) -> SqlTimeout:
+    return SqlTimeout(
+        f"the query ran past its time limit of {timeout_s:g} s and was interrupted "
+        "(Runtime.start(..., sql_timeout=...) sets it)"
+    )
