@@ -17,6 +17,7 @@ import enum
 import os
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ MAX_PARTITIONS = 256
 _PLACED = re.compile(r"inv_([0-9]{1,3})_", re.ASCII)
 
 
-class Placement(str, enum.Enum):
+class Placement(enum.StrEnum):
     """Where the partitions' actors run: all on the starting node, next to its local disk
     (``local``), or spread over the nodes, ``data_dir`` on storage every node mounts
     (``spread``; a lost node's partitions restart elsewhere, fenced by ``journal.fence``)."""
@@ -51,7 +52,7 @@ class Partitions:
                 f"partitions must be an int from 1 to {MAX_PARTITIONS}, not {self.count!r}"
             )
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[int]:
         return iter(range(self.count))
 
     def journal(self, p: int) -> str:
@@ -91,6 +92,14 @@ class Partitions:
     def of_key(self, service: str, key: str) -> int:
         """The partition of an object's or workflow's key (the hash ``route_hash`` uses)."""
         return key_hash(service, key) % self.count
+
+    def locate(self, service: str, key: str | None, invocation_id: str) -> str:
+        """``invocation_id`` placed in its partition: a key's, or for a keyless call the one
+        its id's digest picks (the same in every process and on every replay)."""
+        if self.count == 1:
+            return invocation_id
+        p = self.of_key(service, key) if key is not None else self.of_digest(invocation_id)
+        return self.place(invocation_id, p)
 
     def of_digest(self, invocation_id: str) -> int:
         """The partition of a keyless invocation: from its id's random or derived digest."""
