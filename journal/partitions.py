@@ -134,7 +134,8 @@ def stored_count(data_dir: str | os.PathLike[str]) -> int | None:
 
 def claim(data_dir: str | os.PathLike[str], partitions: Partitions) -> None:
     """Make sure ``data_dir`` is (or now becomes) a data dir of ``partitions.count``
-    partitions; ``DataDirError`` naming the stored count otherwise."""
+    partitions; ``DataDirError`` naming the stored count otherwise. A data dir of one
+    partition has no marker (as before partitions): its journal files say what it is."""
     root = Path(data_dir)
     found = stored_count(root)
     if found is not None and found != partitions.count:
@@ -142,7 +143,7 @@ def claim(data_dir: str | os.PathLike[str], partitions: Partitions) -> None:
             f"{root} was made with partitions={found}; start it with partitions={found} "
             f"(the count of a data dir is fixed when it is made, not {partitions.count})"
         )
-    if found is None:
+    if found is None and partitions.count > 1:  # one partition needs no marker
         try:
             root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             tmp = root / f".{PARTITIONS_FILE}.{os.getpid()}"
@@ -153,7 +154,7 @@ def claim(data_dir: str | os.PathLike[str], partitions: Partitions) -> None:
                 os.fsync(f.fileno())
             os.replace(tmp, root / PARTITIONS_FILE)
         except OSError as e:
-            raise DataDirError(f"cannot make the data dir {root}: {e}") from None
+            raise DataDirError(f"cannot create data dir {root}: {e}") from None
 
 
 def directories(data_dir: str | os.PathLike[str]) -> list[Path]:
