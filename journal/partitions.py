@@ -70,7 +70,7 @@ class Partitions:
 
     def of_id(self, invocation_id: str) -> int:
         """The partition an invocation id names (0 for an id that names none)."""
-        return partition_of_id(invocation_id) % self.count
+        return 0 if self.count == 1 else partition_of_id(invocation_id) % self.count
 
     def of_hash(self, key_hash: int) -> int:
         """The partition of a key, from its stable hash (``route_hash``)."""

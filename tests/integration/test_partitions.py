@@ -11,6 +11,7 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from actors import AlreadyCompletedError, Runtime
 from journal.errors import DataDirError
 from journal.partitions import Partitions
 from tests.conftest import assert_eventually, ledger_lines
-from tests.integration import apps, partition_apps
+from tests.integration import apps, limits_apps, partition_apps, schedule_apps
 from tests.integration.conftest import _ids
 from tests.integration.helpers import kill_until_gone, wait_serving
+from tests.integration.test_limits import max_overlap
 
 PARTITIONS = Partitions(4)
 SERVICES = [apps.counter, apps.approval, *partition_apps.APPS]
@@ -210,3 +212,36 @@ def test_a_one_partition_data_dir_refuses_more(start_runtime, tmp_path: Path) ->
     assert not (data / "partitions").exists()  # one partition: the layout as before
     with pytest.raises(DataDirError, match="partitions=1"):
         start_runtime([apps.counter], data_dir=data, partitions=2)
+
+
+def test_a_concurrency_limit_holds_over_every_partition(start_runtime, tmp_path: Path) -> None:
+    """The limiter is one per runtime (partition 0's scheduler): service calls spread over
+    four partitions' hosts, and never more than three run at once."""
+    ledger = str(tmp_path / "ledger")
+    rt = start_runtime(limits_apps.ALL, pool_size=1, partitions=4)
+    handles = [
+        rt.send(limits_apps.work, arg=limits_apps.Job(ledger=ledger, n=n)) for n in range(16)
+    ]
+    assert sorted(h.result(timeout=120) for h in handles) == list(range(16))
+    assert len({PARTITIONS.of_id(h.id) for h in handles}) > 1
+    assert max_overlap(ledger_lines(ledger)) <= 3
+
+
+def test_a_schedule_ticks_into_another_partition(start_runtime, tmp_path: Path) -> None:
+    """Schedules live in partition 0; a tick of a key in another partition runs there, once
+    per tick, under the id the schedule records."""
+    ledger = tmp_path / "ledger"
+    rt = start_runtime(schedule_apps.SCHEDULE_APPS, pool_size=1, partitions=4)
+    key = next(k for k in (f"s{i}" for i in range(100)) if PARTITIONS.of_key("TickObj", k) != 0)
+    rt.schedule("p", schedule_apps.obj_tick, key=key, arg=str(ledger), every=timedelta(seconds=1))
+
+    def ticks() -> list[str]:
+        return [ln.split()[2] for ln in ledger_lines(str(ledger)) if ln.startswith("start ")]
+
+    ids = assert_eventually(lambda: len(ticks()) >= 2 and ticks(), message="two ticks")
+    assert len(set(ids)) == len(ids)
+    assert {PARTITIONS.of_id(i) for i in ids} == {PARTITIONS.of_key("TickObj", key)}
+    rt.pause_schedule("p")
+    last = rt.sql("SELECT last_invocation_id FROM sys_schedule").column(0)[0].as_py()
+    assert PARTITIONS.of_id(last) == PARTITIONS.of_key("TickObj", key)
+    assert_eventually(lambda: last in ticks(), message="the recorded tick ran")
