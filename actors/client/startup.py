@@ -82,6 +82,7 @@ def prepare(
         ray.init(address=address, namespace=namespace, include_dashboard=False)
     _ship_handler_modules(services)
     data_dir = os.path.abspath(data_dir)
+    _check_running_layout(namespace, layout)
     claim(data_dir, layout)
     journals = [
         _start_journal(data_dir, namespace, layout, p, placement, _node_for(p, placement))
@@ -217,6 +218,21 @@ def _ship_handler_modules(services: Sequence[ServiceDefinition]) -> None:
                 and not path.startswith(installed)
             ):
                 cloudpickle.register_pickle_by_value(module)
+
+
+def _check_running_layout(namespace: str, layout: Partitions) -> None:
+    """A runtime already running in ``namespace`` with another partition count is an error
+    (its names would not be found, and two layouts would share one namespace)."""
+    other = Partitions(2 if layout.count == 1 else 1)
+    try:
+        ray.get_actor(other.journal(0), namespace=namespace)
+    except ValueError:
+        return
+    raise DataDirError(
+        f"namespace {namespace!r} already runs a runtime with "
+        f"{'one partition' if layout.count > 1 else 'several partitions'}; start this one "
+        f"in another namespace, or with the running runtime's partition count"
+    )
 
 
 def _node_for(partition: int, placement: Placement) -> str | None:
