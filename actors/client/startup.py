@@ -21,7 +21,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.client.registry import service_rows
 from actors.cluster.names import default_pool_size
 from actors.cluster.remote import UNAVAILABLE
-from actors.cluster.router import SYSTEM_ACTOR, Router, preferred_node
+from actors.cluster.router import SYSTEM_ACTOR, Router
 from actors.sdk.definitions import ServiceDefinition, VirtualObject, Workflow
 from actors.steps.runner import INLINE_LIMIT, delete_blobs, steps_config
 from journal.actor import JournalActor
@@ -190,7 +190,7 @@ def _spread(router: Router, d: ServiceDefinition, partition: int, timeout: float
 
 
 def _misplaced(router: Router, d: ServiceDefinition, index: int, partition: int) -> bool:
-    want = preferred_node(index + partition * router.pool_size)
+    want = router.host_node(index, partition)
     if want is None:
         return False
     host = router.pooled(d, index, partition)

@@ -32,6 +32,7 @@ from journal.clock import now_ms
 from journal.config import RuntimeConfig
 from journal.errors import StatusCode
 from journal.kinds import InvokeMode
+from journal.partitions import Placement
 from journal.records import Outcome
 from journal.retry import retry
 from journal.transport.remote import RemoteJournal
@@ -84,6 +85,7 @@ class Router:
         self.namespace = namespace
         self.host_actor = host_actor
         self.partitions = Partitions(typed.partitions)
+        self.spread = Placement(typed.partition_placement) is Placement.SPREAD
         self.pool_size = typed.pool_size
         self.suspend_after_s = typed.suspend_after_s
         definitions: list[ServiceDefinition] = cloudpickle.loads(typed.definitions)
@@ -116,6 +118,13 @@ class Router:
         except ValueError:
             raise RuntimeDown(f"no raystate runtime runs in namespace {self.namespace!r}") from None
 
+    def host_node(self, index: int, partition: int) -> str | None:
+        """The node pool host ``index`` of ``partition`` prefers: round the nodes, or, with
+        partitions spread, its partition's node (where its journal is: a socket away)."""
+        if self.spread:
+            return preferred_node(partition)
+        return preferred_node(index + partition * self.pool_size)
+
     def _pooled_name(self, d: ServiceDefinition, index: int, partition: int) -> str:
         return host_name(d.name, index, partition if self.partitions.count > 1 else None)
 
@@ -126,7 +135,7 @@ class Router:
         if handle is None:
             self._may_make_host(partition)
             options = dict(HOST_ACTOR)
-            node = preferred_node(index + partition * self.pool_size)
+            node = self.host_node(index, partition)
             if node is not None:  # SPREAD is best effort: it once put a whole pool on one node
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
             handle = self._hosts[name] = (
