@@ -17,6 +17,7 @@ import enum
 import os
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ MAX_PARTITIONS = 256
 _PLACED = re.compile(r"inv_([0-9]{1,3})_", re.ASCII)
 
 
-class Placement(str, enum.Enum):
+class Placement(enum.StrEnum):
     """Where the partitions' actors run: all on the starting node, next to its local disk
     (``local``), or spread over the nodes, ``data_dir`` on storage every node mounts
     (``spread``; a lost node's partitions restart elsewhere, fenced by ``journal.fence``)."""
@@ -51,7 +52,7 @@ class Partitions:
                 f"partitions must be an int from 1 to {MAX_PARTITIONS}, not {self.count!r}"
             )
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[int]:
         return iter(range(self.count))
 
     def journal(self, p: int) -> str:
@@ -69,7 +70,7 @@ class Partitions:
 
     def of_id(self, invocation_id: str) -> int:
         """The partition an invocation id names (0 for an id that names none)."""
-        return partition_of_id(invocation_id) % self.count
+        return 0 if self.count == 1 else partition_of_id(invocation_id) % self.count
 
     def of_hash(self, key_hash: int) -> int:
         """The partition of a key, from its stable hash (``route_hash``)."""
@@ -91,6 +92,14 @@ class Partitions:
     def of_key(self, service: str, key: str) -> int:
         """The partition of an object's or workflow's key (the hash ``route_hash`` uses)."""
         return key_hash(service, key) % self.count
+
+    def locate(self, service: str, key: str | None, invocation_id: str) -> str:
+        """``invocation_id`` placed in its partition: a key's, or for a keyless call the one
+        its id's digest picks (the same in every process and on every replay)."""
+        if self.count == 1:
+            return invocation_id
+        p = self.of_key(service, key) if key is not None else self.of_digest(invocation_id)
+        return self.place(invocation_id, p)
 
     def of_digest(self, invocation_id: str) -> int:
         """The partition of a keyless invocation: from its id's random or derived digest."""
@@ -125,7 +134,8 @@ def stored_count(data_dir: str | os.PathLike[str]) -> int | None:
 
 def claim(data_dir: str | os.PathLike[str], partitions: Partitions) -> None:
     """Make sure ``data_dir`` is (or now becomes) a data dir of ``partitions.count``
-    partitions; ``DataDirError`` naming the stored count otherwise."""
+    partitions; ``DataDirError`` naming the stored count otherwise. A data dir of one
+    partition has no marker (as before partitions): its journal files say what it is."""
     root = Path(data_dir)
     found = stored_count(root)
     if found is not None and found != partitions.count:
@@ -133,7 +143,7 @@ def claim(data_dir: str | os.PathLike[str], partitions: Partitions) -> None:
             f"{root} was made with partitions={found}; start it with partitions={found} "
             f"(the count of a data dir is fixed when it is made, not {partitions.count})"
         )
-    if found is None:
+    if found is None and partitions.count > 1:  # one partition needs no marker
         try:
             root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             tmp = root / f".{PARTITIONS_FILE}.{os.getpid()}"
@@ -144,7 +154,7 @@ def claim(data_dir: str | os.PathLike[str], partitions: Partitions) -> None:
                 os.fsync(f.fileno())
             os.replace(tmp, root / PARTITIONS_FILE)
         except OSError as e:
-            raise DataDirError(f"cannot make the data dir {root}: {e}") from None
+            raise DataDirError(f"cannot create data dir {root}: {e}") from None
 
 
 def directories(data_dir: str | os.PathLike[str]) -> list[Path]:

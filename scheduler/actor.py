@@ -10,6 +10,7 @@ from typing import Any
 
 import ray
 
+from journal.partitions import JOURNAL_NAME, SCHEDULER_NAME
 from journal.retry import retry
 from journal.transport.gctune import tune_gc
 from journal.transport.remote import UNAVAILABLE, RemoteJournal
@@ -17,20 +18,21 @@ from journal.transport.wire import WireClosed, WireRoute, WireServed
 from scheduler.admission import AdmissionService
 from scheduler.service import TimerScheduler, Wake
 
-SCHEDULER_ACTOR = "scheduler"
+SCHEDULER_ACTOR = SCHEDULER_NAME  # with one partition; ``journal.partitions`` names the others
 WAKE_PATIENCE_S = 120.0  # a host restarting takes about a second
 
 
 class SchedulerActor(TimerScheduler, AdmissionService, WireServed):
     """Fires durable timers and admits invocations under their limits (``AdmissionService``)."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, journal_name: str = JOURNAL_NAME) -> None:
+        """``journal_name``: the journal of this scheduler's partition (``journal.partitions``)."""
         tune_gc()
         self.namespace = namespace
         self._hosts: dict[str, Any] = {}
         self._routes: dict[str, WireRoute] = {}
         self._waking: set[asyncio.Future[None]] = set()
-        journal = RemoteJournal(namespace)
+        journal = RemoteJournal(namespace, name=journal_name)
         TimerScheduler.__init__(self, journal, self._message)
         AdmissionService.__init__(self, journal, _restarted())
 

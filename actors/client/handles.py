@@ -93,7 +93,7 @@ class InvocationHandle(Generic[Out]):
         return decode(
             self._spec,
             await within(  # type: ignore[no-any-return]
-                timeout, self.id, rt._journal.await_output(self.id), rt.sql_async
+                timeout, self.id, rt.journal_of(self.id).await_output(self.id), rt.sql_async
             ),
         )
 

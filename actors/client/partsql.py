@@ -1,17 +1,17 @@
 """``Runtime.sql`` and the CLI's live reads over every partition's journal
 (``journal.federated`` decides where a query runs; this module reaches the journals).
 
-With one partition a query goes to the journal actor as it always did. With more, each
-partition's journal actor (``journal:<p>``) is reached by name, and a query runs on one of
-them or over all of them (``journal.federated``). Cancelling a call (Ctrl-C, a task
-cancelled) stops its queries in every journal.
+With one partition a query goes to the journal actor as it always did. With more, a query
+runs on one partition's journal actor (``journal:<p>``) or over all of them
+(``journal.federated``). Cancelling a call (Ctrl-C, a task cancelled) stops its queries in
+every journal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -53,33 +53,21 @@ async def journal_sql(journal: RemoteActor, query: str) -> pa.Table:
 class PartitionedSql:
     """A driver's way to its runtime's journals for users' queries."""
 
-    def __init__(self, namespace: str, config: RuntimeConfig, journal: RemoteActor) -> None:
-        """``journal``: the client's own handle on the journal of a one-partition runtime."""
-        from journal.transport.remote import RemoteActor
-
-        self.layout = Partitions(config.partitions)
+    def __init__(
+        self, journal: Callable[[int], RemoteActor], layout: Partitions, config: RuntimeConfig
+    ) -> None:
+        """``journal(p)``: the client's handle on partition ``p``'s journal."""
+        self.layout = layout
         self.timeout_s = config.sql_timeout_s
-        self._journals = (
-            [journal]
-            if self.layout.count == 1
-            else [RemoteActor(self.layout.journal(p), namespace) for p in self.layout]
-        )
-        self._own = self.layout.count > 1  # handles of its own, with sockets to close
+        self._journal = journal
 
     async def run(self, query: str) -> pa.Table:
         if self.layout.count == 1:
-            return await journal_sql(self._journals[0], query)
+            return await journal_sql(self._journal(0), query)
         return await run_async(query, self.layout, self._read, timeout_s=self.timeout_s)
 
     async def _read(self, p: int, query: str) -> pa.Table:
-        return await journal_sql(self._journals[p], query)
-
-    async def close_wires(self) -> None:
-        """Close the sockets to the partitions' journals (a one-partition runtime's journal
-        handle is the client's own, closed with it)."""
-        if self._own:
-            for journal in self._journals:
-                await journal.close_wire()
+        return await journal_sql(self._journal(p), query)
 
 
 class LiveJournals:

@@ -25,7 +25,7 @@ from actors.client.startup import prepare, start_hosts
 from actors.client.stopping import stop_namespace
 from actors.client.waiting import within
 from actors.cluster.host_actor import HostActor
-from actors.cluster.names import JOURNAL
+from actors.cluster.names import find_journal
 from actors.cluster.remote import RemoteJournal
 from actors.cluster.router import Router, Target
 from actors.sdk.definitions import (
@@ -69,14 +69,19 @@ class Runtime(ScheduleMethods):
         self.router = Router(namespace, config, HostActor)
         self.pool_size = self.router.pool_size
         self.definitions = self.router.definitions
-        self._journal = RemoteJournal(namespace)
-        self._sql = PartitionedSql(namespace, RuntimeConfig.of(config), self._journal)
+        self.partitions = self.router.partitions
+        self._journal = self.router.journal(0)  # partition 0's: schedules live there
+        self._sql = PartitionedSql(self.router.journal, self.partitions, RuntimeConfig.of(config))
         self._loop = _LoopThread()
         self._closed = False
         self._shut_down = False
         # a script that ends without close() must not leave its sockets' tasks to be destroyed
         # pending at exit (Python prints "Task was destroyed but it is pending!" for each)
         atexit.register(_close_at_exit, weakref.ref(self))
+
+    def journal_of(self, invocation_id: str) -> RemoteJournal:
+        """The journal of the partition an invocation id names."""
+        return self.router.journal(self.partitions.of_id(invocation_id))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -98,6 +103,8 @@ class Runtime(ScheduleMethods):
         sql_timeout: timedelta | float | None = DEFAULT_SQL_TIMEOUT_S,
         blob_store: str | os.PathLike[str] | None = None,
         inline_limit: int = INLINE_LIMIT,
+        partitions: int = 1,
+        partition_placement: str = "local",
     ) -> Runtime:
         """Start the runtime's actors (or attach to the ones running in ``namespace``).
 
@@ -107,8 +114,8 @@ class Runtime(ScheduleMethods):
         is evicted (and replayed from its journal when the timer fires). The environment
         variable ``RAYSTATE_ALWAYS_REPLAY=1`` sets it to zero: every wait evicts, so every
         resumption is a replay (a determinism check for test suites).
-        ``pool_size``: host actors per service (default: half the cluster's CPUs, at least one;
-        see ``default_pool_size``).
+        ``pool_size``: host actors per service and partition (default: half the cluster's
+        CPUs over the partitions, at least one; see ``default_pool_size``).
         ``retention`` (timedelta or seconds; default 24 h): how long a finished invocation's
         journal, output and idempotency result stay in the journal before they are pruned
         (the state of objects always stays); None keeps them forever. See "Retention" in the
@@ -119,8 +126,13 @@ class Runtime(ScheduleMethods):
         default ``<data_dir>/blobs``): where ``ctx.run`` results larger than ``inline_limit``
         bytes (default 256 KiB) and ``durable_ref=True`` results go; the journal keeps their
         URI, size and sha256.
+        ``partitions`` (default 1): how many journals, each with its own scheduler and
+        directory ``<data_dir>/partition-<p>/``, the keys split over; fixed when the data dir
+        is made. ``partition_placement``: ``"local"`` (every partition on this node, next to
+        ``data_dir``) or ``"spread"`` (over the cluster's nodes, ``data_dir`` on storage every
+        node mounts; a lost node's partitions restart elsewhere). See docs/partitions.md.
         """
-        config, journal = prepare(
+        config, journals = prepare(
             services,
             data_dir=data_dir,
             namespace=namespace,
@@ -131,11 +143,13 @@ class Runtime(ScheduleMethods):
             sql_timeout=sql_timeout,
             blob_store=blob_store,
             inline_limit=inline_limit,
+            partitions=partitions,
+            partition_placement=partition_placement,
         )
         rt = cls(namespace, config)
-        start_hosts(rt.router, journal, list(services))
-        if ray.get(journal.schedule_count.remote()):  # no runner process without schedules
-            start_runner(namespace)
+        start_hosts(rt.router, journals, list(services))
+        if ray.get(journals[0].schedule_count.remote()):  # no runner process without schedules
+            start_runner(namespace, rt.partitions.count)
         return rt
 
     @classmethod
@@ -143,10 +157,9 @@ class Runtime(ScheduleMethods):
         """Attach to a runtime another driver started in ``namespace``."""
         if not ray.is_initialized():
             ray.init(address=address or "auto", namespace=namespace, include_dashboard=False)
-        try:
-            journal = ray.get_actor(JOURNAL, namespace=namespace)
-        except ValueError:
-            raise RuntimeError(f"no raystate runtime runs in namespace {namespace!r}") from None
+        journal = find_journal(namespace)
+        if journal is None:
+            raise RuntimeError(f"no raystate runtime runs in namespace {namespace!r}")
         raw: dict[str, Any] = dict(ray.get(journal.config.remote()) or {})
         if not raw:
             raise RuntimeError(f"the runtime in namespace {namespace!r} is still starting")
@@ -358,7 +371,8 @@ class Runtime(ScheduleMethods):
     def attach(self, invocation_id: str) -> InvocationHandle[Any]:
         """A handle on an invocation submitted earlier (by any driver)."""
         self._check_open()
-        accept = self._loop.run(self._journal.accepted(invocation_id))
+        journal = self.journal_of(invocation_id)
+        accept = self._loop.run(journal.accepted(invocation_id))
         if accept is None:
             raise TerminalError(f"unknown invocation {invocation_id!r}", StatusCode.NOT_FOUND)
         d = self.definitions.get(accept.service)
@@ -439,8 +453,6 @@ class Runtime(ScheduleMethods):
 
         async def close() -> None:
             await self.router.close_wires()
-            await self._journal.close_wire()
-            await self._sql.close_wires()
 
         if self._loop.loop.is_running():
             with contextlib.suppress(Exception):

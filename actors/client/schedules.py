@@ -83,12 +83,12 @@ def _time(ms: int | None) -> dt.datetime | None:
     return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
 
-def start_runner(namespace: str) -> Any:
+def start_runner(namespace: str, partitions: int = 1) -> Any:
     """The namespace's schedule runner, made if it does not run."""
     return (
         ray.remote(ScheduleRunnerActor)
         .options(name=SCHEDULES, namespace=namespace, get_if_exists=True, **SYSTEM_ACTOR)
-        .remote(namespace)
+        .remote(namespace, partitions)
     )
 
 
@@ -256,6 +256,7 @@ class ScheduleMethods:
         is starting reads every schedule anyway)."""
 
         async def tell() -> None:
-            await start_runner(self.namespace).refresh.remote([schedule_id])
+            runner = start_runner(self.namespace, self.router.partitions.count)
+            await runner.refresh.remote([schedule_id])
 
         await retry(tell, retry_on=UNAVAILABLE, deadline_s=RUNNER_PATIENCE_S)

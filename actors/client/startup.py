@@ -19,14 +19,15 @@ from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.client.registry import service_rows
-from actors.cluster.names import JOURNAL, SCHEDULER, default_pool_size
+from actors.cluster.names import default_pool_size
 from actors.cluster.remote import UNAVAILABLE
-from actors.cluster.router import SYSTEM_ACTOR, Router, preferred_node
+from actors.cluster.router import SYSTEM_ACTOR, Router
 from actors.sdk.definitions import ServiceDefinition, VirtualObject, Workflow
 from actors.steps.runner import INLINE_LIMIT, delete_blobs, steps_config
 from journal.actor import JournalActor
 from journal.config import RuntimeConfig
 from journal.errors import DataDirError
+from journal.partitions import Partitions, Placement, claim
 from journal.retention import retention_seconds
 from scheduler.actor import SchedulerActor
 
@@ -43,10 +44,20 @@ def prepare(
     sql_timeout: timedelta | float | None,
     blob_store: str | os.PathLike[str] | None = None,
     inline_limit: int = INLINE_LIMIT,
-) -> tuple[RuntimeConfig, Any]:
+    partitions: int = 1,
+    partition_placement: Placement | str = Placement.LOCAL,
+) -> tuple[RuntimeConfig, list[Any]]:
     """``Runtime.start`` up to the client: check the arguments, start (or attach to) the
-    journal and scheduler actors, and agree on the runtime's config with a running one. Returns
-    the config and the journal actor's handle."""
+    journal and scheduler actors of every partition, and agree on the runtime's config with a
+    running one. Returns the config and the journal actors' handles, partition 0 first."""
+    layout = Partitions(partitions)
+    try:
+        placement = Placement(partition_placement)
+    except ValueError:
+        raise ValueError(
+            f"Runtime.start: partition_placement must be 'local' or 'spread', "
+            f"not {partition_placement!r}"
+        ) from None
     retention_s = retention_seconds(retention)
     sql_timeout_s = (
         sql_timeout.total_seconds() if isinstance(sql_timeout, timedelta) else sql_timeout
@@ -71,9 +82,16 @@ def prepare(
         ray.init(address=address, namespace=namespace, include_dashboard=False)
     _ship_handler_modules(services)
     data_dir = os.path.abspath(data_dir)
-    journal = _start_journal(data_dir, namespace)
+    _check_running_layout(namespace, layout)
+    claim(data_dir, layout)
+    journals = [
+        _start_journal(data_dir, namespace, layout, p, placement, _node_for(p, placement))
+        for p in layout
+    ]
+    journal = journals[0]
     if pool_size is None:
-        pool_size = default_pool_size(ray.cluster_resources().get("CPU", 1))
+        # hosts per service and partition: every partition has a pool of its own
+        pool_size = max(default_pool_size(ray.cluster_resources().get("CPU", 1)) // layout.count, 1)
     suspend_s = (
         suspend_after.total_seconds()
         if isinstance(suspend_after, timedelta)
@@ -89,6 +107,8 @@ def prepare(
         sql_timeout_s=sql_timeout_s,
         definitions=cloudpickle.dumps(list(services)),
         **steps_config(data_dir, blob_store, inline_limit),
+        partitions=layout.count,
+        partition_placement=placement.value,
     )
     registered: list[ServiceDefinition] = list(services)
     existing = ray.get(journal.config.remote())
@@ -98,52 +118,63 @@ def prepare(
         merged.update({d.name: d for d in services})
         registered = list(merged.values())
         config = dataclasses.replace(
-            config, pool_size=running.pool_size, definitions=cloudpickle.dumps(registered)
+            config,
+            pool_size=running.pool_size,
+            definitions=cloudpickle.dumps(registered),
+            partition_placement=running.partition_placement,
         )
-    ray.get(journal.set_config.remote(config.to_dict()))
-    ray.get(journal.set_services.remote([astuple(r) for r in service_rows(registered)]))
+    rows = [astuple(r) for r in service_rows(registered)]
+    ray.get([j.set_config.remote(config.to_dict()) for j in journals])
+    ray.get([j.set_services.remote(rows) for j in journals])
     config = RuntimeConfig.from_dict(ray.get(journal.config.remote()))  # with the secret
-    ray.remote(SchedulerActor).options(
-        name=SCHEDULER, namespace=namespace, get_if_exists=True, **SYSTEM_ACTOR
-    ).remote(namespace)
-    return config, journal
+    for p in layout:
+        options = dict(SYSTEM_ACTOR)
+        node = _node_for(p, placement)
+        if node is not None:  # next to its journal, and free to move when that node is lost
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+        ray.remote(SchedulerActor).options(
+            name=layout.scheduler(p), namespace=namespace, get_if_exists=True, **options
+        ).remote(namespace, layout.journal(p))
+    return config, journals
 
 
-def start_hosts(router: Router, journal: Any, services: list[ServiceDefinition]) -> None:
-    """Start the hosts that have unfinished invocations to resume. On one node the others
-    start on their first request (a host actor costs a process, and idle ones add up);
-    on a cluster every pool starts now, its hosts placed round the nodes
+def start_hosts(router: Router, journals: list[Any], services: list[ServiceDefinition]) -> None:
+    """Start the hosts that have unfinished invocations to resume, in each partition. On one
+    node the others start on their first request (a host actor costs a process, and idle ones
+    add up); on a cluster every pool starts now, its hosts placed round the nodes
     (``Router.pooled``, and moved by ``_spread`` where Ray put them elsewhere)."""
-    pending = set(ray.get(journal.pending_services.remote()))
     cluster = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
     ready = []
-    for d in services:
-        if d.name not in pending and not (cluster and not _dedicated(d)):
-            continue
-        if _dedicated(d):
-            keys = ray.get(journal.pending_keys.remote(d.name))
-            ready += [
-                router.dedicated(d, k).ready.remote()  # type: ignore[arg-type]
-                for k in keys
-            ]
-        else:
-            ready += [router.pooled(d, i).ready.remote() for i in range(router.pool_size)]
+    for p, journal in enumerate(journals):
+        pending = set(ray.get(journal.pending_services.remote()))
+        for d in services:
+            if d.name not in pending and not (cluster and not _dedicated(d)):
+                continue
+            if _dedicated(d):
+                keys = ray.get(journal.pending_keys.remote(d.name))
+                ready += [
+                    router.dedicated(d, k).ready.remote()  # type: ignore[arg-type]
+                    for k in keys
+                ]
+            else:
+                ready += [router.pooled(d, i, p).ready.remote() for i in range(router.pool_size)]
     for ref in ready:
         with contextlib.suppress(*UNAVAILABLE):  # died while resuming (a handler crashed
             ray.get(ref)  # it): Ray restarts it, and it resumes on its own
     if cluster:
         for d in services:
             if not _dedicated(d):
-                _spread(router, d)
+                for p in router.partitions:
+                    _spread(router, d, p)
 
 
-def _spread(router: Router, d: ServiceDefinition, timeout: float = 30.0) -> None:
+def _spread(router: Router, d: ServiceDefinition, partition: int, timeout: float = 30.0) -> None:
     """Move the pool hosts of ``d`` that landed off their preferred node by creating them
     again. Their node affinity is soft, and right after a node joins Ray may place such
     actors elsewhere (all of a pool at once). Only idle hosts move."""
     deadline = time.monotonic() + timeout
     while True:
-        misplaced = [i for i in range(router.pool_size) if _misplaced(router, d, i)]
+        misplaced = [i for i in range(router.pool_size) if _misplaced(router, d, i, partition)]
         if not misplaced:
             return
         if time.monotonic() > deadline:
@@ -153,16 +184,16 @@ def _spread(router: Router, d: ServiceDefinition, timeout: float = 30.0) -> None
                 stacklevel=3,
             )
             return
-        moved = [router.replace(d, i) for i in misplaced]
+        moved = [router.replace(d, i, partition) for i in misplaced]
         with contextlib.suppress(*UNAVAILABLE):
             ray.get([h.ready.remote() for h in moved])
 
 
-def _misplaced(router: Router, d: ServiceDefinition, index: int) -> bool:
-    want = preferred_node(index)
+def _misplaced(router: Router, d: ServiceDefinition, index: int, partition: int) -> bool:
+    want = router.host_node(index, partition)
     if want is None:
         return False
-    host = router.pooled(d, index)
+    host = router.pooled(d, index, partition)
     try:
         stats = ray.get(host.ready.remote())
         return ray.get(host.node.remote()) != want and not stats["active"] and not stats["parked"]
@@ -190,24 +221,64 @@ def _ship_handler_modules(services: Sequence[ServiceDefinition]) -> None:
                 cloudpickle.register_pickle_by_value(module)
 
 
-def _start_journal(data_dir: str, namespace: str) -> Any:
-    """Attach to the namespace's journal actor, or create it on this node."""
+def _check_running_layout(namespace: str, layout: Partitions) -> None:
+    """A runtime already running in ``namespace`` with another partition count is an error
+    (its names would not be found, and two layouts would share one namespace)."""
+    other = Partitions(2 if layout.count == 1 else 1)
+    try:
+        ray.get_actor(other.journal(0), namespace=namespace)
+    except ValueError:
+        return
+    raise DataDirError(
+        f"namespace {namespace!r} already runs a runtime with "
+        f"{'one partition' if layout.count > 1 else 'several partitions'}; start this one "
+        f"in another namespace, or with the running runtime's partition count"
+    )
+
+
+def _node_for(partition: int, placement: Placement) -> str | None:
+    """The node a partition's actors prefer when spread: node ``partition`` of the alive
+    nodes, round robin (None: local placement)."""
+    if placement is not Placement.SPREAD:
+        return None
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    return nodes[partition % len(nodes)]
+
+
+def _start_journal(
+    root: str,
+    namespace: str,
+    layout: Partitions,
+    partition: int,
+    placement: Placement,
+    node: str | None,
+) -> Any:
+    """Attach to the namespace's journal actor of ``partition``, or create it: on this node
+    (local placement, next to the data dir), or preferring ``node`` but free to restart
+    elsewhere when that node is lost (spread: the data dir is on shared storage)."""
+    data_dir = layout.directory(root, partition)
+    name = layout.journal(partition)
     journal: Any
     try:
-        journal = ray.get_actor(JOURNAL, namespace=namespace)
+        journal = ray.get_actor(name, namespace=namespace)
     except ValueError:
+        strategy = NodeAffinitySchedulingStrategy(
+            node or ray.get_runtime_context().get_node_id(), soft=node is not None
+        )
         journal = (
             ray.remote(JournalActor)
             .options(
-                name=JOURNAL,
+                name=name,
                 namespace=namespace,
                 get_if_exists=True,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(
-                    ray.get_runtime_context().get_node_id(), soft=False
-                ),
+                scheduling_strategy=strategy,
                 **SYSTEM_ACTOR,
             )
-            .remote(data_dir, on_pruned=delete_blobs)
+            .remote(
+                data_dir,
+                on_pruned=delete_blobs,
+                secret_dir=root if layout.count > 1 else None,
+            )
         )
     try:
         failure: str | None = ray.get(journal.start_error.remote())

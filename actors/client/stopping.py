@@ -33,17 +33,22 @@ def stop_namespace(namespace: str, deadline_s: float = STOP_DEADLINE_S) -> list[
     """Kill every named actor of ``namespace`` (the journal last, flushed first) until none is
     left; returns the names still taken after ``deadline_s`` (none, unless Ray lags)."""
     deadline = time.monotonic() + deadline_s
-    flushed = False
+    flushed: set[str] = set()
     while names := named_actors(namespace):
         if time.monotonic() > deadline:
             return names
-        for name in sorted(names, key=lambda n: n == JOURNAL):
+        for name in sorted(names, key=_is_journal):
             with contextlib.suppress(ValueError):  # gone meanwhile
                 actor = ray.get_actor(name, namespace=namespace)
-                if name == JOURNAL and not flushed:
-                    flushed = True
+                if _is_journal(name) and name not in flushed:
+                    flushed.add(name)
                     with contextlib.suppress(Exception):
                         ray.get(actor.flush.remote(), timeout=60)
                 ray.kill(actor, no_restart=True)
         time.sleep(ROUND_S)  # Ray releases the names asynchronously
     return []
+
+
+def _is_journal(name: str) -> bool:
+    """A journal actor: ``journal``, or a partition's ``journal:<p>``."""
+    return name == JOURNAL or name.startswith(JOURNAL + ":")

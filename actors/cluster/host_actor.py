@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from actors.cluster.names import host_name
+from actors.cluster.names import Partitions, host_name
 from actors.cluster.remote import RemoteJournal, RemoteScheduler
 from actors.cluster.router import Router
 from actors.engine.awakeable_ids import AwakeableIds
@@ -87,19 +87,36 @@ class HostActor(WireServed):
         key: str | None = None,
         idle_timeout_s: float = 300.0,
         suspend_after_s: float = 30.0,
+        journal_partition: int = 0,
+        partitions: int = 1,
     ) -> None:
+        """``partition``: (index, pool size) of a pooled host; ``journal_partition`` of
+        ``partitions``: the journal partition whose keys it runs (``journal.partitions``)."""
         tune_gc()
-        slot = key if key is not None else (partition[0] if partition else 0)
-        journal = RemoteJournal(namespace)
-        scheduler = RemoteScheduler(namespace)  # also the limiter of concurrency and rate
+        layout = Partitions(partitions)
+        name = (
+            host_name(definition.name, key)
+            if key is not None
+            else host_name(
+                definition.name,
+                partition[0] if partition else 0,
+                journal_partition if partitions > 1 else None,
+            )
+        )
+        journal = RemoteJournal(namespace, name=layout.journal(journal_partition))
+        scheduler = RemoteScheduler(namespace, layout.scheduler(journal_partition))
+        # the limiter of concurrency and rate is one per runtime: partition 0's scheduler
+        limiter = (
+            scheduler if journal_partition == 0 else RemoteScheduler(namespace, layout.scheduler(0))
+        )
         self.host = ObjectHost(
             definition,
             journal,
             partition=partition,
             key=key,
-            name=host_name(definition.name, slot),
+            name=name,
             scheduler=scheduler,
-            limiter=scheduler,
+            limiter=limiter,
             suspend_after=suspend_after_s,
             outbox=LazyRouter(journal),
         )

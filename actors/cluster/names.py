@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 import zlib
+from typing import Any
 
+from journal.partitions import Partitions
 from journal.transport.remote import JOURNAL_ACTOR as JOURNAL
 from scheduler.actor import SCHEDULER_ACTOR as SCHEDULER
 
@@ -16,6 +18,8 @@ __all__ = [
     "JOURNAL",
     "SCHEDULER",
     "SCHEDULES",
+    "Partitions",
+    "find_journal",
     "host_name",
     "idempotent_invocation_id",
     "new_invocation_id",
@@ -24,9 +28,10 @@ __all__ = [
 ]
 
 
-def host_name(service: str, slot: int | str) -> str:
-    """``host:<Service>:<n>`` for a pooled host, ``host:<Service>:<key>`` for a dedicated one."""
-    return f"host:{service}:{slot}"
+def host_name(service: str, slot: int | str, partition: int | None = None) -> str:
+    """``host:<Service>:<n>`` for a pooled host (``host:<Service>:<p>:<n>`` in partition ``p``
+    of several), ``host:<Service>:<key>`` for a dedicated one."""
+    return f"host:{service}:{slot}" if partition is None else f"host:{service}:{partition}:{slot}"
 
 
 def route_hash(service: str, key: str | None, invocation_id: str) -> int:
@@ -49,6 +54,19 @@ def default_pool_size(cpus: float) -> int:
     and every host more splits the batches that one Ray call carries (figures in
     docs/performance.md, "Tuning")."""
     return max(int(cpus) // 2, 1)
+
+
+def find_journal(namespace: str) -> Any:
+    """The journal actor of the runtime in ``namespace`` (partition 0's when it has several),
+    or None when no runtime runs there."""
+    import ray
+
+    for name in (JOURNAL, Partitions(2).journal(0)):
+        try:
+            return ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            continue
+    return None
 
 
 SCHEDULES = "schedules"  # the schedule runner (actors.cluster.schedule_runner), made on demand

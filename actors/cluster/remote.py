@@ -12,8 +12,8 @@ __all__ = ["UNAVAILABLE", "RemoteJournal", "RemoteScheduler"]
 
 
 class RemoteScheduler(RemoteActor):
-    def __init__(self, namespace: str) -> None:
-        super().__init__(SCHEDULER_ACTOR, namespace)
+    def __init__(self, namespace: str, name: str = SCHEDULER_ACTOR) -> None:
+        super().__init__(name, namespace)
 
     async def add(self, timers: list[Timer]) -> None:
         await self.call("add", timers)

@@ -17,7 +17,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.cluster.channel import HOST_DOWN, HostChannel, RuntimeDown
 from actors.cluster.names import (
-    JOURNAL,
+    Partitions,
     host_name,
     idempotent_invocation_id,
     new_invocation_id,
@@ -32,6 +32,7 @@ from journal.clock import now_ms
 from journal.config import RuntimeConfig
 from journal.errors import StatusCode
 from journal.kinds import InvokeMode
+from journal.partitions import Placement
 from journal.records import Outcome
 from journal.retry import retry
 from journal.transport.remote import RemoteJournal
@@ -83,6 +84,8 @@ class Router:
             )
         self.namespace = namespace
         self.host_actor = host_actor
+        self.partitions = Partitions(typed.partitions)
+        self.spread = Placement(typed.partition_placement) is Placement.SPREAD
         self.pool_size = typed.pool_size
         self.suspend_after_s = typed.suspend_after_s
         definitions: list[ServiceDefinition] = cloudpickle.loads(typed.definitions)
@@ -91,10 +94,19 @@ class Router:
         self._hosts: dict[str, Any] = {}
         self._channels: dict[tuple[asyncio.AbstractEventLoop, str], HostChannel] = {}
         self._wires: dict[str, WireRoute] = {}
-        self._journal: RemoteJournal | None = None
+        self._journals: dict[int, RemoteJournal] = {}
         self.closed: str | None = None  # why it makes no hosts any more: its client closed
 
-    def _may_make_host(self) -> None:
+    def journal(self, partition: int) -> RemoteJournal:
+        """Partition ``partition``'s journal, as this router's process reaches it."""
+        journal = self._journals.get(partition)
+        if journal is None:
+            journal = self._journals[partition] = RemoteJournal(
+                self.namespace, name=self.partitions.journal(partition)
+            )
+        return journal
+
+    def _may_make_host(self, partition: int) -> None:
         """Hosts are made on demand, also for a request in flight whose host died; but not by
         a closed client (``RuntimeError``) nor while no runtime runs (``RuntimeDown``, sent
         again later): else a request in flight brings back the hosts that
@@ -102,17 +114,28 @@ class Router:
         if self.closed is not None:
             raise RuntimeError(self.closed)
         try:
-            ray.get_actor(JOURNAL, namespace=self.namespace)
+            ray.get_actor(self.partitions.journal(partition), namespace=self.namespace)
         except ValueError:
             raise RuntimeDown(f"no raystate runtime runs in namespace {self.namespace!r}") from None
 
-    def pooled(self, d: ServiceDefinition, index: int) -> Any:
-        name = host_name(d.name, index)
+    def host_node(self, index: int, partition: int) -> str | None:
+        """The node pool host ``index`` of ``partition`` prefers: round the nodes, or, with
+        partitions spread, its partition's node (where its journal is: a socket away)."""
+        if self.spread:
+            return preferred_node(partition)
+        return preferred_node(index + partition * self.pool_size)
+
+    def _pooled_name(self, d: ServiceDefinition, index: int, partition: int) -> str:
+        return host_name(d.name, index, partition if self.partitions.count > 1 else None)
+
+    def pooled(self, d: ServiceDefinition, index: int, partition: int = 0) -> Any:
+        """Pool host ``index`` of ``d`` in ``partition`` (made now if it does not run)."""
+        name = self._pooled_name(d, index, partition)
         handle = self._hosts.get(name)
         if handle is None:
-            self._may_make_host()
+            self._may_make_host(partition)
             options = dict(HOST_ACTOR)
-            node = preferred_node(index)
+            node = self.host_node(index, partition)
             if node is not None:  # SPREAD is best effort: it once put a whole pool on one node
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
             handle = self._hosts[name] = (
@@ -125,15 +148,19 @@ class Router:
                     None,
                     idle_timeout_s(d),
                     self.suspend_after_s,
+                    partition,
+                    self.partitions.count,
                 )
             )
         return handle
 
-    def replace(self, d: ServiceDefinition, index: int, timeout: float = 30.0) -> Any:
+    def replace(
+        self, d: ServiceDefinition, index: int, partition: int = 0, timeout: float = 30.0
+    ) -> Any:
         """Kill pool host ``index`` for good and create it again (placed anew). Only for an
         idle host: whatever it ran is recovered as after any crash, but that costs time."""
-        name = host_name(d.name, index)
-        ray.kill(self.pooled(d, index), no_restart=True)
+        name = self._pooled_name(d, index, partition)
+        ray.kill(self.pooled(d, index, partition), no_restart=True)
         self._hosts.pop(name, None)
         deadline = time.monotonic() + timeout
         while True:  # the name is freed once Ray has buried the actor
@@ -144,32 +171,47 @@ class Router:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"host {name!r} was killed but its name stays taken")
             time.sleep(0.05)  # poll interval while Ray frees the name
-        return self.pooled(d, index)
+        return self.pooled(d, index, partition)
 
     def dedicated(self, d: VirtualObject, key: str) -> Any:
         name = host_name(d.name, key)
         handle = self._hosts.get(name)
         if handle is None:
-            self._may_make_host()
+            partition = self.partitions.of_key(d.name, key)
+            self._may_make_host(partition)
             options = {**HOST_ACTOR, **d.actor_options}
             handle = self._hosts[name] = (
                 ray.remote(self.host_actor)
                 .options(name=name, namespace=self.namespace, get_if_exists=True, **options)
-                .remote(d, self.namespace, None, key, idle_timeout_s(d), self.suspend_after_s)
+                .remote(
+                    d,
+                    self.namespace,
+                    None,
+                    key,
+                    idle_timeout_s(d),
+                    self.suspend_after_s,
+                    partition,
+                    self.partitions.count,
+                )
             )
         return handle
 
-    def _slot(self, d: ServiceDefinition, key: str | None, route_hash: int) -> int | str:
+    def _host_name(
+        self, d: ServiceDefinition, key: str | None, route_hash: int, partition: int
+    ) -> str:
         if isinstance(d, VirtualObject) and d.placement == "dedicated":
             assert key is not None
-            return key
-        return route_hash % self.pool_size
+            return host_name(d.name, key)
+        return self._pooled_name(d, route_hash % self.pool_size, partition)
 
-    def host_for(self, d: ServiceDefinition, key: str | None, route_hash: int) -> Any:
-        slot = self._slot(d, key, route_hash)
-        if isinstance(slot, str):
-            return self.dedicated(d, slot)  # type: ignore[arg-type]
-        return self.pooled(d, slot)
+    def host_for(
+        self, d: ServiceDefinition, key: str | None, route_hash: int, partition: int = 0
+    ) -> Any:
+        """The host of (d, key) in ``partition`` (``route_hash``: the hash within it)."""
+        if isinstance(d, VirtualObject) and d.placement == "dedicated":
+            assert key is not None
+            return self.dedicated(d, key)
+        return self.pooled(d, route_hash % self.pool_size, partition)
 
     def clear(self) -> None:
         self._hosts.clear()
@@ -178,8 +220,8 @@ class Router:
         """Close this event loop's sockets to hosts and the journal."""
         for route in self._wires.values():
             await route.aclose()
-        if self._journal is not None:
-            await self._journal.close_wire()
+        for journal in self._journals.values():
+            await journal.close_wire()
 
     def resolve(self, target: Target) -> HandlerSpec:
         """The handler behind a function reference or a ``"Service/handler"`` string."""
@@ -253,6 +295,8 @@ class Router:
                 if idempotency_key is None
                 else idempotent_invocation_id(spec.target, key, idempotency_key)
             )
+        name = spec.definition.name
+        invocation_id = self.partitions.locate(name, key, invocation_id)
         delay_s = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
         if delay_s < 0:
             raise TerminalError(
@@ -265,7 +309,7 @@ class Router:
             key,
             data,
             mode,
-            route_hash(spec.definition.name, key, invocation_id),
+            self.partitions.within(route_hash(name, key, invocation_id)),
             idempotency_key,
             invoked_by,
             run_once,
@@ -279,12 +323,13 @@ class Router:
         so the host first asks the journal whether the first one got through). Requests to
         one host share its ``HostChannel``: few Ray calls carry many of them."""
         d, key, hash_ = spec.definition, req.key, req.route_hash
-        name = host_name(d.name, self._slot(d, key, hash_))
+        partition = self.partitions.of_id(req.id)
+        name = self._host_name(d, key, hash_, partition)
         at = (asyncio.get_running_loop(), name)  # a client may be used from several loops
         channel = self._channels.get(at)
         if channel is None:
             channel = self._channels[at] = HostChannel(
-                partial(self._call_host, name, lambda: self.host_for(d, key, hash_)),
+                partial(self._call_host, name, lambda: self.host_for(d, key, hash_, partition)),
                 lambda: self._hosts.pop(name, None),
                 lambda ch: self._drop_channel(at, ch),
             )
@@ -343,10 +388,10 @@ class Router:
         return str(message)
 
     async def _on_host_of(self, invocation_id: str, unknown: str, method: str, *args: Any) -> Any:
-        """Call ``method(*args)`` on the host of an accepted invocation."""
-        if self._journal is None:
-            self._journal = RemoteJournal(self.namespace)
-        route = await self._journal.route(invocation_id)
+        """Call ``method(*args)`` on the host of an accepted invocation (its partition's
+        journal knows its route)."""
+        partition = self.partitions.of_id(invocation_id)
+        route = await self.journal(partition).route(invocation_id)
         if route is None:
             raise TerminalError(unknown, StatusCode.NOT_FOUND)
         service, key, route_hash = route
@@ -357,16 +402,26 @@ class Router:
                 f"{service!r}, which this runtime does not know",
                 StatusCode.NOT_FOUND,
             )
-        return await self._on_host(d, key, route_hash, method, *args)
+        return await self._on_host(d, key, route_hash, partition, method, *args)
 
     async def _on_host(
-        self, d: ServiceDefinition, key: str | None, route_hash: int, method: str, *args: Any
+        self,
+        d: ServiceDefinition,
+        key: str | None,
+        route_hash: int,
+        partition: int,
+        method: str,
+        *args: Any,
     ) -> Any:
         """Call ``method(*args)`` on the host of (d, key), again after a host failure."""
-        name = host_name(d.name, self._slot(d, key, route_hash))
+        name = self._host_name(d, key, route_hash, partition)
+
+        def host() -> Any:
+            return self.host_for(d, key, route_hash, partition)
+
         # (a broken socket is closed: the route asks the successor)
         return await retry(
-            lambda: self._call_host(name, lambda: self.host_for(d, key, route_hash), method, *args),
+            lambda: self._call_host(name, host, method, *args),
             retry_on=HOST_DOWN,
             on_retry=lambda _: self._hosts.pop(name, None),
         )

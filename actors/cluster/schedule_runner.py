@@ -76,10 +76,16 @@ class ScheduleRunner:
     """Fires due ticks: recorded first, then submitted (no Ray in here; the actor wraps it)."""
 
     def __init__(
-        self, journal: RunnerJournal, submit: Submit, clock: Callable[[], int] = now_ms
+        self,
+        journal: RunnerJournal,
+        submit: Submit,
+        clock: Callable[[], int] = now_ms,
+        place: Callable[[ScheduleRow, str], str] | None = None,
     ) -> None:
+        """``place``: an invocation id placed in its target's partition (none: as it is)."""
         self.journal = journal
         self.submit = submit
+        self.place = place
         self.clock = clock
         self.queue: TimerQueue[str] = TimerQueue(clock)
         self.live: dict[str, Live] = {}
@@ -213,7 +219,7 @@ class ScheduleRunner:
             action = decide(live.overlap, live.running is not None, live.buffered_ms is not None)
             invocation_id = None
             if action == Action.FIRE:
-                invocation_id = self._invocation_id(live.row, tick)
+                invocation_id = self._tick_id(live.row, tick)
                 fires.append((live, tick, invocation_id))
             elif action == Action.BUFFER:
                 live.buffered_ms = tick
@@ -251,6 +257,10 @@ class ScheduleRunner:
     @staticmethod
     def _invocation_id(row: ScheduleRow, tick: int) -> str:
         return tick_invocation_id(row.service, row.handler, row.key, tick_key(row.id, tick))
+
+    def _tick_id(self, row: ScheduleRow, tick: int) -> str:
+        inv = self._invocation_id(row, tick)
+        return inv if self.place is None else self.place(row, inv)
 
     def _start(
         self, live: Live, tick: int, invocation_id: str, now: int, *, resubmit: bool = False
@@ -296,7 +306,7 @@ class ScheduleRunner:
         if tick is None:
             return
         live.buffered_ms = None
-        next_id = self._invocation_id(live.row, tick)
+        next_id = self._tick_id(live.row, tick)
         live.running = next_id  # (nothing else fires meanwhile: this one holds the slot)
         applied = await self._record(
             [Progress(schedule_id, live.cursor_ms, live.next_ms, tick, next_id, None)]

@@ -4,10 +4,11 @@ Ray and ticks submitted through a ``Router`` built from the runtime's config."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from actors.cluster.host_actor import HostActor
-from actors.cluster.names import route_hash
+from actors.cluster.names import Partitions, route_hash
 from actors.cluster.router import Router
 from actors.cluster.schedule_runner import ScheduleRunner
 from actors.host.requests import InvokeRequest
@@ -24,8 +25,10 @@ from scheduler.schedules import tick_key
 class _Journal:
     """What the runner needs of the journal actor, with retries across its restarts."""
 
-    def __init__(self, remote: RemoteJournal) -> None:
+    def __init__(self, remote: RemoteJournal, of: Callable[[str], RemoteJournal]) -> None:
+        """``remote``: partition 0's journal (the schedule table); ``of``: an invocation's."""
         self.remote = remote
+        self.of = of
 
     async def load_schedules(self, ids: list[str] | None = None) -> list[Loaded]:
         return list(await self.remote.call("load_schedules", ids))
@@ -34,19 +37,27 @@ class _Journal:
         return list(await self.remote.call("schedule_progress", steps))
 
     async def await_output(self, invocation_id: str) -> Outcome:
-        return await self.remote.await_output(invocation_id)
+        return await self.of(invocation_id).await_output(invocation_id)
 
 
 class ScheduleRunnerActor(ScheduleRunner):
     """The remote form (``ray.remote(ScheduleRunnerActor)``): named ``schedules``, detached,
     restartable (``Runtime.schedule`` and ``Runtime.start`` make it)."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, partitions: int = 1) -> None:
         tune_gc()
         self.namespace = namespace
-        self._remote = RemoteJournal(namespace)
+        self.partitions = Partitions(partitions)
+        journals = {
+            p: RemoteJournal(namespace, name=self.partitions.journal(p)) for p in self.partitions
+        }
+        self._remote = journals[0]
         self._router: Router | None = None
-        super().__init__(_Journal(self._remote), self._submit)
+        super().__init__(
+            _Journal(self._remote, lambda inv: journals[self.partitions.of_id(inv)]),
+            self._submit,
+            place=lambda row, inv: self.partitions.locate(row.service, row.key, inv),
+        )
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "pid": os.getpid()}
@@ -77,7 +88,7 @@ class ScheduleRunnerActor(ScheduleRunner):
             row.key,
             row.input,
             InvokeMode.CALL,
-            route_hash(row.service, row.key, invocation_id),
+            self.partitions.within(route_hash(row.service, row.key, invocation_id)),
             None,
             tick_key(row.id, tick_ms),
             resubmit,

@@ -13,12 +13,13 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from journal.partitions import JOURNAL_NAME
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retry import retry
 from journal.transport.wire import WireClosed, WireRoute
 
 UNAVAILABLE = (ActorDiedError, ActorUnavailableError, RayActorError)
-JOURNAL_ACTOR = "journal"
+JOURNAL_ACTOR = JOURNAL_NAME  # with one partition; ``journal.partitions`` names the others
 
 
 class RemoteActor:
@@ -79,10 +80,11 @@ def _down(e: BaseException) -> bool:
 
 
 class RemoteJournal(RemoteActor):
-    """The journal actor as the port hosts, the scheduler and clients use."""
+    """The journal actor as the port hosts, the scheduler and clients use (``name``: a
+    partition's, ``journal.partitions.Partitions.journal``)."""
 
-    def __init__(self, namespace: str, patience: float = 120.0) -> None:
-        super().__init__(JOURNAL_ACTOR, namespace, patience)
+    def __init__(self, namespace: str, patience: float = 120.0, name: str = JOURNAL_ACTOR) -> None:
+        super().__init__(name, namespace, patience)
 
     async def commit(self, batch: Batch) -> None:
         def mark_resent() -> None:
