@@ -482,3 +482,28 @@ def test_cli_db_reads_a_stopped_multi_partition_data_dir(tmp_path: Path) -> None
     assert described["invocation"]["status"] == "backing-off"
     assert len(described["journal"]) == inv["entries"] > 0
     assert rows(cli("state", "Obj", "k3")) == [{"key": "count", "value": 55}]
+
+
+@pytest.mark.parametrize("relation", sorted(catalog()))
+def test_every_relation_keeps_its_column_types(journals, relation: str) -> None:
+    """Arrow has no JSON type: a federated relation is typed again as the journal types it."""
+    parts, whole = journals
+    query = f"SELECT typeof(COLUMNS(*)) FROM (SELECT 1) LEFT JOIN {relation} ON true LIMIT 1"
+    assert federated(parts, query).to_pylist() == whole.sql(query).to_pylist()
+
+
+def test_offline_journal_recovers_each_partition_s_write_ahead_log(tmp_path: Path) -> None:
+    from actors.client.sources import OfflineJournal
+    from tests.unit.test_wal import run_and_die
+
+    root = tmp_path / "data"
+    claim(root, LAYOUT)
+    for p in LAYOUT:
+        JournalStore(LAYOUT.directory(root, p)).close()
+    run_and_die(Path(LAYOUT.directory(root, 2)), "store.write([invocation(1), invocation(2)])")
+    source = OfflineJournal(root)
+    try:
+        assert source.sql("SELECT count(*) AS n FROM sys_invocation").to_pylist() == [{"n": 2}]
+        assert source.sql("SELECT count(*) AS n FROM sys_journal").to_pylist() == [{"n": 2}]
+    finally:
+        source.close()
