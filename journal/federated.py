@@ -226,7 +226,7 @@ class _Reading:
     selects: list[dict[str, Any]] = field(default_factory=list)
     names: set[str] = field(default_factory=set)  # every part of every column reference
     last_names: set[str] = field(default_factory=set)  # the last part of each (a row?)
-    relation_names: set[str] = field(default_factory=set)  # tables, aliases, CTEs
+    relation_names: set[str] = field(default_factory=set)  # journal relations' names, aliases
     whole_rows: bool = False  # some part sees every column
 
 
@@ -323,16 +323,14 @@ def _walk(item: Any, reading: _Reading, schema_only: bool) -> None:
     kind = item.get("type") if isinstance(item.get("type"), str) else None
     if kind == "SELECT_NODE":
         reading.selects.append(item)
-        for entry in (item.get("cte_map") or {}).get("map") or []:
-            reading.relation_names.add(str(entry.get("key", "")).lower())
     elif kind == "BASE_TABLE":
-        name = str(item.get("table_name", "")).lower()
-        reading.relation_names.add(name)
         if item.get("column_name_alias"):
             reading.whole_rows = True  # columns renamed by position
         relation = _relation(item)
         if relation is not None:
             reading.refs[id(item)] = _Ref(relation, schema_only)
+            # its name or alias as a column is its whole row, a struct
+            reading.relation_names.update({relation.name, _ref_name(item)})
     elif kind in WHOLE_ROW_REFS:
         reading.whole_rows = True
         schema_only = schema_only or (kind == "SHOW_REF" and item.get("show_type") == "DESCRIBE")
@@ -346,8 +344,6 @@ def _walk(item: Any, reading: _Reading, schema_only: bool) -> None:
         parts = [str(c).lower() for c in item.get("column_names") or []]
         reading.names.update(parts)
         reading.last_names.update(parts[-1:])
-    if item.get("alias") and "class" not in item:  # a table reference's alias
-        reading.relation_names.add(str(item["alias"]).lower())
     for value in item.values():
         if isinstance(value, dict | list):
             _walk(value, reading, schema_only)
