@@ -161,6 +161,7 @@ class Plan:
 
     partition: int | None = None
     fetches: tuple[Fetch, ...] = ()
+    named_catalog: bool = False  # the query names the journal's catalog (``journal.x``)
 
     @property
     def requests(self) -> list[tuple[int, str]]:
@@ -170,30 +171,62 @@ class Plan:
         return [(p, f.query) for f in self.fetches for p in f.partitions]
 
     def database(self, results: Sequence[pa.Table]) -> duckdb.DuckDBPyConnection:
-        """A private in-memory DuckDB holding the fetched relations under their own names
-        and types (``results`` in the order of ``requests``), external access off."""
-        con = duckdb.connect(":memory:")
+        """A private in-memory DuckDB connection holding the fetched relations under their
+        own names and types (``results`` in the order of ``requests``), external access off:
+        a cursor of this process's in-memory database, the relations its own temporary views
+        (a new database costs ten times more), or for a query that spells out the journal's
+        catalog name (``journal.sys_invocation``), a new database of that name."""
+        if self.named_catalog:
+            con = duckdb.connect(":memory:")
+            temporary = ""
+        else:
+            con = _scratch().cursor()
+            temporary = "TEMPORARY"
         try:
-            con.execute(f"ATTACH ':memory:' AS {CATALOG}")
-            con.execute(f"USE {CATALOG}")
+            if self.named_catalog:
+                con.execute(f"ATTACH ':memory:' AS {CATALOG}")
+                con.execute(f"USE {CATALOG}")
             at = 0
             for f in self.fetches:
                 tables = list(results[at : at + len(f.partitions)])
                 at += len(f.partitions)
-                _register(con, f, tables)
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
+                _register(con, f, tables, temporary)
+            if self.named_catalog:
+                con.execute("SET enable_external_access = false")
+                con.execute("SET lock_configuration = true")
         except BaseException:
             con.close()
             raise
         return con
 
 
-def _register(con: duckdb.DuckDBPyConnection, fetch: Fetch, tables: list[pa.Table]) -> None:
+_scratch_lock = threading.Lock()
+_scratch_db: list[duckdb.DuckDBPyConnection] = []
+
+
+def _scratch() -> duckdb.DuckDBPyConnection:
+    """This process's in-memory database for federations (each query on a cursor of its own,
+    whose temporary views and registered tables no other cursor sees)."""
+    with _scratch_lock:
+        if not _scratch_db:
+            _scratch_db.append(
+                duckdb.connect(
+                    ":memory:",
+                    config={"enable_external_access": False, "lock_configuration": True},
+                )
+            )
+        return _scratch_db[0]
+
+
+def _register(
+    con: duckdb.DuckDBPyConnection, fetch: Fetch, tables: list[pa.Table], temporary: str
+) -> None:
     name = _ident(fetch.relation.name)
     if fetch.columns is None:  # the query names none of its columns: only its rows count
         rows = sum(int(t.column(0)[0].as_py() or 0) for t in tables if t.num_rows)
-        con.execute(f"CREATE VIEW {name} AS SELECT NULL::BOOLEAN AS __row FROM range({rows})")
+        con.execute(
+            f"CREATE {temporary} VIEW {name} AS SELECT NULL::BOOLEAN AS __row FROM range({rows})"
+        )
         return
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
     arrow = f"_partitions_{fetch.relation.name}"
@@ -203,7 +236,7 @@ def _register(con: duckdb.DuckDBPyConnection, fetch: Fetch, tables: list[pa.Tabl
         f"{_ident(c)}::JSON AS {_ident(c)}" if kind == "JSON" else _ident(c)
         for c, kind in fetch.columns
     )
-    con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM {_ident(arrow)}")
+    con.execute(f"CREATE {temporary} VIEW {name} AS SELECT {columns} FROM {_ident(arrow)}")
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -228,6 +261,7 @@ class _Reading:
     last_names: set[str] = field(default_factory=set)  # the last part of each (a row?)
     relation_names: set[str] = field(default_factory=set)  # journal relations' names, aliases
     whole_rows: bool = False  # some part sees every column
+    named_catalog: bool = False  # a reference spells out the journal's catalog name
 
 
 def plan(query: str, layout: Partitions) -> Plan:
@@ -290,7 +324,7 @@ def _plan(reading: _Reading, layout: Partitions) -> Plan:
             else tuple(c for c in relation.columns if c[0] in wanted) or None
         )
         fetches.append(Fetch(relation, partitions, columns, where))
-    return Plan(fetches=tuple(fetches))
+    return Plan(fetches=tuple(fetches), named_catalog=reading.named_catalog)
 
 
 def _home(ref: _Ref, layout: Partitions) -> int | None:
@@ -329,6 +363,10 @@ def _walk(item: Any, reading: _Reading, schema_only: bool) -> None:
         relation = _relation(item)
         if relation is not None:
             reading.refs[id(item)] = _Ref(relation, schema_only)
+            reading.named_catalog |= CATALOG in (
+                str(item.get("catalog_name") or "").lower(),
+                str(item.get("schema_name") or "").lower(),
+            )
             # its name or alias as a column is its whole row, a struct
             reading.relation_names.update({relation.name, _ref_name(item)})
     elif kind in WHOLE_ROW_REFS:

@@ -131,6 +131,10 @@ SAME_ANSWERS = [
     "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'sys_journal'"
     " ORDER BY column_index",
     "SELECT 1 AS one",
+    "SELECT count(*) AS n FROM main.sys_invocation",
+    "SELECT count(*) AS n FROM journal.sys_invocation",
+    "SELECT count(*) AS n FROM journal.main.sys_invocation i JOIN main.sys_journal j"
+    " ON j.invocation_id = i.id",
 ]
 
 
@@ -308,6 +312,10 @@ def test_a_count_fetches_counts_only() -> None:
 def test_only_the_named_columns_cross() -> None:
     fetch = fetch_of("SELECT status, count(*) FROM sys_invocation GROUP BY 1", "sys_invocation")
     assert [c for c, _ in fetch.columns] == ["status"]
+    fetch = fetch_of(
+        "WITH s AS (SELECT status FROM sys_invocation) SELECT count(s) FROM s", "sys_invocation"
+    )
+    assert [c for c, _ in fetch.columns] == ["status"]  # s: the CTE's row, not the view's
     for whole_rows in (
         "SELECT * FROM sys_invocation",
         "SELECT i FROM sys_invocation i",
@@ -407,6 +415,13 @@ def test_the_async_federation_answers_alike_and_stops_the_other_reads(journals) 
         query = "SELECT status, count(*) AS n FROM sys_invocation GROUP BY 1 ORDER BY 1"
         got = await run_async(query, LAYOUT, read, timeout_s=30)
         assert got.to_pylist() == whole.sql(query).to_pylist()
+        at_once = [  # each federation sees its own relations, not another's of the same name
+            "SELECT count(*) AS n FROM sys_invocation WHERE status = 'completed'",
+            "SELECT count(*) AS n FROM sys_invocation WHERE status = 'backing-off'",
+            "SELECT count(*) AS n FROM sys_invocation",
+        ] * 3
+        answers = await asyncio.gather(*(run_async(q, LAYOUT, read, timeout_s=30) for q in at_once))
+        assert [a.to_pylist() for a in answers] == [whole.sql(q).to_pylist() for q in at_once]
         with pytest.raises(SqlRefused, match="partition 1 refused"):
             await run_async(query, LAYOUT, failing, timeout_s=30)
         assert sorted(stopped) == [0, 2, 3]
