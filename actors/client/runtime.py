@@ -433,7 +433,9 @@ class Runtime(ScheduleMethods):
         """Run a read-only query over the journal's views (``sys_invocation`` ...). It runs
         under the runtime's time limit (``Runtime.start(..., sql_timeout=30)``) and result cap;
         a refusal or failure raises ``SqlRefused`` (``SqlTimeout``, ``SqlResultTooLarge`` and
-        ``SqlBusy`` are kinds of it). Interrupting this call (Ctrl-C) stops the query."""
+        ``SqlBusy`` are kinds of it). Interrupting this call (Ctrl-C) stops the query. With
+        several partitions the views are over all of them (``journal.federated``): a query
+        naming one invocation id or key reads its partition only."""
         return self._loop.run(self.sql_async(query))
 
     def close(self) -> None:
