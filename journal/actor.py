@@ -25,6 +25,7 @@ the DuckDB file is free for the newer writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -58,6 +59,9 @@ CONFIG_FILE = "runtime-config.pickle"
 # How long acknowledged rows may wait for DuckDB: longer means fewer, larger DuckDB
 # transactions (each costs milliseconds of CPU, whatever it holds; docs/performance.md).
 DRAIN_DELAY_S = 0.1
+# How often an idle fenced journal checks its fence, so that it releases the DuckDB file soon
+# after a newer writer started (which cannot open the file before).
+FENCE_WATCH_S = 1.0
 ROUTES_KEPT = 50_000  # recent invocations whose route ``route`` answers from memory
 Route = tuple[str, str | None, int]  # service, key, route hash
 log = logging.getLogger("raystate.journal")
@@ -97,6 +101,7 @@ class GroupCommitJournal(ScheduleJournal):
         )
         self.transactions = 0
         self._pruner: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.prunes = 0
         self.last_prune: PruneStats | None = None
         # called (on a thread) with the ids of pruned invocations and the runtime config
@@ -110,6 +115,8 @@ class GroupCommitJournal(ScheduleJournal):
             raise self._refusal()
         if self._pruner is None or self._pruner.done():
             self._pruner = asyncio.create_task(self._prune_loop())
+            if self.fence is not None and (self._watcher is None or self._watcher.done()):
+                self._watcher = asyncio.create_task(self._watch_loop())
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((batch, fut))
         if self._writer is None or self._writer.done():
@@ -216,7 +223,7 @@ class GroupCommitJournal(ScheduleJournal):
             self._fenced_out = fenced
             log.error("%s: this journal stops", fenced)
             this = asyncio.current_task()
-            for task in (self._drainer, self._pruner):
+            for task in (self._drainer, self._pruner, self._watcher):
                 if task is not None and task is not this:
                     task.cancel()
             self._on_fenced()
@@ -237,6 +244,14 @@ class GroupCommitJournal(ScheduleJournal):
         for fut in waiting:
             if not fut.done():
                 fut.set_exception(self._refusal())
+
+    async def _watch_loop(self) -> None:
+        """Check the fence while idle too: a journal nobody calls learns that a newer writer
+        started, and releases the DuckDB file for it."""
+        while self._fenced_out is None:
+            await asyncio.sleep(FENCE_WATCH_S)
+            with contextlib.suppress(Fenced):  # _check_fence stops the journal
+                await self._check_fence()
 
     def _on_fenced(self) -> None:
         """Called once when the journal stops for being fenced (the actor closes its socket,

@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from journal import retention
 from journal.clock import now_ms
-from journal.errors import DataDirError
+from journal.errors import DataDirError, Fenced
 from journal.fence import Fence
 from journal.invocations import InvocationReads
 from journal.kinds import LogKind
@@ -140,7 +140,13 @@ class JournalStore(InvocationReads, StateReads, ScheduleStore):
 
     def close(self) -> None:
         """Move what the write-ahead log holds into DuckDB (so the file alone has it all)."""
-        self.drain()
+        try:
+            self.drain()
+            if self._fence is not None:  # the segments are the directory's owner's to delete
+                self._fence.check()
+        except Fenced:
+            self.abandon()
+            raise
         with self._write_lock:
             self._wal.reset()
         self._con.close()
@@ -149,7 +155,7 @@ class JournalStore(InvocationReads, StateReads, ScheduleStore):
         """Close without moving anything into DuckDB and without deleting any log segment:
         a newer writer owns the directory (``journal.fence``) and its recovery replays what
         this one left in the log."""
-        with self._drain_lock, self._write_lock:
+        with self._prune_lock, self._drain_lock, self._write_lock:
             self._undrained = []
             self._wal.close()
             self._con.close()

@@ -20,7 +20,7 @@ from journal.errors import DataDirError, Fenced, RaystateError
 from journal.fence import EPOCH_FILE, Fence, stored_epoch
 from journal.records import Accept, Batch, StateWrite
 from journal.store import JournalStore
-from journal.wal import WAL_DIR, WriteAheadLog
+from journal.wal import WAL_DIR, WriteAheadLog, encode_frame
 
 
 def run(coro: object) -> object:
@@ -151,6 +151,19 @@ def test_a_fenced_store_moves_nothing_into_duckdb(data_dir: Path) -> None:
     assert state_of(data_dir, fenced=True) == {"n": "1"}
 
 
+def test_closing_a_fenced_store_deletes_no_segment_of_the_newer_writer(data_dir: Path) -> None:
+    store = JournalStore(data_dir, fence=Fence.acquire(data_dir))
+    store.write([Batch("b1", [StateWrite("Obj", "k", "n", "1")])])
+    newer = Fence.acquire(data_dir)
+    theirs = data_dir / WAL_DIR / f"000000000007-{newer.epoch}.log"
+    theirs.write_bytes(encode_frame(rows(100, 1)))
+    with pytest.raises(Fenced):
+        store.close()  # as Runtime.shutdown's would: no drain, no segment deleted
+    assert theirs.exists()
+    theirs.unlink()
+    assert state_of(data_dir) == {"n": "1"}  # the DuckDB file was released
+
+
 # -- a fenced GroupCommitJournal -------------------------------------------------------------
 
 
@@ -233,6 +246,26 @@ def test_a_drain_that_finds_the_journal_fenced_stops_it(
 
     run(body())
     assert state_of(data_dir) == {"n": "1"}  # released, and nothing acknowledged is lost
+
+
+def test_an_idle_fenced_journal_learns_it_was_fenced_and_releases_its_files(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody calls the old journal any more: it still checks now and then, so the newer
+    writer (which cannot open the DuckDB file while the old one holds it) gets it."""
+    monkeypatch.setattr(journal_actor, "FENCE_WATCH_S", 0.01)
+
+    async def body() -> None:
+        j = GroupCommitJournal(str(data_dir), fenced=True)
+        await j.commit(Batch("a1", [StateWrite("Obj", "k", "n", "1")]))
+        Fence.acquire(data_dir)
+        while j._abandoned is None:  # bounded by run()'s time limit
+            await asyncio.sleep(0.01)
+        await j._abandoned
+        assert j.info()["fenced"] is True
+
+    run(body())
+    assert state_of(data_dir) == {"n": "1"}
 
 
 def test_an_unfenced_journal_never_touches_an_epoch(
