@@ -236,14 +236,17 @@ class GroupCommitJournal(ScheduleJournal):
             await asyncio.shield(self._abandoned)
         except Exception:
             log.exception("closing the fenced journal's store failed")
-        waiting: list[asyncio.Future[object]] = [*(refused or []), *(f for _, f in self._queue)]
+        waiting: list[asyncio.Future[None]] = [*(refused or []), *(f for _, f in self._queue)]
         waiting += self._barriers
-        waiting += [w for ws in self._waiters.values() for w in ws]
+        outputs = [w for ws in self._waiters.values() for w in ws]
         self._queue, self._barriers = [], []
         self._waiters.clear()
         for fut in waiting:
             if not fut.done():
                 fut.set_exception(self._refusal())
+        for output in outputs:
+            if not output.done():
+                output.set_exception(self._refusal())
 
     async def _watch_loop(self) -> None:
         """Check the fence while idle too: a journal nobody calls learns that a newer writer

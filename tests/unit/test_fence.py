@@ -302,6 +302,15 @@ def test_each_start_of_a_fenced_journal_takes_the_next_epoch(data_dir: Path) -> 
     assert state_of(data_dir) == {"x": "x", "y": "y"}
 
 
+def test_a_fenced_start_replays_the_log_an_unfenced_journal_left(data_dir: Path) -> None:
+    """A data dir used unfenced (one node), then spread: its old segments are replayed."""
+    store = JournalStore(data_dir)
+    store.write([Batch("b1", [StateWrite("Obj", "k", "n", "1")])])
+    assert all(re.fullmatch(r"\d{12}\.log", name) for name in segments(data_dir))
+    store.abandon()  # as a killed journal: no drain, the rows are in its log only
+    assert state_of(data_dir, fenced=True) == {"n": "1"}
+
+
 def test_a_fenced_actor_closes_its_socket() -> None:
     """So that callers on its node stop reaching it and go through Ray, to the newer one."""
 
@@ -312,6 +321,7 @@ def test_a_fenced_actor_closes_its_socket() -> None:
             self.closed = True
 
     actor = JournalActor.__new__(JournalActor)
-    actor._wire_server = Server()  # type: ignore[assignment]
+    server = Server()
+    actor._wire_server = server  # type: ignore[assignment]
     actor._on_fenced()
-    assert actor._wire_server.closed  # type: ignore[attr-defined]
+    assert server.closed
