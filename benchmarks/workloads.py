@@ -249,8 +249,10 @@ async def timers_cell(rt: Runtime, cell: Cell, sync: Sync) -> dict[str, Any]:
     )
     submit_s = time.time() - t0
     await sync("rss")
+    parted = rt.partitions.count > 1
     hosts = [
-        ray.get_actor(host_name(apps.sleepy.name, i), namespace=rt.namespace)
+        ray.get_actor(host_name(apps.sleepy.name, i, p if parted else None), namespace=rt.namespace)
+        for p in rt.partitions
         for i in range(rt.pool_size)
     ]
     stats: list[dict[str, int]] = await asyncio.gather(*(h.ready.remote() for h in hosts))
