@@ -76,7 +76,7 @@ def _combine_cell(rows: list[dict[str, Any]]) -> Compared:
     window = sum(w for _, w in timed)
     inv_per_s = sum(n for n, _ in timed) / window if timed and len(timed) == len(rows) else None
     measured = [r for r in rows if "cpu_s" in r]
-    invocations = sum(r.get("invocations") or 0 for r in measured)
+    invocations = sum(r.get("cpu_invocations") or 0 for r in measured)
     cpu_window = sum(r.get("cpu_window_s") or 0.0 for r in measured)
     cpu = (
         {k: sum(r["cpu_s"].get(k, 0.0) for r in measured) * 1000 / invocations for k in KINDS}

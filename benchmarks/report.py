@@ -35,6 +35,7 @@ def row(
     problems = list(result.get("problems", []))
     out["check"] = "FAIL: " + "; ".join(problems) if problems else "OK"
     invocations = result.get("invocations") or 0
+    counted = result.get("cpu_invocations") or invocations  # those the samples span
     start, end = snaps.get("start"), snaps.get("end")
     notes = {
         k: round(v, 1) if isinstance(v, float) else v for k, v in result.get("notes", {}).items()
@@ -45,9 +46,7 @@ def row(
         out["cpu_window_s"] = round(span, 2)
         out["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
         out["cpu_s_ray"] = {k: round(v, 2) for k, v in sorted(ray_cpu.items())}
-        out["cpu_ms_per_inv"] = (
-            round(sum(cpu.values()) * 1000 / invocations, 2) if invocations else None
-        )
+        out["cpu_ms_per_inv"] = round(sum(cpu.values()) * 1000 / counted, 2) if counted else None
         rss = snaps.get("rss", end)
         out["rss_mb"] = {k: round(v) for k, v in rss.rss_mb().items()}
         # DuckDB moves the WAL into the file at a checkpoint (compressed): across one, the
@@ -56,9 +55,7 @@ def row(
             end.files.get(f, 0) < n for f, n in start.files.items() if f.endswith(".wal")
         )
         grown = end.db_bytes - start.db_bytes
-        out["db_bytes_per_inv"] = (
-            round(grown / invocations) if invocations and not checkpointed else None
-        )
+        out["db_bytes_per_inv"] = round(grown / counted) if counted and not checkpointed else None
         out["db_wal_checkpointed"] = checkpointed
         for counter, key in (
             ("transactions", "commits_per_s"),
@@ -88,13 +85,14 @@ def partition_fields(
     rounds: int,
 ) -> dict[str, Any]:
     """What a run comparing partition counts adds to a cell's JSON line: the count, the
-    round (from 0, of ``rounds``), the invocations the CPU figures divide by, each journal's
-    CPU seconds (by actor name) and how many host processes ran."""
+    round (from 0, of ``rounds``), the invocations the CPU samples span (the CPU figures
+    divide by them), each journal's CPU seconds (by actor name) and how many host processes
+    ran."""
     out: dict[str, Any] = {
         "partitions": partitions,
         "round": round_,
         "rounds": rounds,
-        "invocations": result.get("invocations") or 0,
+        "cpu_invocations": result.get("cpu_invocations") or result.get("invocations") or 0,
     }
     start, end = snaps.get("start"), snaps.get("end")
     if start is not None and end is not None:

@@ -98,7 +98,8 @@ def closed_loop(make: Callable[[Runtime, Cell], Load]) -> RunCell:
         if s.errors:
             problems.append(f"{s.errors} calls failed, first: {s.first_error}")
         problems += await load.check()
-        return {**summary(s), "problems": problems, "notes": load.notes()}
+        sampled = {} if s.sampled is None else {"cpu_invocations": s.sampled}
+        return {**summary(s), **sampled, "problems": problems, "notes": load.notes()}
 
     return run
 

@@ -4,6 +4,7 @@ per-journal CPU and the options' checks."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from actors.client.tables import console
 from benchmarks import compare, report
 from benchmarks.procs import Proc, Snapshot, journal_cpu_between
+from benchmarks.runner import drive
 from benchmarks.suite import parse_args, pool_for
 
 
@@ -50,7 +52,7 @@ def cell(
         "partitions": partitions,
         "round": round_,
         "rounds": 2,
-        "invocations": calls,
+        "cpu_invocations": calls,
         "cpu_s_journals": journals or {"journal": journal_s},
         "host_procs": partitions,
     }
@@ -135,9 +137,10 @@ def snap(at: float, **journals: float) -> Snapshot:
 def test_journal_cpu_by_partition_and_host_count() -> None:
     start, end = snap(0, journal_0=1.0, journal_1=2.0), snap(1, journal_0=1.5, journal_1=4.0)
     assert journal_cpu_between(start, end) == {"journal:0": 0.5, "journal:1": 2.0}
-    fields = report.partition_fields({"invocations": 10}, {"start": start, "end": end}, 2, 1, 2)
+    result = {"invocations": 10, "cpu_invocations": 8}
+    fields = report.partition_fields(result, {"start": start, "end": end}, 2, 1, 2)
     assert fields["host_procs"] == 2 and fields["cpu_s_journals"]["journal:1"] == 2.0
-    assert (fields["partitions"], fields["round"], fields["invocations"]) == (2, 1, 10)
+    assert (fields["partitions"], fields["round"], fields["cpu_invocations"]) == (2, 1, 8)
 
 
 def test_tables_have_a_partition_column_only_when_comparing() -> None:
@@ -171,3 +174,27 @@ def test_pool_per_partition_or_split() -> None:
     assert pool("--split-pool", "--pool-size", "12", count=4) == 3
     with pytest.raises(SystemExit):
         parse_args(["--split-pool", "--pool-per-partition"])
+
+
+def test_drive_counts_the_calls_its_samples_span() -> None:
+    """The CPU samples at the window's edges take a while: the calls completed meanwhile are
+    in the window but not in the span the CPU figures cover (``Samples.sampled``)."""
+    done = 0
+    seen: dict[str, int] = {}
+
+    async def call(n: int) -> int:
+        nonlocal done
+        await asyncio.sleep(0)
+        done += 1
+        return n
+
+    async def slow_sample(label: str) -> None:
+        seen[label] = done
+        if label == "start":  # a sample during which 20 calls complete
+            while done < seen["start"] + 20:
+                await asyncio.sleep(0)
+            seen["started"] = done
+
+    s = asyncio.run(drive(call, concurrency=2, warmup_s=0, seconds=0.3, on_window=slow_sample))
+    assert s.sampled == seen["end"] - seen["started"]
+    assert s.sampled is not None and s.sampled <= s.completed_in_window - 20 + 2
