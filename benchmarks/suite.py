@@ -53,7 +53,7 @@ the size ``Runtime.start`` gives it (``--pool-size`` per service in each partiti
 runtime's default); ``--pool-per-partition`` gives every partition the whole pool
 (``--pool-size`` or one host per two CPUs), so 4 partitions run 4 times the hosts, and
 ``--split-pool`` divides it over the partitions (at least one host per service in each), so
-every count runs about as many. The host processes of each run are in the notes.
+every count runs about as many (the comparison table says how many host processes ran).
 """
 
 from __future__ import annotations
