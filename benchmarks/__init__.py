@@ -3,8 +3,9 @@
 ``python -m benchmarks`` (``suite``) starts a private Ray and the runtime, and runs each
 workload (``workloads``) at each client concurrency from a separate load-driver process
 (``driver``), sampling CPU and memory per process kind (``procs``) and printing tables and JSON
-lines (``report``). ``python -m benchmarks.timers`` and ``python -m benchmarks.journal_write``
-are the timer-lateness and journal-write benchmarks. ``python -m benchmarks.restate_peer``
+lines (``report``); with ``--partitions 1,2,4`` it compares partition counts (``compare``).
+``python -m benchmarks.timers`` and ``python -m benchmarks.journal_write`` are the
+timer-lateness and journal-write benchmarks. ``python -m benchmarks.restate_peer``
 runs the real Restate on the same workloads (``--restate`` does it within ``python -m
 benchmarks``, as the baseline of the report's ratios).
 

@@ -4,7 +4,9 @@ The benchmark command starts its own local Ray, so every process of the run desc
 Ray's system processes (``gcs_server``, ``raylet``, agents, monitors, idle workers), the
 runtime's actors and the load-driver process. Actors are told apart by the process title Ray
 gives their workers (``ray::JournalActor``, ``ray::SchedulerActor``, ``ray::HostActor``...); this
-cluster is private, so every such process belongs to the runtime under test.
+cluster is private, so every such process belongs to the runtime under test. With several
+partitions, a journal process is named after its partition (``journal:<p>``, from the pids the
+journal actors report), and the journal files of every partition directory are sampled.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
+
+from journal.partitions import directories
 
 import psutil  # isort: skip
 
@@ -27,7 +31,7 @@ CLASSES = {"JournalActor": "journal", "SchedulerActor": "scheduler", "HostActor"
 @dataclass(frozen=True)
 class Proc:
     kind: str
-    name: str  # for the "ray" kind: gcs_server, raylet or other
+    name: str  # "ray" kind: gcs_server, raylet or other; "journal" kind: the journal's actor name
     cpu_s: float
     rss: int
 
@@ -36,7 +40,7 @@ class Proc:
 class Snapshot:
     at: float  # time.monotonic()
     procs: dict[tuple[int, float], Proc] = field(default_factory=dict)  # (pid, create_time)
-    files: dict[str, int] = field(default_factory=dict)  # journal file name -> bytes
+    files: dict[str, int] = field(default_factory=dict)  # journal file (path in data dir) -> bytes
     journal: dict[str, int] = field(default_factory=dict)  # counters: transactions, drains, reads
 
     def rss_mb(self) -> dict[str, float]:
@@ -49,8 +53,14 @@ class Snapshot:
     def db_bytes(self) -> int:
         return sum(self.files.values())
 
+    def count(self, kind: str) -> int:
+        """How many processes of ``kind`` ran at this snapshot (e.g. host actors)."""
+        return sum(1 for p in self.procs.values() if p.kind == kind)
 
-def classify(proc: psutil.Process, driver_pid: int | None, me: int) -> tuple[str, str]:
+
+def classify(
+    proc: psutil.Process, driver_pid: int | None, me: int, journals: dict[int, str] | None = None
+) -> tuple[str, str]:
     if proc.pid == me:
         return "bench", "bench"
     if proc.pid == driver_pid:
@@ -59,32 +69,38 @@ def classify(proc: psutil.Process, driver_pid: int | None, me: int) -> tuple[str
     if title.startswith("ray::"):  # "ray::HostActor", "ray::HostActor.invoke", "ray::name:..."
         for cls, kind in CLASSES.items():
             if cls in title:
-                return kind, kind
+                return kind, (journals or {}).get(proc.pid, kind) if kind == "journal" else kind
     name = proc.name()
     return "ray", name if name in ("gcs_server", "raylet") else "other"
 
 
 def snapshot(
-    data_dir: str | Path, driver_pid: int | None = None, journal: dict[str, int] | None = None
+    data_dir: str | Path,
+    driver_pid: int | None = None,
+    journal: dict[str, int] | None = None,
+    journals: dict[int, str] | None = None,
 ) -> Snapshot:
-    """CPU and RSS of this process and all its descendants, and the journal's file sizes."""
+    """CPU and RSS of this process and all its descendants, and the journal's file sizes
+    (every partition's); ``journals``: the journal actors' pids -> their names."""
     me = psutil.Process()
     snap = Snapshot(at=time.monotonic(), journal=journal or {})
     for proc in [me, *me.children(recursive=True)]:
         try:
             with proc.oneshot():
-                kind, name = classify(proc, driver_pid, me.pid)
+                kind, name = classify(proc, driver_pid, me.pid, journals)
                 cpu = proc.cpu_times()
                 snap.procs[(proc.pid, proc.create_time())] = Proc(
                     kind, name, cpu.user + cpu.system, proc.memory_info().rss
                 )
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    for f in Path(data_dir).glob("journal.duckdb*"):
-        try:
-            snap.files[f.name] = f.stat().st_size
-        except FileNotFoundError:
-            continue
+    root = Path(data_dir)
+    for directory in directories(root):
+        for f in directory.glob("journal.duckdb*"):
+            try:
+                snap.files[str(f.relative_to(root))] = f.stat().st_size
+            except FileNotFoundError:
+                continue
     return snap
 
 
@@ -100,3 +116,15 @@ def cpu_between(start: Snapshot, end: Snapshot) -> tuple[dict[str, float], dict[
         if p.kind == "ray":
             ray_names[p.name] = ray_names.get(p.name, 0.0) + spent
     return kinds, ray_names
+
+
+def journal_cpu_between(start: Snapshot, end: Snapshot) -> dict[str, float]:
+    """CPU seconds of each journal process between two snapshots, by its actor name
+    (``journal``, or ``journal:<p>`` per partition): how evenly the partitions are loaded."""
+    out: dict[str, float] = {}
+    for key, p in end.procs.items():
+        if p.kind == "journal":
+            before = start.procs.get(key)
+            spent = max(p.cpu_s - (before.cpu_s if before is not None else 0.0), 0.0)
+            out[p.name] = out.get(p.name, 0.0) + spent
+    return dict(sorted(out.items()))

@@ -10,7 +10,7 @@ from typing import IO, Any
 from rich.table import Table
 
 from actors.client.tables import console
-from benchmarks.procs import Snapshot, cpu_between
+from benchmarks.procs import Snapshot, cpu_between, journal_cpu_between
 from benchmarks.workloads import Workload
 
 RESTATE = "Restate 1.7.12, raw client, same kind of 2-core machine"
@@ -35,6 +35,7 @@ def row(
     problems = list(result.get("problems", []))
     out["check"] = "FAIL: " + "; ".join(problems) if problems else "OK"
     invocations = result.get("invocations") or 0
+    counted = result.get("cpu_invocations") or invocations  # those the samples span
     start, end = snaps.get("start"), snaps.get("end")
     notes = {
         k: round(v, 1) if isinstance(v, float) else v for k, v in result.get("notes", {}).items()
@@ -45,20 +46,16 @@ def row(
         out["cpu_window_s"] = round(span, 2)
         out["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
         out["cpu_s_ray"] = {k: round(v, 2) for k, v in sorted(ray_cpu.items())}
-        out["cpu_ms_per_inv"] = (
-            round(sum(cpu.values()) * 1000 / invocations, 2) if invocations else None
-        )
+        out["cpu_ms_per_inv"] = round(sum(cpu.values()) * 1000 / counted, 2) if counted else None
         rss = snaps.get("rss", end)
         out["rss_mb"] = {k: round(v) for k, v in rss.rss_mb().items()}
         # DuckDB moves the WAL into the file at a checkpoint (compressed): across one, the
         # growth says nothing per invocation, so there is no figure for that cell
-        checkpointed = end.files.get("journal.duckdb.wal", 0) < start.files.get(
-            "journal.duckdb.wal", 0
+        checkpointed = any(
+            end.files.get(f, 0) < n for f, n in start.files.items() if f.endswith(".wal")
         )
         grown = end.db_bytes - start.db_bytes
-        out["db_bytes_per_inv"] = (
-            round(grown / invocations) if invocations and not checkpointed else None
-        )
+        out["db_bytes_per_inv"] = round(grown / counted) if counted and not checkpointed else None
         out["db_wal_checkpointed"] = checkpointed
         for counter, key in (
             ("transactions", "commits_per_s"),
@@ -77,6 +74,30 @@ def row(
     ref = w.restate.get(concurrency)
     out["restate"] = ref
     out["vs_restate"] = {k: _ratio(out.get(k), v) for k, v in ref.items()} if ref else None
+    return out
+
+
+def partition_fields(
+    result: dict[str, Any],
+    snaps: dict[str, Snapshot],
+    partitions: int,
+    round_: int,
+    rounds: int,
+) -> dict[str, Any]:
+    """What a run comparing partition counts adds to a cell's JSON line: the count, the
+    round (from 0, of ``rounds``), the invocations the CPU samples span (the CPU figures
+    divide by them), each journal's CPU seconds (by actor name) and how many host processes
+    ran."""
+    out: dict[str, Any] = {
+        "partitions": partitions,
+        "round": round_,
+        "rounds": rounds,
+        "cpu_invocations": result.get("cpu_invocations") or result.get("invocations") or 0,
+    }
+    start, end = snaps.get("start"), snaps.get("end")
+    if start is not None and end is not None:
+        out["cpu_s_journals"] = {k: round(v, 2) for k, v in journal_cpu_between(start, end).items()}
+        out["host_procs"] = end.count("hosts")
     return out
 
 
@@ -125,9 +146,11 @@ def tables(rows: list[dict[str, Any]], title: str, restate: str = RESTATE) -> li
         title_justify="left",
         header_style="bold",
     )
+    parted = any("partitions" in r for r in rows)
     for name, right in [
         ("workload", False),
         ("c", True),
+        *([("P", True)] if parted else []),
         ("calls", True),
         ("inv/s", True),
         ("p50 ms", True),
@@ -146,6 +169,7 @@ def tables(rows: list[dict[str, Any]], title: str, restate: str = RESTATE) -> li
     for name in [
         "workload",
         "c",
+        *(["P"] if parted else []),
         "cpu journal",
         "cpu sched",
         "cpu hosts",
@@ -165,9 +189,11 @@ def tables(rows: list[dict[str, Any]], title: str, restate: str = RESTATE) -> li
         )
     for r in rows:
         latency = " · ".join(x for x in (_vs(r, "p50_ms", "p50 "), _vs(r, "p99_ms", "p99 ")) if x)
+        parts = [_partition(r)] if parted else []
         speed.add_row(
             r["workload"],
             str(r["concurrency"]),
+            *parts,
             _num(r["calls"]),
             _num(r["inv_per_s"]),
             _num(r["p50_ms"]),
@@ -181,6 +207,7 @@ def tables(rows: list[dict[str, Any]], title: str, restate: str = RESTATE) -> li
         use.add_row(
             r["workload"],
             str(r["concurrency"]),
+            *parts,
             *(_num(cpu.get(k), 2) for k in ("journal", "scheduler", "hosts", "driver", "ray")),
             _num(r.get("cpu_ms_per_inv"), 2),
             *(_num(rss.get(k)) for k in ("journal", "hosts", "driver", "ray")),
@@ -189,6 +216,12 @@ def tables(rows: list[dict[str, Any]], title: str, restate: str = RESTATE) -> li
             _notes(r),
         )
     return [speed, use]
+
+
+def _partition(r: dict[str, Any]) -> str:
+    """The partition count of a row, and its round when the run had several."""
+    n = str(r.get("partitions", ""))
+    return f"{n} r{r['round'] + 1}" if r.get("rounds", 1) > 1 else n
 
 
 def print_tables(

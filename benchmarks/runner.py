@@ -26,6 +26,9 @@ class Samples:
     wrong: int = 0  # calls that returned something other than expected
     latencies_s: list[float] = field(default_factory=list)
     first_error: str = ""
+    sampled: int | None = None
+    """Calls completed between the window's two ``on_window`` samples: what the CPU and file
+    figures sampled there span (a sample takes a while, so that span is not the window)."""
 
     @property
     def per_s(self) -> float:
@@ -80,7 +83,9 @@ async def drive(
             return
         await asyncio.sleep(max(warm_end - clock(), 0))
         await on_window("start")
+        first = samples.ok
         await asyncio.sleep(max(stop - clock(), 0))
+        samples.sampled = samples.ok - first
         await on_window("end")
 
     await asyncio.gather(window(), *(client() for _ in range(concurrency)))

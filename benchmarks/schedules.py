@@ -33,7 +33,7 @@ import ray
 
 from actors import Context, Runtime, Service
 from actors.client.tables import write
-from actors.cluster.names import JOURNAL, SCHEDULES
+from actors.cluster.names import SCHEDULES, find_journal
 from scheduler.schedules import tick_time_ms
 
 bench = Service("BenchSchedules")
@@ -87,7 +87,7 @@ def run(n: int, every: float, seconds: float) -> dict:
         ready_ms = int(time.time() * 1000)
         pids = {
             "runner": pid,
-            "journal": ray.get(ray.get_actor(JOURNAL, namespace=rt.namespace).info.remote())["pid"],
+            "journal": ray.get(find_journal(rt.namespace).info.remote())["pid"],
             **{
                 f"host{i}": ray.get(rt.router.pooled(bench, i).pid.remote())
                 for i in range(rt.pool_size)

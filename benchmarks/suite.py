@@ -3,7 +3,8 @@
     python -m benchmarks [--workloads hot,keys1k,keys100k,three_step,timers,food]
                          [--concurrency 1,16,64] [--seconds 5] [--warmup 1]
                          [--json [PATH]] [--jsonl] [--timers 10000] [--timers-budget 60]
-                         [--restate]
+                         [--restate] [--partitions 1,2,4 [--rounds 2]
+                         [--pool-per-partition | --split-pool]]
 
 This command starts a private local Ray and the runtime (data dir in a temporary directory);
 for each workload at each client concurrency (a "cell") it starts a load-driver process
@@ -38,6 +39,21 @@ With ``--restate`` the real Restate runs the same workloads at the same concurre
 so the two never share the machine; the report then compares with those figures, measured in
 this run on this machine, instead of the published ones, and prints the peer's table and JSON
 lines (``"system": "restate-1.7.12"``) too.
+
+With ``--partitions 1,2,4`` every cell runs at each partition count (``Runtime.start(...,
+partitions=N)``), Ray and the runtime started anew on a fresh data dir for each count; with
+``--rounds 2`` the counts run again in reverse order (1,2,4 then 4,2,1), so that a drift of the
+machine falls on every count alike. The tables then have a column P (and the round), each JSON
+line says its ``partitions``, ``round``, each journal's CPU (``cpu_s_journals``) and how many
+host processes ran, and a comparison table follows (``benchmarks.compare``): per workload and
+concurrency, inv/s and p50/p99 at each count with the ratio to the smallest, CPU ms per
+invocation by process kind (the journal's also divided by the partitions), and the scaling model
+that the journal's CPU per invocation gives. Every partition has its own pool of hosts, of
+the size ``Runtime.start`` gives it (``--pool-size`` per service in each partition, or the
+runtime's default); ``--pool-per-partition`` gives every partition the whole pool
+(``--pool-size`` or one host per two CPUs), so 4 partitions run 4 times the hosts, and
+``--split-pool`` divides it over the partitions (at least one host per service in each), so
+every count runs about as many (the comparison table says how many host processes ran).
 """
 
 from __future__ import annotations
@@ -55,6 +71,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,11 +79,13 @@ import duckdb
 import ray
 
 from actors import Runtime
-from actors.cluster.names import JOURNAL
-from benchmarks import procs, report
+from actors.client.tables import console
+from actors.cluster.names import default_pool_size
+from benchmarks import compare, procs, report
 from benchmarks.restate_peer import baseline, bench, install
 from benchmarks.restate_peer import table as peer_table
 from benchmarks.workloads import WORKLOADS, Cell, Workload
+from journal.partitions import MAX_PARTITIONS, Partitions, directories
 
 NAMESPACE = "raystate-bench"
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +176,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the real Restate on the same workloads first and compare "
         "with it (benchmarks.restate_peer) instead of the published figures",
     )
+    parser.add_argument(
+        "--partitions",
+        default="1",
+        help="comma-separated partition counts to compare, e.g. 1,2,4 (default 1)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the partition counts this many times, every other round in reverse order "
+        "(default 1)",
+    )
+    pools = parser.add_mutually_exclusive_group()
+    pools.add_argument(
+        "--pool-per-partition",
+        action="store_true",
+        help="the whole host pool (--pool-size or one host per two CPUs) in every partition",
+    )
+    pools.add_argument(
+        "--split-pool",
+        action="store_true",
+        help="the host pool divided over the partitions, at least one host per service in each",
+    )
     args = parser.parse_args(argv)
+    try:
+        args.partitions = list(
+            dict.fromkeys(int(n) for n in args.partitions.split(",") if n.strip())
+        )
+    except ValueError:
+        parser.error(f"--partitions wants integers like 1,2,4, not {args.partitions!r}")
+    if not args.partitions or not all(1 <= n <= MAX_PARTITIONS for n in args.partitions):
+        parser.error(f"--partitions wants counts from 1 to {MAX_PARTITIONS}")
+    if args.rounds < 1:
+        parser.error("--rounds must be positive")
+    args.comparing = args.partitions != [1] or args.rounds > 1
     if args.workloads and args.workload:
         parser.error("give --workloads or --workload, not both")
     args.names = _names(args.workloads or args.workload or "all", parser)
@@ -188,16 +241,22 @@ def _load() -> str:
 class CellRunner:
     """Runs cells: a driver process each, sampling processes when it says so."""
 
-    def __init__(self, address: str, data_dir: str, args: argparse.Namespace) -> None:
+    def __init__(
+        self, address: str, data_dir: str, args: argparse.Namespace, layout: Partitions
+    ) -> None:
         self.address, self.data_dir, self.args = address, data_dir, args
-        self.journal = ray.get_actor(JOURNAL, namespace=NAMESPACE)
+        self.journals = {
+            layout.journal(p): ray.get_actor(layout.journal(p), namespace=NAMESPACE) for p in layout
+        }
 
     def snapshot(self, driver_pid: int | None) -> procs.Snapshot:
-        info: Any = ray.get(self.journal.info.remote(), timeout=30)
+        """Every process's CPU and RSS, and the journals' counters summed over partitions."""
+        infos: list[Any] = ray.get([j.info.remote() for j in self.journals.values()], timeout=30)
         return procs.snapshot(
             self.data_dir,
             driver_pid,
-            {k: int(info[k]) for k in ("transactions", "drains", "reads")},
+            {k: sum(int(i[k]) for i in infos) for k in ("transactions", "drains", "reads")},
+            {int(i["pid"]): name for name, i in zip(self.journals, infos, strict=True)},
         )
 
     def run(self, w: Workload, concurrency: int) -> tuple[dict[str, Any], dict]:
@@ -285,29 +344,127 @@ def _reader(stream: IO[str]) -> queue.Queue[str]:
 
 
 def settled_journal(data_dir: str) -> dict[str, Any]:
-    """Checkpoint the journal file once the runtime is gone: its size per invocation."""
-    path = Path(data_dir) / "journal.duckdb"
-    for _ in range(50):  # the journal process may still hold the lock for a moment
+    """Checkpoint the journal files (every partition's) once the runtime is gone: their size
+    per invocation."""
+    invocations = rows = size = 0
+    for directory in directories(data_dir):
+        path = directory / "journal.duckdb"
+        for _ in range(50):  # the journal process may still hold the lock for a moment
+            try:
+                con = duckdb.connect(str(path))
+                break
+            except duckdb.IOException:
+                time.sleep(0.2)
+        else:
+            return {}
         try:
-            con = duckdb.connect(str(path))
-            break
-        except duckdb.IOException:
-            time.sleep(0.2)
-    else:
-        return {}
-    try:
-        con.execute("CHECKPOINT")
-        invocations = con.execute("SELECT count(*) FROM sys_invocation").fetchall()[0][0]
-        rows = con.execute("SELECT count(*) FROM log").fetchall()[0][0]
-    finally:
-        con.close()
-    size = sum(f.stat().st_size for f in Path(data_dir).glob("journal.duckdb*"))
+            con.execute("CHECKPOINT")
+            invocations += con.execute("SELECT count(*) FROM sys_invocation").fetchall()[0][0]
+            rows += con.execute("SELECT count(*) FROM log").fetchall()[0][0]
+        finally:
+            con.close()
+        size += sum(f.stat().st_size for f in directory.glob("journal.duckdb*"))
     return {
         "journal_bytes": size,
         "invocations": invocations,
         "log_rows": rows,
         "bytes_per_invocation": round(size / invocations) if invocations else None,
     }
+
+
+def pool_for(args: argparse.Namespace, count: int, cpus: float) -> int | None:
+    """The ``pool_size`` (hosts per service in each partition) to start ``count`` partitions
+    with: ``--pool-size`` as given (None: the runtime's default), unless ``--pool-per-partition``
+    or ``--split-pool`` says how the whole pool goes to the partitions."""
+    if not (args.pool_per_partition or args.split_pool):
+        return args.pool_size
+    whole = args.pool_size or default_pool_size(cpus)
+    return max(whole // count, 1) if args.split_pool else whole
+
+
+def run_runtime(
+    args: argparse.Namespace,
+    runnable: list[Workload],
+    count: int,
+    round_: int,
+    emit: Callable[[dict[str, Any]], None],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Start a private Ray and the runtime with ``count`` partitions on a fresh data dir, run
+    every cell, stop them; the cells' rows and the journal files' size afterwards."""
+    services = list({id(s): s for w in runnable for s in w.services()}.values())
+    began = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    settled: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="raystate-bench-") as data_dir:
+        ray.init(
+            address="local",
+            namespace=NAMESPACE,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+        try:
+            rt = Runtime.start(
+                services,
+                data_dir=data_dir,
+                namespace=NAMESPACE,
+                pool_size=pool_for(args, count, ray.cluster_resources().get("CPU", 1)),
+                partitions=count,
+            )
+            # Pool hosts start on first use (1-2 s each here); start them all now, so that
+            # every cell measures the steady state, not the creation of host processes.
+            ray.get(
+                [
+                    rt.router.pooled(d, i, p).ready.remote()
+                    for p in rt.partitions
+                    for d in services
+                    for i in range(rt.pool_size)
+                ]
+            )
+            parts = (
+                f", partitions {count} (round {round_ + 1}), host processes "
+                f"{count * rt.pool_size * len(services)}"
+                if args.comparing
+                else ""
+            )
+            print(
+                f"raystate benchmarks: {os.cpu_count()} CPUs, python "
+                f"{platform.python_version()}, ray {ray.__version__}, duckdb "
+                f"{duckdb.__version__}, host pool {rt.pool_size} per service{parts}; started in "
+                f"{time.monotonic() - began:.1f}s; {args.warmup:g}s warm-up + "
+                f"{args.seconds:g}s per cell; load average {_load()}",
+                file=sys.stderr,
+            )
+            try:
+                runner = CellRunner(
+                    ray.get_runtime_context().gcs_address, data_dir, args, rt.partitions
+                )
+                for w in runnable:
+                    for c in args.concurrency:
+                        t0 = time.monotonic()
+                        result, snaps = runner.run(w, c)
+                        r = report.row(w, c, result, snaps)
+                        if args.comparing:
+                            r.update(
+                                report.partition_fields(result, snaps, count, round_, args.rounds)
+                            )
+                        r["cell_s"] = round(time.monotonic() - t0, 1)
+                        r["load_avg_1m"] = round(os.getloadavg()[0], 1)
+                        rows.append(r)
+                        emit(r)
+                        print(
+                            f"  {w.name} x{c}{f' P{count}' if args.comparing else ''}: "
+                            f"{r['inv_per_s']} inv/s, p50 {r['p50_ms']}"
+                            f" ms, p99 {r['p99_ms']} ms, {r['check']}",
+                            file=sys.stderr,
+                        )
+            finally:
+                rt.shutdown()
+        finally:
+            ray.shutdown()
+        with contextlib.suppress(Exception):
+            settled = settled_journal(data_dir)
+    return rows, settled
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,61 +500,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         runnable = baseline.measured(runnable, peer_rows)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the driver processes connect
-    services = list({id(s): s for w in runnable for s in w.services()}.values())
     began = time.monotonic()
-    settled: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="raystate-bench-") as data_dir:
-        if runnable:
-            ray.init(
-                address="local",
-                namespace=NAMESPACE,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-            )
-            try:
-                rt = Runtime.start(
-                    services, data_dir=data_dir, namespace=NAMESPACE, pool_size=args.pool_size
-                )
-                # Pool hosts start on first use (1-2 s each here); start them all now, so that
-                # every cell measures the steady state, not the creation of host processes.
-                ray.get(
-                    [
-                        rt.router.pooled(d, i).ready.remote()
-                        for d in services
-                        for i in range(rt.pool_size)
-                    ]
-                )
-                print(
-                    f"raystate benchmarks: {os.cpu_count()} CPUs, python "
-                    f"{platform.python_version()}, ray {ray.__version__}, duckdb "
-                    f"{duckdb.__version__}, host pool {rt.pool_size} per service; started in "
-                    f"{time.monotonic() - began:.1f}s; {args.warmup:g}s warm-up + "
-                    f"{args.seconds:g}s per cell; load average {_load()}",
-                    file=sys.stderr,
-                )
-                try:
-                    runner = CellRunner(ray.get_runtime_context().gcs_address, data_dir, args)
-                    for w in runnable:
-                        for c in args.concurrency:
-                            t0 = time.monotonic()
-                            result, snaps = runner.run(w, c)
-                            r = report.row(w, c, result, snaps)
-                            r["cell_s"] = round(time.monotonic() - t0, 1)
-                            r["load_avg_1m"] = round(os.getloadavg()[0], 1)
-                            rows.append(r)
-                            emit(r)
-                            print(
-                                f"  {w.name} x{c}: {r['inv_per_s']} inv/s, p50 {r['p50_ms']}"
-                                f" ms, p99 {r['p99_ms']} ms, {r['check']}",
-                                file=sys.stderr,
-                            )
-                finally:
-                    rt.shutdown()
-            finally:
-                ray.shutdown()
-            with contextlib.suppress(Exception):
-                settled = settled_journal(data_dir)
+    settled: list[tuple[int, int, dict[str, Any]]] = []
+    if runnable:
+        for round_, count in compare.run_order(args.partitions, args.rounds):
+            run_rows, run_settled = run_runtime(args, runnable, count, round_, emit)
+            rows += run_rows
+            if run_settled:
+                settled.append((count, round_, run_settled))
     measured = [r for r in rows if "skipped" not in r]
     title = (
         f"raystate benchmarks, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
@@ -411,17 +521,44 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, why in skipped.items():
         print(f"{name}: {why}", file=tables_to)
-    if settled:
+    for count, round_, s in settled:
+        where = f"partitions={count}, round {round_ + 1}: " if args.comparing else ""
         print(
-            f"journal file after the run, checkpointed: {settled['journal_bytes']:,} bytes "
-            f"for {settled['invocations']:,} invocations ({settled['log_rows']:,} log rows),"
-            f" {settled['bytes_per_invocation']:,} bytes per invocation",
+            f"{where}journal file after the run, checkpointed: {s['journal_bytes']:,} bytes "
+            f"for {s['invocations']:,} invocations ({s['log_rows']:,} log rows),"
+            f" {s['bytes_per_invocation']:,} bytes per invocation",
             file=tables_to,
         )
-        emit({"summary": "journal", **settled})
+        which = {"partitions": count, "round": round_} if args.comparing else {}
+        emit({"summary": "journal", **which, **s})
+    if args.comparing:
+        print_comparison(measured, args, tables_to)
     if args.json == "-":
         for r in [*peer_rows, *rows]:
             print(report.json_line(r))
     if json_file is not None:
         json_file.close()
     return 0 if all(r["check"] == "OK" for r in measured) else 1
+
+
+def _pool_label(args: argparse.Namespace) -> str:
+    if args.split_pool:
+        return ", the host pool split over the partitions"
+    return ", the whole host pool in every partition" if args.pool_per_partition else ""
+
+
+def print_comparison(rows: list[dict[str, Any]], args: argparse.Namespace, file: IO[str]) -> None:
+    """The partition counts compared, and the scaling model from the smallest count."""
+    compared = compare.combine(rows)
+    out = console(file)
+    out.print(
+        compare.table(
+            compared,
+            f"partitions {','.join(map(str, args.partitions))} compared, {args.rounds} "
+            f"round(s){_pool_label(args)}",
+        )
+    )
+    found = compare.models(compared)
+    if found:
+        cores = list(dict.fromkeys([os.cpu_count() or 1, 16, 64]))
+        out.print(compare.model_table(found, cores, min(args.partitions)))

@@ -98,7 +98,8 @@ def closed_loop(make: Callable[[Runtime, Cell], Load]) -> RunCell:
         if s.errors:
             problems.append(f"{s.errors} calls failed, first: {s.first_error}")
         problems += await load.check()
-        return {**summary(s), "problems": problems, "notes": load.notes()}
+        sampled = {} if s.sampled is None else {"cpu_invocations": s.sampled}
+        return {**summary(s), **sampled, "problems": problems, "notes": load.notes()}
 
     return run
 
@@ -249,8 +250,10 @@ async def timers_cell(rt: Runtime, cell: Cell, sync: Sync) -> dict[str, Any]:
     )
     submit_s = time.time() - t0
     await sync("rss")
+    parted = rt.partitions.count > 1
     hosts = [
-        ray.get_actor(host_name(apps.sleepy.name, i), namespace=rt.namespace)
+        ray.get_actor(host_name(apps.sleepy.name, i, p if parted else None), namespace=rt.namespace)
+        for p in rt.partitions
         for i in range(rt.pool_size)
     ]
     stats: list[dict[str, int]] = await asyncio.gather(*(h.ready.remote() for h in hosts))

@@ -13,6 +13,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from journal.errors import Fenced
 from journal.partitions import JOURNAL_NAME
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retry import retry
@@ -49,7 +50,9 @@ class RemoteActor:
         if wire is not None:
             try:
                 return await wire.call(method, *args)
-            except WireClosed:  # the route asks the successor next time
+            except (WireClosed, Fenced):  # the route asks the successor next time
+                self._handle = None  # (a fenced journal is a stale one: Ray knows the live one)
+                await self._wire.aclose()
                 if on_retry is not None:
                     on_retry()
         return await self._ray_call(method, *args, on_retry=on_retry)
