@@ -84,8 +84,9 @@ def _median_ms(fn: Any, repeat: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from journal.federated import plan, run
+    from journal.federated import run
     from journal.partitions import Partitions
+    from journal.sqlplan import plan
     from journal.store import JournalStore
 
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])

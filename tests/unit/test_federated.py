@@ -13,9 +13,10 @@ import pyarrow as pa
 import pytest
 
 from journal.errors import SqlRefused, SqlResultTooLarge, SqlTimeout
-from journal.federated import Plan, Spread, catalog, plan, run, run_async
+from journal.federated import run, run_async
 from journal.partitions import Partitions, claim
 from journal.records import Accept, Batch, Entry, Output, StateWrite, StatusChange
+from journal.sqlplan import Plan, Spread, catalog, plan
 from journal.store import JournalStore
 
 LAYOUT = Partitions(4)
