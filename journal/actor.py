@@ -13,11 +13,19 @@ Retention: a background task prunes finished invocations older than the runtime'
 bounded by ``journal.retention``), on a connection of its own in a worker thread, so group
 commits go on meanwhile and wait only for the commits of its DELETE chunks. It starts with the
 first commit.
+
+Fencing (``fenced=True``, for a partition on storage every node mounts, which Ray may start
+again on another node while the old process still runs): the journal takes the directory's next
+epoch (``journal.fence``) before it opens the store, checks it after each group's log write and
+before acknowledging it, and before each drain into DuckDB. Once a check fails, the group is
+refused with ``Fenced``, so is every later call, and the store is closed without a drain, so
+the DuckDB file is free for the newer writer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -34,7 +42,8 @@ import pyarrow as pa
 from journal import metrics
 from journal.clock import now_ms
 from journal.config import RuntimeConfig
-from journal.errors import DataDirError, StatusCode
+from journal.errors import DataDirError, Fenced, StatusCode
+from journal.fence import Fence
 from journal.private import FILE_MODE, owner_only_umask
 from journal.records import Accept, Batch, Completion, Outcome, PendingInvocation, Timer
 from journal.retention import MAX_PRUNE_PERIOD_S, PruneStats, prune_period
@@ -50,6 +59,9 @@ CONFIG_FILE = "runtime-config.pickle"
 # How long acknowledged rows may wait for DuckDB: longer means fewer, larger DuckDB
 # transactions (each costs milliseconds of CPU, whatever it holds; docs/performance.md).
 DRAIN_DELAY_S = 0.1
+# How often an idle fenced journal checks its fence, so that it releases the DuckDB file soon
+# after a newer writer started (which cannot open the file before).
+FENCE_WATCH_S = 1.0
 ROUTES_KEPT = 50_000  # recent invocations whose route ``route`` answers from memory
 Route = tuple[str, str | None, int]  # service, key, route hash
 log = logging.getLogger("raystate.journal")
@@ -64,10 +76,16 @@ class GroupCommitJournal(ScheduleJournal):
         *,
         clock: Callable[[], int] = now_ms,
         secret_dir: str | None = None,
+        fenced: bool = False,
     ) -> None:
         """``secret_dir``: where the runtime's secret is (the data dir's root, which every
-        partition of a runtime shares; default ``data_dir``)."""
-        self.store = JournalStore(data_dir, clock=clock)
+        partition of a runtime shares; default ``data_dir``). ``fenced``: hold the directory's
+        epoch, and stop for good once a newer writer takes it (see the module's docstring)."""
+        # Before the store opens: its recovery must read what every earlier writer acknowledged.
+        self.fence = Fence.acquire(data_dir) if fenced else None
+        self._fenced_out: Fenced | None = None
+        self._abandoned: asyncio.Future[None] | None = None
+        self.store = JournalStore(data_dir, clock=clock, fence=self.fence)
         self.secret = runtime_secret(secret_dir or data_dir)
         self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -83,6 +101,7 @@ class GroupCommitJournal(ScheduleJournal):
         )
         self.transactions = 0
         self._pruner: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.prunes = 0
         self.last_prune: PruneStats | None = None
         # called (on a thread) with the ids of pruned invocations and the runtime config
@@ -92,8 +111,12 @@ class GroupCommitJournal(ScheduleJournal):
 
     async def commit(self, batch: Batch) -> None:
         """Return once ``batch`` is durable (with whatever else arrived meanwhile)."""
+        if self._fenced_out is not None:
+            raise self._refusal()
         if self._pruner is None or self._pruner.done():
             self._pruner = asyncio.create_task(self._prune_loop())
+            if self.fence is not None and (self._watcher is None or self._watcher.done()):
+                self._watcher = asyncio.create_task(self._watch_loop())
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((batch, fut))
         if self._writer is None or self._writer.done():
@@ -113,9 +136,14 @@ class GroupCommitJournal(ScheduleJournal):
                 started = time.perf_counter()
                 outputs = self.store.write(batches) if batches else []
                 if batches:
+                    if self.fence is not None:  # durable now; acknowledged only if still ours
+                        self.fence.check()
                     metrics.journal_commit(
                         time.perf_counter() - started, sum(len(b.records) for b in batches)
                     )
+            except Fenced as e:
+                await self._fence_lost(e, [fut for _, fut in queued] + barriers)
+                return
             except Exception as e:
                 for _, fut in queued:
                     if not fut.done():
@@ -142,6 +170,9 @@ class GroupCommitJournal(ScheduleJournal):
             await asyncio.sleep(DRAIN_DELAY_S)
             try:
                 await self.flush()
+            except Fenced as e:
+                await self._fence_lost(e)
+                return
             except Exception:
                 log.exception("moving the write-ahead log into DuckDB failed; trying again")
 
@@ -156,12 +187,78 @@ class GroupCommitJournal(ScheduleJournal):
         return moved
 
     async def _settled(self) -> None:
-        """Wait until what was queued before this call is written, so reads see it."""
+        """Wait until what was queued before this call is written, so reads see it (and, when
+        fenced, make sure this journal still holds its directory)."""
+        if self.fence is not None:
+            await self._check_fence()
         if self._writer is None or self._writer.done():
             return
         barrier = asyncio.get_running_loop().create_future()
         self._barriers.append(barrier)
         await barrier
+
+    async def _check_fence(self) -> None:
+        """Raise ``Fenced`` (and stop for good) if a newer writer took the directory."""
+        if self._fenced_out is not None:
+            raise self._refusal()
+        if self.fence is not None:
+            try:
+                self.fence.check()
+            except Fenced as e:
+                await self._fence_lost(e)
+                raise
+
+    def _refusal(self) -> Fenced:
+        e = self._fenced_out
+        assert e is not None
+        return Fenced(e.directory, e.held, e.current)
+
+    async def _fence_lost(
+        self, fenced: Fenced, refused: list[asyncio.Future[None]] | None = None
+    ) -> None:
+        """A newer writer took the directory: stop for good. Every call waiting here fails with
+        ``Fenced`` (nothing more is acknowledged), and the store closes without a drain, so
+        the DuckDB file is released; ``refused`` fail once it is."""
+        if self._fenced_out is None:
+            self._fenced_out = fenced
+            log.error("%s: this journal stops", fenced)
+            this = asyncio.current_task()
+            for task in (self._drainer, self._pruner, self._watcher):
+                if task is not None and task is not this:
+                    task.cancel()
+            self._on_fenced()
+            # On the drainer's thread: after a drain that is under way, never beside it.
+            self._abandoned = asyncio.get_running_loop().run_in_executor(
+                self._drain_thread, self.store.abandon
+            )
+        assert self._abandoned is not None
+        try:
+            await asyncio.shield(self._abandoned)
+        except Exception:
+            log.exception("closing the fenced journal's store failed")
+        waiting: list[asyncio.Future[None]] = [*(refused or []), *(f for _, f in self._queue)]
+        waiting += self._barriers
+        outputs = [w for ws in self._waiters.values() for w in ws]
+        self._queue, self._barriers = [], []
+        self._waiters.clear()
+        for fut in waiting:
+            if not fut.done():
+                fut.set_exception(self._refusal())
+        for output in outputs:
+            if not output.done():
+                output.set_exception(self._refusal())
+
+    async def _watch_loop(self) -> None:
+        """Check the fence while idle too: a journal nobody calls learns that a newer writer
+        started, and releases the DuckDB file for it."""
+        while self._fenced_out is None:
+            await asyncio.sleep(FENCE_WATCH_S)
+            with contextlib.suppress(Fenced):  # _check_fence stops the journal
+                await self._check_fence()
+
+    def _on_fenced(self) -> None:
+        """Called once when the journal stops for being fenced (the actor closes its socket,
+        so that callers on its node go through Ray, to the newer writer)."""
 
     async def outcome(self, invocation_id: str) -> Outcome | None:
         await self._settled()
@@ -320,6 +417,9 @@ class GroupCommitJournal(ScheduleJournal):
             await asyncio.sleep(prune_period(retention_s) if retention_s else MAX_PRUNE_PERIOD_S)
             try:
                 await self.prune()
+            except Fenced as e:
+                await self._fence_lost(e)
+                return
             except Exception:
                 log.exception("pruning the journal failed; trying again next period")
 
@@ -329,6 +429,8 @@ class GroupCommitJournal(ScheduleJournal):
         by) next to the journal, so a restarted journal actor still has them. This file holds
         the operator's own code and settings; journal payloads are never unpickled. It holds
         a plain dict (``RuntimeConfig.to_dict``), as every version wrote it."""
+        if self.fence is not None:
+            self.fence.check()
         if isinstance(config, RuntimeConfig):
             config = config.to_dict()
         config = {k: v for k, v in config.items() if k != SECRET}  # it has a file of its own
@@ -342,6 +444,7 @@ class GroupCommitJournal(ScheduleJournal):
     async def set_services(self, rows: list[tuple[str | None, ...]]) -> None:
         """Replace the registry of services and handlers ``sys_service`` shows (rows of plain
         strings, the options as JSON: nothing here is unpickled into user classes)."""
+        await self._check_fence()
         checked = [tuple(None if v is None else str(v) for v in row) for row in rows]
         if any(len(row) != 5 for row in checked):
             raise ValueError("set_services: each row is (name, ty, handler, kind, options)")
@@ -362,6 +465,8 @@ class GroupCommitJournal(ScheduleJournal):
         return {
             "data_dir": str(self.store.data_dir.resolve()),
             "pid": os.getpid(),
+            "epoch": None if self.fence is None else self.fence.epoch,  # journal.fence
+            "fenced": self._fenced_out is not None,
             "transactions": self.transactions,
             "drains": self.drains,
             "reads": self.store.reads,
@@ -387,12 +492,13 @@ class JournalActor(GroupCommitJournal, WireServed):
         data_dir: str,
         on_pruned: Callable[[list[str], dict[str, object]], None] | None = None,
         secret_dir: str | None = None,
+        fenced: bool = False,
     ) -> None:
         tune_gc()
         owner_only_umask()  # a process of its own: what DuckDB makes later is owner-only too
         self.start_failure: str | None = None
         try:
-            super().__init__(data_dir, secret_dir=secret_dir)
+            super().__init__(data_dir, secret_dir=secret_dir, fenced=fenced)
         except DataDirError as e:
             import ray
 
@@ -402,6 +508,10 @@ class JournalActor(GroupCommitJournal, WireServed):
             # (``start_error``) and raises ``DataDirError``, then kills this actor.
             self.start_failure = str(e)
         self.on_pruned = on_pruned  # after the store's __init__, which sets it to None
+
+    def _on_fenced(self) -> None:
+        if self._wire_server is not None:
+            self._wire_server.close()
 
     def start_error(self) -> str | None:
         """Why this actor could not open its data dir (a ``DataDirError``'s message), or None."""

@@ -68,3 +68,23 @@ class SqlCancelled(SqlRefused):
     """The query was interrupted because its caller gave up."""
 
     code = StatusCode.CLIENT_CLOSED
+
+
+class Fenced(RaystateError, RuntimeError):
+    """A newer writer took this journal directory's epoch (``journal.fence``): this writer
+    acknowledges nothing more, and its successor serves the partition (try again there)."""
+
+    code = StatusCode.UNAVAILABLE
+
+    def __init__(self, directory: str, held: int, current: int | None) -> None:
+        super().__init__(directory, held, current)  # the args a pickled copy is rebuilt from
+        self.directory = directory
+        self.held = held
+        self.current = current
+
+    def __str__(self) -> str:
+        now = "no readable epoch" if self.current is None else f"epoch {self.current}"
+        return (
+            f"journal {self.directory} is fenced: this writer holds epoch {self.held}, "
+            f"the directory's epoch file now holds {now} (a newer writer started)"
+        )

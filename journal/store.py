@@ -47,7 +47,8 @@ import pyarrow as pa
 
 from journal import retention
 from journal.clock import now_ms
-from journal.errors import DataDirError
+from journal.errors import DataDirError, Fenced
+from journal.fence import Fence
 from journal.invocations import InvocationReads
 from journal.kinds import LogKind
 from journal.private import private_data_dir, tighten
@@ -96,13 +97,20 @@ class JournalStore(InvocationReads, StateReads, ScheduleStore):
     """Durable facts of one runtime in one DuckDB file.
 
     ``clock`` (epoch ms) stamps the marks retention counts time by (see ``prune``); tests
-    inject their own."""
+    inject their own. ``fence``: this writer's hold on the directory (``journal.fence``),
+    checked before anything goes into DuckDB or the log's old segments are deleted; taken
+    before the store opens, so the recovery reads every frame earlier writers acknowledged."""
 
     def __init__(
-        self, data_dir: str | os.PathLike[str], *, clock: Callable[[], int] = now_ms
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        clock: Callable[[], int] = now_ms,
+        fence: Fence | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._clock = clock
+        self._fence = fence
         self._con = open_database(self.data_dir)
         try:
             migrate(self._con)
@@ -112,8 +120,12 @@ class JournalStore(InvocationReads, StateReads, ScheduleStore):
             self._con.close()
             raise DataDirError(f"data dir {self.data_dir} is in use by this process") from None
         self._appender = self._con.appender("log")
-        self._wal = WriteAheadLog(self.data_dir)
-        self._recover()
+        self._wal = WriteAheadLog(self.data_dir, fence=fence)
+        try:
+            self._recover()
+        except BaseException:  # e.g. fenced while recovering: leave the file to the newer one
+            self._con.close()
+            raise
         self._seq = self._max_seq() + 1
         self._undrained: list[Row] = []  # durable in the write-ahead log, not yet in DuckDB
         self.reads = 0  # journal reads so far (each drains first: a cost the benchmarks show)
@@ -128,10 +140,25 @@ class JournalStore(InvocationReads, StateReads, ScheduleStore):
 
     def close(self) -> None:
         """Move what the write-ahead log holds into DuckDB (so the file alone has it all)."""
-        self.drain()
+        try:
+            self.drain()
+            if self._fence is not None:  # the segments are the directory's owner's to delete
+                self._fence.check()
+        except Fenced:
+            self.abandon()
+            raise
         with self._write_lock:
             self._wal.reset()
         self._con.close()
+
+    def abandon(self) -> None:
+        """Close without moving anything into DuckDB and without deleting any log segment:
+        a newer writer owns the directory (``journal.fence``) and its recovery replays what
+        this one left in the log."""
+        with self._prune_lock, self._drain_lock, self._write_lock:
+            self._undrained = []
+            self._wal.close()
+            self._con.close()
 
     def _recover(self) -> None:
         """Put the rows the write-ahead log holds beyond DuckDB's into DuckDB, then start a new
@@ -140,6 +167,8 @@ class JournalStore(InvocationReads, StateReads, ScheduleStore):
         rows = [r for r in self._wal.replay() if r[0] > top]
         if rows:
             self._append(rows)
+        if self._fence is not None:  # deleting the segments is for the directory's owner only
+            self._fence.check()
         self._wal.reset()
 
     def _max_seq(self) -> int:
@@ -167,6 +196,8 @@ class JournalStore(InvocationReads, StateReads, ScheduleStore):
             if not rows:
                 return 0
             try:
+                if self._fence is not None:
+                    self._fence.check()
                 self._append(rows)
             except BaseException:
                 with self._write_lock:
@@ -271,6 +302,8 @@ class JournalStore(InvocationReads, StateReads, ScheduleStore):
         with self._prune_lock:
             self.mark()
             self.drain()
+            if self._fence is not None:
+                self._fence.check()
             now = self._clock() if now_ms is None else now_ms
             if batch_retention_ms is None:
                 batch_retention_ms = max(retention_ms, retention.BATCH_ID_RETENTION_MS)

@@ -14,6 +14,13 @@ commit: a header (payload bytes, CRC-32 of the payload) and the rows as a JSON a
 ``[seq, kind, id, name, data, meta]``. A frame cut short or failing its CRC ends the log: it is
 the one being written when the process died, never acknowledged. Payloads are JSON, never
 pickle: nothing read back from the journal is unpickled.
+
+A fenced writer (``journal.fence``) names its segments ``<number>-<epoch>.log``, creates each
+one exclusively, and checks its fence before it writes a frame there. So two writers never
+append to one file, and a writer that was fenced writes frames only into segments it made
+before its successor started: the successor's recovery replays them (such a frame is a commit
+whose reply was lost: its batch id makes the re-sent batch harmless), then deletes them, and a
+frame written after that goes with the deleted file.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from journal.private import DIR_MODE, FILE_MODE, restrict
+
+if TYPE_CHECKING:
+    from journal.fence import Fence
 
 log = logging.getLogger("raystate.journal")
 
@@ -74,9 +84,14 @@ class WriteAheadLog:
     """Segments of durable log rows in ``<data dir>/wal``. Not thread-safe: one writer."""
 
     def __init__(
-        self, data_dir: str | os.PathLike[str], segment_bytes: int = SEGMENT_BYTES
+        self,
+        data_dir: str | os.PathLike[str],
+        segment_bytes: int = SEGMENT_BYTES,
+        fence: Fence | None = None,
     ) -> None:
+        """``fence``: the writer's hold on ``data_dir`` (None: not fenced)."""
         self.dir = Path(data_dir) / WAL_DIR
+        self._fence = fence
         self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         restrict(self.dir, DIR_MODE)  # made looser by an older version
         self.segment_bytes = segment_bytes
@@ -113,7 +128,7 @@ class WriteAheadLog:
         for path in self.segments():
             path.unlink()
         self._sealed.clear()
-        _sync_dir(self.dir)
+        sync_dir(self.dir)
 
     def append(self, rows: Sequence[Row]) -> None:
         """Make ``rows`` durable: one frame, one ``fdatasync``."""
@@ -157,11 +172,35 @@ class WriteAheadLog:
 
     def _open(self) -> None:
         self._close()
-        numbers = [int(p.stem) for p in self.segments() if p.stem.isdigit()]
+        numbers = [n for n in map(_number, self.segments()) if n is not None]
+        if self._fence is not None:
+            self._open_fenced(max(numbers, default=0) + 1, self._fence)
+            return
         self._path = self.dir / f"{max(numbers, default=0) + 1:012d}{SUFFIX}"
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         self._size = os.fstat(self._fd).st_size
-        _sync_dir(self.dir)  # the new file's name must survive a crash too
+        sync_dir(self.dir)  # the new file's name must survive a crash too
+
+    def _open_fenced(self, number: int, fence: Fence) -> None:
+        """A new segment of this writer's own (its epoch in the name, made exclusively), used
+        only if the fence still holds once its name is durable: a segment made after a newer
+        writer started gets no frame (it stays, empty, until the next recovery deletes it:
+        removing it by name could remove a file of another writer's)."""
+        while True:
+            path = self.dir / f"{number:012d}-{fence.epoch}{SUFFIX}"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, FILE_MODE)
+            except FileExistsError:
+                number += 1
+                continue
+            break
+        try:
+            sync_dir(self.dir)
+            fence.check()
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd, self._path, self._size = fd, path, 0
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -173,7 +212,13 @@ class WriteAheadLog:
         self._size = 0
 
 
-def _sync_dir(path: Path) -> None:
+def _number(path: Path) -> int | None:
+    """A segment's number: ``<number>.log``, or ``<number>-<epoch>.log`` of a fenced writer."""
+    number = path.stem.split("-", 1)[0]
+    return int(number) if number.isdigit() else None
+
+
+def sync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -16,6 +16,7 @@ from actors.sdk.errors import AlreadyCompletedError, DefinitionError, JournalMis
 from journal import errors, sqlguard, usersql
 from journal.errors import (
     DataDirError,
+    Fenced,
     RaystateError,
     SqlBusy,
     SqlCancelled,
@@ -31,6 +32,7 @@ FAMILY = [
     (AlreadyCompletedError("twice"), TerminalError, StatusCode.CONFLICT),
     (DefinitionError("S/h", ["must be async"]), TypeError, StatusCode.INTERNAL),
     (DataDirError("in use"), RuntimeError, StatusCode.INTERNAL),
+    (Fenced("/data/partition-1", 3, 4), RuntimeError, StatusCode.UNAVAILABLE),
     (SqlRefused("not a read"), ValueError, StatusCode.BAD_REQUEST),
     (SqlTimeout("too long"), SqlRefused, StatusCode.REQUEST_TIMEOUT),
     (SqlResultTooLarge("too big"), SqlRefused, StatusCode.PAYLOAD_TOO_LARGE),
