@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,5 +160,7 @@ def check(address: str, namespace: str, work: str) -> None:
     rt.close()
 
 
+COMMANDS: dict[str, Callable[..., None]] = {"load": load, "check": check}
+
 if __name__ == "__main__":
-    {"load": load, "check": check}[sys.argv[1]](*sys.argv[2:])
+    COMMANDS[sys.argv[1]](*sys.argv[2:])

@@ -264,5 +264,5 @@ def finish(proc: subprocess.Popen[str], timeout: float = 90) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-    assert proc.returncode == 0, f"{proc.args} -> {proc.returncode}:\n{out}\n{err}"
+    assert proc.returncode == 0, f"{proc.args!r} -> {proc.returncode}:\n{out}\n{err}"
     return out

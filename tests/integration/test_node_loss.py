@@ -132,6 +132,7 @@ def loaded(tmp_path: Path) -> Iterator[Loaded]:
                 return json.loads(path.read_text()) if path.exists() else None
 
             placement = assert_eventually(placed, timeout=90, message="the runtime started")
+            assert placement is not None
             (worker,) = set(placement["nodes"]) - {placement["head"]}
             nodes = [w["node"] for w in placement["partitions"]]
             # partition p on node p of the sorted node ids: one of them on the worker
