@@ -83,6 +83,14 @@ def pid_alive(pid: int) -> bool:
     return any(p == pid for p, _ in processes())
 
 
+def end(proc: Proc) -> None:
+    """SIGKILL ``proc`` if it still runs: a worker process that outlived its raylet has left
+    the node's process tree (``stop`` no longer finds it)."""
+    if proc in processes():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc[0], signal.SIGKILL)
+
+
 def command_line(pid: int) -> list[str]:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")

@@ -42,8 +42,10 @@ from tests.conftest import assert_eventually
 from tests.integration.raycluster import (
     HAS_PROC,
     Cluster,
+    end,
     finish,
     pid_alive,
+    processes,
     spawn,
     two_nodes,
 )
@@ -152,7 +154,11 @@ def loaded(tmp_path: Path) -> Iterator[Loaded]:
             assert_eventually(
                 lambda: len(run.acknowledged()) >= ACKS_BEFORE, timeout=60, message="load"
             )
-            yield run
+            (old,) = [p for p in processes() if p[0] == run.old["pid"]]  # (pid, start time)
+            try:
+                yield run
+            finally:
+                end(old)  # should the test have failed before it ended
         finally:
             (work / "stop").touch()
             sent = result(finish(load, timeout=120))
