@@ -51,6 +51,7 @@ from journal.schedules import ScheduleJournal
 from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
 from journal.store import JournalStore
+from journal.takeover import FIRST_START_WAIT_S, open_when_free
 from journal.transport.gctune import tune_gc
 from journal.transport.wire import WireServed
 from journal.usersql import MAX_RESULT_BYTES, UserQueries
@@ -77,15 +78,25 @@ class GroupCommitJournal(ScheduleJournal):
         clock: Callable[[], int] = now_ms,
         secret_dir: str | None = None,
         fenced: bool = False,
+        lock_wait_s: float | None = 0.0,
     ) -> None:
         """``secret_dir``: where the runtime's secret is (the data dir's root, which every
         partition of a runtime shares; default ``data_dir``). ``fenced``: hold the directory's
-        epoch, and stop for good once a newer writer takes it (see the module's docstring)."""
+        epoch, and stop for good once a newer writer takes it (see the module's docstring);
+        then wait up to ``lock_wait_s`` (None: without end) for a process that holds the DuckDB
+        file to let go (``journal.takeover``)."""
         # Before the store opens: its recovery must read what every earlier writer acknowledged.
         self.fence = Fence.acquire(data_dir) if fenced else None
         self._fenced_out: Fenced | None = None
         self._abandoned: asyncio.Future[None] | None = None
-        self.store = JournalStore(data_dir, clock=clock, fence=self.fence)
+        fence = self.fence
+        self.store = (
+            JournalStore(data_dir, clock=clock)
+            if fence is None
+            else open_when_free(
+                lambda: JournalStore(data_dir, clock=clock, fence=fence), fence, lock_wait_s
+            )
+        )
         self.secret = runtime_secret(secret_dir or data_dir)
         self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -497,12 +508,20 @@ class JournalActor(GroupCommitJournal, WireServed):
         tune_gc()
         owner_only_umask()  # a process of its own: what DuckDB makes later is owner-only too
         self.start_failure: str | None = None
-        try:
-            super().__init__(data_dir, secret_dir=secret_dir, fenced=fenced)
-        except DataDirError as e:
-            import ray
+        import ray
 
-            if ray.get_runtime_context().was_current_actor_reconstructed:
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        try:
+            super().__init__(
+                data_dir,
+                secret_dir=secret_dir,
+                fenced=fenced,
+                # a restart waits for the file as long as it takes: raising here would end
+                # the actor for good (Ray does not restart an actor whose constructor raised)
+                lock_wait_s=None if restarted else FIRST_START_WAIT_S,
+            )
+        except DataDirError as e:
+            if restarted:
                 raise  # a restart that cannot open its data dir: die as before
             # The first start: keep the reason, so ``Runtime.start`` gets it back as data
             # (``start_error``) and raises ``DataDirError``, then kills this actor.

@@ -40,6 +40,11 @@ class DataDirError(RaystateError, RuntimeError):
     """The data dir cannot be used: not creatable or writable, or in use by another process."""
 
 
+class DataDirInUse(DataDirError):
+    """Another process holds the data dir's DuckDB file (a fenced journal waits for it to let
+    go: ``journal.takeover``)."""
+
+
 class SqlRefused(RaystateError, ValueError):
     """The SQL entry point accepts one read-only query; this was something else."""
 

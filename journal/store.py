@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from journal import retention
 from journal.clock import now_ms
-from journal.errors import DataDirError, Fenced
+from journal.errors import DataDirError, DataDirInUse, Fenced
 from journal.fence import Fence
 from journal.invocations import InvocationReads
 from journal.kinds import LogKind
@@ -86,7 +86,8 @@ def open_database(data_dir: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection
     try:
         con = duckdb.connect(str(path / DB_FILE))
     except duckdb.IOException as e:
-        raise DataDirError(f"data dir {path} is in use by another process: {e}") from None
+        error = DataDirInUse if "lock" in str(e) else DataDirError  # DuckDB's file lock
+        raise error(f"data dir {path} is in use by another process: {e}") from None
     except duckdb.Error as e:  # e.g. already open in this process with other settings
         raise DataDirError(f"cannot open the journal in {path}: {e}") from None
     tighten(path, DATA_FILES, [WAL_DIR])

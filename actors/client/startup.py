@@ -18,6 +18,7 @@ import ray
 from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.client.journal_placement import place_new_journal
 from actors.client.registry import service_rows
 from actors.cluster.names import default_pool_size
 from actors.cluster.remote import UNAVAILABLE
@@ -265,21 +266,29 @@ def _start_journal(
         strategy = NodeAffinitySchedulingStrategy(
             node or ray.get_runtime_context().get_node_id(), soft=node is not None
         )
-        journal = (
-            ray.remote(JournalActor)
-            .options(
-                name=name,
-                namespace=namespace,
-                get_if_exists=True,
-                scheduling_strategy=strategy,
-                **SYSTEM_ACTOR,
+
+        def create() -> Any:
+            return (
+                ray.remote(JournalActor)
+                .options(
+                    name=name,
+                    namespace=namespace,
+                    get_if_exists=True,
+                    scheduling_strategy=strategy,
+                    **SYSTEM_ACTOR,
+                )
+                .remote(
+                    data_dir,
+                    on_pruned=delete_blobs,
+                    secret_dir=root if layout.count > 1 else None,
+                    # spread: Ray may start it on another node while the old process still runs
+                    fenced=placement is Placement.SPREAD,
+                )
             )
-            .remote(
-                data_dir,
-                on_pruned=delete_blobs,
-                secret_dir=root if layout.count > 1 else None,
-            )
-        )
+
+        journal = create()
+        if node is not None:  # soft affinity: Ray may have put it elsewhere
+            journal = place_new_journal(journal, node, create, name, namespace)
     try:
         failure: str | None = ray.get(journal.start_error.remote())
         info: dict[str, Any] = ray.get(journal.info.remote()) if failure is None else {}
