@@ -51,7 +51,7 @@ from journal.schedules import ScheduleJournal
 from journal.secret import SECRET, runtime_secret
 from journal.sqlguard import SqlRefused
 from journal.store import JournalStore
-from journal.takeover import FIRST_START_WAIT_S, open_when_free
+from journal.takeover import FIRST_START_WAIT_S, open_when_free, refuse_if_held
 from journal.transport.gctune import tune_gc
 from journal.transport.wire import WireServed
 from journal.usersql import MAX_RESULT_BYTES, UserQueries
@@ -512,6 +512,8 @@ class JournalActor(GroupCommitJournal, WireServed):
 
         restarted = ray.get_runtime_context().was_current_actor_reconstructed
         try:
+            if fenced and not restarted:  # a first start takes no running writer's place
+                refuse_if_held(data_dir)
             super().__init__(
                 data_dir,
                 secret_dir=secret_dir,

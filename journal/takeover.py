@@ -14,7 +14,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
+
+import duckdb
 
 from journal.errors import DataDirInUse
 from journal.fence import Fence
@@ -43,3 +46,18 @@ def open_when_free(open_store: Callable[[], T], fence: Fence, wait_s: float | No
                 warned = now
         fence.check()
         time.sleep(RETRY_S)
+
+
+def refuse_if_held(data_dir: str, db_file: str = "journal.duckdb") -> None:
+    """``DataDirInUse`` if another process holds the journal file. A first start checks this
+    before it takes an epoch: taking one fences the holder, which is right for a restart that
+    takes a lost writer's place, and wrong for a second runtime started on the same data dir."""
+    path = Path(data_dir) / db_file
+    if not path.exists():
+        return
+    try:
+        duckdb.connect(str(path), read_only=True).close()
+    except duckdb.IOException as e:
+        if "lock" in str(e):
+            raise DataDirInUse(f"data dir {data_dir} is in use by another process: {e}") from None
+        raise

@@ -92,3 +92,18 @@ def test_a_waiting_start_that_a_newer_one_replaced_gives_up(
     thread.join(timeout=30)
     assert isinstance(out.get("error"), Fenced), out
     let_go(holder)
+
+
+def test_a_first_start_refuses_a_held_file_without_taking_an_epoch(
+    data_dir: Path, holder: subprocess.Popen[str]
+) -> None:
+    """A second runtime started on a spread data dir in use must not fence the running one:
+    a first start checks the file before it takes an epoch."""
+    from journal.takeover import refuse_if_held
+
+    before = stored_epoch(str(data_dir))
+    with pytest.raises(DataDirInUse, match="in use by another process"):
+        refuse_if_held(str(data_dir))
+    assert stored_epoch(str(data_dir)) == before
+    let_go(holder)
+    refuse_if_held(str(data_dir))  # free now: nothing raised
