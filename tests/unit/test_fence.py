@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from journal import actor as journal_actor
+from journal import fencing
 from journal.actor import GroupCommitJournal, JournalActor
 from journal.errors import DataDirError, Fenced, RaystateError
 from journal.fence import EPOCH_FILE, Fence, stored_epoch
@@ -253,7 +254,7 @@ def test_an_idle_fenced_journal_learns_it_was_fenced_and_releases_its_files(
 ) -> None:
     """Nobody calls the old journal any more: it still checks now and then, so the newer
     writer (which cannot open the DuckDB file while the old one holds it) gets it."""
-    monkeypatch.setattr(journal_actor, "FENCE_WATCH_S", 0.01)
+    monkeypatch.setattr(fencing, "FENCE_WATCH_S", 0.01)
 
     async def body() -> None:
         j = GroupCommitJournal(str(data_dir), fenced=True)
