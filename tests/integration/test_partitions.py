@@ -245,3 +245,15 @@ def test_a_schedule_ticks_into_another_partition(start_runtime, tmp_path: Path) 
     last = rt.sql("SELECT last_invocation_id FROM sys_schedule").column(0)[0].as_py()
     assert PARTITIONS.of_id(last) == PARTITIONS.of_key("TickObj", key)
     assert_eventually(lambda: last in ticks(), message="the recorded tick ran")
+
+
+def test_a_connected_client_routes_by_partition(part_rt: Runtime) -> None:
+    other = Runtime.connect(namespace=part_rt.namespace)
+    try:
+        assert other.partitions == PARTITIONS
+        keys = keys_in_partitions("Counter", "conn", 4)
+        assert [other.call(apps.add, key=k, arg=2) for k in keys] == [2, 2, 2, 2]
+        h = part_rt.send(apps.add, key=keys[3], arg=1)
+        assert other.attach(h.id).result(timeout=30) == 3
+    finally:
+        other.close()
