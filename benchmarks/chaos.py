@@ -2,7 +2,7 @@
 the journal and through ledgers kept outside the processes.
 
     python -m benchmarks.chaos --minutes 2 --seed 7           # the long mode, with full restarts
-    python -m benchmarks.chaos --seconds 20 --seed 1 --short  # what tests/chaos runs (3 seeds)
+    python -m benchmarks.chaos --seconds 20 --seed 1 --short  # what tests/chaos runs (seed 1)
 
 Workload: counter increments over many keys (idempotent client retries), three-step ``ctx.run``
 services, sleeps, awakeables resolved by an outside actor, object-to-object calls and sends, and

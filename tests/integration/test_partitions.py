@@ -28,7 +28,13 @@ from tests.integration.helpers import kill_until_gone, wait_serving
 from tests.integration.test_limits import max_overlap
 
 PARTITIONS = Partitions(4)
-SERVICES = [apps.counter, apps.approval, *partition_apps.APPS]
+SERVICES = [
+    apps.counter,
+    apps.approval,
+    *partition_apps.APPS,
+    *limits_apps.ALL,
+    *schedule_apps.SCHEDULE_APPS,
+]
 
 
 @pytest.fixture(scope="module")
@@ -214,11 +220,11 @@ def test_a_one_partition_data_dir_refuses_more(start_runtime, tmp_path: Path) ->
         start_runtime([apps.counter], data_dir=data, partitions=2)
 
 
-def test_a_concurrency_limit_holds_over_every_partition(start_runtime, tmp_path: Path) -> None:
+def test_a_concurrency_limit_holds_over_every_partition(part_rt: Runtime, tmp_path: Path) -> None:
     """The limiter is one per runtime (partition 0's scheduler): service calls spread over
     four partitions' hosts, and never more than three run at once."""
     ledger = str(tmp_path / "ledger")
-    rt = start_runtime(limits_apps.ALL, pool_size=1, partitions=4)
+    rt = part_rt
     handles = [
         rt.send(limits_apps.work, arg=limits_apps.Job(ledger=ledger, n=n)) for n in range(16)
     ]
@@ -227,11 +233,11 @@ def test_a_concurrency_limit_holds_over_every_partition(start_runtime, tmp_path:
     assert max_overlap(ledger_lines(ledger)) <= 3
 
 
-def test_a_schedule_ticks_into_another_partition(start_runtime, tmp_path: Path) -> None:
+def test_a_schedule_ticks_into_another_partition(part_rt: Runtime, tmp_path: Path) -> None:
     """Schedules live in partition 0; a tick of a key in another partition runs there, once
     per tick, under the id the schedule records."""
     ledger = tmp_path / "ledger"
-    rt = start_runtime(schedule_apps.SCHEDULE_APPS, pool_size=1, partitions=4)
+    rt = part_rt
     key = next(k for k in (f"s{i}" for i in range(100)) if PARTITIONS.of_key("TickObj", k) != 0)
     rt.schedule("p", schedule_apps.obj_tick, key=key, arg=str(ledger), every=timedelta(seconds=1))
 
