@@ -20,10 +20,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import ray
-
 from actors import Runtime
-from actors.cluster.names import host_name
 from actors.sdk.definitions import ServiceDefinition
 from benchmarks import apps, timers
 from benchmarks.runner import Samples, drive
@@ -250,12 +247,7 @@ async def timers_cell(rt: Runtime, cell: Cell, sync: Sync) -> dict[str, Any]:
     )
     submit_s = time.time() - t0
     await sync("rss")
-    parted = rt.partitions.count > 1
-    hosts = [
-        ray.get_actor(host_name(apps.sleepy.name, i, p if parted else None), namespace=rt.namespace)
-        for p in rt.partitions
-        for i in range(rt.pool_size)
-    ]
+    hosts = rt.router.pool(apps.sleepy)
     stats: list[dict[str, int]] = await asyncio.gather(*(h.ready.remote() for h in hosts))
     in_memory = sum(s["active"] for s in stats)
     n = len(latencies)

@@ -91,8 +91,9 @@ def prepare(
     ]
     journal = journals[0]
     if pool_size is None:
-        # hosts per service and partition: every partition has a pool of its own
-        pool_size = max(default_pool_size(ray.cluster_resources().get("CPU", 1)) // layout.count, 1)
+        pool_size = default_pool_size(ray.cluster_resources().get("CPU", 1))
+        if placement is Placement.SPREAD:  # every partition has a pool of its own
+            pool_size = max(pool_size // layout.count, 1)
     suspend_s = (
         suspend_after.total_seconds()
         if isinstance(suspend_after, timedelta)

@@ -79,6 +79,10 @@ class LazyRouter:
 
 
 class HostActor(WireServed):
+    """One host process: the ``ObjectHost`` of each journal partition it serves (one, unless
+    the runtime's partitions are local and share their pooled hosts), dispatched by the
+    partition an invocation id names."""
+
     def __init__(
         self,
         definition: ServiceDefinition,
@@ -89,53 +93,65 @@ class HostActor(WireServed):
         suspend_after_s: float = 30.0,
         journal_partition: int = 0,
         partitions: int = 1,
+        shared: bool = False,
     ) -> None:
         """``partition``: (index, pool size) of a pooled host; ``journal_partition`` of
-        ``partitions``: the journal partition whose keys it runs (``journal.partitions``)."""
+        ``partitions``: the journal partition whose keys it runs (``journal.partitions``), or,
+        ``shared``, every partition's."""
         tune_gc()
-        layout = Partitions(partitions)
+        self.layout = layout = Partitions(partitions)
+        served = list(layout) if shared and key is None else [journal_partition]
         name = (
             host_name(definition.name, key)
             if key is not None
             else host_name(
                 definition.name,
                 partition[0] if partition else 0,
-                journal_partition if partitions > 1 else None,
+                journal_partition if partitions > 1 and not shared else None,
             )
         )
-        journal = RemoteJournal(namespace, name=layout.journal(journal_partition))
-        scheduler = RemoteScheduler(namespace, layout.scheduler(journal_partition))
+        self.name = name
         # the limiter of concurrency and rate is one per runtime: partition 0's scheduler
-        limiter = (
-            scheduler if journal_partition == 0 else RemoteScheduler(namespace, layout.scheduler(0))
-        )
-        self.host = ObjectHost(
-            definition,
-            journal,
-            partition=partition,
-            key=key,
-            name=name,
-            scheduler=scheduler,
-            limiter=limiter,
-            suspend_after=suspend_after_s,
-            outbox=LazyRouter(journal),
-        )
+        limiter = RemoteScheduler(namespace, layout.scheduler(0))
+        self.outbox = LazyRouter(RemoteJournal(namespace, name=layout.journal(served[0])))
+        self.hosts: dict[int, ObjectHost] = {
+            p: ObjectHost(
+                definition,
+                RemoteJournal(namespace, name=layout.journal(p)),
+                partition=partition,
+                key=key,
+                name=name,  # timers wake this actor by its name
+                owner=name if len(served) == 1 else f"{name}@{p}",  # the limiter's owner
+                scheduler=RemoteScheduler(namespace, layout.scheduler(p)),
+                limiter=limiter,
+                suspend_after=suspend_after_s,
+                outbox=self.outbox,
+            )
+            for p in served
+        }
+        self.host = self.hosts[served[0]]
         self.idle_timeout_s = idle_timeout_s
         # a handler holding the loop is logged; a loop that died ends the process (Ray restarts)
         self.watchdog = LoopWatchdog(
-            asyncio.get_running_loop(), threading.current_thread(), name=self.host.name
+            asyncio.get_running_loop(), threading.current_thread(), name=name
         ).start()
         self.mailboxes = Mailboxes()
         self._starter = asyncio.get_running_loop().create_task(self._start())
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
+    def _of(self, invocation_id: str) -> ObjectHost:
+        """The host of the partition ``invocation_id`` names (a malformed id: the first's,
+        which answers it with the error)."""
+        return self.hosts.get(self.layout.of_id(invocation_id), self.host)
+
     async def _start(self) -> None:
         try:
-            outbox: LazyRouter = self.host.outbox  # type: ignore[assignment]
-            await outbox.refresh()
-            self.host.awakeables = outbox.awakeables  # ids signed with the runtime's secret
-            self.host.steps = StepsConfig.from_config(outbox.config)  # type: ignore[attr-defined]
-            await self.host.start()
+            await self.outbox.refresh()
+            steps = StepsConfig.from_config(self.outbox.config)  # type: ignore[arg-type]
+            for host in self.hosts.values():
+                host.awakeables = self.outbox.awakeables  # ids signed with the runtime's secret
+                host.steps = steps  # type: ignore[attr-defined]
+            await asyncio.gather(*(host.start() for host in self.hosts.values()))
         except Exception:  # callers' invoke() retries start() and sees the error
             log.exception("recovery of %s failed", self.host.definition.name)
 
@@ -144,8 +160,9 @@ class HostActor(WireServed):
         period = max(min(self.idle_timeout_s / 2, 5.0), 0.05)
         while True:
             await asyncio.sleep(period)
-            self.host.evict_idle(self.idle_timeout_s)
-            metrics.queued_invocations(self.host.name, self.mailboxes.in_flight())
+            for host in self.hosts.values():
+                host.evict_idle(self.idle_timeout_s)
+            metrics.queued_invocations(self.name, self.mailboxes.in_flight())
             self.mailboxes.expire()
             if self.host.dedicated_key is not None and self.host.is_idle(self.idle_timeout_s):
                 log.info("dedicated host for %s idle; exiting", self.host.dedicated_key)
@@ -154,7 +171,7 @@ class HostActor(WireServed):
 
     async def invoke(self, req: InvokeRequest) -> Outcome | None:
         await self._starter
-        return await self.host.invoke(req)
+        return await self._of(req.id).invoke(req)
 
     def submit_many(self, token: str, requests: list[InvokeRequest]) -> None:
         """Accept requests of one caller (``actors.cluster.channel``); their results wait in the
@@ -167,22 +184,33 @@ class HostActor(WireServed):
 
     async def cancel(self, invocation_id: str, kill: bool = False) -> str:
         await self._starter
-        return await self.host.cancel(invocation_id, kill)
+        return await self._of(invocation_id).cancel(invocation_id, kill)
 
     async def resolve_awakeable(
         self, awakeable_id: str, result: str | None, failure: str | None, by: str | None = None
     ) -> tuple[bool, str, int]:
         await self._starter
-        return await self.host.resolve_awakeable(awakeable_id, result, failure, by)
+        host = self._of(awakeable_id.removeprefix("awk_"))  # the id names its invocation
+        return await host.resolve_awakeable(awakeable_id, result, failure, by)
 
     async def wake(self, items: list[tuple[str, int, Completion | None]]) -> None:
         await self._starter
-        await self.host.wake(items)
+        if len(self.hosts) == 1:
+            await self.host.wake(items)
+            return
+        by_host: dict[int, list[tuple[str, int, Completion | None]]] = {}
+        for item in items:
+            by_host.setdefault(self.layout.of_id(item[0]), []).append(item)
+        await asyncio.gather(*(self._of(group[0][0]).wake(group) for group in by_host.values()))
 
     async def ready(self) -> dict[str, int]:
         await self._starter
-        await self.host.start()
-        return self.host.stats()
+        await asyncio.gather(*(host.start() for host in self.hosts.values()))
+        totals: dict[str, int] = {}
+        for host in self.hosts.values():
+            for k, v in host.stats().items():
+                totals[k] = totals.get(k, 0) + v
+        return totals
 
     def node(self) -> str:
         return ray.get_runtime_context().get_node_id()

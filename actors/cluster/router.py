@@ -123,10 +123,18 @@ class Router:
         partitions spread, its partition's node (where its journal is: a socket away)."""
         if self.spread:
             return preferred_node(partition)
-        return preferred_node(index + partition * self.pool_size)
+        return preferred_node(index)
+
+    @property
+    def shared_hosts(self) -> bool:
+        """Whether the partitions share their pooled hosts: yes unless spread (then a
+        partition's hosts stay on its node). A process per partition and pool slot costs CPU
+        and splits the batches that one call carries (docs/partitions.md)."""
+        return not self.spread
 
     def _pooled_name(self, d: ServiceDefinition, index: int, partition: int) -> str:
-        return host_name(d.name, index, partition if self.partitions.count > 1 else None)
+        separate = self.partitions.count > 1 and not self.shared_hosts
+        return host_name(d.name, index, partition if separate else None)
 
     def pooled(self, d: ServiceDefinition, index: int, partition: int = 0) -> Any:
         """Pool host ``index`` of ``d`` in ``partition`` (made now if it does not run)."""
@@ -150,9 +158,19 @@ class Router:
                     self.suspend_after_s,
                     partition,
                     self.partitions.count,
+                    self.shared_hosts,
                 )
             )
         return handle
+
+    def pool(self, d: ServiceDefinition) -> list[Any]:
+        """Every pooled host of ``d``, each once (partitions may share them)."""
+        names = {
+            self._pooled_name(d, i, p): (i, p)
+            for p in self.partitions
+            for i in range(self.pool_size)
+        }
+        return [self.pooled(d, i, p) for i, p in names.values()]
 
     def replace(
         self, d: ServiceDefinition, index: int, partition: int = 0, timeout: float = 30.0

@@ -46,9 +46,12 @@ class HostBase:
         outbox: OutboxPort | None = None,
         secret: str | None = None,
         limiter: LimiterPort | None = None,
+        owner: str | None = None,
     ) -> None:
         """``secret``: the runtime's, which awakeable ids are signed with (a host actor sets
-        it from the runtime config before it starts); a random one by default."""
+        it from the runtime config before it starts); a random one by default. ``owner``: who
+        holds this host's slots at the limiter (default ``name``; one process serving several
+        partitions has a host, and an owner, per partition)."""
         self.definition = definition
         self.journal = journal
         self.partition = partition
@@ -88,7 +91,9 @@ class HostBase:
         self._resolving: dict[tuple[str, int], asyncio.Future[None]] = {}  # handlers' deliveries
         self.last_activity = time.monotonic()
         # concurrency and rate limits (not enforced without a limiter: unit tests, embedded)
-        self.admission = Admission(name, limiter, lambda inv, records: self.submit(inv, records))
+        self.admission = Admission(
+            owner or name, limiter, lambda inv, records: self.submit(inv, records)
+        )
         self.limited = any(spec.limits for spec in definition.handlers.values())
 
     @property

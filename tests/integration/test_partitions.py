@@ -71,8 +71,15 @@ def keys_in_partitions(service: str, prefix: str, wanted: int) -> list[str]:
 
 
 def test_each_partition_has_its_actors_and_directory(part_rt: Runtime) -> None:
-    part_rt.call(apps.add, key="layout", arg=1)
-    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+    for k in keys_in_partitions("Counter", "layout", 4):
+        part_rt.call(apps.add, key=k, arg=1)
+    names = {
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == part_rt.namespace
+    }
+    # local partitions share their pooled hosts: one process per pool slot, not per partition
+    assert {n for n in names if n.startswith("host:Counter:")} == {"host:Counter:0"}
     for p in PARTITIONS:
         assert PARTITIONS.journal(p) in names and PARTITIONS.scheduler(p) in names
         info = ray.get(journal(part_rt, p).info.remote())
