@@ -114,8 +114,9 @@ class Runtime(ScheduleMethods):
         is evicted (and replayed from its journal when the timer fires). The environment
         variable ``RAYSTATE_ALWAYS_REPLAY=1`` sets it to zero: every wait evicts, so every
         resumption is a replay (a determinism check for test suites).
-        ``pool_size``: host actors per service and partition (default: half the cluster's
-        CPUs over the partitions, at least one; see ``default_pool_size``).
+        ``pool_size``: host actors per service (default: half the cluster's CPUs, at least
+        one; see ``default_pool_size``); local partitions share them, spread partitions have
+        as many each (by default shared out over the partitions).
         ``retention`` (timedelta or seconds; default 24 h): how long a finished invocation's
         journal, output and idempotency result stay in the journal before they are pruned
         (the state of objects always stays); None keeps them forever. See "Retention" in the
