@@ -34,7 +34,6 @@ The SQL entry point takes one string, so the commands that filter build their qu
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import sys
@@ -44,7 +43,6 @@ from typing import Annotated, Any
 
 import click
 import duckdb
-import pyarrow as pa
 import typer
 
 from actors.client.clihelp import RaystateCommand, RaystateGroup
@@ -58,9 +56,15 @@ from actors.client.sources import (
     first_line,
     open_source,
 )
-from actors.client.tables import Format, console, records, rich_table, timestamp, write
+from actors.client.tables import (
+    Format,
+    console,
+    sleeps_as_times,
+    write,
+    write_description,
+)
 from actors.sdk.errors import TerminalError
-from journal.kinds import EntryType, InvocationStatus
+from journal.kinds import InvocationStatus
 from journal.sqlguard import SqlRefused
 
 
@@ -295,46 +299,7 @@ def describe(
             f" FROM sys_journal j, (SELECT created_at FROM sys_invocation WHERE id = {inv}) i"
             f' WHERE j.invocation_id = {inv} ORDER BY "index"'
         )
-        _write_description(row, _sleeps_as_times(entries), Format(fmt))
-
-
-def _sleeps_as_times(entries: pa.Table) -> pa.Table:
-    """A sleep's result is its due time in epoch milliseconds: show it as a timestamp (JSON
-    text, like every result)."""
-    kinds = entries.column("entry_type").to_pylist()
-    results = entries.column("result").to_pylist()
-    shown = [
-        json.dumps(timestamp(dt.datetime.fromtimestamp(int(r) / 1000, dt.UTC)))
-        if kind == EntryType.SLEEP and isinstance(r, str) and r.isdigit()
-        else r
-        for kind, r in zip(kinds, results, strict=True)
-    ]
-    column = entries.schema.get_field_index("result")
-    return entries.set_column(column, "result", pa.array(shown, pa.string()))
-
-
-def _write_description(row: pa.Table, entries: pa.Table, fmt: Format) -> None:
-    if fmt is Format.json:
-        doc = {
-            "invocation": next(records(row, embed_json=True)),
-            "journal": list(records(entries, embed_json=True)),
-        }
-        typer.echo(json.dumps(doc, default=str, ensure_ascii=False))
-    elif fmt is Format.csv:
-        write(row, fmt)
-        typer.echo("")
-        write(entries, fmt)
-    else:
-        invocation = next(records(row))
-        fields = pa.table(
-            {
-                "field": list(invocation),
-                "value": ["" if v is None else str(v) for v in invocation.values()],
-            }
-        )
-        out = console()
-        out.print(rich_table(fields, title=f"invocation {invocation['id']}"))
-        out.print(rich_table(entries, title=f"journal ({entries.num_rows} entries)"))
+        write_description(row, sleeps_as_times(entries), Format(fmt))
 
 
 @app.command(cls=RaystateCommand)

@@ -158,7 +158,7 @@ def start_hosts(router: Router, journals: list[Any], services: list[ServiceDefin
                     router.dedicated(d, k).ready.remote()  # type: ignore[arg-type]
                     for k in keys
                 ]
-            else:
+            else:  # (a host that partitions share is asked once per partition: harmless)
                 ready += [router.pooled(d, i, p).ready.remote() for i in range(router.pool_size)]
     for ref in ready:
         with contextlib.suppress(*UNAVAILABLE):  # died while resuming (a handler crashed
@@ -166,17 +166,16 @@ def start_hosts(router: Router, journals: list[Any], services: list[ServiceDefin
     if cluster:
         for d in services:
             if not _dedicated(d):
-                for p in router.partitions:
-                    _spread(router, d, p)
+                _spread(router, d)
 
 
-def _spread(router: Router, d: ServiceDefinition, partition: int, timeout: float = 30.0) -> None:
+def _spread(router: Router, d: ServiceDefinition, timeout: float = 30.0) -> None:
     """Move the pool hosts of ``d`` that landed off their preferred node by creating them
     again. Their node affinity is soft, and right after a node joins Ray may place such
     actors elsewhere (all of a pool at once). Only idle hosts move."""
     deadline = time.monotonic() + timeout
     while True:
-        misplaced = [i for i in range(router.pool_size) if _misplaced(router, d, i, partition)]
+        misplaced = [(i, p) for i, p in router.pool_slots(d) if _misplaced(router, d, i, p)]
         if not misplaced:
             return
         if time.monotonic() > deadline:
@@ -186,7 +185,7 @@ def _spread(router: Router, d: ServiceDefinition, partition: int, timeout: float
                 stacklevel=3,
             )
             return
-        moved = [router.replace(d, i, partition) for i in misplaced]
+        moved = [router.replace(d, i, p) for i, p in misplaced]
         with contextlib.suppress(*UNAVAILABLE):
             ray.get([h.ready.remote() for h in moved])
 

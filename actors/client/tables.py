@@ -25,6 +25,8 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from journal.kinds import EntryType
+
 
 class Format(enum.StrEnum):
     """Output formats: ``table`` (rich, for people), ``json`` (one object a line), ``csv``."""
@@ -154,3 +156,43 @@ def write(
             writer.writerow("" if v is None else v for v in row.values())
     else:
         console(out).print(rich_table(table, title, widths))
+
+
+def sleeps_as_times(entries: pa.Table) -> pa.Table:
+    """A sleep's result is its due time in epoch milliseconds: show it as a timestamp (JSON
+    text, like every result)."""
+    kinds = entries.column("entry_type").to_pylist()
+    results = entries.column("result").to_pylist()
+    shown = [
+        json.dumps(timestamp(dt.datetime.fromtimestamp(int(r) / 1000, dt.UTC)))
+        if kind == EntryType.SLEEP and isinstance(r, str) and r.isdigit()
+        else r
+        for kind, r in zip(kinds, results, strict=True)
+    ]
+    column = entries.schema.get_field_index("result")
+    return entries.set_column(column, "result", pa.array(shown, pa.string()))
+
+
+def write_description(row: pa.Table, entries: pa.Table, fmt: Format) -> None:
+    """``raystate describe``: one invocation, then its journal entries."""
+    if fmt is Format.json:
+        doc = {
+            "invocation": next(records(row, embed_json=True)),
+            "journal": list(records(entries, embed_json=True)),
+        }
+        print(json.dumps(doc, default=str, ensure_ascii=False))
+    elif fmt is Format.csv:
+        write(row, fmt)
+        print()
+        write(entries, fmt)
+    else:
+        invocation = next(records(row))
+        fields = pa.table(
+            {
+                "field": list(invocation),
+                "value": ["" if v is None else str(v) for v in invocation.values()],
+            }
+        )
+        out = console()
+        out.print(rich_table(fields, title=f"invocation {invocation['id']}"))
+        out.print(rich_table(entries, title=f"journal ({entries.num_rows} entries)"))

@@ -163,14 +163,19 @@ class Router:
             )
         return handle
 
-    def pool(self, d: ServiceDefinition) -> list[Any]:
-        """Every pooled host of ``d``, each once (partitions may share them)."""
+    def pool_slots(self, d: ServiceDefinition) -> list[tuple[int, int]]:
+        """(index, partition) of every pooled host of ``d``, each host once (local partitions
+        share theirs)."""
         names = {
             self._pooled_name(d, i, p): (i, p)
             for p in self.partitions
             for i in range(self.pool_size)
         }
-        return [self.pooled(d, i, p) for i, p in names.values()]
+        return list(names.values())
+
+    def pool(self, d: ServiceDefinition) -> list[Any]:
+        """Every pooled host of ``d``, each once."""
+        return [self.pooled(d, i, p) for i, p in self.pool_slots(d)]
 
     def replace(
         self, d: ServiceDefinition, index: int, partition: int = 0, timeout: float = 30.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -44,19 +45,29 @@ def rt(start_runtime) -> Runtime:
     return start_runtime()
 
 
+@contextlib.contextmanager
+def module_runtime(tmp_path_factory, services, name: str, **kw) -> Iterator[Runtime]:
+    """A runtime for one module's tests (each start costs seconds), on a fresh namespace and
+    data dir, shut down after them."""
+    rt = Runtime.start(
+        services,
+        data_dir=tmp_path_factory.mktemp(name) / "data",
+        namespace=f"{name}{os.getpid()}-{next(_ids)}",
+        **kw,
+    )
+    try:
+        yield rt
+    finally:
+        rt.shutdown()
+
+
 @pytest.fixture(scope="module")
 def shared_rt(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
     """One runtime for a module's tests that break nothing; they isolate by fresh keys."""
     from tests.integration.apps import ALL
 
-    rt = Runtime.start(
-        ALL,
-        data_dir=tmp_path_factory.mktemp("shared") / "data",
-        namespace=f"m{os.getpid()}-{next(_ids)}",
-        pool_size=TEST_POOL_SIZE,
-    )
-    yield rt
-    rt.shutdown()
+    with module_runtime(tmp_path_factory, ALL, "shared", pool_size=TEST_POOL_SIZE) as rt:
+        yield rt
 
 
 @pytest.fixture

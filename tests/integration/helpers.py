@@ -9,6 +9,7 @@ import ray
 
 from actors import Runtime
 from actors.cluster.names import JOURNAL, host_name, route_hash
+from journal.partitions import Partitions
 
 
 def host_of(rt: Runtime, service: str, key: str) -> Any:
@@ -23,6 +24,16 @@ def host_pid(rt: Runtime, service: str, key: str) -> int:
 
 def journal_of(rt: Runtime) -> Any:
     return ray.get_actor(JOURNAL, namespace=rt.namespace)
+
+
+def partition_journal(rt: Runtime, layout: Partitions, p: int) -> Any:
+    """Partition ``p``'s journal actor."""
+    return ray.get_actor(layout.journal(p), namespace=rt.namespace)
+
+
+def partition_rows(rt: Runtime, layout: Partitions, p: int, query: str) -> list[dict[str, Any]]:
+    """A query on one partition's journal alone (no federation)."""
+    return ray.get(partition_journal(rt, layout, p).sql.remote(query)).to_pylist()
 
 
 def kill_and_restart(actor: Any) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import duckdb
 import pytest
-import ray
 from typer.testing import CliRunner
 
 from actors import Runtime
@@ -22,7 +21,8 @@ from journal.partitions import Partitions
 from journal.store import DB_FILE
 from tests.conftest import assert_eventually
 from tests.integration import apps
-from tests.integration.conftest import _ids
+from tests.integration.conftest import _ids, module_runtime
+from tests.integration.helpers import partition_rows
 
 LAYOUT = Partitions(4)
 KEYS = [f"sql-{i}" for i in range(24)]
@@ -30,26 +30,15 @@ KEYS = [f"sql-{i}" for i in range(24)]
 
 @pytest.fixture(scope="module")
 def runtime(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
-    rt = Runtime.start(
-        [apps.counter, apps.workflow_like],
-        data_dir=tmp_path_factory.mktemp("partsql") / "data",
-        namespace=f"ps{os.getpid()}-{next(_ids)}",
-        pool_size=1,
-        partitions=LAYOUT.count,
-        sql_timeout=2,
-    )
-    for i, key in enumerate(KEYS):
-        rt.call(apps.add, key=key, arg=i)
-    for x in range(6):
-        rt.call(apps.three_steps, arg=x)
-    yield rt
-    rt.shutdown()
-
-
-def partition_rows(rt: Runtime, p: int, query: str) -> list[dict[str, Any]]:
-    """A query on one partition's journal alone."""
-    journal = ray.get_actor(LAYOUT.journal(p), namespace=rt.namespace)
-    return ray.get(journal.sql.remote(query)).to_pylist()
+    services = [apps.counter, apps.workflow_like]
+    with module_runtime(
+        tmp_path_factory, services, "partsql", pool_size=1, partitions=LAYOUT.count, sql_timeout=2
+    ) as rt:
+        for i, key in enumerate(KEYS):
+            rt.call(apps.add, key=key, arg=i)
+        for x in range(6):
+            rt.call(apps.three_steps, arg=x)
+        yield rt
 
 
 def canon(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -57,12 +46,12 @@ def canon(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def union(rt: Runtime, query: str) -> list[dict[str, Any]]:
-    return canon([row for p in LAYOUT for row in partition_rows(rt, p, query)])
+    return canon([row for p in LAYOUT for row in partition_rows(rt, LAYOUT, p, query)])
 
 
 def test_rt_sql_counts_are_the_sum_of_the_partitions(runtime: Runtime) -> None:
     per_partition = [
-        partition_rows(runtime, p, "SELECT count(*) AS n FROM sys_invocation")[0]["n"]
+        partition_rows(runtime, LAYOUT, p, "SELECT count(*) AS n FROM sys_invocation")[0]["n"]
         for p in LAYOUT
     ]
     assert sum(1 for n in per_partition if n) > 1, "the invocations spread over the partitions"
@@ -81,7 +70,7 @@ def test_rt_sql_shows_the_union_of_the_partitions_views(runtime: Runtime) -> Non
     services = runtime.sql("SELECT DISTINCT name FROM sys_service ORDER BY 1").column(0)
     assert services.to_pylist() == ["Counter", "Pipeline"]
     assert runtime.sql("SELECT count(*) AS n FROM sys_service").to_pylist() == (
-        [{"n": len(partition_rows(runtime, 0, "SELECT * FROM sys_service"))}]
+        [{"n": len(partition_rows(runtime, LAYOUT, 0, "SELECT * FROM sys_service"))}]
     )
 
 

@@ -5,7 +5,6 @@ started with another partition count."""
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 from collections import Counter as Tally
@@ -23,8 +22,13 @@ from journal.errors import DataDirError
 from journal.partitions import Partitions
 from tests.conftest import assert_eventually, ledger_lines
 from tests.integration import apps, limits_apps, partition_apps, schedule_apps
-from tests.integration.conftest import _ids
-from tests.integration.helpers import kill_until_gone, wait_serving
+from tests.integration.conftest import module_runtime
+from tests.integration.helpers import (
+    kill_until_gone,
+    partition_journal,
+    partition_rows,
+    wait_serving,
+)
 from tests.integration.test_limits import max_overlap
 
 PARTITIONS = Partitions(4)
@@ -39,25 +43,14 @@ SERVICES = [
 
 @pytest.fixture(scope="module")
 def part_rt(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
-    rt = Runtime.start(
-        SERVICES,
-        data_dir=tmp_path_factory.mktemp("partitions") / "data",
-        namespace=f"p{os.getpid()}-{next(_ids)}",
-        pool_size=1,
-        partitions=PARTITIONS.count,
-    )
-    yield rt
-    rt.shutdown()
+    with module_runtime(
+        tmp_path_factory, SERVICES, "partitions", pool_size=1, partitions=PARTITIONS.count
+    ) as rt:
+        yield rt
 
 
 def journal(rt: Runtime, p: int) -> Any:
-    return ray.get_actor(PARTITIONS.journal(p), namespace=rt.namespace)
-
-
-def partition_sql(rt: Runtime, p: int, query: str) -> list[tuple[Any, ...]]:
-    """A query on one partition's journal alone."""
-    table = ray.get(journal(rt, p).sql.remote(query))
-    return list(zip(*(c.to_pylist() for c in table.columns), strict=True))
+    return partition_journal(rt, PARTITIONS, p)
 
 
 def keys_in_partitions(service: str, prefix: str, wanted: int) -> list[str]:
@@ -143,10 +136,9 @@ def test_sends_survive_repeated_journal_kills(part_rt: Runtime) -> None:
     assert_eventually(exact, timeout=120, message="every counter at 3")
     seen: Tally[str] = Tally()
     for p in PARTITIONS:
-        rows = partition_sql(
-            part_rt, p, "SELECT id FROM sys_invocation WHERE target_service_name = 'Counter'"
-        )
-        for (inv,) in rows:
+        query = "SELECT id FROM sys_invocation WHERE target_service_name = 'Counter'"
+        rows = partition_rows(part_rt, PARTITIONS, p, query)
+        for inv in (row["id"] for row in rows):
             assert PARTITIONS.of_id(inv) == p
             seen[inv] += 1
     assert all(seen[inv] == 1 for inv in acked)
@@ -270,3 +262,14 @@ def test_a_connected_client_routes_by_partition(part_rt: Runtime) -> None:
         assert other.attach(h.id).result(timeout=30) == 3
     finally:
         other.close()
+
+
+def test_bad_partition_arguments_are_refused_before_anything_starts(
+    start_runtime, tmp_path: Path
+) -> None:
+    data = tmp_path / "never"
+    with pytest.raises(ValueError, match="partitions must be an int from 1"):
+        start_runtime([apps.counter], data_dir=data, partitions=0)
+    with pytest.raises(ValueError, match="partition_placement must be 'local' or 'spread'"):
+        start_runtime([apps.counter], data_dir=data, partitions=2, partition_placement="nearby")
+    assert not data.exists()
