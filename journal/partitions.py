@@ -101,6 +101,19 @@ class Partitions:
         p = self.of_key(service, key) if key is not None else self.of_digest(invocation_id)
         return self.place(invocation_id, p)
 
+    def crowding(self, placement: Placement, cpus: float) -> str | None:
+        """A warning when local partitions outnumber the ``cpus`` of the node they share: each
+        partition's journal is a process of its own, and past the cores they cost throughput
+        instead of adding it (docs/partitions.md); None when they fit."""
+        if placement is not Placement.LOCAL or self.count == 1 or not self.count > cpus > 0:
+            return None
+        return (
+            f"{self.count} local partitions on a node with {cpus:g} CPUs: each partition's "
+            "journal is a process of its own, and past the node's cores they cost throughput "
+            "rather than add it; use at most one partition per few cores, or spread them "
+            "(docs/partitions.md)"
+        )
+
     def of_digest(self, invocation_id: str) -> int:
         """The partition of a keyless invocation: from its id's random or derived digest."""
         bare = _PLACED.sub("", invocation_id, count=1).removeprefix("inv_")

@@ -85,6 +85,9 @@ def prepare(
     data_dir = os.path.abspath(data_dir)
     _check_running_layout(namespace, layout)
     claim(data_dir, layout)
+    crowded = layout.crowding(placement, _node_cpus(ray.get_runtime_context().get_node_id()))
+    if crowded is not None:
+        warnings.warn(f"raystate: {crowded}", RuntimeWarning, stacklevel=3)
     journals = [
         _start_journal(data_dir, namespace, layout, p, placement, _node_for(p, placement))
         for p in layout
@@ -234,6 +237,13 @@ def _check_running_layout(namespace: str, layout: Partitions) -> None:
         f"namespace {namespace!r} already runs a runtime with "
         f"{'one partition' if layout.count > 1 else 'several partitions'}; start this one "
         f"in another namespace, or with the running runtime's partition count"
+    )
+
+
+def _node_cpus(node_id: str) -> float:
+    """The CPUs Ray counts on node ``node_id`` (0 when it is not known)."""
+    return next(
+        (float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["NodeID"] == node_id), 0.0
     )
 
 

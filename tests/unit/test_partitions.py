@@ -8,7 +8,14 @@ import pytest
 
 from actors.cluster.names import idempotent_invocation_id, new_invocation_id, route_hash
 from journal.errors import DataDirError
-from journal.partitions import Partitions, claim, directories, partition_of_id, stored_count
+from journal.partitions import (
+    Partitions,
+    Placement,
+    claim,
+    directories,
+    partition_of_id,
+    stored_count,
+)
 
 
 def test_one_partition_keeps_todays_names_ids_and_hashes() -> None:
@@ -77,3 +84,12 @@ def test_a_one_partition_data_dir_has_no_marker_and_refuses_more(tmp_path: Path)
     assert stored_count(data) == 1 and directories(data) == [data]
     with pytest.raises(DataDirError, match="made with partitions=1"):
         claim(data, Partitions(3))
+
+
+def test_local_partitions_past_the_cores_are_warned_about() -> None:
+    warning = Partitions(4).crowding(Placement.LOCAL, 2.0)
+    assert warning is not None and warning.startswith("4 local partitions on a node with 2 CPUs")
+    assert Partitions(2).crowding(Placement.LOCAL, 2.0) is None  # they fit
+    assert Partitions(4).crowding(Placement.SPREAD, 2.0) is None  # each on a node of its own
+    assert Partitions(1).crowding(Placement.LOCAL, 0.5) is None  # one partition: as ever
+    assert Partitions(4).crowding(Placement.LOCAL, 0.0) is None  # CPUs unknown
