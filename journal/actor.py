@@ -41,7 +41,7 @@ import pyarrow as pa
 from journal import metrics
 from journal.clock import now_ms
 from journal.config import RuntimeConfig
-from journal.errors import DataDirError, Fenced, StatusCode
+from journal.errors import DataDirError, Fenced, StaleHost, StatusCode
 from journal.fence import Fence
 from journal.fencing import FencedWriter
 from journal.private import FILE_MODE, owner_only_umask
@@ -118,9 +118,14 @@ class GroupCommitJournal(FencedWriter, ScheduleJournal):
         self.sql_max_bytes = MAX_RESULT_BYTES
 
     async def commit(self, batch: Batch) -> None:
-        """Return once ``batch`` is durable (with whatever else arrived meanwhile)."""
+        """Return once ``batch`` is durable (with whatever else arrived meanwhile). A host's
+        batch from before this writer's epoch is refused (``StaleHost``)."""
         if self._fenced_out is not None:
             raise self._refusal()
+        if batch.epoch is not None and self.fence is not None and batch.epoch < self.fence.epoch:
+            stale = StaleHost(str(self.store.data_dir), batch.epoch, self.fence.epoch)
+            log.warning("refused batch %s: %s", batch.batch_id, stale)
+            raise stale
         if self._pruner is None or self._pruner.done():
             self._pruner = asyncio.create_task(self._prune_loop())
             if self.fence is not None and (self._watcher is None or self._watcher.done()):
@@ -204,6 +209,11 @@ class GroupCommitJournal(FencedWriter, ScheduleJournal):
         barrier = asyncio.get_running_loop().create_future()
         self._barriers.append(barrier)
         await barrier
+
+    async def writer_epoch(self) -> int | None:
+        """This writer's epoch of its fenced directory (None: not fenced). A host reads it
+        before it recovers and sends it with every batch (``Batch.epoch``)."""
+        return None if self.fence is None else self.fence.epoch
 
     async def outcome(self, invocation_id: str) -> Outcome | None:
         await self._settled()

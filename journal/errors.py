@@ -75,6 +75,27 @@ class SqlCancelled(SqlRefused):
     code = StatusCode.CLIENT_CLOSED
 
 
+class StaleHost(RaystateError, RuntimeError):
+    """A host recovered its keys from an older writer of a fenced journal directory (epoch
+    ``held``) than the one serving it now (``current``). Its node may have been declared lost
+    while it ran on, and a newer host may run the same keys: its commits are refused, and it
+    must start again (recover anew) rather than send them elsewhere."""
+
+    code = StatusCode.CONFLICT
+
+    def __init__(self, directory: str, held: int, current: int) -> None:
+        super().__init__(directory, held, current)  # the args a pickled copy is rebuilt from
+        self.directory = directory
+        self.held = held
+        self.current = current
+
+    def __str__(self) -> str:
+        return (
+            f"journal {self.directory}: this host recovered from its writer of epoch "
+            f"{self.held}, the writer now is of epoch {self.current}: the host must start again"
+        )
+
+
 class Fenced(RaystateError, RuntimeError):
     """A newer writer took this journal directory's epoch (``journal.fence``): this writer
     acknowledges nothing more, and its successor serves the partition (try again there)."""

@@ -123,11 +123,14 @@ class Admitted:
 
 @dataclass(slots=True)
 class Batch:
-    """Records one host sends in one call. ``batch_id`` makes a re-sent batch harmless."""
+    """Records one host sends in one call. ``batch_id`` makes a re-sent batch harmless.
+    ``epoch``: the epoch of the fenced journal writer the host recovered from (None: not
+    fenced, or not a host's); a newer writer refuses it (``StaleHost``)."""
 
     batch_id: str
     records: list[Record] = field(default_factory=list)
     resent: bool = False
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

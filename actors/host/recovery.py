@@ -38,6 +38,8 @@ class Recovery(HostBase):
             try:
                 if self.limited:  # free what this host's previous process held
                     await self.admission.hello()
+                # first: a writer that starts after this read refuses what this host sends
+                self.flusher.epoch = await self.journal.writer_epoch()
                 pending = await self.journal.pending(
                     [self.definition.name], self.partition, self.dedicated_key
                 )

@@ -95,6 +95,9 @@ class RemoteJournal(RemoteActor):
 
         await self.call("commit", batch, on_retry=mark_resent)
 
+    async def writer_epoch(self) -> int | None:
+        return await self.call("writer_epoch")
+
     async def outcome(self, invocation_id: str) -> Outcome | None:
         return await self.call("outcome", invocation_id)
 

@@ -327,6 +327,11 @@ class WireClient:
         self._connecting: asyncio.Lock | None = None
         self.closed = False
 
+    @property
+    def in_flight(self) -> int:
+        """Calls sent (each is written before its caller first waits) and not answered."""
+        return len(self._pending)
+
     async def call(self, method: str, *args: Any) -> Any:
         """The method's result (its exception re-raised); ``WireClosed`` if the connection
         broke before the answer came."""

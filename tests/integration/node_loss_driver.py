@@ -48,7 +48,7 @@ def journal_of(namespace: str, p: int) -> Any:
 
 
 def where(namespace: str, p: int, timeout: float = 60.0) -> dict[str, Any]:
-    """Partition ``p``'s journal: its node, pid and epoch (asked until it answers)."""
+    """Partition ``p``'s journal: its node, pid, epoch and socket (asked until it answers)."""
     deadline = time.monotonic() + timeout
     while True:
         actor = journal_of(namespace, p)
@@ -58,7 +58,13 @@ def where(namespace: str, p: int, timeout: float = 60.0) -> dict[str, Any]:
                 actor.__ray_call__.remote(lambda _s: ray.get_runtime_context().get_node_id()),
                 timeout=10,
             )
-            return {"node": node, "pid": info["pid"], "epoch": info["epoch"]}
+            _, address, token = ray.get(actor.wire_endpoint.remote(), timeout=10)
+            return {
+                "node": node,
+                "pid": info["pid"],
+                "epoch": info["epoch"],
+                "wire": [address, token],  # its socket, for callers on its node
+            }
         except (ray.exceptions.RayError, ValueError):
             if time.monotonic() > deadline:
                 raise

@@ -6,15 +6,17 @@ records each acknowledged send in a ledger file, and then the worker node lost u
 - its raylet SIGKILLed, with the worker's journal process frozen first so that it outlives its
   node, and revived once a new writer has taken over;
 - or the node cut off (its raylet frozen: the cluster declares the node dead, while its
-  processes run on), so that the old journal keeps running beside its successor; its raylet is
-  SIGKILLed at the end.
+  processes run on), so that the old journal keeps running beside its successor; the old
+  journal is frozen through the takeover with a commit sent to its socket meanwhile, and
+  revived; its raylet is SIGKILLed at the end.
 
 Shown each time: the worker's partition comes back on the head (its journal actor, restarted by
 Ray, reports the head's node id and the next epoch); nothing acknowledged is lost (every send in
 the ledger is in its partition's ``sys_invocation`` exactly once, every counter exact); the old
 writer is refused: a writer holding its epoch and token fails the fence check on the partition's
-directory, and the cut-off one stops by itself (its log says it was fenced) and lets go of the
-DuckDB file, which its successor waits for (``journal.takeover``).
+directory, the revived cut-off journal refuses the commit it finds, and stops by itself (its log
+says it was fenced) and lets go of the DuckDB file, which its successor waits for
+(``journal.takeover``).
 
 Ray notices a dead node after ``health_check_failure_threshold`` failed health checks
 ``health_check_period_ms`` apart, each failing after ``health_check_timeout_ms`` at most (GCS
@@ -24,6 +26,7 @@ does not wait the default 15 s or more.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -38,6 +41,8 @@ import pytest
 
 from journal.errors import Fenced
 from journal.fence import EPOCH_FILE, Fence, stored_epoch
+from journal.records import Batch, StateWrite
+from journal.transport.wire import WireClient, WireClosed
 from tests.conftest import assert_eventually
 from tests.integration.raycluster import (
     HAS_PROC,
@@ -108,6 +113,38 @@ class Loaded:
         with pytest.raises(Fenced) as refused:  # a writer that holds the old epoch and token
             Fence(self.directory, self.old["epoch"], self.mark).check()
         assert (refused.value.held, refused.value.current) == (self.old["epoch"], taken)
+
+
+class StaleCaller:
+    """A caller of a journal over its socket, as the hosts on its node are; connected while
+    that journal serves."""
+
+    def __init__(self, address: str, token: str, pid: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.client = WireClient(address, token)
+        assert self.loop.run_until_complete(self.client.call("info"))["pid"] == pid
+
+    def commit_while_frozen(self, pid: int, batch: Batch) -> BaseException | None:
+        """Send ``batch`` to the frozen journal ``pid``, let it run again (SIGCONT), and
+        return how the commit ended (None: acknowledged)."""
+
+        async def sent() -> asyncio.Future[Any]:
+            call = asyncio.ensure_future(self.client.call("commit", batch))
+            while not self.client.in_flight and not call.done():  # until its frame is out
+                await asyncio.sleep(0)
+            return call
+
+        call = self.loop.run_until_complete(sent())
+        os.kill(pid, signal.SIGCONT)
+        try:
+            self.loop.run_until_complete(asyncio.wait_for(call, 60))
+        except (Fenced, WireClosed) as e:
+            return e
+        return None
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
 
 
 def result(out: str) -> dict[str, Any]:
@@ -202,14 +239,28 @@ def test_a_killed_nodes_partition_comes_back_on_the_head(tmp_path: Path) -> None
 def test_a_cut_off_nodes_writer_is_fenced_by_its_successor(tmp_path: Path) -> None:
     """The worker cut off: its raylet frozen, so that the cluster declares the node dead while
     the old journal and hosts run on. The restarted journal takes the next epoch and waits for
-    the DuckDB file; the old journal, at its next fence check, stops and lets go of it."""
+    the DuckDB file; the old journal, at its next fence check, stops and lets go of it.
+
+    The old journal is frozen too until the takeover: a commit sent to it meanwhile over its
+    socket, as a host on its node sends one, is refused once it runs again (a revived stale
+    writer): either in the commit itself (its fence check after the log write) or by the
+    journal having stopped first; never acknowledged. The hosts left on the cut-off node send
+    what they had in flight to the new writer through Ray: refused (``StaleHost``), they end,
+    and every acknowledged send is still journaled once."""
     with loaded(tmp_path) as run:
-        raylet = run.cluster.worker.raylet()
+        old, raylet = run.old["pid"], run.cluster.worker.raylet()
+        stale = StaleCaller(*run.old["wire"], pid=old)
+        os.kill(old, signal.SIGSTOP)
         os.kill(raylet, signal.SIGSTOP)
         try:
             killed_at = len(run.acknowledged())
             taken = run.taken_over()
-            assert pid_alive(run.old["pid"])  # still there, beside its successor
+            late = Batch("stale-writer:1", [StateWrite("Counter", "stale", "count", "1")])
+            refused = stale.commit_while_frozen(old, late)  # and then revived
+            assert isinstance(refused, Fenced | WireClosed), refused
+            if isinstance(refused, Fenced):
+                assert (refused.held, refused.current) == (run.old["epoch"], taken)
+            assert pid_alive(old)  # still there, beside its successor
             stopped = f"this writer holds epoch {run.old['epoch']}, the directory's epoch file "
             stopped += f"now holds epoch {taken} (a newer writer started): this journal stops"
             assert_eventually(
@@ -220,7 +271,8 @@ def test_a_cut_off_nodes_writer_is_fenced_by_its_successor(tmp_path: Path) -> No
             run.refuse_the_old_epoch(taken)
             run.go_on_after(killed_at)
         finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old, signal.SIGCONT)  # should the test have failed while it was frozen
             os.kill(raylet, signal.SIGKILL)  # the node is lost for good
-        assert_eventually(
-            lambda: not pid_alive(run.old["pid"]), timeout=30, message="the old writer ended"
-        )
+            stale.close()
+        assert_eventually(lambda: not pid_alive(old), timeout=30, message="the old writer ended")

@@ -260,6 +260,9 @@ class FlakyJournal:
             raise ConnectionError("journal unreachable")
         await self.inner.commit(batch)
 
+    async def writer_epoch(self) -> int | None:
+        return await self.inner.writer_epoch()
+
     async def outcome(self, invocation_id: str) -> Outcome | None:
         return await self.inner.outcome(invocation_id)
 
