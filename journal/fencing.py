@@ -1,16 +1,18 @@
 """The fenced side of the journal (``journal.fence``): how a journal that a newer writer of its
 directory replaced stops for good, and how an idle one finds out. Mixed into
-``GroupCommitJournal``; with ``fenced=False`` none of it runs."""
+``GroupCommitJournal``; with ``fenced=False`` none of it runs. Also how a host or scheduler
+process that a newer writer refused (``StaleHost``) ends (``end_stale_process``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from journal.errors import Fenced
+from journal.errors import Fenced, StaleHost
 from journal.fence import Fence
 from journal.records import Batch, Outcome
 from journal.store import JournalStore
@@ -19,6 +21,15 @@ from journal.store import JournalStore
 # after a newer writer started (which cannot open the file before).
 FENCE_WATCH_S = 1.0
 log = logging.getLogger("raystate.journal")
+
+
+def end_stale_process(stale: StaleHost) -> None:
+    """End this actor's process: its node may have been declared lost while it ran on, so a
+    newer process may hold its name and work; if not, Ray starts it again and it recovers from
+    the journal's new writer. Not a ``ray.kill`` of its handle: that would end the newer one."""
+    log.critical("%s; exiting", stale)
+    logging.shutdown()
+    os._exit(75)
 
 
 class FencedWriter:

@@ -10,6 +10,7 @@ from typing import Any
 
 import ray
 
+from journal.fencing import end_stale_process
 from journal.partitions import JOURNAL_NAME, SCHEDULER_NAME
 from journal.retry import retry
 from journal.transport.gctune import tune_gc
@@ -34,6 +35,7 @@ class SchedulerActor(TimerScheduler, AdmissionService, WireServed):
         self._waking: set[asyncio.Future[None]] = set()
         journal = RemoteJournal(namespace, name=journal_name)
         TimerScheduler.__init__(self, journal, self._message)
+        self.on_stale = end_stale_process  # refused by a newer journal writer: start again
         AdmissionService.__init__(self, journal, _restarted())
 
     def _message(self, host: str, items: list[Wake]) -> None:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from journal import metrics
 from journal.clock import now_ms
+from journal.errors import StaleHost
 from journal.kinds import InvocationStatus, TimerKind
 from journal.records import Batch, Completion, Record, StatusChange, Timer, TimerFired
 from journal.retry import Backoff, retry
@@ -37,6 +38,8 @@ Wake = tuple[str, int, Completion | None]
 
 class TimerJournal(Protocol):
     async def commit(self, batch: Batch) -> None: ...
+
+    async def writer_epoch(self) -> int | None: ...
 
     async def pending_timers(self, host: str | None = None) -> list[Timer]: ...
 
@@ -56,6 +59,9 @@ class TimerScheduler:
         self.fired = 0
         self._recently_fired: dict[str, None] = {}  # insertion-ordered, bounded
         self.loaded = asyncio.Event()  # set once the journal's pending timers are queued
+        self.epoch: int | None = None  # of the journal writer loaded from (None: unfenced)
+        # called when a newer writer refuses a firing (``StaleHost``); firing stops either way
+        self.on_stale: Callable[[StaleHost], None] | None = None
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def add(self, timers: list[Timer]) -> None:
@@ -92,7 +98,10 @@ class TimerScheduler:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     async def _load(self) -> list[Timer]:
-        """Queue the journal's pending timers; return those that fired but are still open."""
+        """Queue the journal's pending timers; return those that fired but are still open.
+        First the writer's epoch: a newer writer refuses the firings of a scheduler that loaded
+        from an older one (its node lost while it ran on), as it does a host's batches."""
+        self.epoch = await self.journal.writer_epoch()
         await self.add(await self.journal.pending_timers())
         return await self.journal.fired_open_timers()
 
@@ -120,13 +129,23 @@ class TimerScheduler:
             elif t.kind == TimerKind.START:
                 records.append(StatusChange(t.invocation_id, InvocationStatus.PENDING, 0, None, at))
             wakes[t.host].append((t.invocation_id, t.idx, completion))
-        batch = Batch(f"{self._prefix}:{next(self._batch_ids)}", records)
+        batch = Batch(f"{self._prefix}:{next(self._batch_ids)}", records, epoch=self.epoch)
 
         def resend(_: BaseException) -> None:
             log.exception("cannot commit fired timers; trying again")
             batch.resent = True
 
-        await retry(lambda: self.journal.commit(batch), backoff=COMMIT_BACKOFF, on_retry=resend)
+        try:
+            await retry(
+                lambda: self.journal.commit(batch),
+                when=lambda e: not isinstance(e, StaleHost),
+                backoff=COMMIT_BACKOFF,
+                on_retry=resend,
+            )
+        except StaleHost as stale:
+            if self.on_stale is not None:
+                self.on_stale(stale)
+            raise
         self.fired += len(timers)
         for t in timers:
             self._recently_fired[t.timer_id] = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from typing import Any
 
@@ -27,7 +26,8 @@ from actors.sdk.errors import TerminalError
 from actors.steps.runner import StepsConfig
 from journal import metrics
 from journal.config import RuntimeConfig
-from journal.errors import StaleHost, StatusCode
+from journal.errors import StatusCode
+from journal.fencing import end_stale_process
 from journal.records import Completion, Outcome
 from journal.transport.gctune import tune_gc
 from journal.transport.wire import WireServed
@@ -77,14 +77,6 @@ class LazyRouter:
     ) -> None:
         assert self._router is not None
         await self._router.resolve_awakeable(awakeable_id, result, failure, by)
-
-
-def _end_stale_host(stale: StaleHost) -> None:
-    """End this process: its node may have been declared lost while it ran on, so a newer
-    process may hold its name and keys; if not, Ray starts it again and it recovers anew."""
-    log.critical("%s; exiting", stale)
-    logging.shutdown()
-    os._exit(75)
 
 
 class HostActor(WireServed):
@@ -140,7 +132,7 @@ class HostActor(WireServed):
         }
         self.host = self.hosts[served[0]]
         for host in self.hosts.values():  # refused by a newer journal writer: start again
-            host.flusher.on_stale = _end_stale_host
+            host.flusher.on_stale = end_stale_process
         self.idle_timeout_s = idle_timeout_s
         # a handler holding the loop is logged; a loop that died ends the process (Ray restarts)
         self.watchdog = LoopWatchdog(

@@ -1,4 +1,5 @@
-"""A host that recovered from an older writer of a fenced journal is refused by a newer one.
+"""A host (or scheduler) that recovered from an older writer of a fenced journal is refused by
+a newer one.
 
 After a node loss, a host on the lost node may run on (its node cut off, or back) while Ray
 started its successor elsewhere, which recovered from the partition's newer journal writer.
@@ -17,8 +18,10 @@ import pytest
 
 from actors.host.object_host import ObjectHost
 from journal.actor import GroupCommitJournal
+from journal.clock import now_ms
 from journal.errors import StaleHost
-from journal.records import Batch, StateWrite
+from journal.records import Batch, StateWrite, Timer
+from scheduler.service import TimerScheduler
 from tests.unit.engine_apps import counter, request
 
 
@@ -117,6 +120,40 @@ def test_a_host_left_behind_by_a_newer_writer_is_refused_and_ends(tmp_path: Path
         finally:
             for host in (old_host, new_host):
                 await host.close()
+            named.current.store.close()
+
+    run(body())
+
+
+def test_a_scheduler_left_behind_by_a_newer_writer_fires_nothing_more(tmp_path: Path) -> None:
+    """A scheduler loaded from the older writer: its next firing is refused, ``on_stale`` runs
+    (the actor's ends the process), and the newer writer holds no firing of it."""
+
+    async def body() -> None:
+        named = Named(GroupCommitJournal(str(tmp_path), fenced=True))
+        scheduler = TimerScheduler(named, lambda _host, _items: None)  # type: ignore[arg-type]
+        ended: list[StaleHost] = []
+        scheduler.on_stale = ended.append
+        try:
+            await scheduler.loaded.wait()
+            assert scheduler.epoch == 1
+            await scheduler.add([Timer("inv_a:1", "inv_a", 1, "sleep", now_ms(), "host")])
+            while scheduler.fired < 1:
+                await asyncio.sleep(0.01)
+
+            await named.current.flush()  # then its node is lost
+            named.current.store.close()
+            named.current = GroupCommitJournal(str(tmp_path), fenced=True)
+            await scheduler.add([Timer("inv_b:1", "inv_b", 1, "sleep", now_ms(), "host")])
+            while not ended:
+                await asyncio.sleep(0.01)
+            assert (ended[0].held, ended[0].current) == (1, 2) and scheduler.fired == 1
+            fired = named.current.store.sql(
+                "SELECT name FROM log WHERE kind = 'fired' ORDER BY name"
+            ).to_pylist()
+            assert fired == [{"name": "inv_a:1"}]
+        finally:
+            scheduler.close()
             named.current.store.close()
 
     run(body())
