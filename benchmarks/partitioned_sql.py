@@ -22,18 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from actors.client.cli import invocations_count_query, invocations_query
+
 T0 = 1_700_000_000_000
 KEYS = 10_000
 
 QUERIES = [
     ("count", "SELECT count(*) FROM sys_invocation"),
     ("by status", "SELECT status, count(*) FROM sys_invocation GROUP BY 1"),
-    (
-        "raystate invocations",
-        "SELECT id, target, status, retry_count, last_failure, modified_at,"
-        " count(*) OVER () AS total_rows FROM sys_invocation"
-        " ORDER BY status = 'completed', modified_at DESC, id LIMIT 50",
-    ),
+    ("raystate invocations", invocations_query()),  # and, when the page is full:
+    ("its count", invocations_count_query()),
     ("one status", "SELECT id, target FROM sys_invocation WHERE status = 'running'"),
     ("one id", "SELECT * FROM sys_invocation WHERE id = '{id}'"),
     ("one key", "SELECT * FROM state WHERE service_name = 'Counter' AND service_key = 'k42'"),

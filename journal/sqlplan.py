@@ -17,6 +17,7 @@ one key, and they all name one partition, the query's answer there is its answer
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ import duckdb
 from journal.partitions import Partitions, partition_of_id
 from journal.schema import migrate
 from journal.sqlguard import check_read_only, syntax_tree
+from journal.sqltopn import top_n_fetch
 
 CATALOG = "journal"  # the journal file's catalog name, which queries may spell out
 # How a query may name the journal's schema: ``x``, ``main.x``, ``journal.x``, ``journal.main.x``
@@ -114,9 +116,12 @@ class Fetch:
     partitions: tuple[int, ...]
     columns: tuple[tuple[str, str], ...] | None
     where: str | None
+    sql: str | None = None  # a query of its own (``journal.sqltopn``)
 
     @property
     def query(self) -> str:
+        if self.sql is not None:
+            return self.sql
         what = "count(*) AS n" if self.columns is None else _list(c for c, _ in self.columns)
         where = "" if self.where is None else f" WHERE {self.where}"
         return f"SELECT {what} FROM {ident(self.relation.name)}{where}"
@@ -172,8 +177,10 @@ def plan(query: str, layout: Partitions) -> Plan:
     if kind == duckdb.StatementType.EXPLAIN:
         return Plan(partition=0)  # the plan as one partition's journal runs it
     reading = _Reading()
+    tree = None
     if kind == duckdb.StatementType.SELECT:
-        _walk(syntax_tree(query), reading, schema_only=False)
+        tree = syntax_tree(query)
+        _walk(tree, reading, schema_only=False)
         for select in reading.selects:
             _restrict(select, reading)
     else:  # a PIVOT DuckDB splits into several statements: the names in its tokens
@@ -181,7 +188,15 @@ def plan(query: str, layout: Partitions) -> Plan:
         for name in _token_names(query):
             if name in catalog():
                 reading.refs[len(reading.refs)] = _Ref(catalog()[name], schema_only=False)
-    return _plan(reading, layout)
+    planned = _plan(reading, layout)
+    if tree is not None and len(reading.refs) == 1 and len(planned.fetches) == 1:
+        (fetch,) = planned.fetches
+        if fetch.columns is not None and len(fetch.partitions) > 1:
+            top_n = top_n_fetch(tree, [c for c, _ in fetch.columns])
+            if top_n is not None:  # at most its limit from each partition
+                fetches = (dataclasses.replace(fetch, sql=top_n),)
+                return dataclasses.replace(planned, fetches=fetches)
+    return planned
 
 
 def _plan(reading: _Reading, layout: Partitions) -> Plan:

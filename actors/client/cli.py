@@ -206,18 +206,30 @@ def _table_columns(width: int) -> list[str]:
     return columns + (["modified_at"] if width >= WIDE else [])
 
 
-TOTAL = "total_rows"
-
-
 def invocations_query(
     status: str | None = None,
     service: str | None = None,
     key: str | None = None,
     limit: int | None = 50,
 ) -> str:
-    """The ``raystate invocations`` query: unfinished first, then the most recently changed;
-    the column ``total_rows`` counts every row that matches, also those past ``limit``
-    (None: no limit)."""
+    """The ``raystate invocations`` query: unfinished first, then the most recently changed
+    (None: no limit). With partitions it reads at most ``limit`` rows of each
+    (``journal.sqltopn``); ``invocations_count_query`` counts them all."""
+    cut = "" if limit is None else f" LIMIT {int(limit)}"
+    return (
+        f"SELECT {INVOCATION_COLUMNS} FROM sys_invocation{_where(status, service, key)}"
+        f" ORDER BY {INVOCATION_ORDER}{cut}"
+    )
+
+
+def invocations_count_query(
+    status: str | None = None, service: str | None = None, key: str | None = None
+) -> str:
+    """How many invocations ``invocations_query`` would list without a limit."""
+    return f"SELECT count(*) AS n FROM sys_invocation{_where(status, service, key)}"
+
+
+def _where(status: str | None, service: str | None, key: str | None) -> str:
     where = [
         f"{column} = {sql_literal(value)}"
         for column, value in (
@@ -227,12 +239,7 @@ def invocations_query(
         )
         if value is not None
     ]
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    cut = "" if limit is None else f" LIMIT {int(limit)}"
-    return (
-        f"SELECT {INVOCATION_COLUMNS}, count(*) OVER () AS {TOTAL}"
-        f" FROM sys_invocation{clause} ORDER BY {INVOCATION_ORDER}{cut}"
-    )
+    return f" WHERE {' AND '.join(where)}" if where else ""
 
 
 @app.command(cls=RaystateCommand)
@@ -258,13 +265,13 @@ def invocations(
 ) -> None:
     """List invocations: unfinished first, then the most recently changed. Says on stderr how
     many more there are."""
-    query = invocations_query(
-        status.value if status else None, service, key, None if every else limit
-    )
+    which = (status.value if status else None, service, key)
+    shown = None if every else limit
     with _errors(), open_source(db, address, namespace) as source:
-        table = source.sql(query)
-        total = table.column(TOTAL)[0].as_py() if table.num_rows else 0
-        table = table.drop_columns([TOTAL])
+        table = source.sql(invocations_query(*which, shown))
+        total = table.num_rows  # a full page: count them all (a count crosses, not the rows)
+        if shown is not None and total == shown:
+            total = source.sql(invocations_count_query(*which)).column(0)[0].as_py()
         if Format(fmt) is Format.table:
             columns = _table_columns(console().width)
             table = table.select(columns).rename_columns(

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,69 +14,9 @@ import pytest
 from journal.errors import SqlRefused, SqlResultTooLarge, SqlTimeout
 from journal.federated import run, run_async
 from journal.partitions import Partitions, claim
-from journal.records import Accept, Batch, Entry, Output, StateWrite, StatusChange
 from journal.sqlplan import Plan, Spread, catalog, plan
 from journal.store import JournalStore
-
-LAYOUT = Partitions(4)
-T0 = 1_700_000_000_000
-SERVICES = [
-    ("Obj", "VirtualObject", "add", "exclusive", None),
-    ("Obj", "VirtualObject", "get", "shared", None),
-    ("Svc", "Service", "run", None, '{"timeout_s": 5}'),
-]
-
-
-def invocations(count: int = 80) -> dict[int, list[Batch]]:
-    """Batches of ``count`` invocations, by partition: keyed ones in their key's partition,
-    keyless ones spread, each id naming its partition (as a partitioned runtime writes)."""
-    out: dict[int, list[Batch]] = {p: [] for p in LAYOUT}
-    for i in range(count):
-        key = None if i % 3 == 2 else f"k{i % 13}"
-        p = i % LAYOUT.count if key is None else LAYOUT.of_key("Obj", key)
-        inv = LAYOUT.place(f"inv_{i:06x}", p)
-        service, handler = ("Svc", "run") if key is None else ("Obj", "add" if i % 4 else "get")
-        records: list = [
-            Accept(inv, service, handler, key, 0, json.dumps({"i": i}), created_at_ms=T0 + i)
-        ]
-        records += [
-            Entry(inv, j, "run", f"step{j}", json.dumps(j), created_at_ms=T0 + i + j)
-            for j in range(i % 4)
-        ]
-        if key is not None:
-            records.append(StateWrite("Obj", key, "count", str(i)))
-            if i % 7 == 0:
-                records.append(StateWrite("Obj", key, "$promise:done", json.dumps({"value": i})))
-        if i % 5 == 0:
-            records.append(StatusChange(inv, "backing-off", 1 + i % 3, f"boom {i}", T0 + i))
-        if i % 2 == 0:
-            records.append(Output(inv, True, json.dumps({"y": i}), completed_at_ms=T0 + i + 9))
-        out[p].append(Batch(f"b{i}", records))
-    return out
-
-
-@pytest.fixture(scope="module")
-def journals(
-    tmp_path_factory: pytest.TempPathFactory, migrated_template: Path
-) -> Iterator[tuple[list[JournalStore], JournalStore]]:
-    """Four partitions' journals, and one journal holding every row of them."""
-    root = tmp_path_factory.mktemp("federated")
-    parts, whole = [], None
-    try:
-        for p in LAYOUT:
-            shutil.copytree(migrated_template, root / f"partition-{p}")
-            parts.append(JournalStore(root / f"partition-{p}"))
-        shutil.copytree(migrated_template, root / "whole")
-        whole = JournalStore(root / "whole")
-        for p, batches in invocations().items():
-            parts[p].write(batches)
-            whole.write(batches)
-        for store in [*parts, whole]:
-            store.set_services(SERVICES)
-        yield parts, whole
-    finally:
-        for store in [*parts, *([whole] if whole else [])]:
-            store.close()
+from tests.unit.federation_data import LAYOUT, SERVICES, invocations
 
 
 def reader(
