@@ -84,3 +84,27 @@ def test_a_restarted_fenced_journal_takes_the_next_epoch(ray_session: None, tmp_
         assert ray.get(actor.load_states.remote("Obj", ["k"])) == {"k": {"n": "2"}}
     finally:
         ray.kill(actor, no_restart=True)
+
+
+def test_a_spread_partitions_hosts_start_again_after_its_journal_restarts(start_runtime) -> None:
+    """Each start of a spread journal takes a new epoch, so the hosts that recovered from the
+    one before are refused (``StaleHost``) at their next commit and start again: calls go on,
+    every counter exact, and the host process of the partition is a new one."""
+    import ray
+
+    from tests.integration import apps
+    from tests.integration.helpers import kill_until_gone
+
+    rt = start_runtime([apps.counter], partitions=2, partition_placement="spread", pool_size=1)
+    keys = [f"k{i}" for i in range(12)]  # both partitions
+    for k in keys:
+        assert rt.call(apps.add, key=k, arg=1) == 1
+    journal = ray.get_actor("journal:0", namespace=rt.namespace)
+    host = ray.get_actor("host:Counter:0:0", namespace=rt.namespace)
+    host_pid = ray.get(host.__ray_call__.remote(lambda _self: os.getpid()))
+    kill_until_gone(journal, pid=ray.get(journal.info.remote())["pid"])
+    for k in keys:  # each the second add of its key: applied once
+        assert rt.call(apps.add, key=k, arg=1, idempotency_key=f"{k}-2") == 2
+    assert ray.get(journal.info.remote())["epoch"] == 2
+    assert ray.get(host.__ray_call__.remote(lambda _self: os.getpid())) != host_pid
+    assert [rt.call(apps.get, key=k) for k in keys] == [2] * len(keys)
