@@ -439,6 +439,22 @@ app.add_typer(schedule_app)
 
 
 @app.command(cls=RaystateCommand)
+def partitions(
+    fmt: FormatOpt = Format.table,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = "raystate",
+    db: DbOpt = None,
+) -> None:
+    """List the journal partitions: where each one's journal runs (node, process, a spread
+    one's epoch), its directory, and how many invocations it holds, unfinished too."""
+    with _errors(), open_source(db, address, namespace) as source:
+        table = source.partitions()
+        if Format(fmt) is Format.table:  # the node's address says enough (json: its id too)
+            table = table.drop_columns(["node_id"])
+        write(table, fmt)
+
+
+@app.command(cls=RaystateCommand)
 def schedules(
     fmt: FormatOpt = Format.table,
     address: AddressOpt = None,

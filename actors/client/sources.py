@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
+from actors.client import partitionstatus
 from actors.client.partsql import LiveJournals
 from journal.config import RuntimeConfig
 from journal.errors import DataDirError, RaystateError, StatusCode
@@ -41,6 +42,8 @@ class NotFound(RaystateError, Exception):
 class Source(Protocol):
     def sql(self, query: str) -> pa.Table: ...
 
+    def partitions(self) -> pa.Table: ...
+
     def close(self) -> None: ...
 
 
@@ -50,7 +53,9 @@ class LiveJournal:
     client; ``actors.client.partsql``)."""
 
     def __init__(self, namespace: str, hint: str) -> None:
-        self._journals = LiveJournals(*_journal_actors(namespace, hint))
+        handles, config = _journal_actors(namespace, hint)
+        self._handles = handles
+        self._journals = LiveJournals(handles, config)
 
     def sql(self, query: str) -> pa.Table:
         from journal.transport.remote import UNAVAILABLE
@@ -60,6 +65,18 @@ class LiveJournal:
         except UNAVAILABLE as e:
             raise Unreachable(
                 f"the journal actor is not available ({first_line(e)}); "
+                "try again once it has restarted"
+            ) from None
+
+    def partitions(self) -> pa.Table:
+        """``raystate partitions``: where each partition's journal runs, what it holds."""
+        from journal.transport.remote import UNAVAILABLE
+
+        try:
+            return partitionstatus.to_table(partitionstatus.live(self._handles))
+        except UNAVAILABLE as e:
+            raise Unreachable(
+                f"a journal actor is not available ({first_line(e)}); "
                 "try again once it has restarted"
             ) from None
 
@@ -110,6 +127,7 @@ class OfflineJournal:
         except DataDirError as e:
             raise Unreachable(str(e)) from None
         self.layout = Partitions(count)
+        self._path = path
         files = [d / DB_FILE for d in directories(path)] if count > 1 else [path]
         self._cons: list[duckdb.DuckDBPyConnection] = []
         try:
@@ -124,6 +142,11 @@ class OfflineJournal:
         if self.layout.count == 1:
             return self._read([(0, query)])[0]
         return run(query, self.layout, self._read, timeout_s=DEFAULT_SQL_TIMEOUT_S)
+
+    def partitions(self) -> pa.Table:
+        """``raystate partitions`` of the stopped data dir (counts; no node or process)."""
+        directory = self._path if self._path.is_dir() else self._path.parent
+        return partitionstatus.to_table(partitionstatus.offline(directory, self._read))
 
     def _read(self, requests: Sequence[tuple[int, str]]) -> list[pa.Table]:
         out = []

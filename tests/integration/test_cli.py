@@ -287,6 +287,14 @@ def test_ids_do_not_wrap_in_a_narrow_terminal(live) -> None:
     assert all(i in text for i in table.column("id").to_pylist()), text
 
 
+def test_partitions_of_a_one_partition_runtime(live) -> None:
+    rt, ns = live
+    total = rt.sql("SELECT count(*) FROM sys_invocation").column(0)[0].as_py()
+    [row] = json_rows(cli("partitions", "-f", "json", *ns).stdout)
+    assert (row["partition"], row["journal"], row["epoch"]) == (0, "journal", None)
+    assert row["invocations"] == total and row["pid"] > 0 and row["node"]
+
+
 def test_json_is_json_and_numbers_are_numbers(live) -> None:
     rt, ns = live
     total = rt.sql("SELECT count(*) FROM sys_invocation").column(0)[0].as_py()
@@ -330,7 +338,7 @@ def test_describe_shows_a_sleep_as_a_time(live) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["invocations"], ["describe"], ["state"], ["sql"], ["resolve"]]
+    "command", [[], ["invocations"], ["describe"], ["state"], ["sql"], ["resolve"], ["partitions"]]
 )
 def test_help_shows_no_placeholders(command: list[str]) -> None:
     text = cli(*command, "--help").stdout

@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import pytest
+import ray
 from typer.testing import CliRunner
 
 from actors import Runtime
@@ -124,6 +125,16 @@ def test_the_cli_reads_every_partition_live_and_then_offline(ray_session: None, 
         assert cli("sql", "SELECT count(*) AS n FROM sys_invocation", *live) == [{"n": len(KEYS)}]
         assert len(cli("invocations", "--all", *live)) == len(KEYS)
         assert cli("state", "Counter", "sql-7", *live) == [{"key": "count", "value": 7}]
+        parts = cli("partitions", *live)
+        here = ray.get_runtime_context().get_node_id()
+        assert [r["partition"] for r in parts] == list(LAYOUT)
+        assert [r["journal"] for r in parts] == [LAYOUT.journal(p) for p in LAYOUT]
+        assert {(r["node_id"], r["epoch"]) for r in parts} == {(here, None)}  # local: no epoch
+        assert all(r["pid"] for r in parts) and len({r["pid"] for r in parts}) == LAYOUT.count
+        assert sum(r["invocations"] for r in parts) == len(KEYS)
+        assert [r["invocations"] for r in parts] == [
+            sum(LAYOUT.of_key("Counter", k) == p for k in KEYS) for p in LAYOUT
+        ]
     finally:
         rt.shutdown()
     for p in LAYOUT:
@@ -133,6 +144,12 @@ def test_the_cli_reads_every_partition_live_and_then_offline(ray_session: None, 
             message=f"partition {p}'s journal released its file",
         )
     offline = ["--db", str(data)]
+    stopped = cli("partitions", *offline)
+    assert [(r["invocations"], r["unfinished"]) for r in stopped] == [
+        (r["invocations"], 0) for r in parts
+    ]
+    assert [r["directory"] for r in stopped] == [str(data / f"partition-{p}") for p in LAYOUT]
+    assert {(r["node"], r["pid"]) for r in stopped} == {(None, None)}
     assert cli("sql", "SELECT count(*) AS n FROM sys_invocation", *offline) == [{"n": len(KEYS)}]
     rows = cli("invocations", "--all", *offline)
     assert sorted(r["target"] for r in rows) == sorted(f"Counter/{k}/add" for k in KEYS)
