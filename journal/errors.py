@@ -76,10 +76,11 @@ class SqlCancelled(SqlRefused):
 
 
 class StaleHost(RaystateError, RuntimeError):
-    """A host recovered its keys from an older writer of a fenced journal directory (epoch
-    ``held``) than the one serving it now (``current``). Its node may have been declared lost
-    while it ran on, and a newer host may run the same keys: its commits are refused, and it
-    must start again (recover anew) rather than send them elsewhere."""
+    """A host recovered its keys (or a partition's scheduler loaded its timers) from an older
+    writer of a fenced journal directory (epoch ``held``) than the one serving it now
+    (``current``). Its node may have been declared lost while it ran on, and a newer process
+    may do the same work: its commits are refused, and it must start again (recover anew)
+    rather than send them elsewhere."""
 
     code = StatusCode.CONFLICT
 
@@ -91,8 +92,8 @@ class StaleHost(RaystateError, RuntimeError):
 
     def __str__(self) -> str:
         return (
-            f"journal {self.directory}: this host recovered from its writer of epoch "
-            f"{self.held}, the writer now is of epoch {self.current}: the host must start again"
+            f"journal {self.directory}: this process recovered from its writer of epoch "
+            f"{self.held}, the writer now is of epoch {self.current}: it must start again"
         )
 
 
