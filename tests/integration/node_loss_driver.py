@@ -153,6 +153,7 @@ def check(address: str, namespace: str, work: str) -> None:
     report(
         {
             "partitions": [where(namespace, p) for p in PARTITIONS],
+            "cli": partitions_cli(namespace),
             "nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"]),
             "acked": len(acked),
             "distinct": len({inv for _, inv in acked}),
@@ -164,6 +165,17 @@ def check(address: str, namespace: str, work: str) -> None:
         }
     )
     rt.close()
+
+
+def partitions_cli(namespace: str) -> list[dict[str, Any]]:
+    """``raystate partitions`` of the runtime, as its JSON lines (this driver's Ray)."""
+    from typer.testing import CliRunner
+
+    from actors.client.cli import app
+
+    result = CliRunner().invoke(app, ["partitions", "-f", "json", "--namespace", namespace])
+    assert result.exit_code == 0, (result.stdout, result.exception)
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 COMMANDS: dict[str, Callable[..., None]] = {"load": load, "check": check}

@@ -208,6 +208,8 @@ def loaded(tmp_path: Path) -> Iterator[Loaded]:
     assert [w["node"] for w in check["partitions"]] == [head, head], (check, placement)
     assert check["partitions"][lost]["epoch"] == stored_epoch(directory) > run.old["epoch"]
     assert check["partitions"][lost]["pid"] != run.old["pid"]
+    shown = [(r["node_id"], r["pid"], r["epoch"]) for r in check["cli"]]  # raystate partitions
+    assert shown == [(w["node"], w["pid"], w["epoch"]) for w in check["partitions"]]
     assert check["nodes"] == [head]
     assert check["acked"] == check["distinct"] == sent["sent"]
     assert check["not_once"] == {} and check["unacked_in_journal"] == 0
