@@ -1,4 +1,4 @@
-"""Where a spread partition's journal actor starts: on its preferred node.
+"""Where a spread partition's journal (and scheduler) actor starts: on its preferred node.
 
 A partition spread over the cluster (``Placement.SPREAD``) asks for its node with a soft node
 affinity, so that Ray can restart it elsewhere when that node is lost. Soft also means that Ray
@@ -36,26 +36,53 @@ def place_new_journal(
 ) -> Any:
     """``journal`` (just created by ``create``), or a journal created again on ``node``: until
     one runs there, for ``PLACE_TIMEOUT_S`` (then a warning, and it stays where Ray put it)."""
+    return place_new(
+        journal,
+        node,
+        create,
+        name,
+        namespace,
+        failed=lambda j: ray.get(j.start_error.remote()) is not None,  # ``Runtime.start`` says
+    )
+
+
+def place_new(
+    actor: Any,
+    node: str,
+    create: Callable[[], Any],
+    name: str,
+    namespace: str,
+    failed: Callable[[Any], bool] = lambda _actor: False,
+) -> Any:
+    """``actor`` (just created by ``create``), or one created again on ``node``, as for a
+    journal; ``failed``: whether it failed to start (then it stays, for its caller to see)."""
     deadline = time.monotonic() + PLACE_TIMEOUT_S
     while True:
         try:
-            if ray.get(journal.start_error.remote()) is not None or node_of(journal) == node:
-                return journal  # placed, or failed (``Runtime.start`` reports why)
+            if failed(actor) or node_of(actor) == node:
+                return actor
         except UNAVAILABLE:
-            return journal  # died starting: reported by the caller too
+            return actor  # died starting: its caller sees it
         if time.monotonic() > deadline:
             warnings.warn(
-                f"raystate: journal {name!r} runs off its preferred node {node} "
-                "(Ray placed it elsewhere)",
+                f"raystate: {name!r} runs off its preferred node {node} (Ray placed it elsewhere)",
                 stacklevel=3,
             )
-            return journal
-        ray.kill(journal, no_restart=True)
-        while _exists(name, namespace):  # ray.kill is asynchronous: free the name first
-            if time.monotonic() > deadline:
-                return journal
-            time.sleep(POLL_S)
-        journal = create()
+            return actor
+        if not stop_for_good(actor, name, namespace, deadline):
+            return actor
+        actor = create()
+
+
+def stop_for_good(actor: Any, name: str, namespace: str, deadline: float) -> bool:
+    """Kill ``actor`` without restart and wait until its name is free (``ray.kill`` is
+    asynchronous), until ``deadline`` (``time.monotonic()``); whether it is free."""
+    ray.kill(actor, no_restart=True)
+    while _exists(name, namespace):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
 
 
 def _exists(name: str, namespace: str) -> bool:

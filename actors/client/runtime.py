@@ -20,6 +20,7 @@ import ray
 
 from actors.client.handles import CLOSED, InvocationHandle, ObjectProxy, _LoopThread, decode
 from actors.client.partsql import PartitionedSql
+from actors.client.rebalance import PartitionMethods
 from actors.client.schedules import ScheduleMethods, start_runner
 from actors.client.startup import prepare, start_hosts
 from actors.client.stopping import stop_namespace
@@ -55,7 +56,7 @@ def _close_at_exit(ref: weakref.ref[Runtime]) -> None:
         rt.close()
 
 
-class Runtime(ScheduleMethods):
+class Runtime(ScheduleMethods, PartitionMethods):
     """A raystate runtime in one Ray namespace: journal, hosts, and this driver's client.
 
     >>> rt = Runtime.start([counter], data_dir="raystate-data")   # doctest: +SKIP

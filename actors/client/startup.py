@@ -18,7 +18,7 @@ import ray
 from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.client.journal_placement import place_new_journal
+from actors.client.journal_placement import place_new, place_new_journal
 from actors.client.registry import service_rows
 from actors.cluster.names import default_pool_size
 from actors.cluster.remote import UNAVAILABLE
@@ -89,7 +89,7 @@ def prepare(
     if crowded is not None:
         warnings.warn(f"raystate: {crowded}", RuntimeWarning, stacklevel=3)
     journals = [
-        _start_journal(data_dir, namespace, layout, p, placement, _node_for(p, placement))
+        start_journal(data_dir, namespace, layout, p, placement, _node_for(p, placement))
         for p in layout
     ]
     journal = journals[0]
@@ -133,21 +133,35 @@ def prepare(
     ray.get([j.set_services.remote(rows) for j in journals])
     config = RuntimeConfig.from_dict(ray.get(journal.config.remote()))  # with the secret
     for p in layout:
-        options = dict(SYSTEM_ACTOR)
-        node = _node_for(p, placement)
-        if node is not None:  # next to its journal, and free to move when that node is lost
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
-        ray.remote(SchedulerActor).options(
-            name=layout.scheduler(p), namespace=namespace, get_if_exists=True, **options
-        ).remote(namespace, layout.journal(p))
+        start_scheduler(namespace, layout, p, _node_for(p, placement))
     return config, journals
+
+
+def start_scheduler(namespace: str, layout: Partitions, partition: int, node: str | None) -> Any:
+    """The scheduler actor of ``partition`` (made now if it does not run): next to its journal
+    on ``node`` when spread, and free to move when that node is lost. A running one stays."""
+    name = layout.scheduler(partition)
+    with contextlib.suppress(ValueError):
+        return ray.get_actor(name, namespace=namespace)
+    options = dict(SYSTEM_ACTOR, name=name, namespace=namespace)
+    if node is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+    actor = ray.remote(SchedulerActor).options(get_if_exists=True, **options)
+
+    def create() -> Any:
+        return actor.remote(namespace, layout.journal(partition))
+
+    scheduler = create()
+    if node is None:
+        return scheduler
+    return place_new(scheduler, node, create, name, namespace)  # soft: Ray may misplace it
 
 
 def start_hosts(router: Router, journals: list[Any], services: list[ServiceDefinition]) -> None:
     """Start the hosts that have unfinished invocations to resume, in each partition. On one
     node the others start on their first request (a host actor costs a process, and idle ones
     add up); on a cluster every pool starts now, its hosts placed round the nodes
-    (``Router.pooled``, and moved by ``_spread`` where Ray put them elsewhere)."""
+    (``Router.pooled``, and moved by ``spread_hosts`` where Ray put them elsewhere)."""
     cluster = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
     ready = []
     for p, journal in enumerate(journals):
@@ -169,10 +183,10 @@ def start_hosts(router: Router, journals: list[Any], services: list[ServiceDefin
     if cluster:
         for d in services:
             if not _dedicated(d):
-                _spread(router, d)
+                spread_hosts(router, d)
 
 
-def _spread(router: Router, d: ServiceDefinition, timeout: float = 30.0) -> None:
+def spread_hosts(router: Router, d: ServiceDefinition, timeout: float = 30.0) -> None:
     """Move the pool hosts of ``d`` that landed off their preferred node by creating them
     again. Their node affinity is soft, and right after a node joins Ray may place such
     actors elsewhere (all of a pool at once). Only idle hosts move."""
@@ -256,7 +270,7 @@ def _node_for(partition: int, placement: Placement) -> str | None:
     return nodes[partition % len(nodes)]
 
 
-def _start_journal(
+def start_journal(
     root: str,
     namespace: str,
     layout: Partitions,

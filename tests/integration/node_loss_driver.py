@@ -6,6 +6,8 @@ cluster started with ``ray start``:
   to counter keys from several threads, each send under an idempotency key of its own and sent
   again until acknowledged, and appends each acknowledged send to the ledger ``WORK/ledger``
   (outside every process that may die). It stops starting new sends once ``WORK/stop`` exists.
+- ``rebalance ADDRESS NAMESPACE NODES``: once NODES nodes are alive, moves the partitions to
+  their preferred nodes (``Runtime.rebalance_partitions``) and reports what moved.
 - ``check ADDRESS NAMESPACE WORK``: reports where each partition's journal runs now, how often
   each acknowledged invocation is in its partition's ``sys_invocation``, and the counters.
 
@@ -35,6 +37,7 @@ from tests.integration import apps
 
 PARTITIONS = Partitions(2)
 CLIENTS = 4
+POOL_SIZE = 2
 KEYS = [f"c{i}" for i in range(24)]
 RESEND_PAUSE_S = 0.05  # between attempts of one send while its partition is away
 
@@ -83,7 +86,7 @@ def load(address: str, namespace: str, data_dir: str, work: str) -> None:
         data_dir=data_dir,
         namespace=namespace,
         address=address,
-        pool_size=2,
+        pool_size=POOL_SIZE,
         partitions=PARTITIONS.count,
         partition_placement="spread",
     )
@@ -167,6 +170,33 @@ def check(address: str, namespace: str, work: str) -> None:
     rt.close()
 
 
+def rebalance(address: str, namespace: str, nodes: str) -> None:
+    """Once ``nodes`` nodes are alive, ``Runtime.rebalance_partitions``; report what moved and
+    where each partition's journal runs now."""
+    rt = Runtime.connect(namespace=namespace, address=address)
+    deadline = time.monotonic() + 60
+    while sum(1 for n in ray.nodes() if n["Alive"]) < int(nodes):
+        assert time.monotonic() < deadline, "the new node did not join"
+        time.sleep(0.2)
+    moved = rt.rebalance_partitions()
+
+    def node(name: str) -> str:
+        actor = ray.get_actor(name, namespace=namespace)
+        return str(
+            ray.get(actor.__ray_call__.remote(lambda _s: ray.get_runtime_context().get_node_id()))
+        )
+
+    report(
+        {
+            "moved": moved,
+            "partitions": [where(namespace, p) for p in PARTITIONS],
+            "schedulers": [node(PARTITIONS.scheduler(p)) for p in PARTITIONS],
+            "nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"]),
+        }
+    )
+    rt.close()
+
+
 def partitions_cli(namespace: str) -> list[dict[str, Any]]:
     """``raystate partitions`` of the runtime, as its JSON lines (this driver's Ray)."""
     from typer.testing import CliRunner
@@ -178,7 +208,7 @@ def partitions_cli(namespace: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
-COMMANDS: dict[str, Callable[..., None]] = {"load": load, "check": check}
+COMMANDS: dict[str, Callable[..., None]] = {"load": load, "check": check, "rebalance": rebalance}
 
 if __name__ == "__main__":
     COMMANDS[sys.argv[1]](*sys.argv[2:])

@@ -218,13 +218,23 @@ def _ray_client_missing() -> bool:
 class Cluster:
     address: str  # the head's GCS address, for ``ray.init``/``Runtime.start(address=)``
     head: Node
-    worker: Node
+    worker: Node | None  # the first worker (None: a head alone, so far)
+    temp_root: Path
+    nodes: list[Node]  # every node, stopped at the end
+
+    def join(self, name: str) -> Node:
+        """Start another node that joins the cluster (stopped with the others)."""
+        node = Node(name, self.temp_root, ["--address", self.address])
+        self.nodes.append(node)
+        node.wait_for("Ray runtime started", timeout=90)
+        return node
 
 
 @contextlib.contextmanager
-def two_nodes(head_env: dict[str, str] | None = None) -> Iterator[Cluster]:
-    """A head and a worker node on this machine, stopped (and their temp dirs removed) at the
-    end. ``head_env``: extra environment of the head's processes (the GCS's settings)."""
+def two_nodes(head_env: dict[str, str] | None = None, workers: int = 1) -> Iterator[Cluster]:
+    """A head and a worker node on this machine (``workers=0``: the head alone, for a test
+    that adds nodes with ``Cluster.join``), stopped (and their temp dirs removed) at the end.
+    ``head_env``: extra environment of the head's processes (the GCS's settings)."""
     # a short temp root: Ray's Unix socket paths below it must stay under 108 characters
     temp_root = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))
     nodes: list[Node] = []
@@ -249,10 +259,10 @@ def two_nodes(head_env: dict[str, str] | None = None) -> Iterator[Cluster]:
         )
         nodes.append(head)
         address = head.wait_for(r"ray start --address='([^']+)'", timeout=90).group(1)
-        worker = Node("worker", temp_root, ["--address", address])
-        nodes.append(worker)
-        worker.wait_for("Ray runtime started", timeout=90)
-        yield Cluster(address, head, worker)
+        cluster = Cluster(address, head, None, temp_root, nodes)
+        if workers:
+            cluster.worker = cluster.join("worker")
+        yield cluster
     finally:
         try:
             stop(nodes)

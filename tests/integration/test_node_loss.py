@@ -18,6 +18,9 @@ directory, the revived cut-off journal refuses the commit it finds, and stops by
 says it was fenced) and lets go of the DuckDB file, which its successor waits for
 (``journal.takeover``).
 
+And the other way round: a runtime started on the head alone, whose partition moves to a
+worker that joins under load (``Runtime.rebalance_partitions``), as after a lost node returns.
+
 Ray notices a dead node after ``health_check_failure_threshold`` failed health checks
 ``health_check_period_ms`` apart, each failing after ``health_check_timeout_ms`` at most (GCS
 settings, given to the head's processes as ``RAY_<name>``): shortened here so that the test
@@ -278,3 +281,43 @@ def test_a_cut_off_nodes_writer_is_fenced_by_its_successor(tmp_path: Path) -> No
             os.kill(raylet, signal.SIGKILL)  # the node is lost for good
             stale.close()
         assert_eventually(lambda: not pid_alive(old), timeout=30, message="the old writer ended")
+
+
+def test_a_node_that_joins_takes_its_partition_back(tmp_path: Path) -> None:
+    """The runtime starts on the head alone, both spread partitions there; a worker joins
+    under load and ``Runtime.rebalance_partitions`` moves the partition that prefers it there
+    (its journal at the next epoch, its scheduler and hosts with it). The load goes on to both
+    partitions; every acknowledged send is journaled once and every counter is exact."""
+    work, data = tmp_path / "work", tmp_path / "data"
+    work.mkdir()
+    namespace = f"rebalance-{os.getpid()}"
+    with two_nodes(workers=0) as cluster:
+        args = [cluster.address, namespace, str(data), str(work)]
+        load = spawn(sys.executable, str(DRIVER), "load", *args)
+        try:
+            path = work / "placement.json"
+            assert_eventually(path.exists, timeout=90, message="the runtime started")
+            placement = json.loads(path.read_text())
+            head = placement["head"]
+            assert [w["node"] for w in placement["partitions"]] == [head, head]
+            run = Loaded(cluster, work, namespace, placement, 0, data, b"")
+            assert_eventually(lambda: len(run.acknowledged()) >= ACKS_BEFORE, timeout=60)
+            cluster.join("worker")
+            moves = result(
+                finish(spawn(sys.executable, str(DRIVER), "rebalance", *args[:2], "2"), 120)
+            )
+            nodes = moves["nodes"]
+            assert [w["node"] for w in moves["partitions"]] == [nodes[p % 2] for p in range(2)]
+            assert moves["moved"] == [p for p in range(2) if nodes[p % 2] != head]
+            assert moves["schedulers"] == [nodes[p % 2] for p in range(2)]
+            # a new writer (``place_new_journal`` may make it more than once: an epoch each)
+            assert [moves["partitions"][p]["epoch"] > 1 for p in moves["moved"]] == [True]
+            run.go_on_after(len(run.acknowledged()))
+        finally:
+            (work / "stop").touch()
+            sent = result(finish(load, timeout=120))
+        check = result(finish(spawn(sys.executable, str(DRIVER), "check", *args[:2], str(work))))
+    assert [w["node"] for w in check["partitions"]] == [nodes[p % 2] for p in range(2)]
+    assert check["acked"] == check["distinct"] == sent["sent"]
+    assert check["not_once"] == {} and check["unacked_in_journal"] == 0
+    assert check["counters"] == check["want"]
