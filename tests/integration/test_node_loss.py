@@ -18,8 +18,8 @@ directory, the revived cut-off journal refuses the commit it finds, and stops by
 says it was fenced) and lets go of the DuckDB file, which its successor waits for
 (``journal.takeover``).
 
-And the other way round: a runtime started on the head alone, whose partition moves to a
-worker that joins under load (``Runtime.rebalance_partitions``), as after a lost node returns.
+After the raylet's SIGKILL a new worker joins, as the lost node returning would, and the
+partition that prefers it moves there (``Runtime.rebalance_partitions``) under the load.
 
 Ray notices a dead node after ``health_check_failure_threshold`` failed health checks
 ``health_check_period_ms`` apart, each failing after ``health_check_timeout_ms`` at most (GCS
@@ -82,6 +82,7 @@ class Loaded:
     lost: int  # the partition on the worker node
     directory: Path  # its journal directory
     mark: bytes  # its epoch file while the first writer holds it: epoch and token
+    nodes_after: list[str] | None = None  # each partition's node at the end (None: the head)
 
     @property
     def old(self) -> dict[str, Any]:
@@ -208,12 +209,13 @@ def loaded(tmp_path: Path) -> Iterator[Loaded]:
             )
         )
     head = placement["head"]
-    assert [w["node"] for w in check["partitions"]] == [head, head], (check, placement)
+    want = run.nodes_after or [head, head]
+    assert [w["node"] for w in check["partitions"]] == want, (check, placement)
     assert check["partitions"][lost]["epoch"] == stored_epoch(directory) > run.old["epoch"]
     assert check["partitions"][lost]["pid"] != run.old["pid"]
     shown = [(r["node_id"], r["pid"], r["epoch"]) for r in check["cli"]]  # raystate partitions
     assert shown == [(w["node"], w["pid"], w["epoch"]) for w in check["partitions"]]
-    assert check["nodes"] == [head]
+    assert check["nodes"] == sorted({head, *want})
     assert check["acked"] == check["distinct"] == sent["sent"]
     assert check["not_once"] == {} and check["unacked_in_journal"] == 0
     assert check["foreign"] == []
@@ -225,7 +227,9 @@ def test_a_killed_nodes_partition_comes_back_on_the_head(tmp_path: Path) -> None
     takeover. (Frozen, it may not outlive its node: Ray gives each worker a process group of
     its own, and when the raylet's death orphans a group with a stopped member, the kernel
     sends it SIGHUP and SIGCONT, which ends it. Revived, it finds its raylet gone and exits,
-    or first finds itself fenced.)"""
+    or first finds itself fenced.) Then a new worker joins, as the lost node returning would,
+    and ``Runtime.rebalance_partitions`` moves the partition that prefers it there (its
+    journal at a new epoch, and its scheduler) while the load goes on to both partitions."""
     with loaded(tmp_path) as run:
         old = run.old["pid"]
         os.kill(old, signal.SIGSTOP)  # frozen: it would outlive its node
@@ -239,6 +243,19 @@ def test_a_killed_nodes_partition_comes_back_on_the_head(tmp_path: Path) -> None
         assert_eventually(lambda: not pid_alive(old), timeout=30, message="the old writer ended")
         run.refuse_the_old_epoch(taken)
         run.go_on_after(killed_at)
+        run.cluster.join("worker2")
+        command = ["rebalance", run.cluster.address, run.namespace, "2"]
+        moves = result(finish(spawn(sys.executable, str(DRIVER), *command), 120))
+        nodes, head = moves["nodes"], run.placement["head"]
+        run.nodes_after = [nodes[p % 2] for p in range(2)]
+        assert [w["node"] for w in moves["partitions"]] == run.nodes_after
+        assert moves["schedulers"] == run.nodes_after
+        assert moves["moved"] == [p for p in range(2) if nodes[p % 2] != head]
+        before = [w["epoch"] for w in run.placement["partitions"]]
+        before[run.lost] = taken
+        # a new writer (``place_new_journal`` may make it more than once: an epoch each)
+        assert all(moves["partitions"][p]["epoch"] > before[p] for p in moves["moved"])
+        run.go_on_after(len(run.acknowledged()))
 
 
 def test_a_cut_off_nodes_writer_is_fenced_by_its_successor(tmp_path: Path) -> None:
@@ -281,43 +298,3 @@ def test_a_cut_off_nodes_writer_is_fenced_by_its_successor(tmp_path: Path) -> No
             os.kill(raylet, signal.SIGKILL)  # the node is lost for good
             stale.close()
         assert_eventually(lambda: not pid_alive(old), timeout=30, message="the old writer ended")
-
-
-def test_a_node_that_joins_takes_its_partition_back(tmp_path: Path) -> None:
-    """The runtime starts on the head alone, both spread partitions there; a worker joins
-    under load and ``Runtime.rebalance_partitions`` moves the partition that prefers it there
-    (its journal at the next epoch, its scheduler and hosts with it). The load goes on to both
-    partitions; every acknowledged send is journaled once and every counter is exact."""
-    work, data = tmp_path / "work", tmp_path / "data"
-    work.mkdir()
-    namespace = f"rebalance-{os.getpid()}"
-    with two_nodes(workers=0) as cluster:
-        args = [cluster.address, namespace, str(data), str(work)]
-        load = spawn(sys.executable, str(DRIVER), "load", *args)
-        try:
-            path = work / "placement.json"
-            assert_eventually(path.exists, timeout=90, message="the runtime started")
-            placement = json.loads(path.read_text())
-            head = placement["head"]
-            assert [w["node"] for w in placement["partitions"]] == [head, head]
-            run = Loaded(cluster, work, namespace, placement, 0, data, b"")
-            assert_eventually(lambda: len(run.acknowledged()) >= ACKS_BEFORE, timeout=60)
-            cluster.join("worker")
-            moves = result(
-                finish(spawn(sys.executable, str(DRIVER), "rebalance", *args[:2], "2"), 120)
-            )
-            nodes = moves["nodes"]
-            assert [w["node"] for w in moves["partitions"]] == [nodes[p % 2] for p in range(2)]
-            assert moves["moved"] == [p for p in range(2) if nodes[p % 2] != head]
-            assert moves["schedulers"] == [nodes[p % 2] for p in range(2)]
-            # a new writer (``place_new_journal`` may make it more than once: an epoch each)
-            assert [moves["partitions"][p]["epoch"] > 1 for p in moves["moved"]] == [True]
-            run.go_on_after(len(run.acknowledged()))
-        finally:
-            (work / "stop").touch()
-            sent = result(finish(load, timeout=120))
-        check = result(finish(spawn(sys.executable, str(DRIVER), "check", *args[:2], str(work))))
-    assert [w["node"] for w in check["partitions"]] == [nodes[p % 2] for p in range(2)]
-    assert check["acked"] == check["distinct"] == sent["sent"]
-    assert check["not_once"] == {} and check["unacked_in_journal"] == 0
-    assert check["counters"] == check["want"]

@@ -40,6 +40,8 @@ SERVICES = [
     *schedule_apps.SCHEDULE_APPS,
 ]
 
+MAX_KILLS = 4  # journal kills under the sends of test_sends_survive_repeated_journal_kills
+
 
 @pytest.fixture(scope="module")
 def part_rt(ray_session: None, tmp_path_factory) -> Iterator[Runtime]:
@@ -82,9 +84,10 @@ def test_each_partition_has_its_actors_and_directory(part_rt: Runtime) -> None:
 
 def test_sends_survive_repeated_journal_kills(part_rt: Runtime) -> None:
     """200 counter keys, 8 clients sending with idempotency keys (sent again until one is
-    acknowledged), while a random partition's journal is killed again and again: every
-    counter ends exact, and every acknowledged send is in its partition's sys_invocation
-    once."""
+    acknowledged), while a random partition's journal is killed again and again (up to
+    ``MAX_KILLS`` times: each kill stalls its partition's sends for a while, and an unbounded
+    killer made the test's time vary from seconds to a minute): every counter ends exact, and
+    every acknowledged send is in its partition's sys_invocation once."""
     keys = [f"ctr{i}" for i in range(200)]
     sends = [(k, n) for n in range(3) for k in keys]
     random.Random(23).shuffle(sends)
@@ -111,7 +114,7 @@ def test_sends_survive_repeated_journal_kills(part_rt: Runtime) -> None:
 
     def killer() -> None:
         rng = random.Random(7)
-        while not stop.is_set():
+        while not stop.is_set() and len(kills) < MAX_KILLS:
             p = rng.randrange(PARTITIONS.count)
             victim = journal(part_rt, p)
             kill_until_gone(victim, pid=ray.get(victim.info.remote())["pid"])
