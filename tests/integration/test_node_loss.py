@@ -67,8 +67,8 @@ HEALTH_CHECKS = {  # a node is dead after 3 failed health checks 0.5 s apart (de
     "RAY_health_check_timeout_ms": "1000",
     "RAY_health_check_failure_threshold": "3",
 }
-ACKS_BEFORE = 50  # acknowledged sends before the node is lost
-ACKS_AFTER = 100  # and after the takeover, on both partitions
+ACKS_BEFORE = 30  # acknowledged sends before the node is lost
+ACKS_AFTER = 50  # and after the takeover, on both partitions
 
 
 @dataclass
