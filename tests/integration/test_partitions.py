@@ -277,3 +277,10 @@ def test_bad_partition_arguments_are_refused_before_anything_starts(
     with pytest.raises(ValueError, match="partition_placement must be 'local' or 'spread'"):
         start_runtime([apps.counter], data_dir=data, partitions=2, partition_placement="nearby")
     assert not data.exists()
+
+
+def test_local_partitions_refuse_to_rebalance_and_stay(part_rt: Runtime) -> None:
+    pids = [ray.get(journal(part_rt, p).info.remote())["pid"] for p in PARTITIONS]
+    with pytest.raises(ValueError, match="partitions are local"):
+        part_rt.rebalance_partitions()
+    assert [ray.get(journal(part_rt, p).info.remote())["pid"] for p in PARTITIONS] == pids
